@@ -1,0 +1,43 @@
+//! The wire contract between the StoryCAD LLM proxy Worker and its clients.
+//!
+//! Plain serde types for OpenAI-style Chat Completions (request, response, streaming chunk),
+//! OpenAI's error body, the models list, the `/v1/usage` body, and the names of the headers and
+//! JWT claims both ends rely on. No I/O: this crate builds for `wasm32-unknown-unknown` (the
+//! Worker) and for native targets (the client).
+//!
+//! Every object keeps the fields it does not model in an `extra` map, so a field a provider adds
+//! tomorrow passes through the proxy and the client unchanged.
+#![warn(missing_docs)]
+
+mod chat;
+mod error;
+pub mod headers;
+mod models;
+pub mod ratelimit;
+mod usage;
+
+pub use chat::*;
+pub use error::*;
+pub use models::*;
+pub use usage::*;
+
+/// A JSON object holding the fields a type does not model, kept as they came.
+pub type Extra = serde_json::Map<String, serde_json::Value>;
+
+/// Names of the JWT claims the Worker reads.
+pub mod claims {
+    /// The user id; required. Limits and cache scope are per `sub`.
+    pub const SUBJECT: &str = "sub";
+    /// Expiry (seconds since the Unix epoch); required.
+    pub const EXPIRES: &str = "exp";
+    /// Not valid before (seconds since the Unix epoch); optional.
+    pub const NOT_BEFORE: &str = "nbf";
+    /// Issued at (seconds since the Unix epoch); optional.
+    pub const ISSUED_AT: &str = "iat";
+    /// Issuer; checked exactly against `JWT_ISSUER`.
+    pub const ISSUER: &str = "iss";
+    /// Audience (a string or a list); must contain `JWT_AUDIENCE`.
+    pub const AUDIENCE: &str = "aud";
+    /// The plan name that selects the caller's limits; the configured default when absent.
+    pub const PLAN: &str = "plan";
+}
