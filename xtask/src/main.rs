@@ -1,1 +1,61 @@
-fn main() {}
+//! `cargo xtask <task>`: the project's tasks, in Rust rather than shell scripts.
+//!
+//! - `setup`: install what is missing (apt packages, cargo tools, npm packages), idempotently.
+//! - `build-worker`: build the Worker's release bundle (skipped when it is up to date).
+//! - `test`: setup, `cargo fmt --check`, clippy with `-D warnings`, the bundle, every test.
+//! - `dev`: the Worker under workerd with a fake provider (or real keys), and the chat REPL.
+//! - `bench <client|proxy>`: benchmarks that print ratios measured side by side.
+
+mod build;
+mod cmd;
+mod dev;
+mod setup;
+mod test;
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  setup          install what is missing (apt, cargo tools, npm packages); idempotent
+  build-worker   build the Worker's release bundle into worker/build (skipped when up to date)
+  test           setup, fmt --check, clippy -D warnings, build-worker, every test
+  dev            the Worker under workerd + fake provider (or real keys) + the chat REPL
+  bench client   client SSE parsing: ours vs async-openai on the same stream
+";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = run(&args) {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let task = args.first().map(String::as_str).unwrap_or("help");
+    let rest = args.get(1..).unwrap_or_default();
+    match task {
+        "setup" => setup::run(),
+        "build-worker" => build::worker(rest.iter().any(|a| a == "--force")),
+        "test" => test::run(rest),
+        "dev" => dev::run(rest),
+        "bench" => bench(rest),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown task `{other}`\n\n{USAGE}"),
+    }
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("client") => {
+            let mut c = cmd::cargo();
+            c.args(["bench", "-p", "storycad-client", "--bench", "stream_parse"]);
+            cmd::run(&mut c)
+        }
+        _ => bail!("usage: cargo xtask bench client"),
+    }
+}

@@ -1,0 +1,152 @@
+//! `cargo xtask build-worker`: the Worker's release bundle in worker/build, via worker-build.
+//!
+//! wrangler runs this as the Worker's `[build] command` on every `wrangler dev` and
+//! `wrangler deploy`, so it returns at once when the sources have not changed since the last
+//! build (a fingerprint of their contents, not mtimes, which a checkout rewrites).
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    cmd::{self, cargo_bin, root},
+    setup::{self, fnv1a, WasmToolchain},
+};
+
+/// Where the bundle lands; wrangler.toml's `main` points into it.
+pub fn bundle_dir() -> PathBuf {
+    root().join("worker").join("build")
+}
+
+pub fn worker(force: bool) -> Result<()> {
+    let out = bundle_dir();
+    let stamp = out.join(".inputs-fingerprint");
+    let fingerprint = inputs_fingerprint()?.to_string();
+    let built = out.join("worker").join("shim.mjs").exists();
+    if !force && built && fs::read_to_string(&stamp).ok().as_deref() == Some(fingerprint.as_str()) {
+        eprintln!("build-worker: up to date");
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut c = worker_build_command(setup::wasm_toolchain());
+    cmd::run(&mut c)?;
+    fs::write(&stamp, fingerprint)?;
+    eprintln!(
+        "build-worker: built in {:.1} s{}",
+        started.elapsed().as_secs_f64(),
+        wasm_size().map(|s| format!("; {s}")).unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn worker_build_command(toolchain: WasmToolchain) -> Command {
+    let root = root();
+    let node_modules = root.join("worker").join("node_modules");
+    let mut c = Command::new(cargo_bin().join("worker-build"));
+    c.arg("--release").current_dir(root.join("worker"));
+    // Variables that `cargo xtask` inherited from the outer cargo and rustup would point the
+    // inner build at the host toolchain.
+    for var in [
+        "RUSTUP_TOOLCHAIN",
+        "CARGO",
+        "RUSTC",
+        "RUSTDOC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+    ] {
+        c.env_remove(var);
+    }
+    c.env("CARGO_TARGET_DIR", root.join("target").join("wasm"))
+        .env("WASM_BINDGEN_BIN", cargo_bin().join("wasm-bindgen"))
+        .env(
+            "ESBUILD_BIN",
+            node_modules.join("@esbuild/linux-x64/bin/esbuild"),
+        )
+        .env("WASM_OPT_BIN", node_modules.join("binaryen/bin/wasm-opt"));
+    if toolchain == WasmToolchain::Debian {
+        let path = format!("/usr/bin:/usr/sbin:/bin:{}", cargo_bin().display());
+        c.env("PATH", path)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("CARGO_UNSTABLE_BUILD_STD", "std,panic_abort");
+    }
+    c
+}
+
+/// The built wasm's size, raw and gzipped, for the log.
+pub fn wasm_size() -> Option<String> {
+    let wasm = find_wasm(&bundle_dir())?;
+    let raw = fs::metadata(&wasm).ok()?.len();
+    let gz = Command::new("gzip")
+        .args(["-9", "-c"])
+        .arg(&wasm)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?
+        .stdout
+        .len() as u64;
+    Some(format!(
+        "wasm {} KB raw, {} KB gzipped",
+        raw / 1024,
+        gz / 1024
+    ))
+}
+
+fn find_wasm(dir: &Path) -> Option<PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).ok()?.flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "wasm") {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// A fingerprint of everything the bundle is built from.
+fn inputs_fingerprint() -> Result<u64> {
+    let root = root();
+    let mut files = vec![
+        root.join("Cargo.toml"),
+        root.join("Cargo.lock"),
+        root.join("worker").join("Cargo.toml"),
+        root.join("protocol").join("Cargo.toml"),
+    ];
+    for dir in ["worker/src", "protocol/src"] {
+        collect_files(&root.join(dir), &mut files)?;
+    }
+    files.sort();
+    let mut all = Vec::new();
+    for f in &files {
+        all.extend_from_slice(f.to_string_lossy().as_bytes());
+        all.push(0);
+        if let Ok(bytes) = fs::read(f) {
+            all.extend_from_slice(&bytes);
+        }
+        all.push(0);
+    }
+    all.extend_from_slice(format!("{:?}", setup::wasm_toolchain()).as_bytes());
+    Ok(fnv1a(&all))
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = entry?.path();
+        if p.is_dir() {
+            collect_files(&p, out)?;
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! `cargo xtask test`: everything CI checks, in the order that fails fastest.
+
+use anyhow::Result;
+
+use crate::{build, cmd, setup};
+
+pub fn run(extra: &[String]) -> Result<()> {
+    let started = std::time::Instant::now();
+    setup::run()?;
+    cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"]))?;
+    cmd::run(cmd::cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The end-to-end tests run the real Worker bundle under workerd.
+    build::worker(false)?;
+    cmd::run(
+        cmd::cargo()
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(extra),
+    )?;
+    eprintln!(
+        "xtask test: all checks passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
