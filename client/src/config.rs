@@ -1,0 +1,162 @@
+//! [`ClientBuilder`] and [`Timeouts`].
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use crate::{
+    client::{Client, Inner},
+    error::{Error, Result},
+    retry::{RetryBudget, RetryPolicy},
+    token::{AccessToken, FnTokenProvider, StaticToken, TokenCache, TokenError, TokenProvider},
+};
+
+/// The client's deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Opening the connection (TCP and TLS). Default 10 s. A connect timeout is retried like any
+    /// connection failure.
+    pub connect: Duration,
+    /// From sending the request to receiving the answer's status and headers. Default 300 s:
+    /// a non-streamed completion only answers once the whole text is generated, which takes
+    /// minutes for long answers. Not retried (the server may still be working on it).
+    pub response_headers: Duration,
+    /// The longest silence between two pieces of a body: between stream events (keep-alive
+    /// comments count as activity) and while reading a JSON body. Default 60 s.
+    pub stream_idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            response_headers: Duration::from_secs(300),
+            stream_idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Builds a [`Client`]. `base_url` and a token source are required.
+#[must_use]
+pub struct ClientBuilder {
+    base_url: Option<String>,
+    provider: Option<Arc<dyn TokenProvider>>,
+    retry: RetryPolicy,
+    timeouts: Timeouts,
+    refresh_ahead: Duration,
+    user_agent: String,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            base_url: None,
+            provider: None,
+            retry: RetryPolicy::default(),
+            timeouts: Timeouts::default(),
+            refresh_ahead: Duration::from_secs(60),
+            user_agent: concat!("storycad-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("has_token_provider", &self.provider.is_some())
+            .field("retry", &self.retry)
+            .field("timeouts", &self.timeouts)
+            .field("refresh_ahead", &self.refresh_ahead)
+            .finish()
+    }
+}
+
+impl ClientBuilder {
+    /// The API root including `/v1`, e.g. `https://proxy.example.com/v1`; the client appends
+    /// `/chat/completions`, `/models` and `/usage`.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+
+    /// Where tokens come from.
+    pub fn token_provider(mut self, provider: impl TokenProvider + 'static) -> Self {
+        self.provider = Some(Arc::new(provider));
+        self
+    }
+
+    /// A fixed token ([`StaticToken`]).
+    pub fn token(self, token: impl Into<String>) -> Self {
+        self.token_provider(StaticToken::new(token))
+    }
+
+    /// Tokens from a closure returning a future ([`FnTokenProvider`]).
+    pub fn token_fn<F, Fut>(self, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<AccessToken, TokenError>> + Send + 'static,
+    {
+        self.token_provider(FnTokenProvider::new(f))
+    }
+
+    /// The retry policy (default [`RetryPolicy::default`]).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The deadlines (default [`Timeouts::default`]).
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// How long before its expiry a token is replaced (default 60 s).
+    pub fn refresh_ahead(mut self, d: Duration) -> Self {
+        self.refresh_ahead = d;
+        self
+    }
+
+    /// The `user-agent` header (default `storycad-client/<version>`).
+    pub fn user_agent(mut self, ua: impl Into<String>) -> Self {
+        self.user_agent = ua.into();
+        self
+    }
+
+    /// The client, or [`Error::Config`] when the URL is missing or bad or there is no token.
+    pub fn build(self) -> Result<Client> {
+        let base = self
+            .base_url
+            .ok_or_else(|| Error::Config("base_url is required".into()))?;
+        let base = base.trim_end_matches('/').to_owned();
+        let parsed = reqwest::Url::parse(&base)
+            .map_err(|e| Error::Config(format!("base_url {base:?} is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Error::Config(format!(
+                "base_url must be http or https, not {}",
+                parsed.scheme()
+            )));
+        }
+        let provider = self.provider.ok_or_else(|| {
+            Error::Config("a token provider is required (token, token_fn, token_provider)".into())
+        })?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.timeouts.connect)
+            .user_agent(self.user_agent)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        let url = |path: &str| format!("{base}{path}");
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                chat_url: url("/chat/completions"),
+                models_url: url("/models"),
+                usage_url: url("/usage"),
+                tokens: TokenCache::new(provider, self.refresh_ahead),
+                budget: RetryBudget::new(&self.retry),
+                retry: self.retry,
+                timeouts: self.timeouts,
+            }),
+        })
+    }
+}

@@ -1,0 +1,303 @@
+//! [`ChatStream`]: server-sent events from the response body to typed chunks.
+//!
+//! The body goes through [`Body`] (the idle timer, and a blank line added at the end so that a
+//! last event the server did not terminate is still dispatched), then eventsource-stream, then
+//! JSON. The stream ends only on `data: [DONE]`; an end of body without it is
+//! [`Error::StreamTruncated`].
+
+use std::{
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use eventsource_stream::{EventStream, EventStreamError, Eventsource as _};
+use std::future::Future as _;
+
+use futures_util::{Stream, StreamExt as _};
+use storycad_protocol::{ChatChunk, ChatResponse, ErrorBody};
+use tokio::time::{Instant, Sleep};
+
+use crate::{
+    accumulate::ResponseAccumulator,
+    error::{Error, Result, TimeoutPhase},
+    response::ResponseMeta,
+};
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// Why the body stopped giving bytes.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    Transport(reqwest::Error),
+    Idle,
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Transport(e) => e.fmt(f),
+            BodyError::Idle => f.write_str("idle timeout"),
+        }
+    }
+}
+
+/// The response body as bytes, failing with [`BodyError::Idle`] after `idle` without any, and
+/// ending with an extra `"\n\n"` so the SSE parser dispatches an unterminated last event.
+pub(crate) struct Body {
+    inner: ByteStream,
+    idle: Duration,
+    last_activity: Instant,
+    // Armed lazily: each chunk only notes the time; the timer is moved when it fires early.
+    timer: Pin<Box<Sleep>>,
+    ended_cleanly: Arc<AtomicBool>,
+    done: bool,
+}
+
+impl Body {
+    pub(crate) fn new(
+        inner: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+        idle: Duration,
+    ) -> (Self, Arc<AtomicBool>) {
+        let ended = Arc::new(AtomicBool::new(false));
+        let now = Instant::now();
+        let body = Body {
+            inner: Box::pin(inner),
+            idle,
+            last_activity: now,
+            timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            ended_cleanly: ended.clone(),
+            done: false,
+        };
+        (body, ended)
+    }
+}
+
+impl Stream for Body {
+    type Item = std::result::Result<Bytes, BodyError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(bytes))) => {
+                self.last_activity = Instant::now();
+                Poll::Ready(Some(Ok(bytes)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(BodyError::Transport(e))))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                self.ended_cleanly.store(true, Ordering::Release);
+                Poll::Ready(Some(Ok(Bytes::from_static(b"\n\n"))))
+            }
+            Poll::Pending => loop {
+                if self.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let deadline = self.last_activity + self.idle;
+                if Instant::now() >= deadline {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(BodyError::Idle)));
+                }
+                self.timer.as_mut().reset(deadline);
+            },
+        }
+    }
+}
+
+/// A streamed chat completion: `Stream<Item = Result<ChatChunk>>`.
+///
+/// Yields chunks until `data: [DONE]`, then ends. Ends with an error item instead when the
+/// server sends an error event ([`Error::Stream`]), when the body ends or the connection is cut
+/// before `[DONE]` ([`Error::StreamTruncated`]), or when nothing arrives for
+/// [`Timeouts::stream_idle`](crate::Timeouts::stream_idle) ([`Error::Timeout`]). Nothing is
+/// retried once the stream is in the caller's hands. Dropping it closes the connection, which
+/// tells the server to stop generating.
+pub struct ChatStream {
+    meta: ResponseMeta,
+    events: EventStream<Body>,
+    body_ended: Arc<AtomicBool>,
+    idle: Duration,
+    finished: bool,
+    chunks: u64,
+    span: tracing::Span,
+}
+
+impl std::fmt::Debug for ChatStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatStream")
+            .field("meta", &self.meta)
+            .field("finished", &self.finished)
+            .field("chunks", &self.chunks)
+            .finish()
+    }
+}
+
+impl ChatStream {
+    pub(crate) fn new(
+        response: reqwest::Response,
+        meta: ResponseMeta,
+        idle: Duration,
+        span: tracing::Span,
+    ) -> Self {
+        Self::from_bytes(response.bytes_stream(), meta, idle, span)
+    }
+
+    pub(crate) fn from_bytes(
+        bytes: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+        meta: ResponseMeta,
+        idle: Duration,
+        span: tracing::Span,
+    ) -> Self {
+        let (body, body_ended) = Body::new(bytes, idle);
+        ChatStream {
+            meta,
+            events: body.eventsource(),
+            body_ended,
+            idle,
+            finished: false,
+            chunks: 0,
+            span,
+        }
+    }
+
+    /// The answer's headers.
+    pub fn meta(&self) -> &ResponseMeta {
+        &self.meta
+    }
+
+    /// Reads the whole stream and folds it into one [`ChatResponse`] (see
+    /// [`ResponseAccumulator`]).
+    pub async fn collect_response(mut self) -> Result<ChatResponse> {
+        let mut acc = ResponseAccumulator::new();
+        while let Some(chunk) = self.next().await {
+            acc.push(&chunk?);
+        }
+        Ok(acc.finish())
+    }
+
+    fn fail(&mut self, e: Error) -> Poll<Option<Result<ChatChunk>>> {
+        self.finished = true;
+        let chunks = self.chunks;
+        self.span
+            .in_scope(|| tracing::debug!(chunks, error = %e, "stream failed"));
+        Poll::Ready(Some(Err(e)))
+    }
+
+    fn truncated(&mut self, source: Option<crate::error::BoxError>) -> Error {
+        Error::StreamTruncated {
+            request_id: self.meta.request_id.clone(),
+            source,
+        }
+    }
+
+    fn error_event(&self, body: ErrorBody) -> Error {
+        Error::Stream {
+            code: body.error.code,
+            kind: body.error.kind,
+            message: body.error.message,
+            request_id: self.meta.request_id.clone(),
+        }
+    }
+}
+
+impl Stream for ChatStream {
+    type Item = Result<ChatChunk>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        let event = match self.events.poll_next_unpin(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(event))) => event,
+            Poll::Ready(Some(Err(EventStreamError::Transport(BodyError::Idle)))) => {
+                let after = self.idle;
+                return self.fail(Error::Timeout {
+                    phase: TimeoutPhase::StreamIdle,
+                    after,
+                });
+            }
+            Poll::Ready(Some(Err(EventStreamError::Transport(BodyError::Transport(e))))) => {
+                let e = self.truncated(Some(Box::new(e)));
+                return self.fail(e);
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let e = Error::InvalidResponse {
+                    status: self.meta.status,
+                    body: String::new(),
+                    reason: format!("not a valid event stream: {e}"),
+                    request_id: self.meta.request_id.clone(),
+                };
+                return self.fail(e);
+            }
+            Poll::Ready(None) => {
+                let e = self.truncated(None);
+                return self.fail(e);
+            }
+        };
+        let data = event.data.as_str();
+        if data == "[DONE]" {
+            self.finished = true;
+            let chunks = self.chunks;
+            self.span
+                .in_scope(|| tracing::debug!(chunks, "stream finished"));
+            return Poll::Ready(None);
+        }
+        if event.event == "error" {
+            let e = match serde_json::from_str::<ErrorBody>(data) {
+                Ok(body) => self.error_event(body),
+                Err(_) => Error::Stream {
+                    code: None,
+                    kind: None,
+                    message: data.to_owned(),
+                    request_id: self.meta.request_id.clone(),
+                },
+            };
+            return self.fail(e);
+        }
+        match serde_json::from_str::<ChatChunk>(data) {
+            Ok(mut chunk) => {
+                if let Some(err) = chunk.extra.remove("error") {
+                    let e = match serde_json::from_value::<ErrorBody>(
+                        serde_json::json!({ "error": err }),
+                    ) {
+                        Ok(body) => self.error_event(body),
+                        Err(_) => Error::Stream {
+                            code: None,
+                            kind: None,
+                            message: err.to_string(),
+                            request_id: self.meta.request_id.clone(),
+                        },
+                    };
+                    return self.fail(e);
+                }
+                self.chunks += 1;
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            // The blank line added at the end of the body dispatched a cut-off event.
+            Err(_) if self.body_ended.load(Ordering::Acquire) => {
+                let e = self.truncated(None);
+                self.fail(e)
+            }
+            Err(e) => {
+                let e = Error::InvalidResponse {
+                    status: self.meta.status,
+                    body: data.to_owned(),
+                    reason: format!("a stream event is not a chat chunk: {e}"),
+                    request_id: self.meta.request_id.clone(),
+                };
+                self.fail(e)
+            }
+        }
+    }
+}
