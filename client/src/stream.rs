@@ -217,86 +217,92 @@ impl Stream for ChatStream {
         if self.finished {
             return Poll::Ready(None);
         }
-        let event = match self.events.poll_next_unpin(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(Ok(event))) => event,
-            Poll::Ready(Some(Err(EventStreamError::Transport(BodyError::Idle)))) => {
-                let after = self.idle;
-                return self.fail(Error::Timeout {
-                    phase: TimeoutPhase::StreamIdle,
-                    after,
-                });
-            }
-            Poll::Ready(Some(Err(EventStreamError::Transport(BodyError::Transport(e))))) => {
-                let e = self.truncated(Some(Box::new(e)));
-                return self.fail(e);
-            }
-            Poll::Ready(Some(Err(e))) => {
-                let e = Error::InvalidResponse {
-                    status: self.meta.status,
-                    body: String::new(),
-                    reason: format!("not a valid event stream: {e}"),
-                    request_id: self.meta.request_id.clone(),
-                };
-                return self.fail(e);
-            }
-            Poll::Ready(None) => {
-                let e = self.truncated(None);
-                return self.fail(e);
-            }
-        };
-        let data = event.data.as_str();
-        if data == "[DONE]" {
-            self.finished = true;
-            let chunks = self.chunks;
-            self.span
-                .in_scope(|| tracing::debug!(chunks, "stream finished"));
-            return Poll::Ready(None);
-        }
-        if event.event == "error" {
-            let e = match serde_json::from_str::<ErrorBody>(data) {
-                Ok(body) => self.error_event(body),
-                Err(_) => Error::Stream {
-                    code: None,
-                    kind: None,
-                    message: data.to_owned(),
-                    request_id: self.meta.request_id.clone(),
-                },
-            };
-            return self.fail(e);
-        }
-        match serde_json::from_str::<ChatChunk>(data) {
-            Ok(mut chunk) => {
-                if let Some(err) = chunk.extra.remove("error") {
-                    let e = match serde_json::from_value::<ErrorBody>(
-                        serde_json::json!({ "error": err }),
-                    ) {
-                        Ok(body) => self.error_event(body),
-                        Err(_) => Error::Stream {
-                            code: None,
-                            kind: None,
-                            message: err.to_string(),
-                            request_id: self.meta.request_id.clone(),
-                        },
+        loop {
+            let event = match self.events.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(event))) => event,
+                Poll::Ready(Some(Err(EventStreamError::Transport(BodyError::Idle)))) => {
+                    let after = self.idle;
+                    return self.fail(Error::Timeout {
+                        phase: TimeoutPhase::StreamIdle,
+                        after,
+                    });
+                }
+                Poll::Ready(Some(Err(EventStreamError::Transport(BodyError::Transport(e))))) => {
+                    let e = self.truncated(Some(Box::new(e)));
+                    return self.fail(e);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let e = Error::InvalidResponse {
+                        status: self.meta.status,
+                        body: String::new(),
+                        reason: format!("not a valid event stream: {e}"),
+                        request_id: self.meta.request_id.clone(),
                     };
                     return self.fail(e);
                 }
-                self.chunks += 1;
-                Poll::Ready(Some(Ok(chunk)))
+                Poll::Ready(None) => {
+                    let e = self.truncated(None);
+                    return self.fail(e);
+                }
+            };
+            let data = event.data.as_str();
+            // Keep-alives: an empty `data:` line, or a named event other than `error` (`ping`).
+            if data.trim().is_empty() || !(event.event == "message" || event.event == "error") {
+                continue;
             }
-            // The blank line added at the end of the body dispatched a cut-off event.
-            Err(_) if self.body_ended.load(Ordering::Acquire) => {
-                let e = self.truncated(None);
-                self.fail(e)
+            if data == "[DONE]" {
+                self.finished = true;
+                let chunks = self.chunks;
+                self.span
+                    .in_scope(|| tracing::debug!(chunks, "stream finished"));
+                return Poll::Ready(None);
             }
-            Err(e) => {
-                let e = Error::InvalidResponse {
-                    status: self.meta.status,
-                    body: data.to_owned(),
-                    reason: format!("a stream event is not a chat chunk: {e}"),
-                    request_id: self.meta.request_id.clone(),
+            if event.event == "error" {
+                let e = match serde_json::from_str::<ErrorBody>(data) {
+                    Ok(body) => self.error_event(body),
+                    Err(_) => Error::Stream {
+                        code: None,
+                        kind: None,
+                        message: data.to_owned(),
+                        request_id: self.meta.request_id.clone(),
+                    },
                 };
-                self.fail(e)
+                return self.fail(e);
+            }
+            match serde_json::from_str::<ChatChunk>(data) {
+                Ok(mut chunk) => {
+                    if let Some(err) = chunk.extra.remove("error") {
+                        let e = match serde_json::from_value::<ErrorBody>(
+                            serde_json::json!({ "error": err }),
+                        ) {
+                            Ok(body) => self.error_event(body),
+                            Err(_) => Error::Stream {
+                                code: None,
+                                kind: None,
+                                message: err.to_string(),
+                                request_id: self.meta.request_id.clone(),
+                            },
+                        };
+                        return self.fail(e);
+                    }
+                    self.chunks += 1;
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+                // The blank line added at the end of the body dispatched a cut-off event.
+                Err(_) if self.body_ended.load(Ordering::Acquire) => {
+                    let e = self.truncated(None);
+                    return self.fail(e);
+                }
+                Err(e) => {
+                    let e = Error::InvalidResponse {
+                        status: self.meta.status,
+                        body: data.to_owned(),
+                        reason: format!("a stream event is not a chat chunk: {e}"),
+                        request_id: self.meta.request_id.clone(),
+                    };
+                    return self.fail(e);
+                }
             }
         }
     }
