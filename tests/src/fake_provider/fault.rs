@@ -1,0 +1,124 @@
+//! The per-request fault marker: the last user message's text starting with `fault:<name>`.
+
+use std::time::Duration;
+
+/// What the fake provider does wrong for one request.
+///
+/// Chosen per request by the first word of the last user message: `fault:<name>` or
+/// `fault:<name>=<arg>` (the Worker forwards the messages, not the caller's headers, so a marker
+/// in the body is the one that reaches the provider). Any other text gets the normal answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// `fault:429[=<seconds>]`: 429 with `retry-after` (default 1) and `retry-after-ms`.
+    RateLimited {
+        /// The `retry-after` value, in seconds.
+        retry_after_secs: u64,
+    },
+    /// `fault:429-no-retry-after`: 429 without any retry header.
+    RateLimitedNoRetryAfter,
+    /// `fault:400`: the provider's invalid-request error.
+    BadRequest,
+    /// `fault:401`: the provider rejects the key.
+    Unauthorized,
+    /// `fault:500`: internal server error.
+    ServerError,
+    /// `fault:503`: service unavailable.
+    Unavailable,
+    /// `fault:529`: overloaded. Anthropic: 529 `overloaded_error` with `x-should-retry: true`;
+    /// OpenAI never sends 529, so its path answers its own overload: 503 "engine is currently
+    /// overloaded".
+    Overloaded,
+    /// `fault:reset`: read the request, close the socket without answering.
+    Reset,
+    /// `fault:cut`: start the answer (headers and the first events, or half a JSON body), then
+    /// close the socket without finishing it.
+    Cut,
+    /// `fault:slow[=<ms>]`: the normal answer, one content event per interval (default 1000 ms);
+    /// a non-streamed answer is delayed by interval x chunk count.
+    Slow {
+        /// The pause before each content event.
+        interval: Duration,
+    },
+    /// `fault:stall`: headers (and, streamed, the role event), then nothing until the bound.
+    Stall,
+    /// `fault:bad-sse`: a 200 event stream of garbage lines and broken JSON, ended cleanly.
+    BadSse,
+    /// `fault:bad-json`: a 200 `application/json` answer whose body is not JSON.
+    BadJson,
+    /// `fault:stream-error`: a stream with some content, then the provider's error event.
+    StreamError,
+    /// `fault:hang`: read the request, never answer (until the provider stops or the bound).
+    Hang,
+    /// `fault:<anything else>`: answered 400 by the fake itself, so a typo fails loudly.
+    Unknown(String),
+}
+
+impl Fault {
+    /// The fault named by `text` (the last user message), if it starts with `fault:`.
+    pub fn parse(text: &str) -> Option<Fault> {
+        let word = text.split_whitespace().next()?;
+        let spec = word.strip_prefix("fault:")?;
+        let (name, arg) = match spec.split_once('=') {
+            Some((n, a)) => (n, Some(a)),
+            None => (spec, None),
+        };
+        let num = |default: u64| arg.and_then(|a| a.parse::<u64>().ok()).unwrap_or(default);
+        Some(match name {
+            "429" => Fault::RateLimited {
+                retry_after_secs: num(1),
+            },
+            "429-no-retry-after" => Fault::RateLimitedNoRetryAfter,
+            "400" => Fault::BadRequest,
+            "401" => Fault::Unauthorized,
+            "500" => Fault::ServerError,
+            "503" => Fault::Unavailable,
+            "529" => Fault::Overloaded,
+            "reset" => Fault::Reset,
+            "cut" => Fault::Cut,
+            "slow" => Fault::Slow {
+                interval: Duration::from_millis(num(1000)),
+            },
+            "stall" => Fault::Stall,
+            "bad-sse" => Fault::BadSse,
+            "bad-json" => Fault::BadJson,
+            "stream-error" => Fault::StreamError,
+            "hang" => Fault::Hang,
+            other => Fault::Unknown(other.to_owned()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_markers() {
+        assert_eq!(Fault::parse("hello"), None);
+        assert_eq!(Fault::parse(""), None);
+        assert_eq!(Fault::parse("say fault:500"), None);
+        assert_eq!(Fault::parse("fault:500 please"), Some(Fault::ServerError));
+        assert_eq!(
+            Fault::parse("fault:429"),
+            Some(Fault::RateLimited {
+                retry_after_secs: 1
+            })
+        );
+        assert_eq!(
+            Fault::parse("  fault:429=7"),
+            Some(Fault::RateLimited {
+                retry_after_secs: 7
+            })
+        );
+        assert_eq!(
+            Fault::parse("fault:slow=250 x"),
+            Some(Fault::Slow {
+                interval: Duration::from_millis(250)
+            })
+        );
+        assert_eq!(
+            Fault::parse("fault:nope"),
+            Some(Fault::Unknown("nope".into()))
+        );
+    }
+}

@@ -1,0 +1,85 @@
+//! A tiny JWKS endpoint on 127.0.0.1 for the Worker's `JWT_JWKS_URL`.
+
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc, Mutex,
+};
+
+use serde_json::Value;
+
+use crate::{
+    http::{After, Conn, Request},
+    server::Background,
+};
+
+/// The path it serves the JWKS on.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+struct State {
+    jwks: Mutex<Value>,
+    hits: AtomicUsize,
+}
+
+/// Serves `GET /.well-known/jwks.json` (anything else is 404) and counts the fetches.
+pub struct JwksServer {
+    server: Background,
+    state: Arc<State>,
+}
+
+impl JwksServer {
+    /// Starts one on a free port serving `jwks`.
+    pub fn start(jwks: Value) -> std::io::Result<JwksServer> {
+        let state = Arc::new(State {
+            jwks: Mutex::new(jwks),
+            hits: AtomicUsize::new(0),
+        });
+        let server = Background::start(0, "jwks-server", state.clone(), handle)?;
+        Ok(JwksServer { server, state })
+    }
+
+    /// The JWKS URL, for `JWT_JWKS_URL`.
+    pub fn url(&self) -> String {
+        format!("http://{}{JWKS_PATH}", self.server.addr())
+    }
+
+    /// Serves `jwks` from now on (key rotation).
+    pub fn set(&self, jwks: Value) {
+        *self
+            .state
+            .jwks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = jwks;
+    }
+
+    /// How many times the JWKS was fetched.
+    pub fn hits(&self) -> usize {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl std::fmt::Debug for JwksServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksServer")
+            .field("url", &self.url())
+            .finish_non_exhaustive()
+    }
+}
+
+async fn handle(state: Arc<State>, req: Request, mut conn: Conn) -> (Conn, After) {
+    let (status, body) = if req.method == "GET" && req.path == JWKS_PATH {
+        state.hits.fetch_add(1, Ordering::SeqCst);
+        let jwks = state
+            .jwks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .to_string();
+        (200, jwks)
+    } else {
+        (404, "{\"error\":\"not found\"}".to_owned())
+    };
+    let headers = [("content-type", "application/json".to_owned())];
+    match conn.respond(status, &headers, body.as_bytes()).await {
+        Ok(()) => (conn, After::KeepAlive),
+        Err(_) => (conn, After::Close),
+    }
+}

@@ -1,0 +1,539 @@
+//! The real Worker under workerd, through `wrangler dev`, for tests and `cargo xtask dev`.
+//!
+//! [`Worker::start`] runs `worker/node_modules/.bin/wrangler dev` on 127.0.0.1 with its own
+//! port, inspector port, state directory (`--persist-to`, so Durable Objects and KV start empty)
+//! and secrets file (`--env-file`, so a developer's `worker/.dev.vars` is never read), with its
+//! output in a log file, and waits until `GET /healthz` answers 200.
+//!
+//! # Stopping
+//!
+//! wrangler runs in a process group of its own (workerd is its child, in the same group).
+//! Dropping the [`Worker`] (or [`Worker::stop`]) sends SIGTERM to the whole group, waits until
+//! no process of the group is left, and sends SIGKILL after 5 s. A process that never drops it
+//! (killed, aborted, a static) is covered by a watchdog: a `sh` in a group of its own that
+//! blocks reading a pipe only this process holds; when this process ends, for whatever reason,
+//! the pipe closes and the watchdog kills the group (TERM, then KILL 2 s later).
+
+use std::{
+    fs,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::{
+    errno::Errno,
+    sys::signal::{killpg, Signal},
+    unistd::Pid,
+};
+use serde_json::Value;
+
+/// How to run the Worker.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// A label for the run directory and messages (e.g. the test binary's name).
+    pub name: String,
+    /// Plain variables, passed as `--var NAME:VALUE` (they override wrangler.toml's `[vars]`).
+    pub vars: Vec<(String, String)>,
+    /// Secrets, written to a per-run env file (mode 0600) passed as `--env-file`; wrangler
+    /// prints their names but not their values.
+    pub secrets: Vec<(String, String)>,
+    /// The port to listen on; `None` picks a free one.
+    pub port: Option<u16>,
+    /// A wrangler environment (`--env`), e.g. `dev`.
+    pub env: Option<String>,
+    /// How long to wait for `/healthz`.
+    pub startup_timeout: Duration,
+    /// The directory holding wrangler.toml and node_modules.
+    pub worker_dir: PathBuf,
+    /// Where the log, secrets file and state go; `None`: `target/e2e/<name>-<pid>-<n>`.
+    pub run_dir: Option<PathBuf>,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            name: "worker".into(),
+            vars: Vec::new(),
+            secrets: Vec::new(),
+            port: None,
+            env: None,
+            startup_timeout: Duration::from_secs(90),
+            worker_dir: workspace_root().join("worker"),
+            run_dir: None,
+        }
+    }
+}
+
+impl WorkerOptions {
+    /// Adds a variable.
+    pub fn var(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.vars.push((name.into(), value.into()));
+        self
+    }
+
+    /// Adds a secret.
+    pub fn secret(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.secrets.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// The workspace root (this crate lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+/// The cargo target directory (`CARGO_TARGET_DIR`, else `<workspace>/target`).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
+        }
+        None => workspace_root().join("target"),
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the caller should bind it soon).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// How the Worker was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopReport {
+    /// Whether SIGTERM was not enough and SIGKILL was sent.
+    pub killed: bool,
+    /// How long it took until no process of the group was left.
+    pub took: Duration,
+    /// Whether the group is empty now.
+    pub group_empty: bool,
+}
+
+/// A running `wrangler dev`; stopped (with its workerd) on drop.
+#[derive(Debug)]
+pub struct Worker {
+    port: u16,
+    run_dir: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+    pgid: i32,
+    watchdog: Option<Child>,
+    watchdog_pipe: Option<ChildStdin>,
+    started_in: Duration,
+}
+
+static RUN_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Worker {
+    /// Starts wrangler and waits until `/healthz` answers 200 (or fails with the log's tail).
+    /// A port taken in the meantime is retried with another, twice.
+    pub fn start(opts: WorkerOptions) -> Result<Worker> {
+        let bundle = opts
+            .worker_dir
+            .join("build")
+            .join("worker")
+            .join("shim.mjs");
+        if !bundle.exists() {
+            bail!(
+                "the Worker bundle {} is missing: run `cargo xtask build-worker` first \
+                 (`cargo xtask test` does)",
+                bundle.display()
+            );
+        }
+        let wrangler = opts
+            .worker_dir
+            .join("node_modules")
+            .join(".bin")
+            .join("wrangler");
+        if !wrangler.exists() {
+            bail!(
+                "{} is missing: run `cargo xtask setup` first",
+                wrangler.display()
+            );
+        }
+        let mut last_err = None;
+        for _attempt in 0..3 {
+            match Worker::start_once(&opts, &wrangler) {
+                Ok(w) => return Ok(w),
+                Err(StartError::PortTaken(e)) if opts.port.is_none() => last_err = Some(e),
+                Err(StartError::PortTaken(e)) | Err(StartError::Other(e)) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow!("could not start wrangler")))
+    }
+
+    fn start_once(opts: &WorkerOptions, wrangler: &Path) -> Result<Worker, StartError> {
+        let started = Instant::now();
+        let n = RUN_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let run_dir = opts.run_dir.clone().unwrap_or_else(|| {
+            target_dir()
+                .join("e2e")
+                .join(format!("{}-{}-{n}", opts.name, std::process::id()))
+        });
+        let _ = fs::remove_dir_all(run_dir.join("state"));
+        fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+        let secrets_path = run_dir.join("secrets.env");
+        write_secrets(&secrets_path, &opts.secrets)?;
+        let log_path = run_dir.join("wrangler.log");
+        let log = fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let port = match opts.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let inspector = free_port()?;
+
+        let mut cmd = Command::new(wrangler);
+        cmd.current_dir(&opts.worker_dir)
+            .args(["dev", "--ip", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .arg("--inspector-port")
+            .arg(inspector.to_string())
+            .arg("--show-interactive-dev-session=false")
+            .arg("--persist-to")
+            .arg(run_dir.join("state"))
+            .arg("--env-file")
+            .arg(&secrets_path);
+        if let Some(env) = &opts.env {
+            cmd.arg("--env").arg(env);
+        }
+        for (name, value) in &opts.vars {
+            cmd.arg("--var").arg(format!("{name}:{value}"));
+        }
+        cmd.env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("NO_COLOR", "1")
+            .env("FORCE_COLOR", "0")
+            // Real provider keys in the caller's environment must not reach a test Worker.
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("CLOUDFLARE_INCLUDE_PROCESS_ENV")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("log file")?)
+            .stderr(log)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", wrangler.display()))?;
+        let pgid = i32::try_from(child.id()).map_err(|_| anyhow!("pid out of range"))?;
+        let (watchdog, watchdog_pipe) = match spawn_watchdog(pgid) {
+            Ok((w, p)) => (Some(w), Some(p)),
+            Err(_) => (None, None),
+        };
+        let mut worker = Worker {
+            port,
+            run_dir,
+            log_path,
+            child: Some(child),
+            pgid,
+            watchdog,
+            watchdog_pipe,
+            started_in: Duration::ZERO,
+        };
+        let deadline = started + opts.startup_timeout;
+        loop {
+            if let Some(status) = worker
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                let log = worker.log_text();
+                let tail = tail(&log, 40);
+                let msg = anyhow!(
+                    "wrangler exited ({status}) before /healthz answered; log {}:\n{tail}",
+                    worker.log_path.display()
+                );
+                return Err(
+                    if log.contains("EADDRINUSE") || log.contains("already in use") {
+                        StartError::PortTaken(msg)
+                    } else {
+                        StartError::Other(msg)
+                    },
+                );
+            }
+            if let Some(actual) = ready_port(&worker.log_text()) {
+                // wrangler may have moved to another port if ours was taken meanwhile.
+                worker.port = actual;
+            }
+            if health(worker.port) {
+                worker.started_in = started.elapsed();
+                return Ok(worker);
+            }
+            if Instant::now() >= deadline {
+                let log = worker.log_text();
+                return Err(StartError::Other(anyhow!(
+                    "/healthz on port {} did not answer 200 within {:?}; log {}:\n{}",
+                    worker.port,
+                    opts.startup_timeout,
+                    worker.log_path.display(),
+                    tail(&log, 40)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:PORT/v1`: the client's base URL.
+    pub fn api_base(&self) -> String {
+        format!("{}/v1", self.url())
+    }
+
+    /// How long the start took (wrangler's build step, workerd, first `/healthz`).
+    pub fn started_in(&self) -> Duration {
+        self.started_in
+    }
+
+    /// The run directory (log, secrets file, state).
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// The log file: wrangler's and workerd's stdout and stderr, including the Worker's own
+    /// log lines.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The whole log so far.
+    pub fn log_text(&self) -> String {
+        fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The log lines that are JSON objects (the Worker's structured log lines), parsed.
+    pub fn log_json(&self) -> Vec<Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| {
+                let start = l.find('{')?;
+                serde_json::from_str::<Value>(l[start..].trim_end())
+                    .ok()
+                    .filter(Value::is_object)
+            })
+            .collect()
+    }
+
+    /// Log lines that show a Rust panic or a wasm trap in the Worker.
+    pub fn panics(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter(|l| {
+                l.contains("panicked at")
+                    || l.contains("RuntimeError: unreachable")
+                    || l.contains("Uncaught (in promise)")
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Whether wrangler is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The process group id (wrangler's pid); its workerd is in the same group.
+    pub fn pgid(&self) -> i32 {
+        self.pgid
+    }
+
+    /// Stops wrangler and its workerd (see the module docs) and reports how.
+    pub fn stop(mut self) -> StopReport {
+        self.stop_now()
+    }
+
+    fn stop_now(&mut self) -> StopReport {
+        let started = Instant::now();
+        let Some(mut child) = self.child.take() else {
+            return StopReport {
+                killed: false,
+                took: Duration::ZERO,
+                group_empty: group_empty(self.pgid),
+            };
+        };
+        let pgid = Pid::from_raw(self.pgid);
+        let _ = killpg(pgid, Signal::SIGTERM);
+        let mut killed = false;
+        let mut empty = wait_group(&mut child, self.pgid, Duration::from_secs(5));
+        if !empty {
+            killed = true;
+            let _ = killpg(pgid, Signal::SIGKILL);
+            empty = wait_group(&mut child, self.pgid, Duration::from_secs(3));
+        }
+        let _ = child.wait();
+        // The group is gone: the watchdog has nothing left to do.
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        self.watchdog_pipe.take();
+        let _ = fs::remove_dir_all(self.run_dir.join("state"));
+        StopReport {
+            killed,
+            took: started.elapsed(),
+            group_empty: empty,
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+enum StartError {
+    PortTaken(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for StartError {
+    fn from(e: anyhow::Error) -> Self {
+        StartError::Other(e)
+    }
+}
+
+impl From<std::io::Error> for StartError {
+    fn from(e: std::io::Error) -> Self {
+        StartError::Other(e.into())
+    }
+}
+
+/// Whether no process is left in group `pgid`.
+pub fn group_empty(pgid: i32) -> bool {
+    matches!(killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH))
+}
+
+/// Reaps `leader` when it exits and waits until the group is empty, up to `limit`.
+fn wait_group(leader: &mut Child, pgid: i32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        // A zombie leader still counts as a group member until it is reaped.
+        let _ = leader.try_wait();
+        if group_empty(pgid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn spawn_watchdog(pgid: i32) -> std::io::Result<(Child, ChildStdin)> {
+    // `read` returns when our end of the pipe closes: when we drop it, or when this process
+    // ends in any way. The pipe is close-on-exec, so no other child holds it.
+    let script = "read -r _; kill -TERM -- -\"$1\" 2>/dev/null; sleep 2; kill -KILL -- -\"$1\" 2>/dev/null; exit 0";
+    let mut child = Command::new("sh")
+        .args(["-c", script, "storycad-e2e-watchdog"])
+        .arg(pgid.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()?;
+    let pipe = child
+        .stdin
+        .take()
+        .ok_or_else(|| std::io::Error::other("watchdog has no stdin"))?;
+    Ok((child, pipe))
+}
+
+fn write_secrets(path: &Path, secrets: &[(String, String)]) -> Result<()> {
+    let mut text = String::new();
+    for (name, value) in secrets {
+        // dotenv keeps single-quoted values verbatim (JSON included); a `'` would end it.
+        if value.contains('\'') {
+            bail!("secret {name} contains a single quote, which the env file cannot hold");
+        }
+        text.push_str(&format!("{name}='{value}'\n"));
+    }
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The port in wrangler's "Ready on http://127.0.0.1:PORT" line, if printed yet.
+fn ready_port(log: &str) -> Option<u16> {
+    let at = log.rfind("Ready on http://127.0.0.1:")?;
+    let rest = &log[at + "Ready on http://127.0.0.1:".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Whether `GET /healthz` answers 200.
+fn health(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 16];
+    let mut got = 0;
+    while got < head.len() {
+        match s.read(&mut head[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    head[..got].starts_with(b"HTTP/1.1 200")
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_ready_line() {
+        assert_eq!(
+            ready_port("x\n[wrangler:info] Ready on http://127.0.0.1:45123\n"),
+            Some(45123)
+        );
+        assert_eq!(ready_port("starting"), None);
+    }
+}
