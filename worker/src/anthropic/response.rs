@@ -1,0 +1,361 @@
+//! Anthropic complete answers and error answers -> OpenAI shapes.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use storycad_protocol::{
+    codes, ChatResponse, Choice, ErrorBody, Extra, FunctionCall, ResponseMessage, Role, ToolCall,
+    Usage,
+};
+
+use super::map_stop_reason;
+
+/// The `code` of an overloaded upstream (retryable, like a 503).
+pub(crate) const OVERLOADED_CODE: &str = "overloaded";
+/// OpenAI's code for a prompt longer than the model's context.
+const CONTEXT_LENGTH_EXCEEDED: &str = "context_length_exceeded";
+
+/// Anthropic's `usage` object (in answers, `message_start` and `message_delta`).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AnthropicUsage {
+    #[serde(default)]
+    pub input_tokens: Option<u64>,
+    #[serde(default)]
+    pub output_tokens: Option<u64>,
+    #[serde(default)]
+    pub cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    pub cache_read_input_tokens: Option<u64>,
+}
+
+/// OpenAI usage from Anthropic counts.
+///
+/// Anthropic's `input_tokens` excludes cached input, so `prompt_tokens` adds the cache writes and
+/// cache reads back: it is everything the model read, as OpenAI counts it. The cache reads are also
+/// `prompt_tokens_details.cached_tokens`, as OpenAI reports its own cache hits.
+pub(crate) fn openai_usage(input: u64, cache_creation: u64, cache_read: u64, output: u64) -> Usage {
+    let prompt = input
+        .saturating_add(cache_creation)
+        .saturating_add(cache_read);
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: output,
+        total_tokens: prompt.saturating_add(output),
+        prompt_tokens_details: Some(json!({ "cached_tokens": cache_read })),
+        ..Usage::default()
+    }
+}
+
+#[derive(Deserialize)]
+struct MessageBody {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    content: Vec<ResponseBlock>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: AnthropicUsage,
+}
+
+/// A content block, flat: only the fields we use, whatever its type.
+#[derive(Deserialize)]
+struct ResponseBlock {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    input: Option<Value>,
+}
+
+/// Translate a complete Anthropic answer (HTTP 200 body) into an OpenAI chat completion.
+///
+/// - `id`: Anthropic's message id as sent (`msg_...`), so it matches Anthropic's logs.
+/// - `object` `chat.completion`, `created` as passed (the glue passes now), `model` = `alias`.
+/// - Text blocks are concatenated (Anthropic splits one answer into several blocks, e.g. around
+///   citations) into `content`; `tool_use` blocks become `tool_calls` with `arguments` the compact
+///   JSON of `input`. `content` is `null` when the answer is only tool calls, as OpenAI sends it.
+///   Other block types (thinking, server tools) are not part of an OpenAI answer and are left out.
+/// - `finish_reason`: see [`map_stop_reason`](super::map_stop_reason); usage: see the crate docs
+///   of `openai_usage` (prompt tokens include cache writes and reads).
+///
+/// A body that is not a Messages answer is `Err((502, upstream_error))`; an error body sent with
+/// 200 is mapped as by [`map_error`].
+// The error is as large as the success (an ErrorBody): boxing would buy nothing on a path taken
+// once per request.
+#[allow(clippy::result_large_err)]
+pub fn from_messages_response(
+    body: &[u8],
+    alias: &str,
+    created: u64,
+) -> Result<ChatResponse, (u16, ErrorBody)> {
+    let parsed: MessageBody = serde_json::from_slice(body).map_err(|_| garbage())?;
+    if parsed.kind.as_deref() == Some("error") {
+        return Err(map_error(502, body));
+    }
+    if parsed.kind.as_deref() != Some("message") {
+        return Err(garbage());
+    }
+
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    for block in parsed.content {
+        match block.kind.as_str() {
+            "text" => text.push_str(block.text.as_deref().unwrap_or("")),
+            "tool_use" => tool_calls.push(ToolCall {
+                id: block.id.unwrap_or_default(),
+                kind: "function".to_owned(),
+                function: FunctionCall {
+                    name: block.name.unwrap_or_default(),
+                    arguments: block
+                        .input
+                        .map_or_else(|| "{}".to_owned(), |input| input.to_string()),
+                },
+            }),
+            _ => {}
+        }
+    }
+
+    let u = &parsed.usage;
+    let usage = openai_usage(
+        u.input_tokens.unwrap_or(0),
+        u.cache_creation_input_tokens.unwrap_or(0),
+        u.cache_read_input_tokens.unwrap_or(0),
+        u.output_tokens.unwrap_or(0),
+    );
+    let content = if text.is_empty() && !tool_calls.is_empty() {
+        None
+    } else {
+        Some(text)
+    };
+
+    Ok(ChatResponse {
+        id: parsed.id,
+        object: "chat.completion".to_owned(),
+        created,
+        model: alias.to_owned(),
+        choices: vec![Choice {
+            index: 0,
+            message: ResponseMessage {
+                role: Role::Assistant,
+                content,
+                refusal: None,
+                tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
+                extra: Extra::new(),
+            },
+            finish_reason: Some(map_stop_reason(
+                parsed.stop_reason.as_deref().unwrap_or("end_turn"),
+            )),
+            logprobs: None,
+            extra: Extra::new(),
+        }],
+        usage: Some(usage),
+        system_fingerprint: None,
+        extra: Extra::new(),
+    })
+}
+
+fn garbage() -> (u16, ErrorBody) {
+    (
+        502,
+        ErrorBody::new(
+            codes::SERVER,
+            codes::UPSTREAM_ERROR,
+            "Anthropic answered with a body that is not a Messages response",
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    #[serde(default)]
+    error: Option<ErrorInfo>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ErrorInfo {
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// Translate an Anthropic error answer (`status`, body) into the status and OpenAI error body the
+/// Worker sends.
+///
+/// | Anthropic `error.type` | status | OpenAI `type` / `code` |
+/// |---|---|---|
+/// | `invalid_request_error` | 400 | `invalid_request_error` / `invalid_value` (`context_length_exceeded` for "prompt is too long"), Anthropic's message kept |
+/// | `request_too_large` | 413 | `invalid_request_error` / `body_too_large` |
+/// | `authentication_error`, `permission_error`, `billing_error` | 502 | `server_error` / `upstream_error`: the proxy's key or account, not the caller's; Anthropic's message is not repeated |
+/// | `not_found_error` | 502 | `server_error` / `upstream_error` (the route names a model Anthropic does not know) |
+/// | `rate_limit_error` | 429 | `rate_limit_error` / `rate_limit_exceeded` (retryable; Anthropic's text names our organization, so it is replaced) |
+/// | `api_error` | 502 | `server_error` / `upstream_error` |
+/// | `overloaded_error` | 503 | `overloaded_error` / `overloaded` (retryable) |
+/// | `timeout_error` | 504 | `server_error` / `upstream_timeout` |
+///
+/// An unknown type, or a body that is not Anthropic's error JSON, is classified by `status`
+/// (400 -> 400, 413 -> 413, 429 -> 429, 503/529 -> 503 overloaded, 504 -> 504, else 502) and the
+/// body is never echoed.
+pub fn map_error(status: u16, body: &[u8]) -> (u16, ErrorBody) {
+    let info = serde_json::from_slice::<ErrorEnvelope>(body)
+        .ok()
+        .and_then(|e| e.error);
+    let (kind, message) = match &info {
+        Some(info) => (info.kind.as_deref(), info.message.as_deref()),
+        None => (None, None),
+    };
+    map_error_kind(status, kind, message)
+}
+
+/// The mapping of [`map_error`], shared by the stream's `error` event (which has no status).
+pub(crate) fn map_error_kind(
+    status: u16,
+    kind: Option<&str>,
+    message: Option<&str>,
+) -> (u16, ErrorBody) {
+    let message = message.unwrap_or("").trim();
+    let kind = kind.unwrap_or(match status {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        504 => "timeout_error",
+        _ => "api_error",
+    });
+    match kind {
+        "invalid_request_error" => {
+            let code = if message.starts_with("prompt is too long") {
+                CONTEXT_LENGTH_EXCEEDED
+            } else {
+                codes::INVALID_VALUE
+            };
+            let text = if message.is_empty() {
+                "Anthropic rejected the request".to_owned()
+            } else {
+                format!("Anthropic rejected the request: {}", clip(message))
+            };
+            (400, ErrorBody::new(codes::INVALID_REQUEST, code, text))
+        }
+        "request_too_large" => (
+            413,
+            ErrorBody::new(
+                codes::INVALID_REQUEST,
+                codes::BODY_TOO_LARGE,
+                "the request is too large for Anthropic",
+            ),
+        ),
+        "authentication_error" | "permission_error" | "billing_error" => (
+            502,
+            ErrorBody::new(
+                codes::SERVER,
+                codes::UPSTREAM_ERROR,
+                format!(
+                    "the upstream provider refused the proxy's credentials (Anthropic {kind}); \
+                     the proxy's configuration needs attention"
+                ),
+            ),
+        ),
+        "not_found_error" => (
+            502,
+            ErrorBody::new(
+                codes::SERVER,
+                codes::UPSTREAM_ERROR,
+                if message.is_empty() {
+                    "Anthropic does not know the routed model (not_found_error)".to_owned()
+                } else {
+                    format!(
+                        "Anthropic does not know the routed model (not_found_error: {})",
+                        clip(message)
+                    )
+                },
+            ),
+        ),
+        "rate_limit_error" => (
+            429,
+            ErrorBody::new(
+                codes::RATE_LIMIT,
+                codes::RATE_LIMIT_EXCEEDED,
+                "the upstream provider's rate limit was reached; retry later",
+            ),
+        ),
+        "overloaded_error" => (503, overloaded()),
+        "timeout_error" => (
+            504,
+            ErrorBody::new(
+                codes::SERVER,
+                codes::UPSTREAM_TIMEOUT,
+                "Anthropic timed out; retry the request",
+            ),
+        ),
+        "api_error" => (
+            502,
+            ErrorBody::new(
+                codes::SERVER,
+                codes::UPSTREAM_ERROR,
+                "Anthropic failed to answer (api_error); retry the request",
+            ),
+        ),
+        // A type added after this was written: fall back on the status.
+        unknown => match status {
+            400 | 413 | 429 | 503 | 504 | 529 => map_error_kind(status, None, Some(message)),
+            _ => (
+                502,
+                ErrorBody::new(
+                    codes::SERVER,
+                    codes::UPSTREAM_ERROR,
+                    format!(
+                        "Anthropic answered HTTP {status} ({})",
+                        unknown.chars().take(64).collect::<String>()
+                    ),
+                ),
+            ),
+        },
+    }
+}
+
+pub(crate) fn overloaded() -> ErrorBody {
+    ErrorBody::new(
+        codes::OVERLOADED,
+        OVERLOADED_CODE,
+        "Anthropic is overloaded; retry the request shortly",
+    )
+}
+
+/// What we repeat of a provider's message: bounded, and with anything that looks like a URL or
+/// a key (`sk-...`) blanked, in case a provider ever echoes one.
+fn clip(message: &str) -> String {
+    const MAX: usize = 300;
+    let mut out = String::with_capacity(message.len().min(MAX + 4));
+    for (n, word) in message.split(' ').enumerate() {
+        if n > 0 {
+            out.push(' ');
+        }
+        if word.contains("://") || word.starts_with("sk-") {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(word);
+        }
+        if out.len() > MAX {
+            break;
+        }
+    }
+    if out.len() > MAX {
+        let mut cut = MAX;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}

@@ -1,0 +1,602 @@
+//! Anthropic Messages SSE events -> OpenAI chat completion chunks.
+//!
+//! The caller splits the upstream bytes into events (SSE framing is not this module's job) and
+//! hands each one to [`StreamTranslator::on_event`], then calls [`StreamTranslator::finish`] when
+//! the upstream body ends. The translator appends OpenAI SSE lines to `out`:
+//!
+//! | Anthropic event | OpenAI output |
+//! |---|---|
+//! | `message_start` | first chunk, `delta: {"role":"assistant","content":""}`; id and input usage kept |
+//! | `content_block_start` text | nothing |
+//! | `content_block_start` tool_use | `tool_calls[{index, id, type:"function", function:{name, arguments:""}}]` |
+//! | `content_block_delta` text_delta | `delta.content` |
+//! | `content_block_delta` input_json_delta | `tool_calls[{index, function:{arguments: fragment}}]` |
+//! | `content_block_stop`, `ping` | nothing |
+//! | `message_delta` | the finish chunk (`delta: {}`, `finish_reason` mapped); output usage kept |
+//! | `message_stop` | the usage chunk (`choices: []`) if `include_usage`, then `data: [DONE]` |
+//! | `error` | `data: {"error":{..}}` (mapped as [`map_error`](super::map_error)); the stream is over |
+//! | anything else (a future event type) | nothing |
+//!
+//! OpenAI's tool call `index` counts tool calls only (0, 1, ...), whatever Anthropic's block index.
+//! Thinking and server-tool blocks are not part of an OpenAI answer and are left out.
+//! Data that is not JSON, or content before `message_start`, ends the stream with an
+//! `upstream_error` event; [`finish`](StreamTranslator::finish) before `message_stop` ends it with
+//! `stream_truncated`. After `[DONE]` or an error event, further events are ignored.
+
+use std::borrow::Cow;
+
+use serde::{de::IgnoredAny, Deserialize, Serialize};
+use storycad_protocol::{codes, ErrorBody, Usage};
+
+use super::{
+    map_stop_reason,
+    response::{map_error_kind, openai_usage, AnthropicUsage, ErrorInfo},
+};
+
+const CHUNK_OBJECT: &str = "chat.completion.chunk";
+const DONE: &[u8] = b"data: [DONE]\n\n";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    Done,
+    Failed,
+}
+
+/// Translates one Anthropic stream into OpenAI SSE lines.
+#[derive(Debug)]
+pub struct StreamTranslator {
+    alias: String,
+    created: u64,
+    include_usage: bool,
+    id: String,
+    started: bool,
+    input_tokens: u64,
+    cache_creation_tokens: u64,
+    cache_read_tokens: u64,
+    output_tokens: u64,
+    /// `message_delta` carried the final output count.
+    output_final: bool,
+    /// Bytes of text and tool arguments relayed, for an estimate when the stream is cut.
+    output_bytes: u64,
+    /// (Anthropic block index, OpenAI tool call index) of each tool_use block.
+    tool_blocks: Vec<(u64, u32)>,
+    finish_sent: bool,
+    state: State,
+    error: Option<ErrorBody>,
+}
+
+impl StreamTranslator {
+    /// A translator answering as model `alias`, with chunk timestamps `created` (seconds since the
+    /// epoch; the glue passes now). `include_usage`: the caller's `stream_options.include_usage`.
+    pub fn new(alias: &str, created: u64, include_usage: bool) -> Self {
+        StreamTranslator {
+            alias: alias.to_owned(),
+            created,
+            include_usage,
+            id: String::new(),
+            started: false,
+            input_tokens: 0,
+            cache_creation_tokens: 0,
+            cache_read_tokens: 0,
+            output_tokens: 0,
+            output_final: false,
+            output_bytes: 0,
+            tool_blocks: Vec::new(),
+            finish_sent: false,
+            state: State::Open,
+            error: None,
+        }
+    }
+
+    /// Handle one parsed SSE event: `event` is its `event:` field (if any), `data` its data lines
+    /// joined. Appends whatever OpenAI lines it produces to `out`.
+    pub fn on_event(&mut self, event: Option<&str>, data: &str, out: &mut Vec<u8>) {
+        if self.state != State::Open {
+            return;
+        }
+        let peeked;
+        let name = match event {
+            Some(name) => name,
+            None => {
+                if data.trim().is_empty() {
+                    return;
+                }
+                match serde_json::from_str::<TypeOnly<'_>>(data) {
+                    Ok(t) => {
+                        peeked = t.kind;
+                        peeked.as_ref()
+                    }
+                    Err(_) => return self.fail_invalid_json(out),
+                }
+            }
+        };
+        match name {
+            "ping" => {}
+            "error" => self.on_error(data, out),
+            "message_start" => self.on_message_start(data, out),
+            "content_block_start" => self.on_block_start(data, out),
+            "content_block_delta" => self.on_block_delta(data, out),
+            "content_block_stop" => self.on_block_stop(data, out),
+            "message_delta" => self.on_message_delta(data, out),
+            "message_stop" => self.on_message_stop(data, out),
+            // Forward compatible: an event type added later carries nothing we translate.
+            _ => {}
+        }
+    }
+
+    /// The upstream body ended. If the stream is not over (no `message_stop`, no error event),
+    /// appends a `stream_truncated` error event: a cut stream never looks like a complete one.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.state == State::Open {
+            self.fail(
+                out,
+                ErrorBody::new(
+                    codes::SERVER,
+                    codes::STREAM_TRUNCATED,
+                    "the Anthropic stream ended before the answer was complete",
+                ),
+            );
+        }
+    }
+
+    /// Whether the stream is over: `[DONE]` or an error event was written.
+    pub fn is_done(&self) -> bool {
+        self.state != State::Open
+    }
+
+    /// The error event that ended the stream, if one did.
+    pub fn error(&self) -> Option<&ErrorBody> {
+        self.error.as_ref()
+    }
+
+    /// Tokens used so far, for settling the caller's budget; `None` before `message_start`.
+    ///
+    /// Prompt tokens as in complete answers (input + cache writes + cache reads). Completion
+    /// tokens: Anthropic's count from `message_delta` once it came; before that (a cut or failed
+    /// stream) the larger of Anthropic's running count and an estimate of one token per 4 bytes
+    /// relayed, so a cut stream is not charged less than it delivered.
+    pub fn usage(&self) -> Option<Usage> {
+        if !self.started {
+            return None;
+        }
+        let output = if self.output_final {
+            self.output_tokens
+        } else {
+            self.output_tokens.max(self.output_bytes.div_ceil(4))
+        };
+        Some(openai_usage(
+            self.input_tokens,
+            self.cache_creation_tokens,
+            self.cache_read_tokens,
+            output,
+        ))
+    }
+
+    /// The upstream message id (`msg_...`), once `message_start` came; the chunks carry it.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn take_usage(&mut self, usage: &AnthropicUsage) {
+        if let Some(n) = usage.input_tokens {
+            self.input_tokens = n;
+        }
+        if let Some(n) = usage.cache_creation_input_tokens {
+            self.cache_creation_tokens = n;
+        }
+        if let Some(n) = usage.cache_read_input_tokens {
+            self.cache_read_tokens = n;
+        }
+        if let Some(n) = usage.output_tokens {
+            self.output_tokens = n;
+        }
+    }
+
+    fn parse<'d, T: Deserialize<'d>>(&mut self, data: &'d str, out: &mut Vec<u8>) -> Option<T> {
+        match serde_json::from_str(data) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.fail_invalid_json(out);
+                None
+            }
+        }
+    }
+
+    /// Content before `message_start` has no id to carry: the upstream broke the protocol.
+    fn require_started(&mut self, event: &str, out: &mut Vec<u8>) -> bool {
+        if !self.started {
+            self.fail(
+                out,
+                ErrorBody::new(
+                    codes::SERVER,
+                    codes::UPSTREAM_ERROR,
+                    format!("the Anthropic stream sent `{event}` before `message_start`"),
+                ),
+            );
+        }
+        self.started
+    }
+
+    fn on_message_start(&mut self, data: &str, out: &mut Vec<u8>) {
+        let Some(ev) = self.parse::<MessageStart<'_>>(data, out) else {
+            return;
+        };
+        if self.started {
+            return;
+        }
+        self.started = true;
+        self.id = ev.message.id.into_owned();
+        self.take_usage(&ev.message.usage);
+        self.emit(
+            out,
+            DeltaOut {
+                role: Some("assistant"),
+                content: Some(""),
+                tool_calls: None,
+            },
+            None,
+        );
+    }
+
+    fn on_block_start(&mut self, data: &str, out: &mut Vec<u8>) {
+        let Some(ev) = self.parse::<BlockStart<'_>>(data, out) else {
+            return;
+        };
+        if !self.require_started("content_block_start", out) {
+            return;
+        }
+        if ev.content_block.kind != "tool_use" {
+            return;
+        }
+        let index = u32::try_from(self.tool_blocks.len()).unwrap_or(u32::MAX);
+        self.tool_blocks.push((ev.index, index));
+        let id = ev.content_block.id.as_deref().unwrap_or("");
+        let name = ev.content_block.name.as_deref().unwrap_or("");
+        self.output_bytes += (id.len() + name.len()) as u64;
+        self.emit(
+            out,
+            DeltaOut {
+                role: None,
+                content: None,
+                tool_calls: Some([ToolDeltaOut {
+                    index,
+                    id: Some(id),
+                    kind: Some("function"),
+                    function: FunctionDeltaOut {
+                        name: Some(name),
+                        arguments: "",
+                    },
+                }]),
+            },
+            None,
+        );
+    }
+
+    fn on_block_delta(&mut self, data: &str, out: &mut Vec<u8>) {
+        let Some(ev) = self.parse::<BlockDelta<'_>>(data, out) else {
+            return;
+        };
+        if !self.require_started("content_block_delta", out) {
+            return;
+        }
+        match ev.delta.kind.as_ref() {
+            "text_delta" if !ev.delta.text.is_empty() => {
+                self.output_bytes += ev.delta.text.len() as u64;
+                self.emit(
+                    out,
+                    DeltaOut {
+                        role: None,
+                        content: Some(&ev.delta.text),
+                        tool_calls: None,
+                    },
+                    None,
+                );
+            }
+            "input_json_delta" if !ev.delta.partial_json.is_empty() => {
+                let Some(&(_, index)) = self
+                    .tool_blocks
+                    .iter()
+                    .rev()
+                    .find(|(block, _)| *block == ev.index)
+                else {
+                    return;
+                };
+                self.output_bytes += ev.delta.partial_json.len() as u64;
+                self.emit(
+                    out,
+                    DeltaOut {
+                        role: None,
+                        content: None,
+                        tool_calls: Some([ToolDeltaOut {
+                            index,
+                            id: None,
+                            kind: None,
+                            function: FunctionDeltaOut {
+                                name: None,
+                                arguments: &ev.delta.partial_json,
+                            },
+                        }]),
+                    },
+                    None,
+                );
+            }
+            // Thinking, signatures, citations: not part of an OpenAI answer.
+            _ => {}
+        }
+    }
+
+    fn on_block_stop(&mut self, data: &str, out: &mut Vec<u8>) {
+        if self.parse::<IgnoredAny>(data, out).is_some() {
+            self.require_started("content_block_stop", out);
+        }
+    }
+
+    fn on_message_delta(&mut self, data: &str, out: &mut Vec<u8>) {
+        let Some(ev) = self.parse::<MessageDelta<'_>>(data, out) else {
+            return;
+        };
+        if !self.require_started("message_delta", out) {
+            return;
+        }
+        if let Some(usage) = &ev.usage {
+            self.take_usage(usage);
+            if usage.output_tokens.is_some() {
+                self.output_final = true;
+            }
+        }
+        if !self.finish_sent {
+            let reason = ev.delta.stop_reason.as_deref().unwrap_or("end_turn");
+            self.emit_finish(out, reason);
+        }
+    }
+
+    fn on_message_stop(&mut self, data: &str, out: &mut Vec<u8>) {
+        if self.parse::<IgnoredAny>(data, out).is_none()
+            || !self.require_started("message_stop", out)
+        {
+            return;
+        }
+        if !self.finish_sent {
+            self.emit_finish(out, "end_turn");
+        }
+        if self.include_usage {
+            if let Some(usage) = self.usage() {
+                let chunk = ChunkOut {
+                    id: &self.id,
+                    object: CHUNK_OBJECT,
+                    created: self.created,
+                    model: &self.alias,
+                    choices: &[],
+                    usage: Some(&usage),
+                };
+                if !write_data(out, &chunk) {
+                    return self.fail_internal(out);
+                }
+            }
+        }
+        if self.state == State::Open {
+            out.extend_from_slice(DONE);
+            self.state = State::Done;
+        }
+    }
+
+    fn on_error(&mut self, data: &str, out: &mut Vec<u8>) {
+        let Some(ev) = self.parse::<ErrorEvent>(data, out) else {
+            return;
+        };
+        let (kind, message) = match &ev.error {
+            Some(info) => (info.kind.as_deref(), info.message.as_deref()),
+            None => (None, None),
+        };
+        // No HTTP status mid-stream: 502 makes an unknown type an upstream_error.
+        let (_, body) = map_error_kind(502, kind.or(Some("api_error")), message);
+        self.fail(out, body);
+    }
+
+    fn emit_finish(&mut self, out: &mut Vec<u8>, stop_reason: &str) {
+        self.finish_sent = true;
+        let reason = map_stop_reason(stop_reason);
+        self.emit(
+            out,
+            DeltaOut {
+                role: None,
+                content: None,
+                tool_calls: None,
+            },
+            Some(reason.as_str()),
+        );
+    }
+
+    fn emit(&mut self, out: &mut Vec<u8>, delta: DeltaOut<'_>, finish_reason: Option<&str>) {
+        let choices = [ChoiceOut {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason,
+        }];
+        let chunk = ChunkOut {
+            id: &self.id,
+            object: CHUNK_OBJECT,
+            created: self.created,
+            model: &self.alias,
+            choices: &choices,
+            usage: None,
+        };
+        if !write_data(out, &chunk) {
+            self.fail_internal(out);
+        }
+    }
+
+    fn fail_invalid_json(&mut self, out: &mut Vec<u8>) {
+        self.fail(
+            out,
+            ErrorBody::new(
+                codes::SERVER,
+                codes::UPSTREAM_ERROR,
+                "the Anthropic stream sent an event that is not valid JSON",
+            ),
+        );
+    }
+
+    fn fail_internal(&mut self, out: &mut Vec<u8>) {
+        self.fail(
+            out,
+            ErrorBody::new(
+                codes::SERVER,
+                codes::INTERNAL,
+                "the stream could not be translated",
+            ),
+        );
+    }
+
+    /// Write `body` as the stream's last event.
+    fn fail(&mut self, out: &mut Vec<u8>, body: ErrorBody) {
+        self.state = State::Failed;
+        if !write_data(out, &body) {
+            out.extend_from_slice(
+                br#"data: {"error":{"message":"the stream could not be translated","type":"server_error","code":"internal_error","param":null}}"#,
+            );
+            out.extend_from_slice(b"\n\n");
+        }
+        self.error = Some(body);
+    }
+}
+
+/// `data: <json>\n\n`; on a serialization failure (not expected) `out` is left as it was.
+fn write_data<T: Serialize>(out: &mut Vec<u8>, value: &T) -> bool {
+    let start = out.len();
+    out.extend_from_slice(b"data: ");
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        out.truncate(start);
+        return false;
+    }
+    out.extend_from_slice(b"\n\n");
+    true
+}
+
+// ---- Anthropic events (only the fields we read; padding and unknown fields are fine) ----
+
+#[derive(Deserialize)]
+struct TypeOnly<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct MessageStart<'a> {
+    #[serde(borrow)]
+    message: StartMessage<'a>,
+}
+
+#[derive(Deserialize)]
+struct StartMessage<'a> {
+    #[serde(borrow, default)]
+    id: Cow<'a, str>,
+    #[serde(default)]
+    usage: AnthropicUsage,
+}
+
+#[derive(Deserialize)]
+struct BlockStart<'a> {
+    #[serde(default)]
+    index: u64,
+    #[serde(borrow)]
+    content_block: BlockStartBody<'a>,
+}
+
+#[derive(Deserialize)]
+struct BlockStartBody<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BlockDelta<'a> {
+    #[serde(default)]
+    index: u64,
+    #[serde(borrow)]
+    delta: DeltaBody<'a>,
+}
+
+#[derive(Deserialize)]
+struct DeltaBody<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    text: Cow<'a, str>,
+    #[serde(borrow, default)]
+    partial_json: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct MessageDelta<'a> {
+    #[serde(borrow)]
+    delta: MessageDeltaBody<'a>,
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+}
+
+#[derive(Deserialize)]
+struct MessageDeltaBody<'a> {
+    #[serde(borrow, default)]
+    stop_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ErrorEvent {
+    #[serde(default)]
+    error: Option<ErrorInfo>,
+}
+
+// ---- OpenAI chunks, serialized straight into `out` ----
+
+#[derive(Serialize)]
+struct ChunkOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: &'a [ChoiceOut<'a>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<&'a Usage>,
+}
+
+#[derive(Serialize)]
+struct ChoiceOut<'a> {
+    index: u32,
+    delta: DeltaOut<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct DeltaOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolDeltaOut<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+struct ToolDeltaOut<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionDeltaOut<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionDeltaOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
