@@ -1,4 +1,5 @@
 //! Drives the `chat` example with piped stdin against a fake provider on 127.0.0.1.
+#![allow(clippy::unwrap_used)] // test helpers, like the tests, fail by panicking
 
 use std::{
     io::Write,
