@@ -39,7 +39,7 @@ fn run(args: &[String]) -> Result<()> {
         "setup" => setup::run(),
         "build-worker" => build::worker(rest.iter().any(|a| a == "--force")),
         "test" => test::run(rest),
-        "dev" => dev::run(rest),
+        "dev" => dev::run(),
         "bench" => bench(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
