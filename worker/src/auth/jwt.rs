@@ -1,0 +1,417 @@
+//! Compact JWS (JWT) verification: header checks, key choice, signature, claims.
+//!
+//! The order is fixed and cheap-first: size, segments, header (base64, JSON, `alg`, forbidden
+//! parameters, `typ`), allow-list, key choice, signature, and only then the claims, so nothing in
+//! an unauthenticated payload is acted upon.
+
+use std::borrow::Cow;
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use serde::{
+    de::{self, IgnoredAny},
+    Deserialize, Deserializer,
+};
+
+use super::{
+    algorithm::HeaderAlg,
+    jwk::{Pick, PublicKey},
+    Algorithm, AuthError, KeySet, TokenPart,
+};
+
+/// Longest token accepted, in bytes (checked before anything is decoded).
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 60;
+
+/// The claims a verified token carries that the Worker uses. `iss` and `aud` are checked, not
+/// returned: they are fixed by configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    /// The user id: non-empty. Limits and cache scope are per `sub`.
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch (a fractional value is rounded down).
+    pub exp: u64,
+    /// Issued at, when present.
+    pub iat: Option<u64>,
+    /// Not before, when present.
+    pub nbf: Option<u64>,
+    /// The plan name, when present; the configured default applies otherwise.
+    pub plan: Option<String>,
+}
+
+/// Verifies bearer tokens against one issuer, one audience and an algorithm allow-list.
+///
+/// Built once per isolate from the configuration. With `JWT_PUBLIC_JWK` it owns its keys
+/// ([`Verifier::new`], [`Verifier::verify`]); with `JWT_JWKS_URL` the keys live in a
+/// [`super::JwksCache`] and each call passes them ([`Verifier::with_remote_keys`],
+/// [`Verifier::verify_with`]).
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    keys: Option<KeySet>,
+    issuer: String,
+    audience: String,
+    algorithms: Vec<Algorithm>,
+}
+
+impl Verifier {
+    /// A verifier with fixed keys (`JWT_PUBLIC_JWK`). `issuer` and `audience` are compared
+    /// exactly; `algorithms` is the allow-list (from [`super::parse_algorithms`] or
+    /// [`Algorithm::DEFAULT`]); an empty list accepts nothing.
+    pub fn new(keys: KeySet, issuer: String, audience: String, algorithms: Vec<Algorithm>) -> Self {
+        Self {
+            keys: Some(keys),
+            issuer,
+            audience,
+            algorithms,
+        }
+    }
+
+    /// A verifier whose keys come from a JWKS fetched at run time: use [`Verifier::verify_with`]
+    /// ([`Verifier::verify`] then answers [`AuthError::KeysUnavailable`]).
+    pub fn with_remote_keys(issuer: String, audience: String, algorithms: Vec<Algorithm>) -> Self {
+        Self {
+            keys: None,
+            issuer,
+            audience,
+            algorithms,
+        }
+    }
+
+    /// The allow-list this verifier enforces.
+    pub fn algorithms(&self) -> &[Algorithm] {
+        &self.algorithms
+    }
+
+    /// Verifies `token` (the bearer value, without `Bearer `) with the verifier's own keys at
+    /// `now_unix` (seconds since the epoch).
+    pub fn verify(&self, token: &str, now_unix: u64) -> Result<Claims, AuthError> {
+        match &self.keys {
+            Some(keys) => self.verify_with(keys, token, now_unix),
+            None => Err(AuthError::KeysUnavailable),
+        }
+    }
+
+    /// Verifies `token` with `keys` (e.g. the JWKS cache's current set).
+    pub fn verify_with(
+        &self,
+        keys: &KeySet,
+        token: &str,
+        now_unix: u64,
+    ) -> Result<Claims, AuthError> {
+        let parts = split(token)?;
+        let header = parse_header(parts.header)?;
+        if !self.algorithms.contains(&header.alg) {
+            return Err(AuthError::AlgorithmNotAllowed);
+        }
+        let key = keys
+            .pick(header.kid.as_deref(), header.alg)
+            .map_err(|pick| match pick {
+                Pick::Unknown => AuthError::UnknownKey,
+                Pick::Ambiguous => AuthError::AmbiguousKey,
+                Pick::Mismatch => AuthError::KeyMismatch,
+            })?;
+        verify_signature(key, parts.signing_input.as_bytes(), parts.signature)?;
+        let claims = decode(parts.claims, TokenPart::Claims)?;
+        self.check_claims(&claims, now_unix)
+    }
+
+    fn check_claims(&self, raw: &[u8], now: u64) -> Result<Claims, AuthError> {
+        if !is_json_object(raw) {
+            return Err(AuthError::Json(TokenPart::Claims));
+        }
+        let claims: RawClaims<'_> =
+            serde_json::from_slice(raw).map_err(|_| AuthError::Json(TokenPart::Claims))?;
+        let exp = claims.exp.ok_or(AuthError::MissingExp)?.0;
+        let sub = match claims.sub {
+            Some(sub) if !sub.is_empty() => sub,
+            _ => return Err(AuthError::MissingSub),
+        };
+        if claims.iss.as_deref() != Some(self.issuer.as_str()) {
+            return Err(AuthError::WrongIssuer);
+        }
+        if !claims.aud.is_some_and(|aud| aud.contains(&self.audience)) {
+            return Err(AuthError::WrongAudience);
+        }
+        // Valid while now < exp (RFC 7519 4.1.4), give or take the leeway.
+        if now >= exp.saturating_add(LEEWAY_SECS) {
+            return Err(AuthError::Expired);
+        }
+        let nbf = claims.nbf.map(|d| d.0);
+        if nbf.is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECS)) {
+            return Err(AuthError::NotYetValid);
+        }
+        Ok(Claims {
+            sub: sub.into_owned(),
+            exp,
+            iat: claims.iat.map(|d| d.0),
+            nbf,
+            plan: claims.plan.map(Cow::into_owned),
+        })
+    }
+}
+
+/// The `kid` of a token's header, without verifying anything but the token's shape and header
+/// (the same checks [`Verifier::verify_with`] starts with). The JWKS glue uses it to ask the
+/// cache whether a fetch is needed before verifying.
+pub fn token_kid(token: &str) -> Result<Option<String>, AuthError> {
+    let parts = split(token)?;
+    Ok(parse_header(parts.header)?.kid)
+}
+
+struct Parts<'a> {
+    header: &'a str,
+    claims: &'a str,
+    signature: &'a str,
+    /// `header.claims`, what the signature covers.
+    signing_input: &'a str,
+}
+
+fn split(token: &str) -> Result<Parts<'_>, AuthError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthError::TooLarge);
+    }
+    let mut dots = token.match_indices('.').map(|(i, _)| i);
+    let (Some(first), Some(second), None) = (dots.next(), dots.next(), dots.next()) else {
+        return Err(AuthError::Segments);
+    };
+    let (header, claims, signature) = (
+        &token[..first],
+        &token[first + 1..second],
+        &token[second + 1..],
+    );
+    if header.is_empty() || claims.is_empty() || signature.is_empty() {
+        return Err(AuthError::Segments);
+    }
+    Ok(Parts {
+        header,
+        claims,
+        signature,
+        signing_input: &token[..second],
+    })
+}
+
+/// Canonical unpadded base64url only (the engine also refuses non-zero trailing bits), so one
+/// token has exactly one spelling.
+fn decode(segment: &str, part: TokenPart) -> Result<Vec<u8>, AuthError> {
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| AuthError::Base64(part))
+}
+
+/// serde's derived struct visitor also accepts a JSON array; a JOSE header or claims set must be
+/// an object.
+fn is_json_object(raw: &[u8]) -> bool {
+    raw.trim_ascii_start().first() == Some(&b'{')
+}
+
+struct Header {
+    alg: Algorithm,
+    kid: Option<String>,
+}
+
+/// The protected header as sent; parameters not listed are ignored (RFC 7515 4: unless in
+/// `crit`, and `crit` itself is refused).
+#[derive(Deserialize)]
+struct RawHeader<'a> {
+    #[serde(borrow)]
+    alg: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    kid: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    typ: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "present")]
+    jwk: bool,
+    #[serde(default, deserialize_with = "present")]
+    jku: bool,
+    #[serde(default, deserialize_with = "present")]
+    x5u: bool,
+    #[serde(default, deserialize_with = "present")]
+    x5c: bool,
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+/// True when the member is there at all, whatever its value (`null` included).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| true)
+}
+
+fn parse_header(segment: &str) -> Result<Header, AuthError> {
+    let raw = decode(segment, TokenPart::Header)?;
+    if !is_json_object(&raw) {
+        return Err(AuthError::Json(TokenPart::Header));
+    }
+    let header: RawHeader<'_> =
+        serde_json::from_slice(&raw).map_err(|_| AuthError::Json(TokenPart::Header))?;
+    let alg = Algorithm::from_header(header.alg.as_deref().ok_or(AuthError::NoAlgorithm)?)
+        .map_err(|e| match e {
+            HeaderAlg::None => AuthError::AlgorithmNone,
+            HeaderAlg::Hmac => AuthError::AlgorithmHmac,
+            HeaderAlg::Unsupported => AuthError::AlgorithmNotAllowed,
+        })?;
+    for (is_there, name) in [
+        (header.jwk, "jwk"),
+        (header.jku, "jku"),
+        (header.x5u, "x5u"),
+        (header.x5c, "x5c"),
+    ] {
+        if is_there {
+            return Err(AuthError::KeyInHeader(name));
+        }
+    }
+    if header.crit {
+        return Err(AuthError::CriticalHeader);
+    }
+    if let Some(typ) = header.typ.as_deref() {
+        // RFC 7515 4.1.9: `application/` may be omitted; media types are case-insensitive.
+        let typ = match typ.get(..12) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
+            _ => typ,
+        };
+        if !typ.eq_ignore_ascii_case("JWT") && !typ.eq_ignore_ascii_case("at+jwt") {
+            return Err(AuthError::WrongType);
+        }
+    }
+    Ok(Header {
+        alg,
+        kid: header.kid.map(Cow::into_owned),
+    })
+}
+
+fn verify_signature(key: &PublicKey, message: &[u8], signature: &str) -> Result<(), AuthError> {
+    use rsa::signature::Verifier as _;
+
+    let sig = decode(signature, TokenPart::Signature)?;
+    let ok = match key {
+        PublicKey::Rs256(key) => rsa::pkcs1v15::Signature::try_from(sig.as_slice())
+            .is_ok_and(|sig| key.verify(message, &sig).is_ok()),
+        // JOSE ES256 is raw r || s; `from_slice` takes exactly 64 bytes and refuses DER.
+        PublicKey::Es256(key) => p256::ecdsa::Signature::from_slice(&sig)
+            .is_ok_and(|sig| key.verify(message, &sig).is_ok()),
+        // verify_strict refuses non-canonical and small-order edge cases (malleability).
+        PublicKey::EdDsa(key) => ed25519_dalek::Signature::from_slice(&sig)
+            .is_ok_and(|sig| key.verify_strict(message, &sig).is_ok()),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::BadSignature)
+    }
+}
+
+/// The claims as sent. Unknown claims are ignored; duplicate members of known claims are an
+/// error (serde refuses them), so a token cannot say two things about `sub`.
+#[derive(Deserialize)]
+struct RawClaims<'a> {
+    #[serde(borrow)]
+    sub: Option<Cow<'a, str>>,
+    exp: Option<NumericDate>,
+    nbf: Option<NumericDate>,
+    iat: Option<NumericDate>,
+    #[serde(borrow)]
+    iss: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    aud: Option<Audience<'a>>,
+    #[serde(borrow)]
+    plan: Option<Cow<'a, str>>,
+}
+
+/// RFC 7519 NumericDate: a non-negative JSON number; fractions are rounded down.
+struct NumericDate(u64);
+
+impl<'de> Deserialize<'de> for NumericDate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = NumericDate;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a non-negative number of seconds")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<NumericDate, E> {
+                Ok(NumericDate(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumericDate, E> {
+                u64::try_from(v)
+                    .map(NumericDate)
+                    .map_err(|_| E::custom("negative date"))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumericDate, E> {
+                if v.is_finite() && v >= 0.0 && v < u64::MAX as f64 {
+                    // Truncation is the intent: whole seconds, rounded down.
+                    Ok(NumericDate(v as u64))
+                } else {
+                    Err(E::custom("date out of range"))
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `aud`: one string or an array of strings (RFC 7519 4.1.3).
+enum Audience<'a> {
+    One(Cow<'a, str>),
+    Many(Vec<Cow<'a, str>>),
+}
+
+impl Audience<'_> {
+    fn contains(&self, audience: &str) -> bool {
+        match self {
+            Self::One(a) => a == audience,
+            Self::Many(all) => all.iter().any(|a| a == audience),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Audience<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Audience<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Audience<'de>, E> {
+                Ok(Audience::One(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Audience<'de>, E> {
+                Ok(Audience::One(Cow::Owned(v.to_owned())))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Audience<'de>, A::Error> {
+                let mut all = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
+                while let Some(CowStr(a)) = seq.next_element()? {
+                    all.push(a);
+                }
+                Ok(Audience::Many(all))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// A string element that borrows when it can (serde's `Cow<str>` impl always copies inside
+/// sequences).
+struct CowStr<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
