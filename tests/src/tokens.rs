@@ -311,40 +311,21 @@ impl TestKeys {
             .join("keys")
     }
 
-    /// Loads the three fixture keys: every `*.json` file in [`TestKeys::dir`] holding a private
-    /// JWK, one per algorithm.
+    /// Loads the three fixture keys, `test-only-{rs256,es256,eddsa}.private.jwk.json` in
+    /// [`TestKeys::dir`] (kids `test-rs256`, `test-es256`, `test-eddsa`).
     pub fn load() -> Result<TestKeys> {
         let dir = TestKeys::dir();
-        let mut found: Vec<SigningKey> = Vec::new();
-        let mut entries: Vec<PathBuf> = fs::read_dir(&dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect();
-        entries.sort();
-        for path in entries {
-            let text = fs::read_to_string(&path)?;
-            let Ok(v) = serde_json::from_str::<Value>(&text) else {
-                continue;
-            };
-            // A private key has `d`; JWKS or public files are skipped.
-            if v.get("d").is_some() {
-                found.push(
-                    SigningKey::from_jwk(&v).with_context(|| format!("in {}", path.display()))?,
-                );
+        let load = |name: &str, alg: Alg| -> Result<SigningKey> {
+            let key = SigningKey::load(dir.join(format!("test-only-{name}.private.jwk.json")))?;
+            if key.alg() != alg {
+                bail!("test-only-{name} is a {} key", key.alg().as_str());
             }
-        }
-        let mut take = |alg: Alg| -> Result<SigningKey> {
-            let i = found
-                .iter()
-                .position(|k| k.alg() == alg)
-                .ok_or_else(|| anyhow!("no {} private JWK in {}", alg.as_str(), dir.display()))?;
-            Ok(found.remove(i))
+            Ok(key)
         };
         Ok(TestKeys {
-            rs256: take(Alg::RS256)?,
-            es256: take(Alg::ES256)?,
-            eddsa: take(Alg::EdDSA)?,
+            rs256: load("rs256", Alg::RS256)?,
+            es256: load("es256", Alg::ES256)?,
+            eddsa: load("eddsa", Alg::EdDSA)?,
         })
     }
 

@@ -1,6 +1,10 @@
 //! The fake provider on its own: shapes against the recorded transcripts, every fault, the
 //! request log. Over plain HTTP with reqwest.
 
+// Test code: an unwrap that fails is a test that fails (clippy.toml allows it only inside
+// #[test] functions, and these helpers live outside them).
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;

@@ -20,7 +20,7 @@ fn error_body(kind: &str, message: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-fn invalid(message: &str) -> Reply {
+pub(crate) fn invalid(message: &str) -> Reply {
     Reply::json(400, error_body("invalid_request_error", message))
 }
 

@@ -18,6 +18,9 @@ pub enum Fault {
     RateLimitedNoRetryAfter,
     /// `fault:400`: the provider's invalid-request error.
     BadRequest,
+    /// `fault:400-leaky`: a 400 whose message quotes the API key the provider received and its
+    /// own URL (as some providers' messages quote keys), to test that the proxy scrubs them.
+    BadRequestLeaky,
     /// `fault:401`: the provider rejects the key.
     Unauthorized,
     /// `fault:500`: internal server error.
@@ -69,6 +72,7 @@ impl Fault {
             },
             "429-no-retry-after" => Fault::RateLimitedNoRetryAfter,
             "400" => Fault::BadRequest,
+            "400-leaky" => Fault::BadRequestLeaky,
             "401" => Fault::Unauthorized,
             "500" => Fault::ServerError,
             "503" => Fault::Unavailable,

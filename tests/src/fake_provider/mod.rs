@@ -429,6 +429,23 @@ async fn handle(shared: Arc<Shared>, req: Request, mut conn: Conn) -> (Conn, Aft
             | Fault::Overloaded
             | Fault::Unknown(_)),
         ) => send(conn, &dialect.fault_reply(&f), n, rid).await,
+        Some(Fault::BadRequestLeaky) => {
+            let key = req
+                .header("authorization")
+                .map(|v| v.trim_start_matches("Bearer ").to_owned())
+                .or_else(|| req.header("x-api-key").map(str::to_owned))
+                .unwrap_or_default();
+            let host = req.header("host").unwrap_or("");
+            let message = format!(
+                "Incorrect API key provided: {key}. The request to http://{host}{} was refused.",
+                req.path
+            );
+            let reply = match dialect {
+                Dialect::OpenAi => openai::invalid(&message, Some("temperature")),
+                Dialect::Anthropic => anthropic::invalid(&message),
+            };
+            send(conn, &reply, n, rid).await
+        }
         Some(Fault::Reset) => (conn, After::Close),
         Some(Fault::Hang) => {
             tokio::time::sleep(hang).await;

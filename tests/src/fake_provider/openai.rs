@@ -70,7 +70,7 @@ pub(crate) fn check_auth(header: Option<&str>, expected: Option<&str>) -> Result
     }
 }
 
-fn invalid(message: &str, param: Option<&str>) -> Reply {
+pub(crate) fn invalid(message: &str, param: Option<&str>) -> Reply {
     Reply::json(
         400,
         json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": null}})

@@ -1,0 +1,437 @@
+//! The Worker's bearer-token checks, end to end under workerd: a valid token per algorithm
+//! passes; every forged or malformed one gets 401 with `WWW-Authenticate: Bearer
+//! error="invalid_token"` and OpenAI's error shape, and never reaches the provider.
+
+// Test code: an unwrap that fails is a test that fails (clippy.toml allows it only inside
+// #[test] functions, and these helpers live outside them).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::{process::ExitCode, sync::Arc, time::Duration};
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use serde_json::json;
+use storycad_e2e::tokens::{self, forge, Alg, DevKey};
+use support::{chat_body, Case, Suite, SuiteConfig, AUDIENCE, ISSUER, OPENAI_ALIAS};
+
+fn main() -> ExitCode {
+    let mut cases = cases![
+        accepts_rs256,
+        accepts_es256,
+        accepts_eddsa,
+        accepts_audience_in_a_list,
+        accepts_lowercase_bearer_scheme,
+        models_needs_a_valid_token,
+        health_needs_no_token,
+    ];
+    for (name, authorization) in rejections() {
+        cases.push(Case::new(
+            format!("rejects::{name}"),
+            move |s: Arc<Suite>| async move {
+                let header = authorization(&s);
+                expect_rejected(&s, header).await;
+            },
+        ));
+    }
+    support::run(
+        SuiteConfig {
+            name: "e2e_auth",
+            jwks_url: false,
+            extra_vars: Vec::new(),
+        },
+        cases,
+    )
+}
+
+/// POSTs a chat with `token`, expects the echo, and that the provider got exactly this one.
+async fn accepted(s: &Suite, token: &str) {
+    let nonce = s.nonce();
+    let seen = s
+        .chat(Some(token), &chat_body(OPENAI_ALIAS, &nonce, false))
+        .await;
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    assert_eq!(
+        seen.json()["choices"][0]["message"]["content"],
+        format!("echo: {nonce}")
+    );
+    assert_eq!(s.provider.requests_containing(&nonce).len(), 1);
+}
+
+async fn accepts_rs256(s: Arc<Suite>) {
+    accepted(&s, &s.token(Alg::RS256)).await;
+}
+
+async fn accepts_es256(s: Arc<Suite>) {
+    accepted(&s, &s.token(Alg::ES256)).await;
+}
+
+async fn accepts_eddsa(s: Arc<Suite>) {
+    accepted(&s, &s.token(Alg::EdDSA)).await;
+}
+
+async fn accepts_audience_in_a_list(s: Arc<Suite>) {
+    let mut c = s.claims("list-aud-user");
+    c["aud"] = json!(["some-other-api", AUDIENCE]);
+    accepted(&s, &tokens::mint(&s.keys.es256, &c)).await;
+}
+
+async fn accepts_lowercase_bearer_scheme(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let seen = s
+        .send(
+            s.http
+                .post(s.at("/v1/chat/completions"))
+                .header("authorization", format!("bearer {}", s.token(Alg::RS256)))
+                .json(&chat_body(OPENAI_ALIAS, &nonce, false)),
+        )
+        .await;
+    assert_eq!(
+        seen.status,
+        200,
+        "the scheme is case-insensitive: {}",
+        seen.text()
+    );
+}
+
+async fn models_needs_a_valid_token(s: Arc<Suite>) {
+    let seen = s.send(s.http.get(s.at("/v1/models"))).await;
+    assert_unauthorized(&seen);
+    let seen = s
+        .send(
+            s.http
+                .get(s.at("/v1/models"))
+                .bearer_auth(forge::alg_none("none", &s.claims("u"))),
+        )
+        .await;
+    assert_unauthorized(&seen);
+    let seen = s
+        .send(
+            s.http
+                .get(s.at("/v1/models"))
+                .bearer_auth(s.token(Alg::ES256)),
+        )
+        .await;
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    let v = seen.json();
+    assert_eq!(v["object"], "list");
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert!(ids.contains(&OPENAI_ALIAS), "{v}");
+    // Aliases only: the provider's model names stay inside.
+    assert!(!seen.text().contains(support::OPENAI_MODEL), "{v}");
+}
+
+async fn health_needs_no_token(s: Arc<Suite>) {
+    let seen = s.send(s.http.get(s.at("/healthz"))).await;
+    assert_eq!(seen.status, 200);
+    assert!(seen.header("x-request-id").is_some());
+    let text = seen.text();
+    for secret_ish in [
+        ISSUER,
+        AUDIENCE,
+        OPENAI_ALIAS,
+        "127.0.0.1",
+        "openai",
+        "anthropic",
+    ] {
+        assert!(
+            !text.contains(secret_ish),
+            "/healthz reveals configuration: {text}"
+        );
+    }
+}
+
+fn assert_unauthorized(seen: &support::Seen) {
+    seen.assert_error(401, "invalid_token");
+    assert_eq!(
+        seen.header("www-authenticate"),
+        Some(r#"Bearer error="invalid_token""#),
+        "{:?}",
+        seen.headers
+    );
+}
+
+async fn expect_rejected(s: &Suite, authorization: Option<String>) {
+    let nonce = s.nonce();
+    let mut rb =
+        s.http
+            .post(s.at("/v1/chat/completions"))
+            .json(&chat_body(OPENAI_ALIAS, &nonce, true));
+    if let Some(value) = &authorization {
+        rb = rb.header("authorization", value);
+    }
+    let seen = s.send(rb).await;
+    assert_unauthorized(&seen);
+    // Never echo the token back.
+    if let Some(value) = &authorization {
+        if let Some(token) = value.split_whitespace().last().filter(|t| t.len() > 16) {
+            assert!(!seen.text().contains(token), "the answer echoes the token");
+        }
+    }
+    // Let a request that wrongly got through reach the provider before looking.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        s.provider.requests_containing(&nonce).is_empty(),
+        "a rejected request reached the provider"
+    );
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn bearer(token: String) -> Option<String> {
+    Some(format!("Bearer {token}"))
+}
+
+type Build = fn(&Suite) -> Option<String>;
+
+/// Each rejected `Authorization` value: one flaw each, everything else valid.
+fn rejections() -> Vec<(&'static str, Build)> {
+    vec![
+        ("missing_authorization_header", |_| None),
+        ("empty_bearer", |_| Some("Bearer ".into())),
+        ("basic_scheme", |_| {
+            Some(format!("Basic {}", b64(b"user:password")))
+        }),
+        ("token_without_scheme", |s| Some(s.token(Alg::RS256))),
+        ("alg_none_lowercase", |s| {
+            bearer(forge::alg_none("none", &s.claims("u")))
+        }),
+        ("alg_none_capitalised", |s| {
+            bearer(forge::alg_none("None", &s.claims("u")))
+        }),
+        ("alg_none_uppercase", |s| {
+            bearer(forge::alg_none("NONE", &s.claims("u")))
+        }),
+        ("alg_none_mixed_case", |s| {
+            bearer(forge::alg_none("nOnE", &s.claims("u")))
+        }),
+        ("alg_none_with_trusted_kid_and_signature", |s| {
+            bearer(forge::alg_none_signed(&s.keys.rs256, &s.claims("u")))
+        }),
+        ("hs256_keyed_with_the_rsa_public_pem", |s| {
+            let pem = s.keys.rs256.public_key_pem().expect("RSA PEM");
+            bearer(forge::hs256(
+                pem.as_bytes(),
+                s.keys.rs256.kid(),
+                &s.claims("u"),
+            ))
+        }),
+        ("hs256_keyed_with_the_public_jwk_text", |s| {
+            let jwk = s.keys.rs256.public_jwk().to_string();
+            bearer(forge::hs256(
+                jwk.as_bytes(),
+                s.keys.rs256.kid(),
+                &s.claims("u"),
+            ))
+        }),
+        ("hs256_keyed_with_the_ed25519_public_key", |s| {
+            let x = s.keys.eddsa.public_jwk()["x"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            let raw = URL_SAFE_NO_PAD.decode(x).unwrap_or_default();
+            bearer(forge::hs256(&raw, s.keys.eddsa.kid(), &s.claims("u")))
+        }),
+        ("unknown_kid", |s| {
+            bearer(forge::with_header(
+                &s.keys.rs256,
+                &json!({"kid": "no-such-key"}),
+                &s.claims("u"),
+            ))
+        }),
+        ("rs256_header_with_the_ec_keys_kid", |s| {
+            let kid = s.keys.es256.kid().to_owned();
+            bearer(forge::with_header(
+                &s.keys.rs256,
+                &json!({ "kid": kid }),
+                &s.claims("u"),
+            ))
+        }),
+        ("es256_header_with_the_rsa_keys_kid", |s| {
+            let kid = s.keys.rs256.kid().to_owned();
+            bearer(forge::with_header(
+                &s.keys.es256,
+                &json!({ "kid": kid }),
+                &s.claims("u"),
+            ))
+        }),
+        ("eddsa_header_with_the_ec_keys_kid", |s| {
+            let kid = s.keys.es256.kid().to_owned();
+            bearer(forge::with_header(
+                &s.keys.eddsa,
+                &json!({ "kid": kid }),
+                &s.claims("u"),
+            ))
+        }),
+        ("es256_alg_on_the_eddsa_key", |s| {
+            bearer(forge::with_header(
+                &s.keys.eddsa,
+                &json!({"alg": "ES256"}),
+                &s.claims("u"),
+            ))
+        }),
+        ("embedded_jwk_of_an_attacker_key", |s| {
+            bearer(forge::embedded_jwk(&s.claims("u")).expect("attacker key"))
+        }),
+        ("jwk_header_even_with_a_trusted_key", |s| {
+            let jwk = s.keys.rs256.public_jwk();
+            bearer(forge::with_header(
+                &s.keys.rs256,
+                &json!({ "jwk": jwk }),
+                &s.claims("u"),
+            ))
+        }),
+        ("jku_header", |s| {
+            bearer(forge::with_header(
+                &s.keys.rs256,
+                &json!({"jku": "http://127.0.0.1:9/jwks.json"}),
+                &s.claims("u"),
+            ))
+        }),
+        ("x5u_header", |s| {
+            bearer(forge::with_header(
+                &s.keys.es256,
+                &json!({"x5u": "http://127.0.0.1:9/cert.pem"}),
+                &s.claims("u"),
+            ))
+        }),
+        ("x5c_header", |s| {
+            bearer(forge::with_header(
+                &s.keys.es256,
+                &json!({"x5c": ["MIIBszCCAVmgAwIBAgIUQ2VydA=="]}),
+                &s.claims("u"),
+            ))
+        }),
+        ("crit_header", |s| {
+            bearer(forge::with_header(
+                &s.keys.eddsa,
+                &json!({"crit": ["exp"]}),
+                &s.claims("u"),
+            ))
+        }),
+        ("typ_of_another_kind_of_token", |s| {
+            bearer(forge::with_header(
+                &s.keys.eddsa,
+                &json!({"typ": "dpop+jwt"}),
+                &s.claims("u"),
+            ))
+        }),
+        ("signature_of_another_key_under_a_trusted_kid", |s| {
+            let attacker = DevKey::generate().expect("key");
+            bearer(tokens::mint_with_header(
+                attacker.signing_key(),
+                &tokens::header(&s.keys.eddsa),
+                &s.claims("u"),
+            ))
+        }),
+        ("claims_changed_after_signing", |s| {
+            let token = s.token(Alg::ES256);
+            let parts: Vec<&str> = token.split('.').collect();
+            let mut c = s.claims("admin");
+            c["plan"] = json!("unlimited");
+            Some(format!(
+                "Bearer {}.{}.{}",
+                parts[0],
+                b64(c.to_string().as_bytes()),
+                parts[2]
+            ))
+        }),
+        ("signature_stripped", |s| {
+            let token = s.token(Alg::RS256);
+            let cut = token.rsplit_once('.').map(|(head, _)| head).unwrap_or("");
+            Some(format!("Bearer {cut}."))
+        }),
+        ("expired", |s| {
+            let mut c = s.claims("u");
+            c["iat"] = json!(tokens::now() - 7200);
+            c["exp"] = json!(tokens::now() - 3600);
+            bearer(tokens::mint(&s.keys.rs256, &c))
+        }),
+        ("not_yet_valid", |s| {
+            let mut c = s.claims("u");
+            c["nbf"] = json!(tokens::now() + 3600);
+            bearer(tokens::mint(&s.keys.es256, &c))
+        }),
+        ("wrong_issuer", |s| {
+            let mut c = s.claims("u");
+            c["iss"] = json!("https://evil.example");
+            bearer(tokens::mint(&s.keys.eddsa, &c))
+        }),
+        ("issuer_differs_only_by_a_trailing_slash", |s| {
+            let mut c = s.claims("u");
+            c["iss"] = json!(format!("{ISSUER}/"));
+            bearer(tokens::mint(&s.keys.eddsa, &c))
+        }),
+        ("wrong_audience", |s| {
+            let mut c = s.claims("u");
+            c["aud"] = json!("another-api");
+            bearer(tokens::mint(&s.keys.rs256, &c))
+        }),
+        ("audience_list_without_ours", |s| {
+            let mut c = s.claims("u");
+            c["aud"] = json!(["a", "b"]);
+            bearer(tokens::mint(&s.keys.rs256, &c))
+        }),
+        ("no_exp", |s| {
+            let mut c = s.claims("u");
+            c.as_object_mut().map(|o| o.remove("exp"));
+            bearer(tokens::mint(&s.keys.es256, &c))
+        }),
+        ("exp_as_a_string", |s| {
+            let mut c = s.claims("u");
+            c["exp"] = json!((tokens::now() + 3600).to_string());
+            bearer(tokens::mint(&s.keys.es256, &c))
+        }),
+        ("no_sub", |s| {
+            let mut c = s.claims("u");
+            c.as_object_mut().map(|o| o.remove("sub"));
+            bearer(tokens::mint(&s.keys.eddsa, &c))
+        }),
+        ("empty_sub", |s| {
+            bearer(tokens::mint(&s.keys.eddsa, &s.claims("")))
+        }),
+        ("over_8_kib", |s| {
+            bearer(forge::oversized(&s.keys.eddsa, &s.claims("u"), 9 * 1024))
+        }),
+        ("payload_not_base64url", |s| {
+            bearer(forge::bad_base64(&s.keys.rs256, &s.claims("u")))
+        }),
+        ("payload_with_base64_padding", |s| {
+            let token = s.token(Alg::EdDSA);
+            let parts: Vec<&str> = token.split('.').collect();
+            Some(format!("Bearer {}.{}==.{}", parts[0], parts[1], parts[2]))
+        }),
+        ("header_not_json", |s| {
+            bearer(forge::bad_json_header(&s.keys.es256, &s.claims("u")))
+        }),
+        ("payload_not_json", |s| {
+            bearer(forge::bad_json_payload(&s.keys.es256))
+        }),
+        ("payload_a_json_array", |s| {
+            bearer(tokens::sign_raw(
+                &s.keys.eddsa,
+                tokens::header(&s.keys.eddsa).to_string().as_bytes(),
+                b"[1,2,3]",
+            ))
+        }),
+        ("two_segments", |s| {
+            let token = s.token(Alg::EdDSA);
+            let two = token
+                .rsplit_once('.')
+                .map(|(head, _)| head.to_owned())
+                .unwrap_or_default();
+            bearer(two)
+        }),
+        ("four_segments", |s| {
+            bearer(format!("{}.e30", s.token(Alg::EdDSA)))
+        }),
+        ("garbage", |_| Some("Bearer not-a-token-at-all".into())),
+    ]
+}

@@ -1,0 +1,861 @@
+//! The Worker's proxy path end to end under workerd: answers through our client (JSON and
+//! streams, OpenAI and Anthropic routes), what reaches the provider (our key, never the
+//! caller's token or cookies), every provider fault as the caller sees it, and the request
+//! checks (413, 400 naming the field, 404, 405).
+
+// Test code: an unwrap that fails is a test that fails (clippy.toml allows it only inside
+// #[test] functions, and these helpers live outside them).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::{
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use storycad_client::{ChatRequest, Error, Message};
+use storycad_e2e::{fake_provider::PROVIDER_COOKIE, tokens::Alg};
+use storycad_protocol::{FinishReason, StreamOptions};
+use support::{
+    chat_body, Suite, SuiteConfig, ANTHROPIC_ALIAS, ANTHROPIC_KEY, ANTHROPIC_MODEL, MAX_BODY_BYTES,
+    OPENAI_ALIAS, OPENAI_KEY, OPENAI_MODEL, UPSTREAM_TIMEOUT,
+};
+
+fn main() -> ExitCode {
+    support::run(
+        SuiteConfig {
+            name: "e2e_proxy",
+            jwks_url: false,
+            extra_vars: Vec::new(),
+        },
+        cases![
+            chat_through_the_client,
+            stream_through_the_client,
+            stream_wire_shape,
+            usage_event_only_when_asked,
+            stream_is_relayed_as_it_arrives,
+            anthropic_chat_through_the_client,
+            anthropic_stream_through_the_client,
+            provider_key_attached_and_caller_credentials_not_forwarded,
+            anthropic_gets_its_key_and_no_caller_credentials,
+            provider_cookies_are_not_relayed,
+            cut_stream_is_an_error_for_the_client,
+            anthropic_cut_stream_is_an_error_for_the_client,
+            upstream_error_event_is_an_error_for_the_client,
+            garbage_stream_ends_with_an_error_event,
+            stalled_stream_ends_with_a_timeout_event,
+            upstream_429_keeps_retry_after,
+            upstream_429_without_retry_after,
+            upstream_5xx_statuses,
+            provider_rejecting_our_key_is_not_a_401,
+            provider_400_is_passed_on_scrubbed,
+            reset_before_headers_is_502,
+            invalid_json_from_upstream_is_502,
+            hanging_upstream_is_504_after_the_timeout,
+            body_over_the_limit_is_413,
+            chunked_body_over_the_limit_is_413,
+            body_under_the_limit_passes,
+            bad_json_is_400,
+            invalid_fields_are_400_naming_the_field,
+            unknown_model_is_404,
+            unknown_routes_are_404,
+            wrong_methods_are_405,
+            request_ids_are_unique_and_logged,
+            parallel_streams,
+        ],
+    )
+}
+
+fn user(text: &str) -> ChatRequest {
+    ChatRequest::new(
+        OPENAI_ALIAS,
+        vec![Message::system("You are terse."), Message::user(text)],
+    )
+}
+
+fn words(s: &str) -> u64 {
+    s.split_whitespace().count() as u64
+}
+
+async fn chat_through_the_client(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let prompt = format!("{nonce} tell me a story");
+    let answer = s.client().chat(&user(&prompt)).await.unwrap();
+    assert_eq!(answer.text(), format!("echo: {prompt}"));
+    assert_eq!(answer.model, OPENAI_ALIAS, "the caller sees the alias");
+    assert_eq!(answer.choices[0].finish_reason, Some(FinishReason::Stop));
+    let usage = answer.usage.clone().unwrap();
+    // The fake provider's documented counts: words of every message; 1 + words of the last.
+    assert_eq!(usage.prompt_tokens, 3 + words(&prompt));
+    assert_eq!(usage.completion_tokens, 1 + words(&prompt));
+    assert!(answer
+        .meta
+        .request_id
+        .as_deref()
+        .is_some_and(|id| !id.is_empty()));
+    assert_eq!(
+        answer.meta.route.as_deref(),
+        Some(format!("openai:{OPENAI_MODEL}").as_str())
+    );
+    let sent = s.provider.requests_containing(&nonce);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].path, "/v1/chat/completions");
+    let body = sent[0].json().unwrap();
+    assert_eq!(
+        body["model"], OPENAI_MODEL,
+        "the alias becomes the provider's model"
+    );
+}
+
+async fn stream_through_the_client(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let prompt = format!("{nonce} one two three");
+    let mut req = user(&prompt);
+    req.stream_options = Some(StreamOptions {
+        include_usage: Some(true),
+        ..Default::default()
+    });
+    let mut stream = s.client().chat_stream(&req).await.unwrap();
+    assert!(stream.meta().request_id.is_some());
+    let mut text = String::new();
+    let mut usage = None;
+    let mut finish = None;
+    let mut chunks = 0;
+    while let Some(item) = stream.next().await {
+        let chunk = item.unwrap();
+        chunks += 1;
+        assert_eq!(chunk.model, OPENAI_ALIAS);
+        if let Some(t) = chunk.text() {
+            text.push_str(t);
+        }
+        if let Some(f) = chunk.choices.first().and_then(|c| c.finish_reason.clone()) {
+            finish = Some(f);
+        }
+        if chunk.usage.is_some() {
+            usage = chunk.usage.clone();
+        }
+    }
+    assert_eq!(text, format!("echo: {prompt}"));
+    assert_eq!(finish, Some(FinishReason::Stop));
+    // role + 5 content + finish + usage.
+    assert_eq!(chunks, 1 + (1 + words(&prompt)) + 1 + 1);
+    let usage = usage.expect("the usage event, as asked");
+    assert_eq!(usage.prompt_tokens, 3 + words(&prompt));
+    assert_eq!(usage.completion_tokens, 1 + words(&prompt));
+}
+
+async fn stream_wire_shape(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let seen = s
+        .chat(
+            Some(&s.token(Alg::RS256)),
+            &chat_body(OPENAI_ALIAS, &nonce, true),
+        )
+        .await;
+    assert_eq!(seen.status, 200);
+    assert!(seen
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/event-stream")));
+    assert!(seen.header("x-request-id").is_some());
+    assert_eq!(
+        seen.header("x-storycad-route"),
+        Some(format!("openai:{OPENAI_MODEL}").as_str())
+    );
+    assert!(seen.text().ends_with("data: [DONE]\n\n"), "{}", seen.text());
+    let data = seen.sse_data();
+    for d in &data[..data.len() - 1] {
+        let v: Value = serde_json::from_str(d).unwrap();
+        assert_eq!(v["object"], "chat.completion.chunk");
+        assert_eq!(v["model"], OPENAI_ALIAS);
+    }
+}
+
+async fn usage_event_only_when_asked(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let seen = s
+        .chat(
+            Some(&s.token(Alg::EdDSA)),
+            &chat_body(OPENAI_ALIAS, &nonce, true),
+        )
+        .await;
+    assert_eq!(seen.status, 200);
+    assert!(
+        seen.sse_data().iter().all(|d| !d.contains("\"usage\"")),
+        "usage event sent unasked: {}",
+        seen.text()
+    );
+    // The Worker still asks the provider for it, to meter the tokens.
+    let sent = s.provider.requests_containing(&nonce);
+    assert_eq!(
+        sent[0].json().unwrap()["stream_options"]["include_usage"],
+        true,
+        "the Worker must ask for usage to count tokens"
+    );
+}
+
+async fn stream_is_relayed_as_it_arrives(s: Arc<Suite>) {
+    // The provider sends one content event every 400 ms; each must reach the caller when sent,
+    // not when the stream ends.
+    let started = Instant::now();
+    let mut stream = s
+        .client()
+        .chat_stream(&user("fault:slow=400 b c"))
+        .await
+        .unwrap();
+    let mut arrivals = Vec::new();
+    while let Some(item) = stream.next().await {
+        if item.unwrap().text().is_some_and(|t| !t.is_empty()) {
+            arrivals.push(started.elapsed());
+        }
+    }
+    assert_eq!(arrivals.len(), 4, "{arrivals:?}");
+    let spread = arrivals[3] - arrivals[0];
+    assert!(
+        spread >= Duration::from_millis(900),
+        "events arrived together (buffered): {arrivals:?}"
+    );
+}
+
+fn anthropic_req(text: &str) -> ChatRequest {
+    let mut r = ChatRequest::new(
+        ANTHROPIC_ALIAS,
+        vec![Message::system("You are terse."), Message::user(text)],
+    );
+    r.max_tokens = Some(200);
+    r
+}
+
+async fn anthropic_chat_through_the_client(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let prompt = format!("{nonce} hello claude");
+    let answer = s.client().chat(&anthropic_req(&prompt)).await.unwrap();
+    assert_eq!(answer.text(), format!("echo: {prompt}"));
+    assert_eq!(answer.model, ANTHROPIC_ALIAS);
+    assert_eq!(answer.choices[0].finish_reason, Some(FinishReason::Stop));
+    let usage = answer.usage.clone().unwrap();
+    assert_eq!(usage.prompt_tokens, 3 + words(&prompt));
+    assert_eq!(usage.completion_tokens, 1 + words(&prompt));
+    assert_eq!(
+        answer.meta.route.as_deref(),
+        Some(format!("anthropic:{ANTHROPIC_MODEL}").as_str())
+    );
+    let sent = s.provider.requests_containing(&nonce);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].path, "/v1/messages");
+    let body = sent[0].json().unwrap();
+    assert_eq!(body["model"], ANTHROPIC_MODEL);
+    assert_eq!(body["max_tokens"], 200);
+    assert!(
+        body["system"].to_string().contains("You are terse."),
+        "{body}"
+    );
+}
+
+async fn anthropic_stream_through_the_client(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let prompt = format!("{nonce} stream please");
+    let mut req = anthropic_req(&prompt);
+    req.stream_options = Some(StreamOptions {
+        include_usage: Some(true),
+        ..Default::default()
+    });
+    let mut stream = s.client().chat_stream(&req).await.unwrap();
+    let mut text = String::new();
+    let mut usage = None;
+    let mut finish = None;
+    while let Some(item) = stream.next().await {
+        let chunk = item.unwrap();
+        assert_eq!(chunk.model, ANTHROPIC_ALIAS);
+        text.push_str(chunk.text().unwrap_or(""));
+        if let Some(f) = chunk.choices.first().and_then(|c| c.finish_reason.clone()) {
+            finish = Some(f);
+        }
+        if chunk.usage.is_some() {
+            usage = chunk.usage.clone();
+        }
+    }
+    assert_eq!(text, format!("echo: {prompt}"));
+    assert_eq!(finish, Some(FinishReason::Stop));
+    let usage = usage.expect("usage, as asked");
+    assert_eq!(usage.prompt_tokens, 3 + words(&prompt));
+    assert_eq!(usage.completion_tokens, 1 + words(&prompt));
+}
+
+async fn provider_key_attached_and_caller_credentials_not_forwarded(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let token = s.token(Alg::ES256);
+    let seen = s
+        .send(
+            s.http
+                .post(s.at("/v1/chat/completions"))
+                .bearer_auth(&token)
+                .header("cookie", "session=caller-cookie-secret; theme=dark")
+                .header("x-api-key", "caller-x-api-key")
+                .header("openai-organization", "org-caller")
+                .json(&chat_body(OPENAI_ALIAS, &nonce, false)),
+        )
+        .await;
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    let sent = s.provider.requests_containing(&nonce);
+    assert_eq!(sent.len(), 1);
+    let r = &sent[0];
+    assert_eq!(
+        r.header("authorization"),
+        Some(format!("Bearer {OPENAI_KEY}").as_str())
+    );
+    assert!(
+        r.header("cookie").is_none(),
+        "cookies forwarded: {:?}",
+        r.headers
+    );
+    for (name, value) in &r.headers {
+        assert!(
+            !value.contains(&token),
+            "the caller's JWT reached the provider in {name}"
+        );
+        assert!(
+            !value.contains("caller-cookie-secret"),
+            "cookie forwarded in {name}"
+        );
+        assert!(
+            !value.contains("caller-x-api-key"),
+            "caller header forwarded in {name}"
+        );
+        assert!(
+            !value.contains("org-caller"),
+            "caller header forwarded in {name}"
+        );
+    }
+    assert!(!r.body_text().contains(&token));
+}
+
+async fn anthropic_gets_its_key_and_no_caller_credentials(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let token = s.token(Alg::RS256);
+    let mut body = chat_body(ANTHROPIC_ALIAS, &nonce, true);
+    body["max_tokens"] = json!(50);
+    let seen = s
+        .send(
+            s.http
+                .post(s.at("/v1/chat/completions"))
+                .bearer_auth(&token)
+                .header("cookie", "session=caller-cookie-secret")
+                .json(&body),
+        )
+        .await;
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    let sent = s.provider.requests_containing(&nonce);
+    assert_eq!(sent.len(), 1);
+    let r = &sent[0];
+    assert_eq!(r.header("x-api-key"), Some(ANTHROPIC_KEY));
+    assert!(r.header("anthropic-version").is_some());
+    assert!(r.header("authorization").is_none(), "{:?}", r.headers);
+    assert!(r.header("cookie").is_none());
+    for (name, value) in &r.headers {
+        assert!(
+            !value.contains(&token),
+            "the caller's JWT reached the provider in {name}"
+        );
+    }
+}
+
+async fn provider_cookies_are_not_relayed(s: Arc<Suite>) {
+    for stream in [false, true] {
+        let seen = s
+            .chat(
+                Some(&s.token(Alg::EdDSA)),
+                &chat_body(OPENAI_ALIAS, &s.nonce(), stream),
+            )
+            .await;
+        assert_eq!(seen.status, 200);
+        for value in seen.headers.get_all("set-cookie") {
+            assert!(
+                !value.to_str().unwrap_or("").contains(PROVIDER_COOKIE),
+                "the provider's cookie reached the caller"
+            );
+        }
+    }
+}
+
+/// Drains a client stream: the text received and the error that ended it, if any.
+async fn drain(mut stream: storycad_client::ChatStream) -> (String, Option<Error>) {
+    let mut text = String::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(c) => text.push_str(c.text().unwrap_or("")),
+            Err(e) => return (text, Some(e)),
+        }
+    }
+    (text, None)
+}
+
+fn assert_stream_failed(s: &Suite, err: Option<Error>) -> Error {
+    let err = err.expect("the stream must end with an error, not as a success");
+    assert!(
+        matches!(err, Error::StreamTruncated { .. } | Error::Stream { .. }),
+        "{err:?}"
+    );
+    s.assert_no_secret("stream error", &format!("{err} {err:?}"));
+    err
+}
+
+async fn cut_stream_is_an_error_for_the_client(s: Arc<Suite>) {
+    let stream = s
+        .client()
+        .chat_stream(&user("fault:cut alpha beta gamma delta"))
+        .await
+        .unwrap();
+    let (text, err) = drain(stream).await;
+    assert_eq!(
+        text, "echo: fault:cut",
+        "the two events sent before the cut"
+    );
+    assert_stream_failed(&s, err);
+    // On the wire: an error event, no [DONE].
+    let seen = s
+        .chat(
+            Some(&s.token(Alg::EdDSA)),
+            &chat_body(OPENAI_ALIAS, "fault:cut alpha beta", true),
+        )
+        .await;
+    let data = seen.sse_data();
+    assert!(!data.iter().any(|d| d == "[DONE]"), "{}", seen.text());
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "stream_truncated", "{last}");
+}
+
+async fn anthropic_cut_stream_is_an_error_for_the_client(s: Arc<Suite>) {
+    let stream = s
+        .client()
+        .chat_stream(&anthropic_req("fault:cut alpha beta gamma"))
+        .await
+        .unwrap();
+    let (_, err) = drain(stream).await;
+    assert_stream_failed(&s, err);
+}
+
+async fn upstream_error_event_is_an_error_for_the_client(s: Arc<Suite>) {
+    for req in [
+        user("fault:stream-error a b c"),
+        anthropic_req("fault:stream-error a b c"),
+    ] {
+        let stream = s.client().chat_stream(&req).await.unwrap();
+        let (text, err) = drain(stream).await;
+        assert!(text.starts_with("echo:"), "{text}");
+        let err = assert_stream_failed(&s, err);
+        assert!(matches!(err, Error::Stream { .. }), "{err:?}");
+    }
+}
+
+async fn garbage_stream_ends_with_an_error_event(s: Arc<Suite>) {
+    let seen = s
+        .chat(
+            Some(&s.token(Alg::EdDSA)),
+            &chat_body(OPENAI_ALIAS, "fault:bad-sse", true),
+        )
+        .await;
+    assert_eq!(seen.status, 200);
+    let data = seen.sse_data();
+    assert!(!data.iter().any(|d| d == "[DONE]"), "{}", seen.text());
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert!(last["error"]["code"].is_string(), "{}", seen.text());
+    let stream = s
+        .client()
+        .chat_stream(&user("fault:bad-sse"))
+        .await
+        .unwrap();
+    assert_stream_failed(&s, drain(stream).await.1);
+}
+
+async fn stalled_stream_ends_with_a_timeout_event(s: Arc<Suite>) {
+    let started = Instant::now();
+    let seen = s
+        .chat(
+            Some(&s.token(Alg::EdDSA)),
+            &chat_body(OPENAI_ALIAS, "fault:stall", true),
+        )
+        .await;
+    assert_eq!(seen.status, 200);
+    let last: Value = serde_json::from_str(seen.sse_data().last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_timeout", "{}", seen.text());
+    let took = started.elapsed();
+    assert!(took >= UPSTREAM_TIMEOUT, "{took:?}");
+    assert!(took < UPSTREAM_TIMEOUT * 4, "{took:?}");
+}
+
+async fn upstream_429_keeps_retry_after(s: Arc<Suite>) {
+    let seen = s
+        .chat(
+            Some(&s.token(Alg::EdDSA)),
+            &chat_body(OPENAI_ALIAS, "fault:429=3", false),
+        )
+        .await;
+    seen.assert_error(429, "rate_limit_exceeded");
+    assert_eq!(seen.header("retry-after"), Some("3"));
+    match s.client().chat(&user("fault:429=3")).await {
+        Err(Error::RateLimited(d)) => {
+            assert_eq!(d.status, 429);
+            assert_eq!(d.retry_after, Some(Duration::from_secs(3)));
+            assert!(d.request_id.is_some());
+        }
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+    // A stream's 429 comes from the call itself, not as a first item.
+    let err = s.client().chat_stream(&user("fault:429=3")).await.err();
+    assert!(matches!(err, Some(Error::RateLimited(_))), "{err:?}");
+}
+
+async fn upstream_429_without_retry_after(s: Arc<Suite>) {
+    let seen = s
+        .chat(
+            Some(&s.token(Alg::EdDSA)),
+            &chat_body(OPENAI_ALIAS, "fault:429-no-retry-after", true),
+        )
+        .await;
+    seen.assert_error(429, "rate_limit_exceeded");
+    assert!(seen.header("retry-after").is_none());
+}
+
+async fn upstream_5xx_statuses(s: Arc<Suite>) {
+    let token = s.token(Alg::EdDSA);
+    for (alias, marker, status, code) in [
+        (OPENAI_ALIAS, "fault:500", 502, "upstream_error"),
+        (OPENAI_ALIAS, "fault:503", 503, "upstream_error"),
+        (OPENAI_ALIAS, "fault:529", 503, "upstream_error"),
+        (ANTHROPIC_ALIAS, "fault:500", 502, "upstream_error"),
+        (ANTHROPIC_ALIAS, "fault:529", 503, "upstream_error"),
+    ] {
+        for stream in [false, true] {
+            let mut body = chat_body(alias, marker, stream);
+            body["max_tokens"] = json!(64);
+            let seen = s.chat(Some(&token), &body).await;
+            seen.assert_error(status, code);
+        }
+    }
+    match s.client().chat(&anthropic_req("fault:529")).await {
+        Err(Error::Api(d)) => assert_eq!(d.status, 503),
+        other => panic!("expected Api 503, got {other:?}"),
+    }
+}
+
+async fn provider_rejecting_our_key_is_not_a_401(s: Arc<Suite>) {
+    // The caller's token is fine; a 401 would make the client refresh it for nothing.
+    for alias in [OPENAI_ALIAS, ANTHROPIC_ALIAS] {
+        let mut body = chat_body(alias, "fault:401", false);
+        body["max_tokens"] = json!(64);
+        let seen = s.chat(Some(&s.token(Alg::EdDSA)), &body).await;
+        seen.assert_error(502, "upstream_error");
+        assert!(seen.header("www-authenticate").is_none());
+    }
+}
+
+async fn provider_400_is_passed_on_scrubbed(s: Arc<Suite>) {
+    let seen = s
+        .chat(
+            Some(&s.token(Alg::EdDSA)),
+            &chat_body(OPENAI_ALIAS, "fault:400", false),
+        )
+        .await;
+    let e = seen.assert_error(400, "invalid_value");
+    assert_eq!(e["param"], "temperature");
+    // This provider message quotes the key it got and its own URL.
+    for alias in [OPENAI_ALIAS, ANTHROPIC_ALIAS] {
+        let mut body = chat_body(alias, "fault:400-leaky", false);
+        body["max_tokens"] = json!(64);
+        let seen = s.chat(Some(&s.token(Alg::EdDSA)), &body).await;
+        let e = seen.assert_error(400, "invalid_value");
+        let message = e["message"].as_str().unwrap();
+        s.assert_no_secret("a provider 400's message", message);
+        assert!(
+            !message.contains(&s.provider.addr().to_string()),
+            "the provider's address leaked: {message}"
+        );
+    }
+}
+
+async fn reset_before_headers_is_502(s: Arc<Suite>) {
+    for stream in [false, true] {
+        let seen = s
+            .chat(
+                Some(&s.token(Alg::EdDSA)),
+                &chat_body(OPENAI_ALIAS, "fault:reset", stream),
+            )
+            .await;
+        seen.assert_error(502, "upstream_error");
+    }
+}
+
+async fn invalid_json_from_upstream_is_502(s: Arc<Suite>) {
+    let seen = s
+        .chat(
+            Some(&s.token(Alg::EdDSA)),
+            &chat_body(OPENAI_ALIAS, "fault:bad-json", false),
+        )
+        .await;
+    seen.assert_error(502, "upstream_error");
+    let err = s.client().chat(&user("fault:bad-json")).await.unwrap_err();
+    assert_eq!(err.status(), Some(502), "{err:?}");
+}
+
+async fn hanging_upstream_is_504_after_the_timeout(s: Arc<Suite>) {
+    let started = Instant::now();
+    let seen = s
+        .chat(
+            Some(&s.token(Alg::EdDSA)),
+            &chat_body(OPENAI_ALIAS, "fault:hang", false),
+        )
+        .await;
+    seen.assert_error(504, "upstream_timeout");
+    let took = started.elapsed();
+    assert!(took >= UPSTREAM_TIMEOUT, "{took:?}");
+    assert!(took < UPSTREAM_TIMEOUT * 4, "{took:?}");
+}
+
+async fn body_over_the_limit_is_413(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let big = format!("{nonce} {}", "x".repeat(MAX_BODY_BYTES + 100));
+    let seen = s
+        .chat(
+            Some(&s.token(Alg::EdDSA)),
+            &chat_body(OPENAI_ALIAS, &big, false),
+        )
+        .await;
+    seen.assert_error(413, "body_too_large");
+    assert!(s.provider.requests_containing(&nonce).is_empty());
+}
+
+async fn chunked_body_over_the_limit_is_413(s: Arc<Suite>) {
+    // No content-length: the Worker must count while reading.
+    let nonce = s.nonce();
+    let body = chat_body(
+        OPENAI_ALIAS,
+        &format!("{nonce} {}", "y".repeat(MAX_BODY_BYTES * 2)),
+        false,
+    )
+    .to_string()
+    .into_bytes();
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(4096).map(|c| Ok(c.to_vec())).collect();
+    let seen = s
+        .send(
+            s.http
+                .post(s.at("/v1/chat/completions"))
+                .bearer_auth(s.token(Alg::EdDSA))
+                .header("content-type", "application/json")
+                .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                    pieces,
+                ))),
+        )
+        .await;
+    seen.assert_error(413, "body_too_large");
+    assert!(s.provider.requests_containing(&nonce).is_empty());
+}
+
+async fn body_under_the_limit_passes(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let text = format!("{nonce} {}", "z".repeat(MAX_BODY_BYTES - 600));
+    let seen = s
+        .chat(
+            Some(&s.token(Alg::EdDSA)),
+            &chat_body(OPENAI_ALIAS, &text, false),
+        )
+        .await;
+    assert_eq!(
+        seen.status,
+        200,
+        "{}",
+        &seen.text()[..200.min(seen.text().len())]
+    );
+}
+
+async fn bad_json_is_400(s: Arc<Suite>) {
+    for body in ["{\"model\":", "not json", "", "[1,2"] {
+        let seen = s
+            .send(
+                s.http
+                    .post(s.at("/v1/chat/completions"))
+                    .bearer_auth(s.token(Alg::EdDSA))
+                    .header("content-type", "application/json")
+                    .body(body),
+            )
+            .await;
+        seen.assert_error(400, "invalid_json");
+    }
+}
+
+async fn invalid_fields_are_400_naming_the_field(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let cases = [
+        (
+            json!({"model": OPENAI_ALIAS, "messages": nonce}),
+            "messages",
+        ),
+        (
+            json!({"model": OPENAI_ALIAS, "messages": [{"role": "wizard", "content": nonce}]}),
+            "messages[0].role",
+        ),
+        (
+            json!({"model": OPENAI_ALIAS, "messages": [{"role": "user", "content": nonce}], "temperature": "hot"}),
+            "temperature",
+        ),
+        (json!({"model": OPENAI_ALIAS, "messages": []}), "messages"),
+        (
+            json!({"messages": [{"role": "user", "content": nonce}]}),
+            "model",
+        ),
+    ];
+    for (body, param) in cases {
+        let seen = s.chat(Some(&s.token(Alg::EdDSA)), &body).await;
+        let e = seen.assert_error(400, "invalid_value");
+        assert_eq!(e["param"], param, "{body}: {e}");
+    }
+    assert!(s.provider.requests_containing(&nonce).is_empty());
+}
+
+async fn unknown_model_is_404(s: Arc<Suite>) {
+    let seen = s
+        .chat(
+            Some(&s.token(Alg::EdDSA)),
+            &chat_body("no-such-model", &s.nonce(), false),
+        )
+        .await;
+    let e = seen.assert_error(404, "model_not_found");
+    assert_eq!(e["param"], "model");
+    match s
+        .client()
+        .chat(&ChatRequest::new("no-such-model", vec![Message::user("x")]))
+        .await
+    {
+        Err(e) => {
+            assert_eq!(e.status(), Some(404));
+            assert_eq!(e.code(), Some("model_not_found"));
+        }
+        Ok(r) => panic!("unknown model answered: {r:?}"),
+    }
+}
+
+async fn unknown_routes_are_404(s: Arc<Suite>) {
+    let token = s.token(Alg::EdDSA);
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/v1"),
+        ("POST", "/v1/completions"),
+        ("POST", "/v1/chat/completions/extra"),
+        ("GET", "/v1/nothing"),
+        ("POST", "/v1/messages"),
+    ] {
+        let rb = s
+            .http
+            .request(method.parse().unwrap(), s.at(path))
+            .bearer_auth(&token);
+        let seen = s.send(rb).await;
+        seen.assert_error(404, "not_found");
+    }
+}
+
+async fn wrong_methods_are_405(s: Arc<Suite>) {
+    let token = s.token(Alg::EdDSA);
+    for (method, path, allow) in [
+        ("GET", "/v1/chat/completions", "POST"),
+        ("PUT", "/v1/chat/completions", "POST"),
+        ("DELETE", "/v1/models", "GET"),
+        ("POST", "/healthz", "GET"),
+    ] {
+        let rb = s
+            .http
+            .request(method.parse().unwrap(), s.at(path))
+            .bearer_auth(&token);
+        let seen = s.send(rb).await;
+        seen.assert_error(405, "method_not_allowed");
+        assert!(
+            seen.header("allow").is_some_and(|a| a.contains(allow)),
+            "{method} {path}: allow = {:?}",
+            seen.header("allow")
+        );
+    }
+}
+
+async fn request_ids_are_unique_and_logged(s: Arc<Suite>) {
+    let token = s.token(Alg::EdDSA);
+    let a = s
+        .chat(Some(&token), &chat_body(OPENAI_ALIAS, &s.nonce(), false))
+        .await;
+    let b = s
+        .chat(Some(&token), &chat_body(OPENAI_ALIAS, &s.nonce(), true))
+        .await;
+    let c = s
+        .chat(None, &chat_body(OPENAI_ALIAS, &s.nonce(), false))
+        .await;
+    let ids: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|x| x.header("x-request-id").unwrap().to_owned())
+        .collect();
+    assert!(
+        ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
+        "{ids:?}"
+    );
+    // One JSON log line per request, under the same id.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = s.worker_log();
+        let lines: Vec<Value> = log
+            .lines()
+            .filter_map(|l| {
+                l.find('{')
+                    .and_then(|i| serde_json::from_str::<Value>(&l[i..]).ok())
+            })
+            .collect();
+        let per_id: Vec<usize> = ids
+            .iter()
+            .map(|id| {
+                lines
+                    .iter()
+                    .filter(|v| v["request_id"] == id.as_str())
+                    .count()
+            })
+            .collect();
+        if per_id == [1, 1, 1] {
+            let line = lines
+                .iter()
+                .find(|v| v["request_id"] == ids[0].as_str())
+                .unwrap();
+            assert_eq!(line["status"], 200, "{line}");
+            assert_eq!(line["route"], format!("openai:{OPENAI_MODEL}"), "{line}");
+            let line = lines
+                .iter()
+                .find(|v| v["request_id"] == ids[2].as_str())
+                .unwrap();
+            assert_eq!(line["status"], 401, "{line}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "log lines per request id: {per_id:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn parallel_streams(s: Arc<Suite>) {
+    let client = Arc::new(s.client());
+    let nonce = s.nonce();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let client = client.clone();
+        let prompt = format!("{nonce} p{i} x y");
+        tasks.push(tokio::spawn(async move {
+            let stream = client.chat_stream(&user(&prompt)).await.unwrap();
+            let (text, err) = drain(stream).await;
+            assert!(err.is_none(), "{err:?}");
+            assert_eq!(text, format!("echo: {prompt}"));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(s.provider.requests_containing(&nonce).len(), 16);
+}

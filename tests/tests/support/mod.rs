@@ -1,0 +1,533 @@
+//! Shared by the end-to-end binaries: one fake provider and one Worker (under workerd) per
+//! binary, a raw HTTP helper that keeps every answer, and the runner.
+//!
+//! Each binary has `harness = false` and calls [`run`]: the cases run as named trials
+//! (libtest-mimic: filters, `--list`, parallel threads, like ordinary tests); the provider and
+//! the Worker start at the first case that runs; after the cases, the suite checks run (no
+//! panic in the Worker's log, no secret in any answer or in the log) and the Worker is stopped
+//! and checked gone. A binary whose cases are all filtered out starts nothing.
+#![allow(dead_code)] // Each binary uses a different part of this module.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    process::ExitCode,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, OnceLock,
+    },
+    time::{Duration, Instant},
+};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use reqwest::header::HeaderMap;
+use serde_json::{json, Value};
+use storycad_e2e::{
+    fake_provider::{FakeProvider, FakeProviderOptions},
+    jwks_server::JwksServer,
+    tokens::{self, Alg, TestKeys},
+    workerd::{Worker, WorkerOptions},
+};
+
+pub const ISSUER: &str = "https://auth.e2e.storycad.test";
+pub const AUDIENCE: &str = "storycad-e2e";
+/// The provider keys the Worker holds; they must never reach a caller or the log.
+pub const OPENAI_KEY: &str = "sk-e2e-openai-PROVIDERKEY-7f3a9c0d21";
+pub const ANTHROPIC_KEY: &str = "sk-ant-e2e-PROVIDERKEY-51d2e8b4aa";
+/// Model aliases of the test `ROUTES`.
+pub const OPENAI_ALIAS: &str = "e2e-openai";
+pub const OPENAI_MODEL: &str = "gpt-4o-mini";
+pub const ANTHROPIC_ALIAS: &str = "e2e-anthropic";
+pub const ANTHROPIC_MODEL: &str = "claude-haiku-4-5";
+/// `MAX_BODY_BYTES` of the test Worker.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// `UPSTREAM_TIMEOUT_MS` of the test Worker.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(2500);
+
+/// How a binary's Worker is configured.
+#[derive(Debug, Clone)]
+pub struct SuiteConfig {
+    /// The binary's name (run directory, messages).
+    pub name: &'static str,
+    /// Serve the keys from a JWKS endpoint (`JWT_JWKS_URL`) instead of `JWT_PUBLIC_JWK`.
+    pub jwks_url: bool,
+    /// More variables (they come after the standard ones, so they win).
+    pub extra_vars: Vec<(String, String)>,
+}
+
+/// An answer as received, whole.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    /// Set when reading the body failed (a cut stream).
+    pub body_error: Option<String>,
+    pub took: Duration,
+}
+
+impl Seen {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `data:` payloads of an event stream.
+    pub fn sse_data(&self) -> Vec<String> {
+        self.text()
+            .split("\n\n")
+            .flat_map(|block| {
+                block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(|d| d.trim_start().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Asserts OpenAI's error shape with `code`, and returns the error object.
+    pub fn assert_error(&self, status: u16, code: &str) -> Value {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        let v = self.json();
+        let e = v
+            .get("error")
+            .unwrap_or_else(|| panic!("no error object: {v}"))
+            .clone();
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        assert!(e["type"].is_string(), "{v}");
+        assert_eq!(e["code"], code, "{v}");
+        assert!(
+            e.get("param").is_some(),
+            "param must be present (null or a field): {v}"
+        );
+        assert!(
+            self.header("x-request-id").is_some(),
+            "x-request-id missing"
+        );
+        e
+    }
+}
+
+pub struct Suite {
+    pub config: SuiteConfig,
+    pub provider: FakeProvider,
+    pub keys: TestKeys,
+    pub jwks: Option<JwksServer>,
+    worker: Mutex<Option<Worker>>,
+    pub url: String,
+    pub http: reqwest::Client,
+    pub rt: tokio::runtime::Runtime,
+    seen: Mutex<Vec<Seen>>,
+    nonce: AtomicU64,
+    pub started_in: Duration,
+}
+
+impl Suite {
+    fn start(config: SuiteConfig) -> anyhow::Result<Suite> {
+        let started = Instant::now();
+        let keys = TestKeys::load()?;
+        let provider = FakeProvider::start_with(FakeProviderOptions {
+            openai_key: Some(OPENAI_KEY.into()),
+            anthropic_key: Some(ANTHROPIC_KEY.into()),
+            hang_limit: Duration::from_secs(60),
+            ..Default::default()
+        })?;
+        let jwks = if config.jwks_url {
+            Some(JwksServer::start(keys.jwks())?)
+        } else {
+            None
+        };
+        let routes = json!({
+            OPENAI_ALIAS: [format!("openai:{OPENAI_MODEL}")],
+            ANTHROPIC_ALIAS: [format!("anthropic:{ANTHROPIC_MODEL}")],
+        });
+        let mut opts = WorkerOptions {
+            name: config.name.to_owned(),
+            ..Default::default()
+        }
+        .var("JWT_ISSUER", ISSUER)
+        .var("JWT_AUDIENCE", AUDIENCE)
+        .var("OPENAI_BASE_URL", provider.openai_base_url())
+        .var("ANTHROPIC_BASE_URL", provider.anthropic_base_url())
+        .var("ROUTES", routes.to_string())
+        .var("MAX_BODY_BYTES", MAX_BODY_BYTES.to_string())
+        .var(
+            "UPSTREAM_TIMEOUT_MS",
+            UPSTREAM_TIMEOUT.as_millis().to_string(),
+        )
+        .var("CACHE_TTL_SECONDS", "0")
+        .secret("OPENAI_API_KEY", OPENAI_KEY)
+        .secret("ANTHROPIC_API_KEY", ANTHROPIC_KEY);
+        opts = match &jwks {
+            Some(server) => opts.var("JWT_JWKS_URL", server.url()),
+            None => opts.var("JWT_PUBLIC_JWK", keys.jwks().to_string()),
+        };
+        for (k, v) in &config.extra_vars {
+            opts = opts.var(k, v);
+        }
+        let worker = Worker::start(opts)?;
+        eprintln!(
+            "[{}] worker on {} ready in {:.1} s (wrangler start {:.1} s); log {}",
+            config.name,
+            worker.url(),
+            started.elapsed().as_secs_f64(),
+            worker.started_in().as_secs_f64(),
+            worker.log_path().display()
+        );
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        Ok(Suite {
+            url: worker.url(),
+            config,
+            provider,
+            keys,
+            jwks,
+            worker: Mutex::new(Some(worker)),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            rt,
+            seen: Mutex::new(Vec::new()),
+            nonce: AtomicU64::new(0),
+            started_in: started.elapsed(),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT<path>`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// A word no other case uses, to find this case's requests at the shared provider.
+    pub fn nonce(&self) -> String {
+        format!(
+            "nonce{}x{}",
+            std::process::id(),
+            self.nonce.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Claims valid for an hour for user `sub`.
+    pub fn claims(&self, sub: &str) -> Value {
+        tokens::claims(ISSUER, AUDIENCE, sub, Duration::from_secs(3600))
+    }
+
+    /// A valid token signed with the fixture key for `alg`.
+    pub fn token(&self, alg: Alg) -> String {
+        tokens::mint(self.keys.get(alg), &self.claims("e2e-user"))
+    }
+
+    /// The Worker's log so far.
+    pub fn worker_log(&self) -> String {
+        self.worker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(Worker::log_text)
+            .unwrap_or_default()
+    }
+
+    /// Sends a request and reads the whole answer (a stream to its end), keeping it for the
+    /// suite's secret check.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Seen {
+        use futures_util::StreamExt;
+        let started = Instant::now();
+        let response = request.send().await.expect("the Worker answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let mut body = Vec::new();
+        let mut body_error = None;
+        let mut stream = response.bytes_stream();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(b) => body.extend_from_slice(&b),
+                Err(e) => {
+                    body_error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let seen = Seen {
+            status,
+            headers,
+            body,
+            body_error,
+            took: started.elapsed(),
+        };
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(seen.clone());
+        seen
+    }
+
+    /// `POST /v1/chat/completions` with `body`, and `Authorization: Bearer <token>` if given.
+    pub async fn chat(&self, token: Option<&str>, body: &Value) -> Seen {
+        let mut rb = self.http.post(self.at("/v1/chat/completions")).json(body);
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        self.send(rb).await
+    }
+
+    /// A client of the Worker with a valid EdDSA token and no retries.
+    pub fn client(&self) -> storycad_client::Client {
+        self.client_with(storycad_client::RetryPolicy::none())
+    }
+
+    pub fn client_with(&self, retry: storycad_client::RetryPolicy) -> storycad_client::Client {
+        storycad_client::Client::builder()
+            .base_url(format!("{}/v1", self.url))
+            .token(self.token(Alg::EdDSA))
+            .retry_policy(retry)
+            .build()
+            .expect("client")
+    }
+
+    /// Strings that must never appear in an answer or in the Worker's log.
+    pub fn secrets(&self) -> Vec<String> {
+        vec![OPENAI_KEY.to_owned(), ANTHROPIC_KEY.to_owned()]
+    }
+
+    /// Asserts that no secret appears in `text` (e.g. a client error's text).
+    pub fn assert_no_secret(&self, what: &str, text: &str) {
+        for s in self.secrets() {
+            assert!(!text.contains(&s), "{what} contains a provider key: {text}");
+        }
+    }
+}
+
+/// A chat request body for `alias` whose last user message is `text`.
+pub fn chat_body(alias: &str, text: &str, stream: bool) -> Value {
+    json!({
+        "model": alias,
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": text}
+        ],
+        "stream": stream
+    })
+}
+
+pub type CaseFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+/// One named case: an async function of the suite.
+pub struct Case {
+    pub name: String,
+    pub run: Box<dyn FnOnce(Arc<Suite>) -> CaseFuture + Send>,
+}
+
+impl Case {
+    pub fn new<F, Fut>(name: impl Into<String>, f: F) -> Case
+    where
+        F: FnOnce(Arc<Suite>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        Case {
+            name: name.into(),
+            run: Box::new(move |s| Box::pin(f(s))),
+        }
+    }
+}
+
+/// `cases![a, b, c]`: the async fns `a`, `b`, `c` (each `async fn(Arc<Suite>)`) as named cases.
+#[macro_export]
+macro_rules! cases {
+    ($($f:ident),* $(,)?) => {
+        vec![$(support::Case::new(stringify!($f), $f)),*]
+    };
+}
+
+static SUITE: OnceLock<Result<Arc<Suite>, String>> = OnceLock::new();
+
+fn suite(config: &SuiteConfig) -> Result<Arc<Suite>, Failed> {
+    SUITE
+        .get_or_init(|| {
+            Suite::start(config.clone())
+                .map(Arc::new)
+                .map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(|e| Failed::from(format!("suite setup failed: {e}")))
+}
+
+/// Runs `cases` against one Worker configured by `config`, then the suite checks.
+pub fn run(config: SuiteConfig, cases: Vec<Case>) -> ExitCode {
+    let mut args = Arguments::from_args();
+    // The cases wait on the network, not the CPU.
+    if args.test_threads.is_none() {
+        args.test_threads = Some(8);
+    }
+    let trials = cases
+        .into_iter()
+        .map(|case| {
+            let config = config.clone();
+            Trial::test(case.name, move || {
+                let suite = suite(&config)?;
+                suite.rt.block_on((case.run)(suite.clone()));
+                Ok(())
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let conclusion = libtest_mimic::run(&args, trials);
+    let Some(Ok(suite)) = SUITE.get().cloned() else {
+        // Nothing ran (listing, or every case filtered out), or the setup failed (every case
+        // said so).
+        return conclusion.exit_code();
+    };
+    eprintln!(
+        "[{}] cases done in {:.1} s (including the {:.1} s start)",
+        suite.config.name,
+        started.elapsed().as_secs_f64(),
+        suite.started_in.as_secs_f64()
+    );
+    let checks = suite_checks(suite);
+    let final_args = Arguments {
+        filter: None,
+        skip: Vec::new(),
+        exact: false,
+        test_threads: Some(1),
+        list: false,
+        ..args
+    };
+    let checked = libtest_mimic::run(&final_args, checks);
+    if conclusion.has_failed() || checked.has_failed() {
+        ExitCode::from(101)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The whole-run checks, in order; the last stops the Worker.
+fn suite_checks(suite: Arc<Suite>) -> Vec<Trial> {
+    let s1 = suite.clone();
+    let s2 = suite.clone();
+    let s3 = suite.clone();
+    vec![
+        Trial::test("suite::worker_never_panicked", move || {
+            let panics = s1
+                .worker
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .map(Worker::panics)
+                .unwrap_or_default();
+            if panics.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("the Worker's log shows panics:\n{}", panics.join("\n")).into())
+            }
+        }),
+        Trial::test("suite::no_secret_in_any_answer", move || {
+            let seen = s2
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if seen.is_empty() {
+                return Err("no answer was recorded".into());
+            }
+            let mut problems = Vec::new();
+            for (i, answer) in seen.iter().enumerate() {
+                let mut text = answer.text();
+                for (name, value) in &answer.headers {
+                    text.push_str(&format!(
+                        "\n{name}: {}",
+                        String::from_utf8_lossy(value.as_bytes())
+                    ));
+                }
+                for secret in s2.secrets() {
+                    if text.contains(&secret) {
+                        problems.push(format!(
+                            "answer #{i} (status {}) holds a provider key",
+                            answer.status
+                        ));
+                    }
+                }
+                let provider_addr = s2.provider.addr().to_string();
+                if text.contains(&provider_addr) {
+                    problems.push(format!(
+                        "answer #{i} (status {}) names the provider's address {provider_addr}",
+                        answer.status
+                    ));
+                }
+            }
+            eprintln!(
+                "[{}] {} answers checked for secrets",
+                s2.config.name,
+                seen.len()
+            );
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(problems.join("\n").into())
+            }
+        }),
+        Trial::test("suite::no_secret_or_token_in_worker_log", move || {
+            let log = s3.worker_log();
+            let mut problems = Vec::new();
+            for secret in s3.secrets() {
+                if log.contains(&secret) {
+                    problems.push("the Worker's log holds a provider key".to_owned());
+                }
+            }
+            // Every JWT starts with the base64 of `{"`: `eyJ`.
+            if let Some(line) = log.lines().find(|l| l.contains("eyJ")) {
+                problems.push(format!("the Worker's log holds a token: {line}"));
+            }
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(problems.join("\n").into())
+            }
+        }),
+        Trial::test("suite::wrangler_stops_and_leaves_no_process", move || {
+            let worker = suite
+                .worker
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+                .ok_or("the Worker was already stopped")?;
+            let pgid = worker.pgid();
+            let report = worker.stop();
+            eprintln!(
+                "[{}] wrangler stopped in {:.2} s{}",
+                suite.config.name,
+                report.took.as_secs_f64(),
+                if report.killed {
+                    " (needed SIGKILL)"
+                } else {
+                    ""
+                }
+            );
+            if !report.group_empty {
+                return Err(format!("processes of group {pgid} are still running").into());
+            }
+            let ps = std::process::Command::new("ps")
+                .args(["-eo", "pgid=,pid=,comm="])
+                .output()
+                .map_err(|e| format!("ps: {e}"))?;
+            let left: Vec<String> = String::from_utf8_lossy(&ps.stdout)
+                .lines()
+                .filter(|l| l.split_whitespace().next() == Some(pgid.to_string().as_str()))
+                .map(str::to_owned)
+                .collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("ps still lists: {left:?}").into())
+            }
+        }),
+    ]
+}
