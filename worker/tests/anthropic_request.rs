@@ -308,6 +308,13 @@ fn untranslatable_content_parts_are_400_never_dropped() {
     ]}));
     assert!(err.message.contains("`hologram`"), "{}", err.message);
 
+    // A known type in a shape that is not OpenAI's.
+    let err = translate_err(json!({"model": "m", "messages": [
+        {"role": "user", "content": [{"type": "image_url", "image_url": "https://example.com/a.png"}]}
+    ]}));
+    assert_eq!(err.param, "messages[0].content[0]");
+    assert_eq!(err.message, "malformed `image_url` content part");
+
     // An image in an assistant message: Anthropic takes none.
     let err = translate_err(json!({"model": "m", "messages": [
         {"role": "user", "content": "u"},

@@ -416,13 +416,18 @@ fn text_block(text: &str) -> Option<InputBlock<'_>> {
 }
 
 fn unsupported_part(i: usize, j: usize, part: &ContentPart) -> TranslateError {
-    TranslateError::new(
-        format!("messages[{i}].content[{j}]"),
-        format!(
+    let kind = part.kind();
+    let message = match (part, kind) {
+        // A known type that did not parse as one (`image_url` as a bare string...).
+        (ContentPart::Other(_), "text" | "image_url" | "refusal") => {
+            format!("malformed `{kind}` content part")
+        }
+        _ => format!(
             "content part type `{}` is not supported by Anthropic models",
-            part.kind()
+            kind.chars().take(64).collect::<String>()
         ),
-    )
+    };
+    TranslateError::new(format!("messages[{i}].content[{j}]"), message)
 }
 
 /// Text and image parts (user and tool messages).

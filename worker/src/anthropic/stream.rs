@@ -140,6 +140,14 @@ impl StreamTranslator {
         }
     }
 
+    /// The upstream failed outside the events (a read error, a stall, broken framing): ends the
+    /// stream with `error` as its last event, unless it had already ended.
+    pub fn fail_with(&mut self, error: ErrorBody, out: &mut Vec<u8>) {
+        if self.state == State::Open {
+            self.fail(out, error);
+        }
+    }
+
     /// Whether the stream is over: `[DONE]` or an error event was written.
     pub fn is_done(&self) -> bool {
         self.state != State::Open
