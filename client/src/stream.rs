@@ -51,6 +51,8 @@ impl std::fmt::Display for BodyError {
 /// ending with an extra `"\n\n"` so the SSE parser dispatches an unterminated last event.
 pub(crate) struct Body {
     inner: ByteStream,
+    // Bytes read but not yet handed on; handed on one event at a time (see `next_piece`).
+    pending: Bytes,
     idle: Duration,
     last_activity: Instant,
     // Armed lazily: each chunk only notes the time; the timer is moved when it fires early.
@@ -68,6 +70,7 @@ impl Body {
         let now = Instant::now();
         let body = Body {
             inner: Box::pin(inner),
+            pending: Bytes::new(),
             idle,
             last_activity: now,
             timer: Box::pin(tokio::time::sleep_until(now + idle)),
@@ -82,13 +85,18 @@ impl Stream for Body {
     type Item = std::result::Result<Bytes, BodyError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if !self.pending.is_empty() {
+            return Poll::Ready(Some(Ok(next_piece(&mut self.pending))));
+        }
         if self.done {
             return Poll::Ready(None);
         }
         match self.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(bytes))) => {
+            Poll::Ready(Some(Ok(mut bytes))) => {
                 self.last_activity = Instant::now();
-                Poll::Ready(Some(Ok(bytes)))
+                let piece = next_piece(&mut bytes);
+                self.pending = bytes;
+                Poll::Ready(Some(Ok(piece)))
             }
             Poll::Ready(Some(Err(e))) => {
                 self.done = true;
@@ -112,6 +120,24 @@ impl Stream for Body {
             },
         }
     }
+}
+
+/// Splits off the bytes up to and including the first blank line (`\n\n` or `\n\r\n`), or
+/// all of them when there is none.
+///
+/// eventsource-stream copies the rest of its buffer for every line it parses, so handing it a
+/// large read whole costs time quadratic in the read's size; one event at a time keeps that
+/// copy small. `split_to` itself copies nothing.
+fn next_piece(bytes: &mut Bytes) -> Bytes {
+    for i in memchr::memchr_iter(b'\n', bytes) {
+        let end = match bytes.get(i + 1) {
+            Some(b'\n') => i + 2,
+            Some(b'\r') if bytes.get(i + 2) == Some(&b'\n') => i + 3,
+            _ => continue,
+        };
+        return bytes.split_to(end);
+    }
+    std::mem::take(bytes)
 }
 
 /// A streamed chat completion: `Stream<Item = Result<ChatChunk>>`.
@@ -305,5 +331,28 @@ impl Stream for ChatStream {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_end_at_blank_lines() {
+        let mut b = Bytes::from_static(b"data: a\n\n: c\r\n\r\ndata: b\ndata: c\n\ndata: partial");
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            out.push(next_piece(&mut b));
+        }
+        assert_eq!(
+            out,
+            [
+                &b"data: a\n\n"[..],
+                b": c\r\n\r\n",
+                b"data: b\ndata: c\n\n",
+                b"data: partial"
+            ]
+        );
     }
 }
