@@ -82,8 +82,11 @@ struct ResponseBlock {
 ///   citations) into `content`; `tool_use` blocks become `tool_calls` with `arguments` the compact
 ///   JSON of `input`. `content` is `null` when the answer is only tool calls, as OpenAI sends it.
 ///   Other block types (thinking, server tools) are not part of an OpenAI answer and are left out.
-/// - `finish_reason`: see [`map_stop_reason`](super::map_stop_reason); usage: see the crate docs
-///   of `openai_usage` (prompt tokens include cache writes and reads).
+/// - `finish_reason`: see [`map_stop_reason`](super::map_stop_reason). Usage: `prompt_tokens` =
+///   `input_tokens` + `cache_creation_input_tokens` + `cache_read_input_tokens` (Anthropic's
+///   `input_tokens` leaves cached input out; OpenAI counts everything the model read), with the
+///   cache reads also in `prompt_tokens_details.cached_tokens`; `completion_tokens` =
+///   `output_tokens`.
 ///
 /// A body that is not a Messages answer is `Err((502, upstream_error))`; an error body sent with
 /// 200 is mapped as by [`map_error`].
