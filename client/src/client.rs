@@ -131,7 +131,8 @@ impl Client {
     }
 
     /// Sends until a success, a final error, or the policy says stop. Returns the successful
-    /// response (body unread) and the number of attempts.
+    /// response (body unread) and the number of attempts. Each attempt runs in its own
+    /// `attempt` span inside the caller's request span.
     async fn send(
         &self,
         method: Method,
@@ -139,106 +140,147 @@ impl Client {
         body: Option<Bytes>,
         streaming: bool,
     ) -> Result<(Response, u32)> {
+        let mut state = Attempts {
+            // One key per logical request, so the server can drop a duplicate of a retried POST.
+            idempotency_key: format!("{:032x}", fastrand::u128(..)),
+            attempt: 0,
+            retries: 0,
+            refreshed: false,
+        };
+        loop {
+            state.attempt += 1;
+            let span = tracing::info_span!("attempt", n = state.attempt);
+            let next = self
+                .attempt(&method, url, body.as_ref(), streaming, &mut state)
+                .instrument(span)
+                .await;
+            match next {
+                Next::Done(result) => return result.map(|r| (r, state.attempt)),
+                Next::Again => {}
+                Next::RetryAfter(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    /// One attempt and the decision on what follows it.
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &str,
+        body: Option<&Bytes>,
+        streaming: bool,
+        state: &mut Attempts,
+    ) -> Next {
         let inner = &*self.inner;
         let policy = &inner.retry;
-        // One key per logical request, so the server can drop a duplicate of a retried POST.
-        let idempotency_key = format!("{:032x}", fastrand::u128(..));
-        let span = tracing::Span::current();
-        let mut attempt = 0u32;
-        let mut retries = 0u32;
-        let mut refreshed = false;
-        loop {
-            attempt += 1;
-            span.record("attempt", attempt);
-            let token = inner.tokens.get().await?;
-            let mut rb = inner
-                .http
-                .request(method.clone(), url)
-                .bearer_auth(&*token.value)
-                .header(headers::IDEMPOTENCY_KEY, &idempotency_key);
-            if streaming {
-                rb = rb.header(ACCEPT, "text/event-stream");
+        let attempt = state.attempt;
+        let token = match inner.tokens.get().await {
+            Ok(t) => t,
+            Err(e) => return Next::Done(Err(e.into())),
+        };
+        let mut rb = inner
+            .http
+            .request(method.clone(), url)
+            .bearer_auth(&*token.value)
+            .header(headers::IDEMPOTENCY_KEY, &state.idempotency_key);
+        if streaming {
+            rb = rb.header(ACCEPT, "text/event-stream");
+        }
+        if let Some(b) = body {
+            rb = rb.header(CONTENT_TYPE, "application/json").body(b.clone());
+        }
+        let sent = tokio::time::timeout(inner.timeouts.response_headers, rb.send()).await;
+        let (err, answer_headers) = match sent {
+            Err(_) => {
+                debug!(attempt, "no response headers in time; not retrying");
+                return Next::Done(Err(Error::Timeout {
+                    phase: TimeoutPhase::ResponseHeaders,
+                    after: inner.timeouts.response_headers,
+                }));
             }
-            if let Some(b) = &body {
-                rb = rb.header(CONTENT_TYPE, "application/json").body(b.clone());
+            Ok(Err(e)) => (transport_error(e, &inner.timeouts), None),
+            Ok(Ok(resp)) => {
+                let status = resp.status().as_u16();
+                if resp.status().is_success() {
+                    inner.budget.on_success();
+                    if let Some(id) = resp.headers().get(headers::REQUEST_ID) {
+                        tracing::Span::current().record("request_id", field::debug(id));
+                    }
+                    debug!(attempt, status, "answered");
+                    return Next::Done(Ok(resp));
+                }
+                if status == 401 && !state.refreshed {
+                    state.refreshed = true;
+                    debug!(
+                        attempt,
+                        "401: refreshing the access token and trying once more"
+                    );
+                    inner.tokens.invalidate(token.generation).await;
+                    return Next::Again;
+                }
+                let h = resp.headers().clone();
+                (error_from_response(resp, &inner.timeouts).await, Some(h))
             }
-            let sent = tokio::time::timeout(inner.timeouts.response_headers, rb.send()).await;
-            let (err, answer_headers) = match sent {
-                Err(_) => {
-                    debug!(attempt, "no response headers in time; not retrying");
-                    return Err(Error::Timeout {
-                        phase: TimeoutPhase::ResponseHeaders,
-                        after: inner.timeouts.response_headers,
-                    });
-                }
-                Ok(Err(e)) => (transport_error(e, &inner.timeouts), None),
-                Ok(Ok(resp)) => {
-                    let status = resp.status().as_u16();
-                    if resp.status().is_success() {
-                        inner.budget.on_success();
-                        if let Some(id) = resp.headers().get(headers::REQUEST_ID) {
-                            span.record("request_id", field::debug(id));
-                        }
-                        debug!(attempt, status, "answered");
-                        return Ok((resp, attempt));
-                    }
-                    if status == 401 && !refreshed {
-                        refreshed = true;
-                        debug!(
-                            attempt,
-                            "401: refreshing the access token and trying once more"
-                        );
-                        inner.tokens.invalidate(token.generation).await;
-                        continue;
-                    }
-                    let h = resp.headers().clone();
-                    (error_from_response(resp, &inner.timeouts).await, Some(h))
-                }
-            };
+        };
 
-            let status = err.status();
-            let advice = answer_headers.as_ref().and_then(should_retry_header);
-            let retryable = match (&err, advice) {
-                (Error::Unauthorized(_), _) => false,
-                (_, Some(advice)) => advice,
-                (e, None) => classify(e),
-            };
-            if !retryable {
-                debug!(attempt, ?status, ?advice, error = %err, "not retrying: not retryable");
-                return Err(err);
-            }
-            if retries >= policy.max_retries {
-                debug!(attempt, ?status, error = %err, "not retrying: no retries left");
-                return Err(err);
-            }
-            let server_wait = answer_headers.as_ref().and_then(server_delay);
-            if let Some(wait) = server_wait.filter(|w| *w > policy.max_server_delay) {
-                debug!(
-                    attempt,
-                    ?status,
-                    wait_s = wait.as_secs_f64(),
-                    "not retrying: the server asks for a longer wait than max_server_delay"
-                );
-                return Err(err);
-            }
-            if !inner.budget.try_acquire() {
-                debug!(attempt, ?status, error = %err, "not retrying: retry budget spent");
-                return Err(err);
-            }
-            retries += 1;
-            let wait = server_wait.unwrap_or_else(|| policy.backoff(retries));
+        let status = err.status();
+        let advice = answer_headers.as_ref().and_then(should_retry_header);
+        let retryable = match (&err, advice) {
+            (Error::Unauthorized(_), _) => false,
+            (_, Some(advice)) => advice,
+            (e, None) => classify(e),
+        };
+        if !retryable {
+            debug!(attempt, ?status, ?advice, error = %err, "not retrying: not retryable");
+            return Next::Done(Err(err));
+        }
+        if state.retries >= policy.max_retries {
+            debug!(attempt, ?status, error = %err, "not retrying: no retries left");
+            return Next::Done(Err(err));
+        }
+        let server_wait = answer_headers.as_ref().and_then(server_delay);
+        if let Some(wait) = server_wait.filter(|w| *w > policy.max_server_delay) {
             debug!(
                 attempt,
                 ?status,
-                wait_ms = wait.as_millis() as u64,
-                from_server = server_wait.is_some(),
-                budget_left = inner.budget.available(),
-                error = %err,
-                "retrying"
+                wait_s = wait.as_secs_f64(),
+                "not retrying: the server asks for a longer wait than max_server_delay"
             );
-            tokio::time::sleep(wait).await;
+            return Next::Done(Err(err));
         }
+        if !inner.budget.try_acquire() {
+            debug!(attempt, ?status, error = %err, "not retrying: retry budget spent");
+            return Next::Done(Err(err));
+        }
+        state.retries += 1;
+        let wait = server_wait.unwrap_or_else(|| policy.backoff(state.retries));
+        debug!(
+            attempt,
+            ?status,
+            wait_ms = wait.as_millis() as u64,
+            from_server = server_wait.is_some(),
+            budget_left = inner.budget.available(),
+            error = %err,
+            "retrying"
+        );
+        Next::RetryAfter(wait)
     }
+}
+
+/// The bookkeeping of one logical request across its attempts.
+struct Attempts {
+    idempotency_key: String,
+    attempt: u32,
+    retries: u32,
+    refreshed: bool,
+}
+
+/// What follows an attempt.
+enum Next {
+    Done(Result<Response>),
+    /// At once (after a 401, with a fresh token).
+    Again,
+    RetryAfter(Duration),
 }
 
 /// Whether a failure is transient by nature (absent any `x-should-retry`).
@@ -258,7 +300,6 @@ fn request_span(method: &str, path: &str, model: &str, stream: bool) -> tracing:
         path,
         model,
         stream,
-        attempt = field::Empty,
         request_id = field::Empty,
     )
 }

@@ -13,7 +13,8 @@
 //!   the connection.
 //! - **Errors**: one [`Error`] enum keeping status, code, request id, `retry-after` and
 //!   rate-limit headers.
-//! - **Tracing**: one `storycad_request` span per call (method, path, model, attempt) and a
+//! - **Tracing**: one `storycad_request` span per call (method, path, model, stream, request id),
+//!   an `attempt` span (`n`) inside it per HTTP attempt, and a
 //!   `debug!` event per retry decision. Token values are never logged.
 //!
 //! ```no_run
