@@ -60,6 +60,9 @@ impl Client {
     }
 
     /// `POST /chat/completions` without streaming (`stream` is forced off) and the whole answer.
+    ///
+    /// Retries cover everything up to the answer's headers; a connection lost while the body is
+    /// read is returned as [`Error::Network`] (retryable by the caller with the same request).
     pub async fn chat(&self, req: &ChatRequest) -> Result<Completion> {
         let body = request_body(req, false)?;
         let span = request_span("POST", "/chat/completions", &req.model, false);

@@ -79,3 +79,19 @@ pub use storycad_protocol::{
     ratelimit::RateLimitInfo, ChatChunk, ChatRequest, ChatResponse, Message, ModelList, Role,
     UsageReport,
 };
+
+#[cfg(test)]
+mod tests {
+    // The FFI layer and multi-threaded apps move these across threads.
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+
+    #[test]
+    fn public_types_cross_threads() {
+        send_sync::<crate::Client>();
+        send_sync::<crate::Error>();
+        send_sync::<crate::Completion>();
+        send::<crate::ChatStream>();
+        send_sync::<crate::ResponseAccumulator>();
+    }
+}
