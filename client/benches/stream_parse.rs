@@ -6,7 +6,8 @@
 //! of the rounds, and the ratio ours/theirs. Nothing passes or fails on absolute times.
 //!
 //! `cargo bench -p storycad-client --bench stream_parse` (`-- --rounds N --chunks N` to change
-//! the defaults of 7 rounds of 10,000 chunks).
+//! the defaults of 7 rounds of 10,000 chunks; `-- --only ours` or `-- --only theirs` runs one
+//! client alone, for a profiler).
 
 use std::{
     sync::Arc,
