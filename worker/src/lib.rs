@@ -1,3 +1,37 @@
-//! placeholder
+//! The StoryCAD LLM proxy Worker.
+//!
+//! Everything that decides something is plain Rust, built and unit-tested on the host:
+//!
+//! - [`anthropic`]: OpenAI <-> Anthropic Messages translation (request, answer, errors, stream).
+//! - [`config`]: every variable parsed and checked once per isolate.
+//! - [`endpoints`]: the routes, 404 and 405.
+//! - [`request`]: the caller's body: size limit, JSON, schema.
+//! - [`routing`]: alias -> provider, model and endpoint.
+//! - [`upstream`]: the provider request (fresh headers, the provider key, `model` replaced) and
+//!   the complete answer passed back.
+//! - [`relay`]: the SSE stream relay state machine.
+//! - [`rewrite`]: a JSON object's members kept raw and in order, `model` changed.
+//! - [`error`]: one error type, mapped to status, OpenAI error body and headers.
+//! - [`log`]: the one JSON log line per request.
+//!
+//! The wasm-only glue (`#[event(fetch)]`, `Env`, `Fetch`, the Durable Object) lives in `entry`
+//! and `limiter`, compiled for `wasm32` only.
 
 pub mod anthropic;
+pub mod auth;
+pub mod config;
+pub mod endpoints;
+pub mod error;
+pub mod log;
+pub mod relay;
+pub mod request;
+pub mod rewrite;
+pub mod routing;
+pub mod upstream;
+
+#[cfg(target_arch = "wasm32")]
+mod auth_glue;
+#[cfg(target_arch = "wasm32")]
+mod entry;
+#[cfg(target_arch = "wasm32")]
+mod limiter;

@@ -1,0 +1,101 @@
+//! The Worker's routes, matched without the runtime so 404 and 405 are tested on the host.
+
+use storycad_protocol::{Model, ModelList};
+
+use crate::config::Config;
+use crate::error::AppError;
+
+/// A route of the HTTP contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`
+    ChatCompletions,
+    /// `GET /v1/models`
+    Models,
+    /// `GET /healthz`
+    Health,
+}
+
+/// Matches a request line: 404 for an unknown path, 405 (with `allow`) for a wrong method.
+/// `HEAD` is served wherever `GET` is.
+pub fn match_route(method: &str, path: &str) -> Result<Endpoint, AppError> {
+    let (endpoint, allow) = match path {
+        "/v1/chat/completions" => (Endpoint::ChatCompletions, "POST"),
+        "/v1/models" => (Endpoint::Models, "GET, HEAD"),
+        "/healthz" => (Endpoint::Health, "GET, HEAD"),
+        _ => return Err(AppError::NotFound),
+    };
+    let ok = match endpoint {
+        Endpoint::ChatCompletions => method == "POST",
+        Endpoint::Models | Endpoint::Health => method == "GET" || method == "HEAD",
+    };
+    if ok {
+        Ok(endpoint)
+    } else {
+        Err(AppError::MethodNotAllowed { allow })
+    }
+}
+
+/// `GET /v1/models`: every alias of `ROUTES`, in OpenAI's list shape.
+pub fn model_list(config: &Config) -> ModelList {
+    ModelList::new(
+        config
+            .aliases()
+            .map(|alias| Model::new(alias, "storycad"))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_config;
+
+    #[test]
+    fn routes_methods_and_unknown_paths() {
+        assert_eq!(
+            match_route("POST", "/v1/chat/completions"),
+            Ok(Endpoint::ChatCompletions)
+        );
+        assert_eq!(match_route("GET", "/v1/models"), Ok(Endpoint::Models));
+        assert_eq!(match_route("HEAD", "/healthz"), Ok(Endpoint::Health));
+        assert_eq!(
+            match_route("GET", "/v1/chat/completions"),
+            Err(AppError::MethodNotAllowed { allow: "POST" })
+        );
+        assert_eq!(
+            match_route("DELETE", "/v1/models"),
+            Err(AppError::MethodNotAllowed { allow: "GET, HEAD" })
+        );
+        for path in [
+            "/",
+            "/v1",
+            "/v1/chat/completions/",
+            "/V1/models",
+            "/healthz/x",
+        ] {
+            assert_eq!(match_route("GET", path), Err(AppError::NotFound), "{path}");
+        }
+    }
+
+    #[test]
+    fn model_list_shows_aliases_only() {
+        let config = test_config(&[(
+            "ROUTES",
+            r#"{"b":["openai:gpt-4o"],"a":["anthropic:claude-haiku-4-5"]}"#,
+        )]);
+        let list = model_list(&config);
+        assert_eq!(list.object, "list");
+        let ids: Vec<_> = list.data.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        let text = serde_json::to_string(&list).unwrap();
+        assert!(
+            !text.contains("gpt-4o") && !text.contains("claude"),
+            "{text}"
+        );
+        assert!(list
+            .data
+            .iter()
+            .all(|m| m.object == "model" && m.owned_by == "storycad"));
+    }
+}

@@ -1,0 +1,154 @@
+//! One JSON log line per request. It holds ids, names, numbers and codes: never a token, a key,
+//! or any prompt or completion text.
+
+use serde::Serialize;
+
+/// The log line of one request, filled in as the request goes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RequestLog {
+    /// `x-request-id`.
+    pub request_id: String,
+    /// `GET`, `POST`...
+    pub method: String,
+    /// The URL path (no query: a query could carry anything).
+    pub path: String,
+    /// The caller's `sub`, once the token is verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// The alias asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// `provider:model` used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// Whether the answer was a stream.
+    pub stream: bool,
+    /// The status sent to the caller.
+    pub status: u16,
+    /// The provider's status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
+    /// Milliseconds from the request's arrival to the first byte of the answer body sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttfb_ms: Option<u64>,
+    /// Milliseconds from arrival to the end of the answer.
+    pub total_ms: u64,
+    /// Prompt tokens the provider counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u64>,
+    /// Completion tokens the provider counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<u64>,
+    /// The error code sent (or the stream's closing error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// For the operator: which variable is wrong, why a token was refused...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl RequestLog {
+    /// A line for a request that just arrived.
+    pub fn new(request_id: &str, method: &str, path: &str) -> Self {
+        RequestLog {
+            request_id: request_id.to_owned(),
+            method: method.to_owned(),
+            path: crate::error::shorten(path, 128),
+            ..RequestLog::default()
+        }
+    }
+
+    /// Records the provider's token counts.
+    pub fn set_usage(&mut self, usage: Option<&storycad_protocol::Usage>) {
+        if let Some(u) = usage {
+            self.prompt_tokens = Some(u.prompt_tokens);
+            self.completion_tokens = Some(u.completion_tokens);
+        }
+    }
+
+    /// Records an error answer.
+    pub fn set_error(&mut self, error: &crate::error::AppError) {
+        self.status = error.status();
+        self.error = Some(error.code().to_owned());
+        self.detail = error.log_detail();
+    }
+
+    /// The line: one JSON object, no newline inside.
+    pub fn to_line(&self) -> String {
+        // Strings and numbers only: serialising cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A request id: `cf-ray` when Cloudflare set one (so our logs meet Cloudflare's), else 16 hex
+/// digits from `random`.
+pub fn request_id(cf_ray: Option<&str>, random: u64) -> String {
+    match cf_ray.map(str::trim) {
+        Some(ray)
+            if !ray.is_empty()
+                && ray.len() <= 64
+                && ray.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+        {
+            ray.to_owned()
+        }
+        _ => format!("{random:016x}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+    use storycad_protocol::Usage;
+
+    use super::*;
+    use crate::config::ConfigError;
+    use crate::error::AppError;
+
+    #[test]
+    fn one_json_line_with_the_fields() {
+        let mut log = RequestLog::new("abc", "POST", "/v1/chat/completions");
+        log.sub = Some("user-1".into());
+        log.alias = Some("fast".into());
+        log.route = Some("openai:gpt-4o-mini".into());
+        log.stream = true;
+        log.status = 200;
+        log.upstream_status = Some(200);
+        log.ttfb_ms = Some(12);
+        log.total_ms = 340;
+        log.set_usage(Some(&Usage::new(14, 30)));
+        let line = log.to_line();
+        assert!(!line.contains('\n'));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["request_id"], "abc");
+        assert_eq!(v["sub"], "user-1");
+        assert_eq!(v["route"], "openai:gpt-4o-mini");
+        assert_eq!(v["prompt_tokens"], 14);
+        assert_eq!(v["completion_tokens"], 30);
+        assert_eq!(v["ttfb_ms"], 12);
+        assert!(v.get("error").is_none());
+    }
+
+    #[test]
+    fn errors_carry_code_and_detail() {
+        let mut log = RequestLog::new("abc", "GET", "/v1/models");
+        log.set_error(&AppError::Config(ConfigError {
+            var: "ROUTES".into(),
+            reason: "is required".into(),
+        }));
+        let v: Value = serde_json::from_str(&log.to_line()).unwrap();
+        assert_eq!(v["status"], 500);
+        assert_eq!(v["error"], "configuration_error");
+        assert!(v["detail"].as_str().unwrap().contains("ROUTES"));
+    }
+
+    #[test]
+    fn request_ids() {
+        assert_eq!(
+            request_id(Some("8f1c2a3b4c5d6e7f-SJC"), 1),
+            "8f1c2a3b4c5d6e7f-SJC"
+        );
+        assert_eq!(request_id(None, 0xabc), "0000000000000abc");
+        assert_eq!(request_id(Some("x\ny"), 1), "0000000000000001");
+        assert_eq!(request_id(Some(""), 2), "0000000000000002");
+    }
+}

@@ -1,0 +1,207 @@
+//! The caller's `POST /v1/chat/completions` body: size limit, JSON, schema.
+
+use serde_json::{Map, Value};
+use storycad_protocol::ChatRequest;
+
+use crate::error::{shorten, AppError};
+
+/// Longest validation message echoed to the caller: enough for a path and an expectation, too
+/// short to send a large input back.
+const MAX_MESSAGE: usize = 200;
+
+/// A validated chat request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatCall {
+    /// The alias in `model`.
+    pub alias: String,
+    /// Whether the caller asked for a stream.
+    pub stream: bool,
+    /// Whether the caller asked for the final usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+    /// The body as sent, every field kept, for forwarding.
+    pub body: Map<String, Value>,
+}
+
+/// Checks a declared `content-length` against the limit before any byte is read.
+pub fn check_declared_length(content_length: Option<&str>, limit: u64) -> Result<(), AppError> {
+    match content_length.and_then(|v| v.trim().parse::<u64>().ok()) {
+        Some(n) if n > limit => Err(AppError::BodyTooLarge { limit }),
+        _ => Ok(()),
+    }
+}
+
+/// Collects body chunks, refusing as soon as the total passes the limit (a body sent without
+/// `content-length`, or with a false one, is still bounded).
+#[derive(Debug)]
+pub struct BodyLimit {
+    limit: u64,
+    bytes: Vec<u8>,
+}
+
+impl BodyLimit {
+    /// An empty collector for at most `limit` bytes.
+    pub fn new(limit: u64) -> Self {
+        BodyLimit {
+            limit,
+            bytes: Vec::new(),
+        }
+    }
+
+    /// Adds a chunk.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), AppError> {
+        if self.bytes.len() as u64 + chunk.len() as u64 > self.limit {
+            return Err(AppError::BodyTooLarge { limit: self.limit });
+        }
+        self.bytes.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// The whole body.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+/// Parses and validates a chat body.
+pub fn parse_chat(body: &[u8]) -> Result<ChatCall, AppError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| AppError::InvalidJson {
+        message: shorten(&e.to_string(), MAX_MESSAGE),
+    })?;
+    let Value::Object(map) = value else {
+        return Err(AppError::InvalidRequest {
+            param: None,
+            message: "The body must be a JSON object.".to_owned(),
+        });
+    };
+    // Validate against the typed request; the error's path names the bad field.
+    let typed: ChatRequest = serde_path_to_error::deserialize(&Value::Object(map.clone()))
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let param = (path != ".").then(|| shorten(&path, 64));
+            AppError::InvalidRequest {
+                message: shorten(&e.into_inner().to_string(), MAX_MESSAGE),
+                param,
+            }
+        })?;
+    if typed.model.trim().is_empty() {
+        return Err(invalid("model", "`model` must name a model."));
+    }
+    if typed.messages.is_empty() {
+        return Err(invalid("messages", "`messages` must not be empty."));
+    }
+    Ok(ChatCall {
+        stream: typed.is_stream(),
+        include_usage: typed
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
+        alias: typed.model,
+        body: map,
+    })
+}
+
+fn invalid(param: &str, message: &str) -> AppError {
+    AppError::InvalidRequest {
+        param: Some(param.to_owned()),
+        message: message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ChatCall, AppError> {
+        parse_chat(text.as_bytes())
+    }
+
+    #[test]
+    fn good_request() {
+        let c = parse(
+            r#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"stream":true,
+                "stream_options":{"include_usage":true},"metadata":{"k":"v"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.alias, "fast");
+        assert!(c.stream);
+        assert!(c.include_usage);
+        // Unmodelled fields are kept for the provider.
+        assert_eq!(c.body["metadata"]["k"], "v");
+        let c = parse(r#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        assert!(!c.stream);
+        assert!(!c.include_usage);
+    }
+
+    #[test]
+    fn bad_json_is_invalid_json() {
+        for text in ["", "{", "{\"model\":}", "nul"] {
+            let e = parse(text).unwrap_err();
+            assert_eq!((e.status(), e.code()), (400, "invalid_json"), "{text}");
+        }
+    }
+
+    #[test]
+    fn schema_errors_name_the_field() {
+        let cases = [
+            (r#"[1,2]"#, None),
+            (r#"{"messages":[{"role":"user","content":"hi"}]}"#, None),
+            (
+                r#"{"model":"m","messages":[{"role":"robot","content":"hi"}]}"#,
+                Some("messages[0].role"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":"yes"}"#,
+                Some("stream"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#,
+                Some("temperature"),
+            ),
+            (r#"{"model":7,"messages":[]}"#, Some("model")),
+            (
+                r#"{"model":" ","messages":[{"role":"user","content":"hi"}]}"#,
+                Some("model"),
+            ),
+            (r#"{"model":"m","messages":[]}"#, Some("messages")),
+        ];
+        for (text, param) in cases {
+            let e = parse(text).unwrap_err();
+            assert_eq!((e.status(), e.code()), (400, "invalid_value"), "{text}");
+            assert_eq!(e.body().error.param.as_deref(), param, "{text}");
+        }
+    }
+
+    #[test]
+    fn errors_never_echo_large_input() {
+        let big = "x".repeat(50_000);
+        let text = format!(r#"{{"model":"m","messages":[{{"role":"{big}","content":"hi"}}]}}"#);
+        let e = parse(&text).unwrap_err();
+        assert!(serde_json::to_string(&e.body()).unwrap().len() < 1000);
+        let text = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{big}"#);
+        let e = parse(&text).unwrap_err();
+        assert!(serde_json::to_string(&e.body()).unwrap().len() < 1000);
+    }
+
+    #[test]
+    fn declared_length_is_checked_first() {
+        assert!(check_declared_length(Some("10"), 10).is_ok());
+        assert!(check_declared_length(None, 10).is_ok());
+        assert!(check_declared_length(Some("junk"), 10).is_ok());
+        let e = check_declared_length(Some("11"), 10).unwrap_err();
+        assert_eq!((e.status(), e.code()), (413, "body_too_large"));
+    }
+
+    #[test]
+    fn actual_bytes_are_bounded_too() {
+        let mut b = BodyLimit::new(10);
+        b.push(b"12345").unwrap();
+        b.push(b"67890").unwrap();
+        assert_eq!(b.push(b"1").unwrap_err().status(), 413);
+        let mut b = BodyLimit::new(10);
+        assert_eq!(b.push(&[0; 11]).unwrap_err().status(), 413);
+        let mut b = BodyLimit::new(10);
+        b.push(b"abc").unwrap();
+        assert_eq!(b.into_bytes(), b"abc");
+    }
+}

@@ -1,0 +1,156 @@
+//! A JSON object read as an ordered list of raw members, so the Worker can change `model` and read
+//! `usage` while every other member reaches the caller byte for byte, in the provider's order.
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use storycad_protocol::Usage;
+
+/// A JSON object's members in their order, each value kept as its raw text.
+#[derive(Debug)]
+pub struct RawObject<'a> {
+    members: Vec<(String, &'a RawValue)>,
+}
+
+impl<'a> RawObject<'a> {
+    /// Parses `text`, which must be one JSON object.
+    pub fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// The raw value of member `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.members.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// Whether member `key` is present and not `null`.
+    pub fn has(&self, key: &str) -> bool {
+        self.get(key).is_some_and(|v| v.get().trim() != "null")
+    }
+
+    /// `usage`, when present, not null and readable.
+    pub fn usage(&self) -> Option<Usage> {
+        self.get("usage")
+            .and_then(|v| serde_json::from_str::<Option<Usage>>(v.get()).ok())
+            .flatten()
+    }
+
+    /// Whether `choices` is present and an empty array (OpenAI's final usage-only chunk).
+    pub fn has_no_choices(&self) -> bool {
+        self.get("choices")
+            .and_then(|v| serde_json::from_str::<Vec<IgnoredAny>>(v.get()).ok())
+            .is_some_and(|c| c.is_empty())
+    }
+
+    /// The object written back with `model` set to `model` (added at the end when absent).
+    pub fn to_json_with_model(&self, model: &str) -> String {
+        let mut out = String::with_capacity(
+            self.members
+                .iter()
+                .map(|(k, v)| k.len() + v.get().len() + 4)
+                .sum::<usize>()
+                + model.len()
+                + 12,
+        );
+        let model_json = json_string(model);
+        let mut seen_model = false;
+        out.push('{');
+        for (i, (key, value)) in self.members.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&json_string(key));
+            out.push(':');
+            if key == "model" {
+                seen_model = true;
+                out.push_str(&model_json);
+            } else {
+                out.push_str(value.get());
+            }
+        }
+        if !seen_model {
+            if !self.members.is_empty() {
+                out.push(',');
+            }
+            out.push_str("\"model\":");
+            out.push_str(&model_json);
+        }
+        out.push('}');
+        out
+    }
+}
+
+fn json_string(s: &str) -> String {
+    // Serialising a &str cannot fail.
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+impl<'de> Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawObject<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    members.push((key, value));
+                }
+                Ok(RawObject { members })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_model_and_keeps_everything_else_in_order() {
+        let text = r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp","choices":[{"index":0,"delta":{"content":"a \"model\": b"},"logprobs":null,"finish_reason":null}],"x":{"model":"inner"}}"#;
+        let o = RawObject::parse(text).unwrap();
+        let out = o.to_json_with_model("storycad-fast");
+        assert_eq!(
+            out,
+            text.replace(
+                "\"model\":\"gpt-4o-2024-08-06\"",
+                "\"model\":\"storycad-fast\""
+            )
+        );
+        assert!(!o.has_no_choices());
+        assert_eq!(o.usage(), None);
+    }
+
+    #[test]
+    fn adds_model_when_absent() {
+        let o = RawObject::parse(r#"{"a":1}"#).unwrap();
+        assert_eq!(o.to_json_with_model("m\"x"), r#"{"a":1,"model":"m\"x"}"#);
+        let o = RawObject::parse("{}").unwrap();
+        assert_eq!(o.to_json_with_model("m"), r#"{"model":"m"}"#);
+    }
+
+    #[test]
+    fn reads_usage_and_empty_choices() {
+        let o = RawObject::parse(
+            r#"{"choices":[ ],"usage":{"prompt_tokens":14,"completion_tokens":30,"total_tokens":44}}"#,
+        )
+        .unwrap();
+        assert!(o.has_no_choices());
+        let u = o.usage().unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (14, 30));
+        let o = RawObject::parse(r#"{"choices":[],"usage":null}"#).unwrap();
+        assert_eq!(o.usage(), None);
+        assert!(!o.has("usage"));
+    }
+
+    #[test]
+    fn rejects_non_objects() {
+        for text in ["[]", "1", "\"x\"", "{", "{\"a\":}", ""] {
+            assert!(RawObject::parse(text).is_err(), "{text}");
+        }
+    }
+}

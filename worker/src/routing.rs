@@ -1,0 +1,140 @@
+//! Model alias -> provider, provider model and endpoint.
+
+use crate::config::{Config, Provider, ProviderKind};
+use crate::error::AppError;
+
+/// Where one request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route<'a> {
+    /// The alias the caller asked for (answers carry it back as `model`).
+    pub alias: &'a str,
+    /// The provider.
+    pub provider: &'a Provider,
+    /// The provider's model name (sent upstream as `model`).
+    pub model: &'a str,
+}
+
+impl Route<'_> {
+    /// `provider:model`, the value of `x-storycad-route` and of the log's `route`.
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.provider.name, self.model)
+    }
+
+    /// The upstream endpoint, following each SDK's convention for its base URL.
+    pub fn endpoint(&self) -> String {
+        let path = match self.provider.kind {
+            ProviderKind::OpenAiCompatible => "/chat/completions",
+            ProviderKind::Anthropic => "/v1/messages",
+        };
+        format!("{}{path}", self.provider.base_url)
+    }
+
+    /// The name of the secret holding the provider's key.
+    pub fn key_secret(&self) -> &str {
+        &self.provider.key_secret
+    }
+}
+
+/// The whole fallback chain for `alias`, in order; `model_not_found` when there is none.
+pub fn chain<'a>(config: &'a Config, alias: &str) -> Result<Vec<Route<'a>>, AppError> {
+    let (alias, targets) =
+        config
+            .routes
+            .get_key_value(alias)
+            .ok_or_else(|| AppError::ModelNotFound {
+                alias: alias.to_owned(),
+            })?;
+    targets
+        .iter()
+        .map(|t| {
+            // Config::from_lookup checked that every provider exists; a miss here means the
+            // config was built some other way, which is our bug, not the caller's.
+            let provider = config
+                .providers
+                .get(&t.provider)
+                .ok_or(AppError::Internal)?;
+            Ok(Route {
+                alias,
+                provider,
+                model: &t.model,
+            })
+        })
+        .collect()
+}
+
+/// The first entry of `alias`'s chain (fallback to the next entries comes later).
+pub fn resolve<'a>(config: &'a Config, alias: &str) -> Result<Route<'a>, AppError> {
+    chain(config, alias)?
+        .into_iter()
+        .next()
+        .ok_or(AppError::Internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_config;
+
+    fn config() -> Config {
+        test_config(&[
+            ("OPENAI_BASE_URL", "http://127.0.0.1:4010/v1"),
+            (
+                "ROUTES",
+                r#"{"fast":["openai:gpt-4o-mini","anthropic:claude-haiku-4-5"],
+                    "claude":["anthropic:claude-sonnet-4-5"],
+                    "local":["ollama:llama3"]}"#,
+            ),
+            (
+                "PROVIDERS",
+                r#"{"ollama":{"base_url":"http://127.0.0.1:11434/v1","key_secret":"OLLAMA_KEY"}}"#,
+            ),
+        ])
+    }
+
+    #[test]
+    fn resolves_the_first_entry() {
+        let c = config();
+        let r = resolve(&c, "fast").unwrap();
+        assert_eq!(r.alias, "fast");
+        assert_eq!(r.model, "gpt-4o-mini");
+        assert_eq!(r.label(), "openai:gpt-4o-mini");
+        assert_eq!(r.endpoint(), "http://127.0.0.1:4010/v1/chat/completions");
+        assert_eq!(r.key_secret(), "OPENAI_API_KEY");
+    }
+
+    #[test]
+    fn keeps_the_whole_chain_in_order() {
+        let c = config();
+        let labels: Vec<_> = chain(&c, "fast")
+            .unwrap()
+            .iter()
+            .map(Route::label)
+            .collect();
+        assert_eq!(labels, ["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5"]);
+    }
+
+    #[test]
+    fn each_provider_kind_has_its_endpoint_and_secret() {
+        let c = config();
+        let claude = resolve(&c, "claude").unwrap();
+        assert_eq!(claude.endpoint(), "https://api.anthropic.com/v1/messages");
+        assert_eq!(claude.key_secret(), "ANTHROPIC_API_KEY");
+        let local = resolve(&c, "local").unwrap();
+        assert_eq!(
+            local.endpoint(),
+            "http://127.0.0.1:11434/v1/chat/completions"
+        );
+        assert_eq!(local.key_secret(), "OLLAMA_KEY");
+        assert_eq!(local.label(), "ollama:llama3");
+    }
+
+    #[test]
+    fn unknown_alias_is_model_not_found() {
+        let c = config();
+        for alias in ["gpt-4o-mini", "FAST", "", "openai:gpt-4o-mini"] {
+            let e = resolve(&c, alias).unwrap_err();
+            assert_eq!(e.status(), 404);
+            assert_eq!(e.code(), "model_not_found");
+        }
+    }
+}
