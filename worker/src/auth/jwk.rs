@@ -106,16 +106,11 @@ impl KeySet {
             };
             entries.push(parse_jwk(jwk, index)?);
         }
-        if entries.iter().all(|e| e.key.is_err()) {
-            let skipped = entries
-                .iter()
-                .enumerate()
-                .map(|(i, e)| (label(e.kid.as_deref(), i), e.key.as_ref().err().copied()))
-                .map(|(l, why)| (l, why.unwrap_or("unusable")))
-                .collect();
-            return Err(KeyError::NoUsableKey(skipped));
+        let set = KeySet { entries };
+        if set.usable_len() == 0 {
+            return Err(KeyError::NoUsableKey(set.skipped()));
         }
-        Ok(KeySet { entries })
+        Ok(set)
     }
 
     /// Number of keys that can verify a signature.

@@ -100,7 +100,8 @@ impl Verifier {
         now_unix: u64,
     ) -> Result<Claims, AuthError> {
         let parts = split(token)?;
-        let header = parse_header(parts.header)?;
+        let raw_header = decode(parts.header, TokenPart::Header)?;
+        let header = parse_header(&raw_header)?;
         if !self.algorithms.contains(&header.alg) {
             return Err(AuthError::AlgorithmNotAllowed);
         }
@@ -156,7 +157,8 @@ impl Verifier {
 /// cache whether a fetch is needed before verifying.
 pub fn token_kid(token: &str) -> Result<Option<String>, AuthError> {
     let parts = split(token)?;
-    Ok(parse_header(parts.header)?.kid)
+    let raw_header = decode(parts.header, TokenPart::Header)?;
+    Ok(parse_header(&raw_header)?.kid.map(Cow::into_owned))
 }
 
 struct Parts<'a> {
@@ -205,9 +207,9 @@ fn is_json_object(raw: &[u8]) -> bool {
     raw.trim_ascii_start().first() == Some(&b'{')
 }
 
-struct Header {
+struct Header<'a> {
     alg: Algorithm,
-    kid: Option<String>,
+    kid: Option<Cow<'a, str>>,
 }
 
 /// The protected header as sent; parameters not listed are ignored (RFC 7515 4: unless in
@@ -237,13 +239,13 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     IgnoredAny::deserialize(d).map(|_| true)
 }
 
-fn parse_header(segment: &str) -> Result<Header, AuthError> {
-    let raw = decode(segment, TokenPart::Header)?;
-    if !is_json_object(&raw) {
+/// Checks a decoded header: JSON shape, `alg`, forbidden parameters, `typ`.
+fn parse_header(raw: &[u8]) -> Result<Header<'_>, AuthError> {
+    if !is_json_object(raw) {
         return Err(AuthError::Json(TokenPart::Header));
     }
     let header: RawHeader<'_> =
-        serde_json::from_slice(&raw).map_err(|_| AuthError::Json(TokenPart::Header))?;
+        serde_json::from_slice(raw).map_err(|_| AuthError::Json(TokenPart::Header))?;
     let alg = Algorithm::from_header(header.alg.as_deref().ok_or(AuthError::NoAlgorithm)?)
         .map_err(|e| match e {
             HeaderAlg::None => AuthError::AlgorithmNone,
@@ -275,7 +277,7 @@ fn parse_header(segment: &str) -> Result<Header, AuthError> {
     }
     Ok(Header {
         alg,
-        kid: header.kid.map(Cow::into_owned),
+        kid: header.kid,
     })
 }
 
