@@ -61,20 +61,14 @@ fn is_hmac(alg: &str) -> bool {
     alg.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("HS"))
 }
 
-/// Parses `JWT_ALGORITHMS`: comma-separated names, blanks around names ignored, names matched
+/// Parses `JWT_ALGORITHMS`: comma-separated names, blanks and empty entries ignored, names matched
 /// case-insensitively (it is our configuration, not a token), duplicates dropped, order kept.
 ///
 /// `none` and any `HS*` are configuration errors, as are unknown names and an empty list. An
 /// unset variable is the caller's business: use [`Algorithm::DEFAULT`].
 pub fn parse_algorithms(s: &str) -> Result<Vec<Algorithm>, KeyError> {
     let mut out = Vec::with_capacity(3);
-    for name in s.split(',').map(str::trim) {
-        if name.is_empty() {
-            if s.trim().is_empty() {
-                return Err(KeyError::NoAlgorithms);
-            }
-            return Err(KeyError::UnsupportedAlgorithm(String::new()));
-        }
+    for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let alg = if name.eq_ignore_ascii_case("RS256") {
             Algorithm::RS256
         } else if name.eq_ignore_ascii_case("ES256") {
@@ -91,6 +85,9 @@ pub fn parse_algorithms(s: &str) -> Result<Vec<Algorithm>, KeyError> {
         if !out.contains(&alg) {
             out.push(alg);
         }
+    }
+    if out.is_empty() {
+        return Err(KeyError::NoAlgorithms);
     }
     Ok(out)
 }
@@ -110,6 +107,10 @@ mod tests {
             vec![Algorithm::ES256, Algorithm::EdDSA]
         );
         assert_eq!(parse_algorithms("Ed25519").unwrap(), vec![Algorithm::EdDSA]);
+        assert_eq!(
+            parse_algorithms("RS256,,ES256,").unwrap(),
+            vec![Algorithm::RS256, Algorithm::ES256]
+        );
     }
 
     #[test]
@@ -123,7 +124,7 @@ mod tests {
                 "{s}"
             );
         }
-        for s in ["RS384", "PS256", "ES384", "RS256,,ES256"] {
+        for s in ["RS384", "PS256", "ES384", "RS256,ES512"] {
             assert!(
                 matches!(parse_algorithms(s), Err(KeyError::UnsupportedAlgorithm(_))),
                 "{s}"
@@ -131,6 +132,7 @@ mod tests {
         }
         assert_eq!(parse_algorithms(""), Err(KeyError::NoAlgorithms));
         assert_eq!(parse_algorithms("  "), Err(KeyError::NoAlgorithms));
+        assert_eq!(parse_algorithms(" , ,"), Err(KeyError::NoAlgorithms));
     }
 
     #[test]

@@ -687,6 +687,31 @@ fn rejects_es256_signature_in_der_form() {
 }
 
 #[test]
+fn rejects_eddsa_signature_with_non_canonical_s() {
+    // S + l verifies under lax checks (same point arithmetic) but is a second spelling of the
+    // same signature: refused, so tokens are not malleable.
+    const L: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let good = sign(TestKey::EdDsa, &header(TestKey::EdDsa), &claims());
+    let (input, sig) = good.rsplit_once('.').unwrap();
+    let mut raw =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig).unwrap();
+    let mut carry = 0u16;
+    for (i, l) in L.iter().enumerate() {
+        let sum = u16::from(raw[32 + i]) + u16::from(*l) + carry;
+        raw[32 + i] = sum as u8;
+        carry = sum >> 8;
+    }
+    assert_eq!(carry, 0);
+    assert_eq!(
+        refused(&format!("{input}.{}", b64(&raw))),
+        AuthError::BadSignature
+    );
+}
+
+#[test]
 fn rejects_token_signed_by_another_key_with_our_kid() {
     // Signed with the ES256 fixture key but presented as a token of a different P-256 key.
     let other = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
