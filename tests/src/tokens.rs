@@ -445,6 +445,25 @@ pub mod forge {
         )
     }
 
+    /// `alg` spelled `alg_spelling` with a non-empty (junk) signature, so a verifier that checks
+    /// the segments first still reaches the `alg` check.
+    pub fn alg_none_with_signature(alg_spelling: &str, claims: &Value, signature: &[u8]) -> String {
+        let header = json!({"alg": alg_spelling, "typ": "JWT"});
+        assemble(
+            header.to_string().as_bytes(),
+            claims.to_string().as_bytes(),
+            signature,
+        )
+    }
+
+    /// Signed by `key` over exactly these segment texts (which need not be valid base64url):
+    /// `header_seg.payload_seg.b64(signature)`.
+    pub fn signed_segments(key: &SigningKey, header_seg: &str, payload_seg: &str) -> String {
+        let input = format!("{header_seg}.{payload_seg}");
+        let sig = key.sign(input.as_bytes());
+        format!("{input}.{}", b64(&sig))
+    }
+
     /// `alg: none` with a trusted `kid` and a real signature left on (a verifier that trusts
     /// the header's `alg` would skip checking it).
     pub fn alg_none_signed(key: &SigningKey, claims: &Value) -> String {
@@ -489,14 +508,11 @@ pub mod forge {
         Ok(mint_with_header(attacker.signing_key(), &h, claims))
     }
 
-    /// A valid token with one character of its payload segment replaced by `*` (not base64url).
+    /// A token whose payload segment has a `*` (not base64url) in place of its first
+    /// character, signed over that segment (so only the encoding is wrong).
     pub fn bad_base64(key: &SigningKey, claims: &Value) -> String {
-        let token = mint(key, claims);
-        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-        if let Some(p) = parts.get_mut(1) {
-            p.replace_range(0..1, "*");
-        }
-        parts.join(".")
+        let payload = format!("*{}", &b64(claims.to_string().as_bytes())[1..]);
+        signed_segments(key, &b64(header(key).to_string().as_bytes()), &payload)
     }
 
     /// Signed by `key` over a payload that is not JSON.

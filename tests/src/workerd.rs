@@ -46,8 +46,20 @@ pub struct WorkerOptions {
     pub port: Option<u16>,
     /// A wrangler environment (`--env`), e.g. `dev`.
     pub env: Option<String>,
-    /// How long to wait for `/healthz`.
+    /// Run `cargo xtask build-worker` first (it returns at once when the bundle is up to
+    /// date). wrangler runs it too, as wrangler.toml's build command, but under the startup
+    /// timeout and without a log of its own.
+    pub build: bool,
+    /// How long the build may take.
+    pub build_timeout: Duration,
+    /// How long to wait for `/healthz` once wrangler runs.
     pub startup_timeout: Duration,
+    /// Run a snapshot of the built bundle (copied into the run directory) under a copy of
+    /// wrangler.toml without its `[build]` step, so a rebuild happening meanwhile (another
+    /// `wrangler dev` watching the sources, an editor saving) cannot swap the Worker under a
+    /// running test. `false`: run worker/ itself, rebuilding and reloading on every change
+    /// (what `cargo xtask dev` may want).
+    pub isolate: bool,
     /// The directory holding wrangler.toml and node_modules.
     pub worker_dir: PathBuf,
     /// Where the log, secrets file and state go; `None`: `target/e2e/<name>-<pid>-<n>`.
@@ -62,7 +74,10 @@ impl Default for WorkerOptions {
             secrets: Vec::new(),
             port: None,
             env: None,
+            build: true,
+            build_timeout: Duration::from_secs(15 * 60),
             startup_timeout: Duration::from_secs(90),
+            isolate: true,
             worker_dir: workspace_root().join("worker"),
             run_dir: None,
         }
@@ -139,6 +154,9 @@ impl Worker {
     /// Starts wrangler and waits until `/healthz` answers 200 (or fails with the log's tail).
     /// A port taken in the meantime is retried with another, twice.
     pub fn start(opts: WorkerOptions) -> Result<Worker> {
+        if opts.build {
+            build_worker(&opts)?;
+        }
         let bundle = opts
             .worker_dir
             .join("build")
@@ -195,8 +213,12 @@ impl Worker {
         let inspector = free_port()?;
 
         let mut cmd = Command::new(wrangler);
-        cmd.current_dir(&opts.worker_dir)
-            .args(["dev", "--ip", "127.0.0.1", "--port"])
+        cmd.current_dir(&opts.worker_dir);
+        if opts.isolate {
+            let config = snapshot(&opts.worker_dir, &run_dir)?;
+            cmd.arg("--config").arg(config);
+        }
+        cmd.args(["dev", "--ip", "127.0.0.1", "--port"])
             .arg(port.to_string())
             .arg("--inspector-port")
             .arg(inspector.to_string())
@@ -427,6 +449,115 @@ impl From<std::io::Error> for StartError {
     }
 }
 
+/// Copies `worker/build` into `run_dir/build` and writes `run_dir/wrangler.toml`: the Worker's
+/// own wrangler.toml without its `[build]` table (its `main` is relative, so it now points at
+/// the copy). Returns the config's path.
+fn snapshot(worker_dir: &Path, run_dir: &Path) -> Result<PathBuf> {
+    let to = run_dir.join("build");
+    let _ = fs::remove_dir_all(&to);
+    copy_dir(&worker_dir.join("build"), &to)
+        .with_context(|| format!("copying the bundle into {}", to.display()))?;
+    let toml =
+        fs::read_to_string(worker_dir.join("wrangler.toml")).context("reading wrangler.toml")?;
+    let config = run_dir.join("wrangler.toml");
+    fs::write(&config, without_table(&toml, "build"))?;
+    Ok(config)
+}
+
+/// `toml` without the table `[name]` (its header and keys, up to the next table).
+fn without_table(toml: &str, name: &str) -> String {
+    let header = format!("[{name}]");
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in toml.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            skipping = trimmed == header;
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        // worker-build's scratch directory and lock.
+        if name == ".tmp" {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            copy_dir(&path, &to.join(&name))?;
+        } else {
+            fs::copy(&path, to.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `cargo xtask build-worker` with its output in `target/e2e/build-worker.log`, bounded by
+/// `opts.build_timeout` (its process group is killed when the time is up).
+fn build_worker(opts: &WorkerOptions) -> Result<()> {
+    let dir = target_dir().join("e2e");
+    fs::create_dir_all(&dir)?;
+    let log_path = dir.join(format!("build-worker-{}.log", std::process::id()));
+    let log = fs::File::create(&log_path)?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let started = Instant::now();
+    let mut child = Command::new(cargo)
+        .args(["xtask", "build-worker"])
+        .current_dir(workspace_root())
+        // What `cargo test` set for this crate must not leak into the inner build.
+        .env_remove("CARGO_MANIFEST_DIR")
+        .env_remove("CARGO_MANIFEST_PATH")
+        .env_remove("CARGO_PKG_NAME")
+        .env_remove("CARGO_CRATE_NAME")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("starting `cargo xtask build-worker`")?;
+    let pgid = i32::try_from(child.id()).map_err(|_| anyhow!("pid out of range"))?;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let text = fs::read_to_string(&log_path).unwrap_or_default();
+            if !status.success() {
+                bail!(
+                    "`cargo xtask build-worker` failed ({status}); log {}:\n{}",
+                    log_path.display(),
+                    tail(&text, 40)
+                );
+            }
+            if !text.contains("up to date") {
+                eprintln!(
+                    "[{}] built the Worker in {:.1} s",
+                    opts.name,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            return Ok(());
+        }
+        if started.elapsed() > opts.build_timeout {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            let _ = child.wait();
+            bail!(
+                "`cargo xtask build-worker` took longer than {:?}; log {}",
+                opts.build_timeout,
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Whether no process is left in group `pgid`.
 pub fn group_empty(pgid: i32) -> bool {
     matches!(killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH))
@@ -527,6 +658,16 @@ fn tail(text: &str, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drops_one_table() {
+        let toml =
+            "name = \"x\"\n[build]\ncommand = \"make\"\n\n[vars]\nA = \"1\"\n[[kv]]\nid = 2\n";
+        assert_eq!(
+            without_table(toml, "build"),
+            "name = \"x\"\n[vars]\nA = \"1\"\n[[kv]]\nid = 2\n"
+        );
+    }
 
     #[test]
     fn reads_the_ready_line() {

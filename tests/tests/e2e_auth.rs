@@ -25,12 +25,12 @@ fn main() -> ExitCode {
         models_needs_a_valid_token,
         health_needs_no_token,
     ];
-    for (name, authorization) in rejections() {
+    for (name, reason, authorization) in rejections() {
         cases.push(Case::new(
             format!("rejects::{name}"),
             move |s: Arc<Suite>| async move {
                 let header = authorization(&s);
-                expect_rejected(&s, header).await;
+                expect_rejected(&s, header, reason).await;
             },
         ));
     }
@@ -156,7 +156,7 @@ fn assert_unauthorized(seen: &support::Seen) {
     );
 }
 
-async fn expect_rejected(s: &Suite, authorization: Option<String>) {
+async fn expect_rejected(s: &Suite, authorization: Option<String>, reason: &str) {
     let nonce = s.nonce();
     let mut rb =
         s.http
@@ -173,6 +173,12 @@ async fn expect_rejected(s: &Suite, authorization: Option<String>) {
             assert!(!seen.text().contains(token), "the answer echoes the token");
         }
     }
+    let line = s.log_line(seen.header("x-request-id").unwrap()).await;
+    assert_eq!(line["status"], 401, "{line}");
+    assert_eq!(
+        line["detail"], reason,
+        "rejected for another reason: {line}"
+    );
     // Let a request that wrongly got through reach the provider before looking.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
@@ -191,31 +197,50 @@ fn bearer(token: String) -> Option<String> {
 
 type Build = fn(&Suite) -> Option<String>;
 
-/// Each rejected `Authorization` value: one flaw each, everything else valid.
-fn rejections() -> Vec<(&'static str, Build)> {
+/// Each rejected `Authorization` value: one flaw each, everything else valid, and the reason
+/// the Worker must log for it (its `detail`), which shows the flaw itself was caught.
+fn rejections() -> Vec<(&'static str, &'static str, Build)> {
     vec![
-        ("missing_authorization_header", |_| None),
-        ("empty_bearer", |_| Some("Bearer ".into())),
-        ("basic_scheme", |_| {
+        ("missing_authorization_header", "missing_token", |_| None),
+        ("empty_bearer", "missing_token", |_| Some("Bearer ".into())),
+        ("basic_scheme", "not_bearer", |_| {
             Some(format!("Basic {}", b64(b"user:password")))
         }),
-        ("token_without_scheme", |s| Some(s.token(Alg::RS256))),
-        ("alg_none_lowercase", |s| {
-            bearer(forge::alg_none("none", &s.claims("u")))
+        ("token_without_scheme", "not_bearer", |s| {
+            Some(s.token(Alg::RS256))
         }),
-        ("alg_none_capitalised", |s| {
-            bearer(forge::alg_none("None", &s.claims("u")))
+        ("alg_none_lowercase", "alg_none", |s| {
+            bearer(forge::alg_none_with_signature(
+                "none",
+                &s.claims("u"),
+                b"junk",
+            ))
         }),
-        ("alg_none_uppercase", |s| {
-            bearer(forge::alg_none("NONE", &s.claims("u")))
+        ("alg_none_capitalised", "alg_none", |s| {
+            bearer(forge::alg_none_with_signature(
+                "None",
+                &s.claims("u"),
+                b"junk",
+            ))
         }),
-        ("alg_none_mixed_case", |s| {
-            bearer(forge::alg_none("nOnE", &s.claims("u")))
+        ("alg_none_uppercase", "alg_none", |s| {
+            bearer(forge::alg_none_with_signature(
+                "NONE",
+                &s.claims("u"),
+                b"junk",
+            ))
         }),
-        ("alg_none_with_trusted_kid_and_signature", |s| {
+        ("alg_none_mixed_case", "alg_none", |s| {
+            bearer(forge::alg_none_with_signature(
+                "nOnE",
+                &s.claims("u"),
+                b"junk",
+            ))
+        }),
+        ("alg_none_with_trusted_kid_and_signature", "alg_none", |s| {
             bearer(forge::alg_none_signed(&s.keys.rs256, &s.claims("u")))
         }),
-        ("hs256_keyed_with_the_rsa_public_pem", |s| {
+        ("hs256_keyed_with_the_rsa_public_pem", "alg_hmac", |s| {
             let pem = s.keys.rs256.public_key_pem().expect("RSA PEM");
             bearer(forge::hs256(
                 pem.as_bytes(),
@@ -223,7 +248,7 @@ fn rejections() -> Vec<(&'static str, Build)> {
                 &s.claims("u"),
             ))
         }),
-        ("hs256_keyed_with_the_public_jwk_text", |s| {
+        ("hs256_keyed_with_the_public_jwk_text", "alg_hmac", |s| {
             let jwk = s.keys.rs256.public_jwk().to_string();
             bearer(forge::hs256(
                 jwk.as_bytes(),
@@ -231,7 +256,7 @@ fn rejections() -> Vec<(&'static str, Build)> {
                 &s.claims("u"),
             ))
         }),
-        ("hs256_keyed_with_the_ed25519_public_key", |s| {
+        ("hs256_keyed_with_the_ed25519_public_key", "alg_hmac", |s| {
             let x = s.keys.eddsa.public_jwk()["x"]
                 .as_str()
                 .unwrap_or("")
@@ -239,48 +264,60 @@ fn rejections() -> Vec<(&'static str, Build)> {
             let raw = URL_SAFE_NO_PAD.decode(x).unwrap_or_default();
             bearer(forge::hs256(&raw, s.keys.eddsa.kid(), &s.claims("u")))
         }),
-        ("unknown_kid", |s| {
+        ("unknown_kid", "unknown_kid", |s| {
             bearer(forge::with_header(
                 &s.keys.rs256,
                 &json!({"kid": "no-such-key"}),
                 &s.claims("u"),
             ))
         }),
-        ("rs256_header_with_the_ec_keys_kid", |s| {
-            let kid = s.keys.es256.kid().to_owned();
-            bearer(forge::with_header(
-                &s.keys.rs256,
-                &json!({ "kid": kid }),
-                &s.claims("u"),
-            ))
-        }),
-        ("es256_header_with_the_rsa_keys_kid", |s| {
-            let kid = s.keys.rs256.kid().to_owned();
-            bearer(forge::with_header(
-                &s.keys.es256,
-                &json!({ "kid": kid }),
-                &s.claims("u"),
-            ))
-        }),
-        ("eddsa_header_with_the_ec_keys_kid", |s| {
-            let kid = s.keys.es256.kid().to_owned();
-            bearer(forge::with_header(
-                &s.keys.eddsa,
-                &json!({ "kid": kid }),
-                &s.claims("u"),
-            ))
-        }),
-        ("es256_alg_on_the_eddsa_key", |s| {
+        (
+            "rs256_header_with_the_ec_keys_kid",
+            "key_alg_mismatch",
+            |s| {
+                let kid = s.keys.es256.kid().to_owned();
+                bearer(forge::with_header(
+                    &s.keys.rs256,
+                    &json!({ "kid": kid }),
+                    &s.claims("u"),
+                ))
+            },
+        ),
+        (
+            "es256_header_with_the_rsa_keys_kid",
+            "key_alg_mismatch",
+            |s| {
+                let kid = s.keys.rs256.kid().to_owned();
+                bearer(forge::with_header(
+                    &s.keys.es256,
+                    &json!({ "kid": kid }),
+                    &s.claims("u"),
+                ))
+            },
+        ),
+        (
+            "eddsa_header_with_the_ec_keys_kid",
+            "key_alg_mismatch",
+            |s| {
+                let kid = s.keys.es256.kid().to_owned();
+                bearer(forge::with_header(
+                    &s.keys.eddsa,
+                    &json!({ "kid": kid }),
+                    &s.claims("u"),
+                ))
+            },
+        ),
+        ("es256_alg_on_the_eddsa_key", "key_alg_mismatch", |s| {
             bearer(forge::with_header(
                 &s.keys.eddsa,
                 &json!({"alg": "ES256"}),
                 &s.claims("u"),
             ))
         }),
-        ("embedded_jwk_of_an_attacker_key", |s| {
+        ("embedded_jwk_of_an_attacker_key", "header_jwk", |s| {
             bearer(forge::embedded_jwk(&s.claims("u")).expect("attacker key"))
         }),
-        ("jwk_header_even_with_a_trusted_key", |s| {
+        ("jwk_header_even_with_a_trusted_key", "header_jwk", |s| {
             let jwk = s.keys.rs256.public_jwk();
             bearer(forge::with_header(
                 &s.keys.rs256,
@@ -288,50 +325,54 @@ fn rejections() -> Vec<(&'static str, Build)> {
                 &s.claims("u"),
             ))
         }),
-        ("jku_header", |s| {
+        ("jku_header", "header_jku", |s| {
             bearer(forge::with_header(
                 &s.keys.rs256,
                 &json!({"jku": "http://127.0.0.1:9/jwks.json"}),
                 &s.claims("u"),
             ))
         }),
-        ("x5u_header", |s| {
+        ("x5u_header", "header_x5u", |s| {
             bearer(forge::with_header(
                 &s.keys.es256,
                 &json!({"x5u": "http://127.0.0.1:9/cert.pem"}),
                 &s.claims("u"),
             ))
         }),
-        ("x5c_header", |s| {
+        ("x5c_header", "header_x5c", |s| {
             bearer(forge::with_header(
                 &s.keys.es256,
                 &json!({"x5c": ["MIIBszCCAVmgAwIBAgIUQ2VydA=="]}),
                 &s.claims("u"),
             ))
         }),
-        ("crit_header", |s| {
+        ("crit_header", "header_crit", |s| {
             bearer(forge::with_header(
                 &s.keys.eddsa,
                 &json!({"crit": ["exp"]}),
                 &s.claims("u"),
             ))
         }),
-        ("typ_of_another_kind_of_token", |s| {
+        ("typ_of_another_kind_of_token", "wrong_typ", |s| {
             bearer(forge::with_header(
                 &s.keys.eddsa,
                 &json!({"typ": "dpop+jwt"}),
                 &s.claims("u"),
             ))
         }),
-        ("signature_of_another_key_under_a_trusted_kid", |s| {
-            let attacker = DevKey::generate().expect("key");
-            bearer(tokens::mint_with_header(
-                attacker.signing_key(),
-                &tokens::header(&s.keys.eddsa),
-                &s.claims("u"),
-            ))
-        }),
-        ("claims_changed_after_signing", |s| {
+        (
+            "signature_of_another_key_under_a_trusted_kid",
+            "bad_signature",
+            |s| {
+                let attacker = DevKey::generate().expect("key");
+                bearer(tokens::mint_with_header(
+                    attacker.signing_key(),
+                    &tokens::header(&s.keys.eddsa),
+                    &s.claims("u"),
+                ))
+            },
+        ),
+        ("claims_changed_after_signing", "bad_signature", |s| {
             let token = s.token(Alg::ES256);
             let parts: Vec<&str> = token.split('.').collect();
             let mut c = s.claims("admin");
@@ -343,85 +384,127 @@ fn rejections() -> Vec<(&'static str, Build)> {
                 parts[2]
             ))
         }),
-        ("signature_stripped", |s| {
+        ("signature_stripped", "malformed_segments", |s| {
             let token = s.token(Alg::RS256);
             let cut = token.rsplit_once('.').map(|(head, _)| head).unwrap_or("");
             Some(format!("Bearer {cut}."))
         }),
-        ("expired", |s| {
+        ("expired", "expired", |s| {
             let mut c = s.claims("u");
             c["iat"] = json!(tokens::now() - 7200);
             c["exp"] = json!(tokens::now() - 3600);
             bearer(tokens::mint(&s.keys.rs256, &c))
         }),
-        ("not_yet_valid", |s| {
+        ("not_yet_valid", "not_yet_valid", |s| {
             let mut c = s.claims("u");
             c["nbf"] = json!(tokens::now() + 3600);
             bearer(tokens::mint(&s.keys.es256, &c))
         }),
-        ("wrong_issuer", |s| {
+        ("wrong_issuer", "wrong_issuer", |s| {
             let mut c = s.claims("u");
             c["iss"] = json!("https://evil.example");
             bearer(tokens::mint(&s.keys.eddsa, &c))
         }),
-        ("issuer_differs_only_by_a_trailing_slash", |s| {
-            let mut c = s.claims("u");
-            c["iss"] = json!(format!("{ISSUER}/"));
-            bearer(tokens::mint(&s.keys.eddsa, &c))
-        }),
-        ("wrong_audience", |s| {
+        (
+            "issuer_differs_only_by_a_trailing_slash",
+            "wrong_issuer",
+            |s| {
+                let mut c = s.claims("u");
+                c["iss"] = json!(format!("{ISSUER}/"));
+                bearer(tokens::mint(&s.keys.eddsa, &c))
+            },
+        ),
+        ("wrong_audience", "wrong_audience", |s| {
             let mut c = s.claims("u");
             c["aud"] = json!("another-api");
             bearer(tokens::mint(&s.keys.rs256, &c))
         }),
-        ("audience_list_without_ours", |s| {
+        ("audience_list_without_ours", "wrong_audience", |s| {
             let mut c = s.claims("u");
             c["aud"] = json!(["a", "b"]);
             bearer(tokens::mint(&s.keys.rs256, &c))
         }),
-        ("no_exp", |s| {
+        ("no_exp", "missing_exp", |s| {
             let mut c = s.claims("u");
             c.as_object_mut().map(|o| o.remove("exp"));
             bearer(tokens::mint(&s.keys.es256, &c))
         }),
-        ("exp_as_a_string", |s| {
+        ("exp_as_a_string", "malformed_claims_json", |s| {
             let mut c = s.claims("u");
             c["exp"] = json!((tokens::now() + 3600).to_string());
             bearer(tokens::mint(&s.keys.es256, &c))
         }),
-        ("no_sub", |s| {
+        ("no_sub", "missing_sub", |s| {
             let mut c = s.claims("u");
             c.as_object_mut().map(|o| o.remove("sub"));
             bearer(tokens::mint(&s.keys.eddsa, &c))
         }),
-        ("empty_sub", |s| {
+        ("empty_sub", "missing_sub", |s| {
             bearer(tokens::mint(&s.keys.eddsa, &s.claims("")))
         }),
-        ("over_8_kib", |s| {
+        ("over_8_kib", "token_too_large", |s| {
             bearer(forge::oversized(&s.keys.eddsa, &s.claims("u"), 9 * 1024))
         }),
-        ("payload_not_base64url", |s| {
+        ("payload_not_base64url", "malformed_claims_base64", |s| {
             bearer(forge::bad_base64(&s.keys.rs256, &s.claims("u")))
         }),
-        ("payload_with_base64_padding", |s| {
-            let token = s.token(Alg::EdDSA);
-            let parts: Vec<&str> = token.split('.').collect();
-            Some(format!("Bearer {}.{}==.{}", parts[0], parts[1], parts[2]))
+        (
+            "payload_with_base64_padding",
+            "malformed_claims_base64",
+            |s| {
+                let k = &s.keys.eddsa;
+                let header = b64(tokens::header(k).to_string().as_bytes());
+                // 4 bytes encode to 6 characters: canonical base64 pads them with "==".
+                let payload = format!("{}==", b64(br#"{}  "#));
+                bearer(forge::signed_segments(k, &header, &payload))
+            },
+        ),
+        ("header_not_base64url", "malformed_header_base64", |s| {
+            let k = &s.keys.es256;
+            let header = format!("*{}", &b64(tokens::header(k).to_string().as_bytes())[1..]);
+            let payload = b64(s.claims("u").to_string().as_bytes());
+            bearer(forge::signed_segments(k, &header, &payload))
         }),
-        ("header_not_json", |s| {
+        (
+            "signature_not_base64url",
+            "malformed_signature_base64",
+            |s| {
+                let token = s.token(Alg::RS256);
+                let (head, _) = token.rsplit_once('.').unwrap();
+                bearer(format!("{head}.sig*nature"))
+            },
+        ),
+        ("header_without_alg", "no_alg", |s| {
+            bearer(tokens::mint_with_header(
+                &s.keys.rs256,
+                &json!({"typ": "JWT", "kid": s.keys.rs256.kid()}),
+                &s.claims("u"),
+            ))
+        }),
+        ("alg_not_in_the_allow_list", "alg_not_allowed", |s| {
+            bearer(forge::with_header(
+                &s.keys.rs256,
+                &json!({"alg": "RS512"}),
+                &s.claims("u"),
+            ))
+        }),
+        ("alg_none_unsecured_jws", "malformed_segments", |s| {
+            bearer(forge::alg_none("none", &s.claims("u")))
+        }),
+        ("header_not_json", "malformed_header_json", |s| {
             bearer(forge::bad_json_header(&s.keys.es256, &s.claims("u")))
         }),
-        ("payload_not_json", |s| {
+        ("payload_not_json", "malformed_claims_json", |s| {
             bearer(forge::bad_json_payload(&s.keys.es256))
         }),
-        ("payload_a_json_array", |s| {
+        ("payload_a_json_array", "malformed_claims_json", |s| {
             bearer(tokens::sign_raw(
                 &s.keys.eddsa,
                 tokens::header(&s.keys.eddsa).to_string().as_bytes(),
                 b"[1,2,3]",
             ))
         }),
-        ("two_segments", |s| {
+        ("two_segments", "malformed_segments", |s| {
             let token = s.token(Alg::EdDSA);
             let two = token
                 .rsplit_once('.')
@@ -429,9 +512,11 @@ fn rejections() -> Vec<(&'static str, Build)> {
                 .unwrap_or_default();
             bearer(two)
         }),
-        ("four_segments", |s| {
+        ("four_segments", "malformed_segments", |s| {
             bearer(format!("{}.e30", s.token(Alg::EdDSA)))
         }),
-        ("garbage", |_| Some("Bearer not-a-token-at-all".into())),
+        ("garbage", "malformed_segments", |_| {
+            Some("Bearer not-a-token-at-all".into())
+        }),
     ]
 }

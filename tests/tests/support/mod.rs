@@ -165,6 +165,7 @@ impl Suite {
             UPSTREAM_TIMEOUT.as_millis().to_string(),
         )
         .var("CACHE_TTL_SECONDS", "0")
+        .var("PLANS", plans().to_string())
         .secret("OPENAI_API_KEY", OPENAI_KEY)
         .secret("ANTHROPIC_API_KEY", ANTHROPIC_KEY);
         opts = match &jwks {
@@ -238,6 +239,25 @@ impl Suite {
             .unwrap_or_default()
     }
 
+    /// The Worker's JSON log line for `request_id` (waits up to 5 s for it to be written).
+    pub async fn log_line(&self, request_id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = self.worker_log().lines().find_map(|l| {
+                let v: Value = serde_json::from_str(&l[l.find('{')?..]).ok()?;
+                (v["request_id"] == request_id).then_some(v)
+            });
+            if let Some(v) = found {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line for request {request_id}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends a request and reads the whole answer (a stream to its end), keeping it for the
     /// suite's secret check.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Seen {
@@ -306,6 +326,19 @@ impl Suite {
             assert!(!text.contains(&s), "{what} contains a provider key: {text}");
         }
     }
+}
+
+/// Plans generous enough that no case meets a limit by accident (wrangler.toml's own `PLANS`
+/// would apply otherwise), under both plan names wrangler.toml uses.
+pub fn plans() -> Value {
+    let plan = json!({
+        "models": [OPENAI_ALIAS, ANTHROPIC_ALIAS],
+        "requests_per_minute": 100_000,
+        "tokens_per_day": 1_000_000_000u64,
+        "max_output_tokens": 4096,
+        "concurrent_streams": 64
+    });
+    json!({"free": plan, "pro": plan})
 }
 
 /// A chat request body for `alias` whose last user message is `text`.
