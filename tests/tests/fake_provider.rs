@@ -417,6 +417,17 @@ async fn cut_ends_the_body_early() {
     assert!(failed);
     assert!(!text.contains("message_stop"));
 
+    for (marker, failed) in [
+        ("fault:cut a b c d", true),
+        ("fault:cut-clean a b c d", false),
+    ] {
+        let r = openai(&p, oai_body(marker, true)).await;
+        let (text, read_failed) = body_error(r).await;
+        assert_eq!(read_failed, failed, "{marker}");
+        assert!(!text.contains("[DONE]"), "{marker}");
+        assert_eq!(sse(&text).0.len(), 3, "{marker}: {text}");
+    }
+
     let r = openai(&p, oai_body("fault:cut a b c d", false)).await;
     assert_eq!(r.status(), 200);
     assert!(r.bytes().await.is_err(), "fewer bytes than content-length");

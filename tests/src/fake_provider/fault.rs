@@ -36,6 +36,9 @@ pub enum Fault {
     /// `fault:cut`: start the answer (headers and the first events, or half a JSON body), then
     /// close the socket without finishing it.
     Cut,
+    /// `fault:cut-clean`: a stream's first events, then a properly ended body without the
+    /// stream's own end (`[DONE]` / `message_stop`): the upstream "finished" early.
+    CutClean,
     /// `fault:slow[=<ms>]`: the normal answer, one content event per interval (default 1000 ms);
     /// a non-streamed answer is delayed by interval x chunk count.
     Slow {
@@ -79,6 +82,7 @@ impl Fault {
             "529" => Fault::Overloaded,
             "reset" => Fault::Reset,
             "cut" => Fault::Cut,
+            "cut-clean" => Fault::CutClean,
             "slow" => Fault::Slow {
                 interval: Duration::from_millis(num(1000)),
             },

@@ -470,6 +470,12 @@ async fn handle(shared: Arc<Shared>, req: Request, mut conn: Conn) -> (Conn, Aft
                 (conn, After::Close)
             }
         }
+        Some(Fault::CutClean) => {
+            let mut ev = dialect.events(&answer, parsed.include_usage);
+            ev.content.truncate(2);
+            ev.tail.clear();
+            stream(conn, ev, n, rid, None, false).await
+        }
         Some(Fault::Slow { interval }) => {
             if parsed.stream {
                 let ev = dialect.events(&answer, parsed.include_usage);

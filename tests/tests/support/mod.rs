@@ -359,6 +359,8 @@ pub type CaseFuture = Pin<Box<dyn Future<Output = ()>>>;
 pub struct Case {
     pub name: String,
     pub run: Box<dyn FnOnce(Arc<Suite>) -> CaseFuture + Send>,
+    /// Runs alone, after the parallel cases (it disturbs the Worker for others).
+    pub serial: bool,
 }
 
 impl Case {
@@ -370,7 +372,14 @@ impl Case {
         Case {
             name: name.into(),
             run: Box::new(move |s| Box::pin(f(s))),
+            serial: false,
         }
+    }
+
+    /// This case runs alone, after the others.
+    pub fn serial(mut self) -> Case {
+        self.serial = true;
+        self
     }
 }
 
@@ -402,19 +411,30 @@ pub fn run(config: SuiteConfig, cases: Vec<Case>) -> ExitCode {
     if args.test_threads.is_none() {
         args.test_threads = Some(8);
     }
-    let trials = cases
-        .into_iter()
-        .map(|case| {
-            let config = config.clone();
-            Trial::test(case.name, move || {
-                let suite = suite(&config)?;
-                suite.rt.block_on((case.run)(suite.clone()));
-                Ok(())
+    let (serial, parallel): (Vec<Case>, Vec<Case>) = cases.into_iter().partition(|c| c.serial);
+    let trials = |cases: Vec<Case>| -> Vec<Trial> {
+        cases
+            .into_iter()
+            .map(|case| {
+                let config = config.clone();
+                Trial::test(case.name, move || {
+                    let suite = suite(&config)?;
+                    suite.rt.block_on((case.run)(suite.clone()));
+                    Ok(())
+                })
             })
-        })
-        .collect();
+            .collect()
+    };
     let started = Instant::now();
-    let conclusion = libtest_mimic::run(&args, trials);
+    let mut conclusion = libtest_mimic::run(&args, trials(parallel));
+    if !serial.is_empty() {
+        let serial_args = Arguments {
+            test_threads: Some(1),
+            ..args.clone()
+        };
+        let second = libtest_mimic::run(&serial_args, trials(serial));
+        conclusion.num_failed += second.num_failed;
+    }
     let Some(Ok(suite)) = SUITE.get().cloned() else {
         // Nothing ran (listing, or every case filtered out), or the setup failed (every case
         // said so).
