@@ -1,8 +1,11 @@
 //! A tiny JWKS endpoint on 127.0.0.1 for the Worker's `JWT_JWKS_URL`.
 
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Arc, Mutex,
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Instant,
 };
 
 use serde_json::Value;
@@ -18,6 +21,7 @@ pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 struct State {
     jwks: Mutex<Value>,
     hits: AtomicUsize,
+    last_hit: Mutex<Option<Instant>>,
 }
 
 /// Serves `GET /.well-known/jwks.json` (anything else is 404) and counts the fetches.
@@ -32,6 +36,7 @@ impl JwksServer {
         let state = Arc::new(State {
             jwks: Mutex::new(jwks),
             hits: AtomicUsize::new(0),
+            last_hit: Mutex::new(None),
         });
         let server = Background::start(0, "jwks-server", state.clone(), handle)?;
         Ok(JwksServer { server, state })
@@ -51,6 +56,15 @@ impl JwksServer {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = jwks;
     }
 
+    /// When the JWKS was last fetched.
+    pub fn last_hit(&self) -> Option<Instant> {
+        *self
+            .state
+            .last_hit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// How many times the JWKS was fetched.
     pub fn hits(&self) -> usize {
         self.state.hits.load(Ordering::SeqCst)
@@ -68,6 +82,10 @@ impl std::fmt::Debug for JwksServer {
 async fn handle(state: Arc<State>, req: Request, mut conn: Conn) -> (Conn, After) {
     let (status, body) = if req.method == "GET" && req.path == JWKS_PATH {
         state.hits.fetch_add(1, Ordering::SeqCst);
+        *state
+            .last_hit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
         let jwks = state
             .jwks
             .lock()

@@ -49,7 +49,8 @@ pub const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(2500);
 pub struct SuiteConfig {
     /// The binary's name (run directory, messages).
     pub name: &'static str,
-    /// Serve the keys from a JWKS endpoint (`JWT_JWKS_URL`) instead of `JWT_PUBLIC_JWK`.
+    /// Serve the keys from a JWKS endpoint (`JWT_JWKS_URL`) instead of `JWT_PUBLIC_JWK`. It
+    /// starts with the RS256 and ES256 keys only; a case rotates the EdDSA key in.
     pub jwks_url: bool,
     /// More variables (they come after the standard ones, so they win).
     pub extra_vars: Vec<(String, String)>,
@@ -142,7 +143,10 @@ impl Suite {
             ..Default::default()
         })?;
         let jwks = if config.jwks_url {
-            Some(JwksServer::start(keys.jwks())?)
+            Some(JwksServer::start(tokens::jwks(&[
+                &keys.rs256,
+                &keys.es256,
+            ]))?)
         } else {
             None
         };
