@@ -582,7 +582,9 @@ fn wait_group(leader: &mut Child, pgid: i32, limit: Duration) -> bool {
 fn spawn_watchdog(pgid: i32) -> std::io::Result<(Child, ChildStdin)> {
     // `read` returns when our end of the pipe closes: when we drop it, or when this process
     // ends in any way. The pipe is close-on-exec, so no other child holds it.
-    let script = "read -r _; kill -TERM -- -\"$1\" 2>/dev/null; sleep 2; kill -KILL -- -\"$1\" 2>/dev/null; exit 0";
+    // No `--` before the negative pid: dash's `kill` rejects it.
+    let script =
+        "read -r _; kill -TERM -\"$1\" 2>/dev/null; sleep 2; kill -KILL -\"$1\" 2>/dev/null; exit 0";
     let mut child = Command::new("sh")
         .args(["-c", script, "storycad-e2e-watchdog"])
         .arg(pgid.to_string())
