@@ -71,6 +71,7 @@ fn main() -> ExitCode {
                 wrong_methods_are_405,
                 request_ids_are_unique_and_logged,
                 parallel_streams,
+                client_retries_what_the_worker_marks_retryable,
             ];
             cases.push(
                 support::Case::new(
@@ -959,6 +960,41 @@ async fn request_ids_are_unique_and_logged(s: Arc<Suite>) {
             "log lines per request id: {per_id:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn client_retries_what_the_worker_marks_retryable(s: Arc<Suite>) {
+    let client = s.client_with(
+        storycad_client::RetryPolicy::default()
+            .max_retries(2)
+            .initial_backoff(Duration::from_millis(50)),
+    );
+    // (marker, attempts the provider must see, the status the caller ends with)
+    for (marker, attempts, status) in [
+        ("fault:429=1", 3, 429),
+        ("fault:503", 3, 503),
+        ("fault:400", 1, 400),
+    ] {
+        let nonce = s.nonce();
+        let started = Instant::now();
+        let err = client
+            .chat(&user(&format!("{marker} {nonce}")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(status), "{marker}: {err:?}");
+        assert_eq!(
+            s.provider.requests_containing(&nonce).len(),
+            attempts,
+            "{marker}"
+        );
+        if marker.starts_with("fault:429") {
+            // retry-after: 1 s, passed on by the Worker and honoured twice.
+            assert!(
+                started.elapsed() >= Duration::from_millis(1900),
+                "{:?}",
+                started.elapsed()
+            );
+        }
     }
 }
 

@@ -493,7 +493,9 @@ fn suite_checks(suite: Arc<Suite>) -> Vec<Trial> {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if seen.is_empty() {
-                return Err("no answer was recorded".into());
+                // Only client-path cases ran (a filtered run): they check their own errors.
+                eprintln!("[{}] no raw answers to check", s2.config.name);
+                return Ok(());
             }
             let mut problems = Vec::new();
             for (i, answer) in seen.iter().enumerate() {
