@@ -6,6 +6,7 @@
 //! - `dev`: the Worker under workerd with a fake provider (or real keys), and the chat REPL.
 //! - `bench <client|proxy>`: benchmarks that print ratios measured side by side.
 
+mod bench_proxy;
 mod build;
 mod cmd;
 mod dev;
@@ -22,6 +23,8 @@ tasks:
   test           setup, fmt --check, clippy -D warnings, build-worker, every test
   dev            the Worker under workerd + fake provider (or real keys) + the chat REPL
   bench client   client SSE parsing: ours vs async-openai on the same stream
+  bench proxy    latency the Worker adds: through it vs the fake provider directly
+                 [--requests N (500)] [--stream-words N (199)]
 ";
 
 fn main() {
@@ -51,11 +54,12 @@ fn run(args: &[String]) -> Result<()> {
 
 fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
+        Some("proxy") => bench_proxy::run(&args[1..]),
         Some("client") => {
             let mut c = cmd::cargo();
             c.args(["bench", "-p", "storycad-client", "--bench", "stream_parse"]);
             cmd::run(&mut c)
         }
-        _ => bail!("usage: cargo xtask bench client"),
+        _ => bail!("usage: cargo xtask bench <client|proxy>"),
     }
 }
