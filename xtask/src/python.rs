@@ -97,8 +97,13 @@ fn build_and_generate(release: bool) -> Result<(PathBuf, PathBuf)> {
         build.arg("--release");
     }
     cmd::run(&mut build)?;
-    // The fake provider is only the other end of the tests: a debug build is enough.
-    cmd::run(cmd::cargo().args(["build", "-p", "storycad-e2e", "--bin", "fake-provider"]))?;
+    // The benchmark's server must not be what it measures: same profile as the library.
+    let mut fake_build = cmd::cargo();
+    fake_build.args(["build", "-p", "storycad-e2e", "--bin", "fake-provider"]);
+    if release {
+        fake_build.arg("--release");
+    }
+    cmd::run(&mut fake_build)?;
     let lib = target_dir().join(profile).join(format!(
         "{}storycad_ffi{}",
         std::env::consts::DLL_PREFIX,
@@ -127,7 +132,7 @@ fn build_and_generate(release: bool) -> Result<(PathBuf, PathBuf)> {
     fs::copy(&lib, &lib_copy)
         .with_context(|| format!("copying {} to {}", lib.display(), lib_copy.display()))?;
     let fake = target_dir()
-        .join("debug")
+        .join(profile)
         .join(format!("fake-provider{}", std::env::consts::EXE_SUFFIX));
     Ok((out, fake))
 }
