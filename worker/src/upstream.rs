@@ -30,7 +30,8 @@ pub struct UpstreamRequest {
     pub body: Vec<u8>,
 }
 
-// The authorization header holds the provider key: never print it.
+// The authorization (OpenAI) and x-api-key (Anthropic) headers hold the provider key: never
+// print them.
 impl std::fmt::Debug for UpstreamRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamRequest")
@@ -43,7 +44,7 @@ impl std::fmt::Debug for UpstreamRequest {
                     .map(|(k, v)| {
                         (
                             *k,
-                            if *k == "authorization" {
+                            if matches!(*k, "authorization" | "x-api-key") {
                                 "[redacted]"
                             } else {
                                 v

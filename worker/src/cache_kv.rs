@@ -1,0 +1,63 @@
+//! The response cache's KV glue (wasm only): the lookup, and the write in `ctx.wait_until` so the
+//! caller never waits for it. What is cached, the key and the entry are decided in
+//! [`crate::cache`].
+
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::{console_warn, Context, Env, KvStore};
+
+use crate::cache::{self, Cached};
+
+/// The KV binding (wrangler.toml's `[[kv_namespaces]]`).
+pub const BINDING: &str = "CACHE";
+
+/// Where a cacheable answer will be stored once it is complete.
+pub struct Store {
+    kv: KvStore,
+    /// The request's context, owned: a stream's entry is written after the handler returned.
+    ctx: Context,
+    /// The entry's key.
+    pub key: String,
+    /// `expiration_ttl`, already clamped to KV's minimum.
+    pub ttl: u64,
+}
+
+impl Store {
+    /// A store for `key`; `None` when the binding is missing (the cache then stays off).
+    pub fn new(env: &Env, ctx: &Context, key: String, ttl: u64) -> Option<Store> {
+        let kv = env.kv(BINDING).ok()?;
+        // Another handle on the same JS object (worker's Context is not Clone).
+        let js: &JsValue = ctx.as_ref().as_ref();
+        Some(Store {
+            kv,
+            ctx: Context::new(js.clone().unchecked_into()),
+            key,
+            ttl,
+        })
+    }
+
+    /// The entry under this key; any failure (KV error, unreadable entry) is a miss.
+    pub async fn lookup(&self) -> Option<Cached> {
+        let text = self.kv.get(&self.key).text().await.ok()??;
+        cache::parse_entry(&text)
+    }
+
+    /// Stores `answer` (a complete OpenAI answer, JSON) produced by `route`, in the background.
+    pub fn put(&self, route: &str, answer: &[u8]) {
+        let Some(entry) = cache::entry(route, answer) else {
+            return;
+        };
+        let kv = self.kv.clone();
+        let key = self.key.clone();
+        let ttl = self.ttl;
+        self.ctx.wait_until(async move {
+            let written = match kv.put(&key, entry) {
+                Ok(put) => put.expiration_ttl(ttl).execute().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                // Not a request's log line: a note for the operator (the key is a hash).
+                console_warn!("cache write failed for {key}: {e}");
+            }
+        });
+    }
+}

@@ -1,0 +1,483 @@
+//! The provider adapters behind one interface, so the glue treats every route the same way:
+//! the upstream request for a route ([`upstream_request`]), its error answers classified
+//! ([`error_from_response`]), its complete answers made ready for the caller ([`complete`]),
+//! and its stream relay ([`Relay`]).
+//!
+//! - OpenAI-compatible providers (`openai` and every `PROVIDERS` entry): passthrough, see
+//!   [`crate::upstream`] and [`crate::relay`].
+//! - Anthropic: translated by [`crate::anthropic`]. Its error answers go through
+//!   [`anthropic::map_error`] and land in the same [`UpstreamError`] classes as OpenAI's, so a
+//!   caller sees the same status and code for the same failure whichever provider answered
+//!   (429 keeps `retry-after`; 529 and 503 become 503 with `retry-after` when sent).
+
+use serde_json::Value;
+use storycad_protocol::{codes, ChatRequest, ErrorBody, Usage};
+
+use crate::anthropic::{self, AnthropicRelay};
+use crate::config::ProviderKind;
+use crate::error::{scrub_message, shorten, AppError, UpstreamError};
+use crate::relay::{Outcome, StreamRelay};
+use crate::request::ChatCall;
+use crate::routing::Route;
+use crate::upstream::{chat_request, completion, Completion, UpstreamRequest, USER_AGENT};
+
+/// The output-token cap sent to Anthropic (which requires one) when the caller set none.
+///
+/// Hook for plans: the glue passes the caller's plan's `max_output_tokens` instead when the
+/// plan sets one; this constant is the fallback when it does not.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 4096;
+
+/// Builds the upstream request for `route`. `default_max_tokens`: the output cap Anthropic gets
+/// when the caller set none. A request Anthropic cannot honour is a 400 naming the field.
+pub fn upstream_request(
+    route: &Route<'_>,
+    call: &ChatCall,
+    key: &str,
+    default_max_tokens: u32,
+) -> Result<UpstreamRequest, AppError> {
+    match route.provider.kind {
+        ProviderKind::OpenAiCompatible => Ok(chat_request(route, call, key)),
+        ProviderKind::Anthropic => {
+            // parse_chat validated this same body against ChatRequest.
+            let typed: ChatRequest = serde_json::from_value(Value::Object(call.body.clone()))
+                .map_err(|_| AppError::Internal)?;
+            let body = anthropic::to_messages_body(&typed, route.model, default_max_tokens)
+                .map_err(|e| AppError::InvalidRequest {
+                    param: Some(e.param),
+                    message: e.message,
+                })?;
+            let mut headers: Vec<(&'static str, String)> = anthropic::request_headers(key)
+                .iter()
+                .map(|(k, v)| (*k, (*v).to_owned()))
+                .collect();
+            let accept = if call.stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            };
+            headers.push(("accept", accept.to_owned()));
+            headers.push(("user-agent", USER_AGENT.to_owned()));
+            Ok(UpstreamRequest {
+                url: anthropic::messages_url(&route.provider.base_url),
+                headers,
+                body,
+            })
+        }
+    }
+}
+
+/// Classifies a non-2xx upstream answer. `header` returns a response header by lower-case
+/// name; `scrub` lists strings that must never reach the caller (the key, the base URL).
+pub fn error_from_response<'h>(
+    kind: ProviderKind,
+    status: u16,
+    header: impl Fn(&str) -> Option<&'h str>,
+    body: &[u8],
+    scrub: &[&str],
+) -> UpstreamError {
+    match kind {
+        ProviderKind::OpenAiCompatible => UpstreamError::from_response(status, header, body, scrub),
+        ProviderKind::Anthropic => {
+            let (mapped, error) = anthropic::map_error(status, body);
+            let retry_after = header(storycad_protocol::headers::RETRY_AFTER)
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.len() <= 40 && v.is_ascii())
+                .map(str::to_owned);
+            from_mapped(mapped, &error, status, retry_after, scrub)
+        }
+    }
+}
+
+/// [`anthropic::map_error`]'s answer as an [`UpstreamError`]: its status decides the class,
+/// its message (scrubbed) is kept where the caller sees one (400, 413).
+fn from_mapped(
+    mapped: u16,
+    error: &ErrorBody,
+    upstream: u16,
+    retry_after: Option<String>,
+    scrub: &[&str],
+) -> UpstreamError {
+    match mapped {
+        429 => UpstreamError::RateLimited {
+            code: codes::RATE_LIMIT_EXCEEDED,
+            retry_after,
+            retry_after_ms: None,
+        },
+        400 | 413 => UpstreamError::InvalidRequest {
+            status: mapped,
+            message: scrub_message(&error.error.message, scrub),
+            param: error
+                .error
+                .param
+                .as_deref()
+                .map(|p| shorten(&scrub_message(p, scrub), 64)),
+        },
+        503 => UpstreamError::Failed {
+            status: 503,
+            retry_after,
+        },
+        504 => UpstreamError::Failed {
+            status: 504,
+            retry_after: None,
+        },
+        _ if (200..300).contains(&upstream) => UpstreamError::BadResponse,
+        _ if matches!(upstream, 401 | 403 | 404) => UpstreamError::Rejected { status: upstream },
+        _ => UpstreamError::Failed {
+            status: 502,
+            retry_after: None,
+        },
+    }
+}
+
+/// Reads a 2xx complete answer of `kind` into the OpenAI answer for the caller, `model` set to
+/// `alias` (`created`: now, for Anthropic answers, which carry no timestamp).
+pub fn complete(
+    kind: ProviderKind,
+    body: &[u8],
+    alias: &str,
+    created: u64,
+) -> Result<Completion, UpstreamError> {
+    match kind {
+        ProviderKind::OpenAiCompatible => completion(body, alias),
+        ProviderKind::Anthropic => match anthropic::from_messages_response(body, alias, created) {
+            Ok(answer) => Ok(Completion {
+                body: serde_json::to_vec(&answer).map_err(|_| UpstreamError::BadResponse)?,
+                usage: answer.usage,
+            }),
+            Err((mapped, error)) => Err(from_mapped(mapped, &error, 200, None, &[])),
+        },
+    }
+}
+
+/// The stream relay of either provider kind: upstream SSE bytes in, OpenAI SSE bytes out.
+#[derive(Debug)]
+pub enum Relay {
+    /// OpenAI passthrough.
+    OpenAi(StreamRelay),
+    /// Anthropic translation.
+    Anthropic(AnthropicRelay),
+}
+
+impl Relay {
+    /// The relay for a `kind` stream answering as `alias`. `include_usage`: the caller asked for
+    /// the usage chunk; `scrub`: strings that must never reach the caller; `created`: now.
+    pub fn new(
+        kind: ProviderKind,
+        alias: &str,
+        include_usage: bool,
+        scrub: Vec<String>,
+        created: u64,
+    ) -> Self {
+        match kind {
+            ProviderKind::OpenAiCompatible => {
+                Relay::OpenAi(StreamRelay::new(alias, include_usage, scrub))
+            }
+            ProviderKind::Anthropic => {
+                Relay::Anthropic(AnthropicRelay::new(alias, created, include_usage))
+            }
+        }
+    }
+
+    /// Upstream bytes in; the bytes to send now out.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        match self {
+            Relay::OpenAi(r) => r.feed(bytes),
+            Relay::Anthropic(r) => r.feed(bytes),
+        }
+    }
+
+    /// The upstream body ended; the last bytes out (an error event unless the stream was whole).
+    pub fn finish(&mut self) -> Vec<u8> {
+        match self {
+            Relay::OpenAi(r) => r.finish(),
+            Relay::Anthropic(r) => r.finish(),
+        }
+    }
+
+    /// The upstream failed mid-stream; the error event out.
+    pub fn fail(&mut self, error: &UpstreamError) -> Vec<u8> {
+        match self {
+            Relay::OpenAi(r) => r.fail(error),
+            Relay::Anthropic(r) => r.fail(error.body()),
+        }
+    }
+
+    /// Whether nothing more will be sent.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Relay::OpenAi(r) => r.is_closed(),
+            Relay::Anthropic(r) => r.is_closed(),
+        }
+    }
+
+    /// Tokens the provider reported (Anthropic: so far, estimated for a cut stream).
+    pub fn usage(&self) -> Option<Usage> {
+        match self {
+            Relay::OpenAi(r) => r.usage().cloned(),
+            Relay::Anthropic(r) => r.usage(),
+        }
+    }
+
+    /// Chunks relayed (OpenAI; 0 for Anthropic, whose [`Relay::usage`] already estimates a cut
+    /// stream's output).
+    pub fn chunks(&self) -> u64 {
+        match self {
+            Relay::OpenAi(r) => r.chunks(),
+            Relay::Anthropic(_) => 0,
+        }
+    }
+
+    /// How the stream ended, the same way for both kinds.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Relay::OpenAi(r) => r.outcome().clone(),
+            Relay::Anthropic(r) => match (r.is_closed(), r.error()) {
+                (false, _) => Outcome::Open,
+                (true, None) => Outcome::Done,
+                (true, Some(e)) => match e.error.code.as_deref() {
+                    Some(codes::STREAM_TRUNCATED) => Outcome::Truncated,
+                    Some(code) => Outcome::Failed(code.to_owned()),
+                    None => Outcome::Failed(codes::UPSTREAM_ERROR.to_owned()),
+                },
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::{test_config, Config};
+    use crate::request::parse_chat;
+    use crate::routing::chain;
+
+    const KEY: &str = "sk-ant-test-key-0123456789";
+
+    fn config() -> Config {
+        test_config(&[
+            ("OPENAI_BASE_URL", "http://127.0.0.1:4010/v1"),
+            ("ANTHROPIC_BASE_URL", "http://127.0.0.1:4011/"),
+            (
+                "ROUTES",
+                r#"{"fast":["openai:gpt-4o-mini","anthropic:claude-haiku-4-5"]}"#,
+            ),
+        ])
+    }
+
+    fn fixture(path: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/{path}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    fn build(body: Value, default_max: u32) -> Result<(UpstreamRequest, Value), AppError> {
+        let c = config();
+        let call = parse_chat(body.to_string().as_bytes()).unwrap();
+        let routes = chain(&c, "fast").unwrap();
+        let req = upstream_request(&routes[1], &call, KEY, default_max)?;
+        let sent = serde_json::from_slice(&req.body).unwrap();
+        Ok((req, sent))
+    }
+
+    #[test]
+    fn anthropic_request_url_headers_and_body() {
+        let (req, sent) = build(
+            json!({"model":"fast","stream":true,"messages":[
+                {"role":"system","content":"be brief"},{"role":"user","content":"hi"}]}),
+            1024,
+        )
+        .unwrap();
+        assert_eq!(req.url, "http://127.0.0.1:4011/v1/messages");
+        let get = |n: &str| {
+            req.headers
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("x-api-key"), Some(KEY));
+        assert_eq!(get("anthropic-version"), Some(anthropic::ANTHROPIC_VERSION));
+        assert_eq!(get("accept"), Some("text/event-stream"));
+        assert!(get("authorization").is_none());
+        assert!(!format!("{req:?}").contains(KEY), "{req:?}");
+        assert_eq!(sent["model"], "claude-haiku-4-5");
+        assert_eq!(sent["max_tokens"], 1024, "the default cap when none is set");
+        assert_eq!(sent["stream"], true);
+        assert_eq!(sent["system"], "be brief");
+        // The caller's own cap wins over the default.
+        let (_, sent) = build(
+            json!({"model":"fast","max_tokens":77,"messages":[{"role":"user","content":"hi"}]}),
+            1024,
+        )
+        .unwrap();
+        assert_eq!(sent["max_tokens"], 77);
+    }
+
+    #[test]
+    fn untranslatable_request_is_a_400_naming_the_field() {
+        let e = build(
+            json!({"model":"fast","n":2,"messages":[{"role":"user","content":"hi"}]}),
+            1024,
+        )
+        .unwrap_err();
+        assert_eq!((e.status(), e.code()), (400, "invalid_value"));
+        assert_eq!(e.body().error.param.as_deref(), Some("n"));
+        let e = build(
+            json!({"model":"fast","messages":[{"role":"user","content":[
+                {"type":"input_audio","input_audio":{"data":"AAAA","format":"wav"}}]}]}),
+            1024,
+        )
+        .unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(e
+            .body()
+            .error
+            .param
+            .unwrap()
+            .starts_with("messages[0].content"));
+    }
+
+    #[test]
+    fn openai_routes_pass_through() {
+        let c = config();
+        let call =
+            parse_chat(br#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        let routes = chain(&c, "fast").unwrap();
+        let req = upstream_request(&routes[0], &call, "sk-openai", 1024).unwrap();
+        assert_eq!(req.url, "http://127.0.0.1:4010/v1/chat/completions");
+        let sent: Value = serde_json::from_slice(&req.body).unwrap();
+        assert_eq!(sent["model"], "gpt-4o-mini");
+        assert!(sent.get("max_tokens").is_none(), "no cap added for OpenAI");
+    }
+
+    fn anthropic_error(status: u16, body: &[u8], retry_after: Option<&str>) -> UpstreamError {
+        error_from_response(
+            ProviderKind::Anthropic,
+            status,
+            |n| (n == "retry-after").then_some(retry_after).flatten(),
+            body,
+            &[KEY],
+        )
+    }
+
+    #[test]
+    fn anthropic_errors_land_in_the_same_classes() {
+        let e = anthropic_error(
+            429,
+            &fixture("anthropic/error_429_rate_limit_error.json"),
+            Some("7"),
+        );
+        assert_eq!(e.status(), 429);
+        assert_eq!(e.code(), "rate_limit_exceeded");
+        let app = AppError::Upstream(e);
+        assert!(app.headers().contains(&("retry-after", "7".to_owned())));
+
+        let e = anthropic_error(
+            529,
+            &fixture("anthropic/error_529_overloaded_error.json"),
+            Some("3"),
+        );
+        assert_eq!(e.status(), 503);
+        assert!(AppError::Upstream(e)
+            .headers()
+            .contains(&("retry-after", "3".to_owned())));
+
+        let e = anthropic_error(
+            400,
+            &fixture("anthropic/error_400_invalid_request_error.json"),
+            None,
+        );
+        assert_eq!((e.status(), e.code()), (400, "invalid_value"));
+        assert!(e.body().error.message.starts_with("Anthropic rejected"));
+
+        let e = anthropic_error(
+            401,
+            &fixture("anthropic/error_401_authentication_error.json"),
+            None,
+        );
+        assert_eq!(e, UpstreamError::Rejected { status: 401 });
+        assert_eq!(e.status(), 502);
+
+        for status in [500, 502] {
+            let e = anthropic_error(status, b"<html>oops</html>", None);
+            assert_eq!((e.status(), e.code()), (502, "upstream_error"), "{status}");
+        }
+        let e = anthropic_error(504, b"", None);
+        assert_eq!(e.status(), 504);
+    }
+
+    #[test]
+    fn a_leaky_anthropic_400_is_scrubbed() {
+        let body = format!(
+            r#"{{"type":"error","error":{{"type":"invalid_request_error","message":"bad key {KEY} at http://10.0.0.1:9/v1/messages"}}}}"#
+        );
+        let e = anthropic_error(400, body.as_bytes(), None);
+        let text = serde_json::to_string(&e.body()).unwrap();
+        assert!(!text.contains(KEY), "{text}");
+        assert!(!text.contains("10.0.0.1"), "{text}");
+    }
+
+    #[test]
+    fn anthropic_complete_answers() {
+        let c = complete(
+            ProviderKind::Anthropic,
+            &fixture("anthropic/messages_response_tool_use.json"),
+            "fast",
+            1_700_000_000,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&c.body).unwrap();
+        assert_eq!(v["model"], "fast");
+        assert_eq!(v["object"], "chat.completion");
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+        assert!(c.usage.is_some());
+        assert_eq!(
+            complete(ProviderKind::Anthropic, b"{not json", "fast", 1),
+            Err(UpstreamError::BadResponse)
+        );
+        let openai = complete(
+            ProviderKind::OpenAiCompatible,
+            &fixture("openai/chat_completion.json"),
+            "fast",
+            1,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&openai.body).unwrap();
+        assert_eq!(v["model"], "fast");
+    }
+
+    fn run(relay: &mut Relay, input: &[u8]) -> String {
+        let mut out = relay.feed(input);
+        out.extend(relay.finish());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn both_relays_report_the_same_outcomes() {
+        let mut a = Relay::new(ProviderKind::Anthropic, "fast", true, vec![], 1);
+        let out = run(&mut a, &fixture("anthropic/messages_stream_text.sse"));
+        assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+        assert_eq!(a.outcome(), Outcome::Done);
+        assert!(a.usage().is_some());
+
+        let text = fixture("anthropic/messages_stream_text.sse");
+        let mut cut = Relay::new(ProviderKind::Anthropic, "fast", false, vec![], 1);
+        run(&mut cut, &text[..text.len() / 2]);
+        assert_eq!(cut.outcome(), Outcome::Truncated);
+
+        let mut failed = Relay::new(ProviderKind::Anthropic, "fast", false, vec![], 1);
+        failed.feed(&text[..text.len() / 2]);
+        let out = String::from_utf8(failed.fail(&UpstreamError::Timeout)).unwrap();
+        assert!(out.contains("upstream_timeout"), "{out}");
+        assert_eq!(failed.outcome(), Outcome::Failed("upstream_timeout".into()));
+        assert!(failed.is_closed());
+
+        let mut o = Relay::new(ProviderKind::OpenAiCompatible, "fast", false, vec![], 1);
+        run(&mut o, &fixture("openai/chat_stream_text_usage.sse"));
+        assert_eq!(o.outcome(), Outcome::Done);
+        assert_eq!(o.usage().unwrap().completion_tokens, 30);
+    }
+}
