@@ -501,13 +501,46 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs `cargo xtask build-worker` with its output in `target/e2e/build-worker.log`, bounded by
-/// `opts.build_timeout` (its process group is killed when the time is up).
+/// Runs `cargo xtask build-worker` with its output in `target/e2e/build-worker-<pid>.log`,
+/// bounded by `opts.build_timeout` (its process group is killed when the time is up). When
+/// another worker-build holds the bundle's lock (a `wrangler dev` rebuilding on a change), it
+/// waits and tries again within that bound.
 fn build_worker(opts: &WorkerOptions) -> Result<()> {
     let dir = target_dir().join("e2e");
     fs::create_dir_all(&dir)?;
     let log_path = dir.join(format!("build-worker-{}.log", std::process::id()));
-    let log = fs::File::create(&log_path)?;
+    let started = Instant::now();
+    loop {
+        let remaining = opts.build_timeout.saturating_sub(started.elapsed());
+        let text = build_once(&log_path, remaining)?;
+        match text {
+            Ok(text) => {
+                if !text.contains("up to date") {
+                    eprintln!(
+                        "[{}] built the Worker in {:.1} s",
+                        opts.name,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                return Ok(());
+            }
+            Err(text) if text.contains("concurrent worker-build") => {
+                eprintln!("[{}] another worker-build is running; waiting", opts.name);
+                std::thread::sleep(Duration::from_secs(5));
+            }
+            Err(text) => bail!(
+                "`cargo xtask build-worker` failed; log {}:\n{}",
+                log_path.display(),
+                tail(&text, 40)
+            ),
+        }
+    }
+}
+
+/// One `cargo xtask build-worker`: `Ok(log)` when it succeeded, `Err(log)` when it failed,
+/// an error when it could not run or took longer than `limit`.
+fn build_once(log_path: &Path, limit: Duration) -> Result<Result<String, String>> {
+    let log = fs::File::create(log_path)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let started = Instant::now();
     let mut child = Command::new(cargo)
@@ -528,29 +561,18 @@ fn build_worker(opts: &WorkerOptions) -> Result<()> {
     let pgid = i32::try_from(child.id()).map_err(|_| anyhow!("pid out of range"))?;
     loop {
         if let Some(status) = child.try_wait()? {
-            let text = fs::read_to_string(&log_path).unwrap_or_default();
-            if !status.success() {
-                bail!(
-                    "`cargo xtask build-worker` failed ({status}); log {}:\n{}",
-                    log_path.display(),
-                    tail(&text, 40)
-                );
-            }
-            if !text.contains("up to date") {
-                eprintln!(
-                    "[{}] built the Worker in {:.1} s",
-                    opts.name,
-                    started.elapsed().as_secs_f64()
-                );
-            }
-            return Ok(());
+            let text = fs::read_to_string(log_path).unwrap_or_default();
+            return Ok(if status.success() {
+                Ok(text)
+            } else {
+                Err(text)
+            });
         }
-        if started.elapsed() > opts.build_timeout {
+        if started.elapsed() > limit {
             let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
             let _ = child.wait();
             bail!(
-                "`cargo xtask build-worker` took longer than {:?}; log {}",
-                opts.build_timeout,
+                "`cargo xtask build-worker` did not finish in time; log {}",
                 log_path.display()
             );
         }

@@ -73,6 +73,12 @@ pub struct FakeProviderOptions {
     pub hang_limit: Duration,
     /// Print one line per request on stderr (for manual runs).
     pub log: bool,
+    /// When set, every chat request (either dialect) fails with this status, whatever its
+    /// text, with the provider's own error body: 400, 401, 429 (`retry-after: 1`), 500, 503
+    /// or 529; any other value answers 500. Lets one instance stand for a provider that is
+    /// down, so a fallback chain's first route fails while the next one (another instance)
+    /// answers the same prompt.
+    pub fail_all: Option<u16>,
 }
 
 impl Default for FakeProviderOptions {
@@ -83,6 +89,7 @@ impl Default for FakeProviderOptions {
             anthropic_key: None,
             hang_limit: Duration::from_secs(120),
             log: false,
+            fail_all: None,
         }
     }
 }
@@ -371,6 +378,20 @@ async fn handle(shared: Arc<Shared>, req: Request, mut conn: Conn) -> (Conn, Aft
             return send(conn, &r, n, "x-request-id").await;
         }
     };
+    if let Some(status) = shared.opts.fail_all {
+        let fault = match status {
+            400 => Fault::BadRequest,
+            401 => Fault::Unauthorized,
+            429 => Fault::RateLimited {
+                retry_after_secs: 1,
+            },
+            503 => Fault::Unavailable,
+            529 => Fault::Overloaded,
+            _ => Fault::ServerError,
+        };
+        let reply = dialect.fault_reply(&fault);
+        return send(conn, &reply, n, dialect.request_id_header()).await;
+    }
     let auth = match dialect {
         Dialect::OpenAi => openai::check_auth(
             req.header("authorization"),

@@ -1,0 +1,380 @@
+//! Routing with fallback under workerd: a provider that fails (500, 429, connection refused)
+//! before the first byte hands the request to the next route of the alias's chain; a caller
+//! error (4xx) or anything after the first byte does not; every route failing is one clean
+//! error; the log line lists every attempt. Plus the Anthropic wiring's request refusals.
+//!
+//! Providers: the suite's fake provider (OpenAI and Anthropic on one port) as `openai` and
+//! `anthropic`; a second fake started with `fail_all: 500` as the `PROVIDERS` entry `failing`;
+//! a closed port as the `PROVIDERS` entry `closed`.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::{net::TcpListener, process::ExitCode, sync::Arc, sync::OnceLock};
+
+use serde_json::{json, Value};
+use storycad_e2e::fake_provider::{FakeProvider, FakeProviderOptions};
+use storycad_e2e::tokens::Alg;
+use support::{
+    chat_body, Seen, Suite, SuiteConfig, ANTHROPIC_ALIAS, ANTHROPIC_MODEL, OPENAI_ALIAS,
+    OPENAI_MODEL,
+};
+
+/// `failing:gpt-4o-mini` (500) then `anthropic:claude-haiku-4-5`.
+const FALLBACK: &str = "e2e-fallback";
+/// `closed:gpt-4o-mini` (connection refused) then `openai:gpt-4o-mini`.
+const CONN_FALLBACK: &str = "e2e-conn-fallback";
+/// `openai:gpt-4o-mini` then `anthropic:claude-haiku-4-5`: the same fake behind both, so a
+/// fault marker makes both fail alike.
+const CHAIN: &str = "e2e-chain";
+/// `closed:gpt-4o-mini` then `failing:gpt-4o-mini`: nothing answers.
+const DEAD: &str = "e2e-dead";
+
+static FAILING: OnceLock<FakeProvider> = OnceLock::new();
+
+fn failing() -> &'static FakeProvider {
+    FAILING.get().unwrap()
+}
+
+fn main() -> ExitCode {
+    let failing = FakeProvider::start_with(FakeProviderOptions {
+        fail_all: Some(500),
+        ..Default::default()
+    })
+    .expect("the failing provider");
+    let failing_url = failing.openai_base_url();
+    let _ = FAILING.set(failing);
+    // A port nothing listens on: bound, then released.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let providers = json!({
+        "failing": {"base_url": failing_url, "key_secret": "OPENAI_API_KEY"},
+        "closed": {"base_url": format!("http://127.0.0.1:{closed}/v1"), "key_secret": "OPENAI_API_KEY"},
+    });
+    let openai = format!("openai:{OPENAI_MODEL}");
+    let anthropic = format!("anthropic:{ANTHROPIC_MODEL}");
+    let routes = json!({
+        OPENAI_ALIAS: [openai],
+        ANTHROPIC_ALIAS: [anthropic],
+        FALLBACK: [format!("failing:{OPENAI_MODEL}"), anthropic],
+        CONN_FALLBACK: [format!("closed:{OPENAI_MODEL}"), openai],
+        CHAIN: [openai, anthropic],
+        DEAD: [format!("closed:{OPENAI_MODEL}"), format!("failing:{OPENAI_MODEL}")],
+    });
+    let mut plans = support::plans();
+    let aliases = json!([
+        OPENAI_ALIAS,
+        ANTHROPIC_ALIAS,
+        FALLBACK,
+        CONN_FALLBACK,
+        CHAIN,
+        DEAD
+    ]);
+    for plan in plans.as_object_mut().unwrap().values_mut() {
+        plan["models"] = aliases.clone();
+    }
+    support::run(
+        SuiteConfig {
+            name: "e2e_routing",
+            jwks_url: false,
+            extra_vars: vec![
+                ("PROVIDERS".into(), providers.to_string()),
+                ("ROUTES".into(), routes.to_string()),
+                ("PLANS".into(), plans.to_string()),
+            ],
+        },
+        cases![
+            fail_all_option_fails_every_request,
+            first_provider_500_answer_from_the_second,
+            first_provider_500_stream_from_the_second,
+            connection_error_moves_to_the_next,
+            rate_limits_move_on_and_the_last_error_is_answered,
+            server_errors_everywhere_are_one_clean_error,
+            all_routes_down_is_one_clean_error,
+            caller_errors_do_not_fall_back,
+            no_switch_after_the_first_byte,
+            anthropic_untranslatable_request_is_400,
+        ],
+    )
+}
+
+async fn ask(s: &Suite, alias: &str, text: &str, stream: bool) -> Seen {
+    let mut body = chat_body(alias, text, stream);
+    body["max_tokens"] = json!(64);
+    s.chat(Some(&s.token(Alg::EdDSA)), &body).await
+}
+
+/// The log line's `attempts` as (route, status) pairs.
+async fn attempts(s: &Suite, seen: &Seen) -> Vec<(String, Option<u64>)> {
+    let line = s.log_line(seen.header("x-request-id").unwrap()).await;
+    line["attempts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no attempts in {line}"))
+        .iter()
+        .map(|a| (a["route"].as_str().unwrap().to_owned(), a["status"].as_u64()))
+        .collect()
+}
+
+fn pair(route: &str, status: Option<u64>) -> (String, Option<u64>) {
+    (route.to_owned(), status)
+}
+
+fn anthropic_route() -> String {
+    format!("anthropic:{ANTHROPIC_MODEL}")
+}
+
+async fn fail_all_option_fails_every_request(_s: Arc<Suite>) {
+    // The fake provider's `fail_all` itself: both dialects, any text, the provider's bodies.
+    let http = reqwest::Client::new();
+    let p = failing();
+    let before = p.request_count();
+    let r = http
+        .post(format!("{}/chat/completions", p.openai_base_url()))
+        .bearer_auth("k")
+        .json(&chat_body("m", "hello", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 500);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "server_error", "{v}");
+    let r = http
+        .post(format!("{}/v1/messages", p.anthropic_base_url()))
+        .header("x-api-key", "k")
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 500);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "api_error", "{v}");
+    assert!(p.request_count() >= before + 2);
+}
+
+async fn first_provider_500_answer_from_the_second(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let seen = ask(&s, FALLBACK, &format!("{nonce} hello there"), false).await;
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    let v = seen.json();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        format!("echo: {nonce} hello there")
+    );
+    assert_eq!(v["model"], FALLBACK);
+    assert_eq!(
+        seen.header("x-storycad-route"),
+        Some(anthropic_route().as_str())
+    );
+    assert_eq!(failing().requests_containing(&nonce).len(), 1);
+    let second = s.provider.requests_containing(&nonce);
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].path, "/v1/messages");
+    assert_eq!(
+        attempts(&s, &seen).await,
+        [
+            pair(&format!("failing:{OPENAI_MODEL}"), Some(500)),
+            pair(&anthropic_route(), Some(200)),
+        ]
+    );
+    let line = s.log_line(seen.header("x-request-id").unwrap()).await;
+    assert_eq!(line["route"], anthropic_route());
+    assert_eq!(line["status"], 200);
+}
+
+async fn first_provider_500_stream_from_the_second(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let seen = ask(&s, FALLBACK, &format!("{nonce} streamed"), true).await;
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    assert!(seen.text().ends_with("data: [DONE]\n\n"), "{}", seen.text());
+    let text: String = seen
+        .sse_data()
+        .iter()
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(text, format!("echo: {nonce} streamed"));
+    assert_eq!(
+        seen.header("x-storycad-route"),
+        Some(anthropic_route().as_str())
+    );
+    assert_eq!(failing().requests_containing(&nonce).len(), 1);
+    assert_eq!(s.provider.requests_containing(&nonce).len(), 1);
+    assert_eq!(
+        attempts(&s, &seen).await,
+        [
+            pair(&format!("failing:{OPENAI_MODEL}"), Some(500)),
+            pair(&anthropic_route(), Some(200)),
+        ]
+    );
+}
+
+async fn connection_error_moves_to_the_next(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let seen = ask(&s, CONN_FALLBACK, &format!("{nonce} anyone there"), false).await;
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    assert_eq!(
+        seen.header("x-storycad-route"),
+        Some(format!("openai:{OPENAI_MODEL}").as_str())
+    );
+    let line = s.log_line(seen.header("x-request-id").unwrap()).await;
+    let list = line["attempts"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{line}");
+    assert_eq!(list[0]["route"], format!("closed:{OPENAI_MODEL}"));
+    assert!(list[0].get("status").is_none(), "no answer, no status: {line}");
+    assert_eq!(list[0]["error"], "upstream_error", "{line}");
+    assert_eq!(list[1]["status"], 200, "{line}");
+}
+
+async fn rate_limits_move_on_and_the_last_error_is_answered(s: Arc<Suite>) {
+    // Both routes of the chain see the marker: OpenAI answers 429, then Anthropic 429.
+    let nonce = s.nonce();
+    let seen = ask(&s, CHAIN, &format!("fault:429=2 {nonce}"), false).await;
+    seen.assert_error(429, "rate_limit_exceeded");
+    assert_eq!(seen.header("retry-after"), Some("2"));
+    assert_eq!(
+        seen.header("x-storycad-route"),
+        Some(anthropic_route().as_str()),
+        "the last route tried"
+    );
+    let paths: Vec<String> = s
+        .provider
+        .requests_containing(&nonce)
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(paths, ["/v1/chat/completions", "/v1/messages"]);
+    assert_eq!(
+        attempts(&s, &seen).await,
+        [
+            pair(&format!("openai:{OPENAI_MODEL}"), Some(429)),
+            pair(&anthropic_route(), Some(429)),
+        ]
+    );
+}
+
+async fn server_errors_everywhere_are_one_clean_error(s: Arc<Suite>) {
+    for (marker, status, statuses) in [
+        ("fault:500", 502, [500, 500]),
+        // OpenAI's overload is a 503; Anthropic's a 529.
+        ("fault:529", 503, [503, 529]),
+    ] {
+        for stream in [false, true] {
+            let nonce = s.nonce();
+            let seen = ask(&s, CHAIN, &format!("{marker} {nonce}"), stream).await;
+            let e = seen.assert_error(status, "upstream_error");
+            let message = e["message"].as_str().unwrap();
+            assert!(!message.contains("127.0.0.1"), "{message}");
+            assert_eq!(s.provider.requests_containing(&nonce).len(), 2);
+            let got = attempts(&s, &seen).await;
+            assert_eq!(
+                got.iter().map(|(_, st)| *st).collect::<Vec<_>>(),
+                statuses.map(Some),
+                "{marker}"
+            );
+        }
+    }
+}
+
+async fn all_routes_down_is_one_clean_error(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let before = failing().requests_containing(&nonce).len();
+    let seen = ask(&s, DEAD, &format!("{nonce} hello"), false).await;
+    let e = seen.assert_error(502, "upstream_error");
+    let text = seen.text();
+    assert!(!text.contains("127.0.0.1"), "an internal URL leaked: {text}");
+    assert!(!e["message"].as_str().unwrap().contains("http"), "{e}");
+    assert_eq!(
+        seen.header("x-storycad-route"),
+        Some(format!("failing:{OPENAI_MODEL}").as_str())
+    );
+    assert_eq!(failing().requests_containing(&nonce).len(), before + 1);
+    let got = attempts(&s, &seen).await;
+    assert_eq!(
+        got,
+        [
+            pair(&format!("closed:{OPENAI_MODEL}"), None),
+            pair(&format!("failing:{OPENAI_MODEL}"), Some(500)),
+        ]
+    );
+    let line = s.log_line(seen.header("x-request-id").unwrap()).await;
+    assert_eq!(line["status"], 502);
+    assert_eq!(line["error"], "upstream_error");
+}
+
+async fn caller_errors_do_not_fall_back(s: Arc<Suite>) {
+    for marker in ["fault:400", "fault:401"] {
+        let nonce = s.nonce();
+        let seen = ask(&s, CHAIN, &format!("{marker} {nonce}"), false).await;
+        assert!(
+            seen.status == 400 || seen.status == 502,
+            "{marker}: {}",
+            seen.text()
+        );
+        let sent = s.provider.requests_containing(&nonce);
+        assert_eq!(sent.len(), 1, "{marker}: the next route was tried");
+        assert_eq!(sent[0].path, "/v1/chat/completions");
+        assert_eq!(
+            seen.header("x-storycad-route"),
+            Some(format!("openai:{OPENAI_MODEL}").as_str())
+        );
+        let got = attempts(&s, &seen).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+    }
+}
+
+async fn no_switch_after_the_first_byte(s: Arc<Suite>) {
+    // The first route's stream starts, then fails: the caller gets the error event, and the
+    // next route is never asked.
+    for marker in ["fault:stream-error", "fault:cut-clean"] {
+        let nonce = s.nonce();
+        let seen = ask(&s, CHAIN, &format!("{marker} {nonce} a b c"), true).await;
+        assert_eq!(seen.status, 200);
+        let data = seen.sse_data();
+        assert!(!data.iter().any(|d| d == "[DONE]"), "{}", seen.text());
+        let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+        assert!(last["error"]["code"].is_string(), "{last}");
+        let sent = s.provider.requests_containing(&nonce);
+        assert_eq!(sent.len(), 1, "{marker}: switched after bytes were sent");
+        assert_eq!(
+            seen.header("x-storycad-route"),
+            Some(format!("openai:{OPENAI_MODEL}").as_str())
+        );
+    }
+}
+
+async fn anthropic_untranslatable_request_is_400(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let token = s.token(Alg::EdDSA);
+    let mut body = chat_body(ANTHROPIC_ALIAS, &nonce, false);
+    body["n"] = json!(2);
+    let seen = s.chat(Some(&token), &body).await;
+    let e = seen.assert_error(400, "invalid_value");
+    assert_eq!(e["param"], "n", "{e}");
+    let audio = json!({
+        "model": ANTHROPIC_ALIAS,
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": nonce},
+            {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+        ]}]
+    });
+    let seen = s.chat(Some(&token), &audio).await;
+    let e = seen.assert_error(400, "invalid_value");
+    assert!(
+        e["param"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("messages[0].content[1]")),
+        "{e}"
+    );
+    assert!(
+        s.provider.requests_containing(&nonce).is_empty(),
+        "an untranslatable request reached Anthropic"
+    );
+}
