@@ -135,6 +135,8 @@ pub struct Config {
     pub plans: BTreeMap<String, Value>,
     /// `CACHE_TTL_SECONDS`.
     pub cache_ttl_seconds: u64,
+    /// `CACHE_SCOPE`: `user` (default) or `shared`.
+    pub cache_scope: crate::cache::Scope,
     /// `MAX_BODY_BYTES`.
     pub max_body_bytes: u64,
     /// `UPSTREAM_TIMEOUT_MS`.
@@ -237,6 +239,8 @@ impl Config {
             providers,
             routes,
             plans,
+            cache_scope: crate::cache::Scope::parse(get("CACHE_SCOPE").as_deref())
+                .map_err(|reason| ConfigError::new("CACHE_SCOPE", reason))?,
             cache_ttl_seconds: parse_u64(
                 "CACHE_TTL_SECONDS",
                 get("CACHE_TTL_SECONDS"),
@@ -652,6 +656,17 @@ mod tests {
         assert_eq!(
             err_with("UPSTREAM_TIMEOUT_MS", "0").var,
             "UPSTREAM_TIMEOUT_MS"
+        );
+        assert_eq!(err_with("CACHE_SCOPE", "everyone").var, "CACHE_SCOPE");
+        let mut vars = base();
+        vars.insert("CACHE_SCOPE", "shared".into());
+        assert_eq!(
+            load(&vars).unwrap().cache_scope,
+            crate::cache::Scope::Shared
+        );
+        assert_eq!(
+            load(&base()).unwrap().cache_scope,
+            crate::cache::Scope::User
         );
         // 0 is meaningful for the cache: it disables it.
         let mut vars = base();

@@ -4,6 +4,7 @@ use storycad_protocol::{Model, ModelList};
 
 use crate::config::Config;
 use crate::error::AppError;
+use crate::plans::Plan;
 
 /// A route of the HTTP contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,6 +13,8 @@ pub enum Endpoint {
     ChatCompletions,
     /// `GET /v1/models`
     Models,
+    /// `GET /v1/usage`
+    Usage,
     /// `GET /healthz`
     Health,
 }
@@ -22,12 +25,15 @@ pub fn match_route(method: &str, path: &str) -> Result<Endpoint, AppError> {
     let (endpoint, allow) = match path {
         "/v1/chat/completions" => (Endpoint::ChatCompletions, "POST"),
         "/v1/models" => (Endpoint::Models, "GET, HEAD"),
+        "/v1/usage" => (Endpoint::Usage, "GET, HEAD"),
         "/healthz" => (Endpoint::Health, "GET, HEAD"),
         _ => return Err(AppError::NotFound),
     };
     let ok = match endpoint {
         Endpoint::ChatCompletions => method == "POST",
-        Endpoint::Models | Endpoint::Health => method == "GET" || method == "HEAD",
+        Endpoint::Models | Endpoint::Usage | Endpoint::Health => {
+            method == "GET" || method == "HEAD"
+        }
     };
     if ok {
         Ok(endpoint)
@@ -36,11 +42,11 @@ pub fn match_route(method: &str, path: &str) -> Result<Endpoint, AppError> {
     }
 }
 
-/// `GET /v1/models`: every alias of `ROUTES`, in OpenAI's list shape.
-pub fn model_list(config: &Config) -> ModelList {
+/// `GET /v1/models`: the aliases of `ROUTES` the caller's plan allows, in OpenAI's list shape.
+pub fn model_list(config: &Config, plan: &Plan) -> ModelList {
     ModelList::new(
-        config
-            .aliases()
+        plan.allowed_aliases(config)
+            .into_iter()
             .map(|alias| Model::new(alias, "storycad"))
             .collect(),
     )
@@ -58,6 +64,11 @@ mod tests {
             Ok(Endpoint::ChatCompletions)
         );
         assert_eq!(match_route("GET", "/v1/models"), Ok(Endpoint::Models));
+        assert_eq!(match_route("GET", "/v1/usage"), Ok(Endpoint::Usage));
+        assert_eq!(
+            match_route("POST", "/v1/usage"),
+            Err(AppError::MethodNotAllowed { allow: "GET, HEAD" })
+        );
         assert_eq!(match_route("HEAD", "/healthz"), Ok(Endpoint::Health));
         assert_eq!(
             match_route("GET", "/v1/chat/completions"),
@@ -80,11 +91,25 @@ mod tests {
 
     #[test]
     fn model_list_shows_aliases_only() {
-        let config = test_config(&[(
-            "ROUTES",
-            r#"{"b":["openai:gpt-4o"],"a":["anthropic:claude-haiku-4-5"]}"#,
-        )]);
-        let list = model_list(&config);
+        let config = test_config(&[
+            (
+                "ROUTES",
+                r#"{"b":["openai:gpt-4o"],"a":["anthropic:claude-haiku-4-5"],"c":["openai:o3"]}"#,
+            ),
+            (
+                "PLANS",
+                r#"{"free":{"models":["a","b"],"requests_per_minute":1,"tokens_per_day":1,
+                    "max_output_tokens":1,"concurrent_streams":1},
+                   "pro":{"models":["*"],"requests_per_minute":1,"tokens_per_day":1,
+                    "max_output_tokens":1,"concurrent_streams":1}}"#,
+            ),
+        ]);
+        let plans = crate::plans::Plans::from_config(&config, |_| None).unwrap();
+        let pro = model_list(&config, plans.for_claim(Some("pro")).unwrap());
+        let ids: Vec<_> = pro.data.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        // The plan's list, not every alias.
+        let list = model_list(&config, plans.for_claim(None).unwrap());
         assert_eq!(list.object, "list");
         let ids: Vec<_> = list.data.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);

@@ -20,7 +20,9 @@ use crate::auth_glue::Authenticator;
 use crate::config::{Config, ConfigError, ProviderKind};
 use crate::endpoints::{match_route, model_list, Endpoint};
 use crate::error::{AppError, UpstreamError};
+use crate::limiter::client::{Admission, Limiter};
 use crate::log::{request_id, RequestLog};
+use crate::plans::Plans;
 use crate::relay::{Outcome, StreamRelay};
 use crate::request::{check_declared_length, parse_chat, BodyLimit};
 use crate::routing::resolve;
@@ -33,6 +35,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 struct Isolate {
     config: Config,
     auth: Authenticator,
+    plans: Plans,
 }
 
 thread_local! {
@@ -45,9 +48,14 @@ fn isolate(env: &Env) -> Result<Rc<Isolate>, AppError> {
     ISOLATE.with(|cell| {
         let mut slot = cell.borrow_mut();
         let loaded = slot.get_or_insert_with(|| {
-            Config::from_lookup(|name| env_text(env, name)).map(|config| {
+            Config::from_lookup(|name| env_text(env, name)).and_then(|config| {
                 let auth = Authenticator::new(config.jwt.verifier(), config.jwt.jwks_url.clone());
-                Rc::new(Isolate { config, auth })
+                let plans = Plans::from_config(&config, |name| env_text(env, name))?;
+                Ok(Rc::new(Isolate {
+                    config,
+                    auth,
+                    plans,
+                }))
             })
         });
         loaded.clone().map_err(AppError::Config)
@@ -81,6 +89,8 @@ fn random_u64() -> u64 {
 /// (or is dropped because the caller went away).
 struct LogLine {
     line: RequestLog,
+    /// The caller's limits, for the `x-ratelimit-*` headers (set once the plan is known).
+    rate_limit: Option<storycad_protocol::ratelimit::RateLimitInfo>,
     started: u64,
     written: bool,
 }
@@ -108,18 +118,19 @@ impl Drop for LogLine {
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let started = now_ms();
     let header = |name: &str| req.headers().get(name).ok().flatten();
     let id = request_id(header("cf-ray").as_deref(), random_u64());
     let path = req.path();
     let log = Rc::new(RefCell::new(LogLine {
         line: RequestLog::new(&id, &req.method().to_string(), &path),
+        rate_limit: None,
         started,
         written: false,
     }));
 
-    let answer = handle(req, &env, &id, &log).await;
+    let answer = handle(req, &env, &ctx, &id, &log).await;
     let response = match answer {
         Ok(r) => r,
         Err(e) => {
@@ -144,6 +155,9 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
     headers.set(names::REQUEST_ID, &id)?;
     {
         let mut log = log.borrow_mut();
+        for (name, value) in log.rate_limit.iter().flat_map(|info| info.to_headers()) {
+            headers.set(name, &value)?;
+        }
         if let Some(route) = &log.line.route {
             headers.set(names::ROUTE, route)?;
         }
@@ -163,6 +177,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
 async fn handle(
     mut req: Request,
     env: &Env,
+    ctx: &Context,
     request_id: &str,
     log: &Rc<RefCell<LogLine>>,
 ) -> Result<worker::Result<Response>, AppError> {
@@ -175,19 +190,37 @@ async fn handle(
     let isolate = isolate(env)?;
     // Auth comes first: nothing of a rejected request is read, let alone sent upstream.
     let claims = isolate.auth.authenticate(&req, request_id).await?;
+    let plan = isolate.plans.for_claim(claims.plan.as_deref())?;
+    let limiter = Limiter::new(env, &claims.sub, plan, isolate.plans.limits_enabled)?;
     log.borrow_mut().line.sub = Some(claims.sub);
     let config = &isolate.config;
-    match endpoint {
-        Endpoint::Models => {
-            let body = serde_json::to_vec(&model_list(config)).map_err(|_| AppError::Internal)?;
-            Ok(json_response(200, body))
+    let answer = match endpoint {
+        Endpoint::Models => serde_json::to_vec(&model_list(config, plan))
+            .map(|body| json_response(200, body))
+            .map_err(|_| AppError::Internal),
+        Endpoint::Usage => {
+            let snapshot = limiter.peek().await;
+            if limiter.enabled() && snapshot.is_none() {
+                Err(AppError::Internal)
+            } else {
+                let report = crate::limiter::usage_report(plan, config, snapshot.as_ref());
+                serde_json::to_vec(&report)
+                    .map(|body| json_response(200, body))
+                    .map_err(|_| AppError::Internal)
+            }
         }
-        Endpoint::ChatCompletions => {
-            let body = read_body(&mut req, config.max_body_bytes).await?;
-            chat(body, env, config, log).await
-        }
+        Endpoint::ChatCompletions => match read_body(&mut req, config.max_body_bytes).await {
+            Ok(body) => chat(body, env, ctx, config, plan, &limiter, log).await,
+            Err(e) => Err(e),
+        },
         Endpoint::Health => Err(AppError::Internal),
+    };
+    // Every answer after auth shows the caller's limits (one more round trip only when the
+    // request did not reach the limiter).
+    if let Some(snapshot) = limiter.for_headers().await {
+        log.borrow_mut().rate_limit = Some(crate::limiter::rate_limit_info(&snapshot));
     }
+    answer
 }
 
 async fn read_body(req: &mut Request, limit: u64) -> Result<Vec<u8>, AppError> {
@@ -207,15 +240,25 @@ async fn read_body(req: &mut Request, limit: u64) -> Result<Vec<u8>, AppError> {
     Ok(body.into_bytes())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn chat(
     body: Vec<u8>,
     env: &Env,
+    ctx: &Context,
     config: &Config,
+    plan: &crate::plans::Plan,
+    limiter: &Limiter,
     log: &Rc<RefCell<LogLine>>,
 ) -> Result<worker::Result<Response>, AppError> {
-    let call = parse_chat(&body)?;
+    let mut call = parse_chat(&body)?;
+    let body_bytes = body.len();
     drop(body);
     log.borrow_mut().line.alias = Some(crate::error::shorten(&call.alias, 64));
+    // The plan: the model must be in it (403), the output is capped to its maximum.
+    plan.check_model(config, &call.alias)?;
+    let output_cap = plan.cap_output(&mut call.body);
+    let (prompt_estimate, estimate) =
+        crate::plans::estimate_tokens(body_bytes, output_cap, &call.body);
     let route = resolve(config, &call.alias)?;
     {
         let mut log = log.borrow_mut();
@@ -235,6 +278,8 @@ async fn chat(
         .ok_or_else(|| AppError::MissingSecret {
             name: route.key_secret().to_owned(),
         })?;
+    // Admitted (or 429) by the caller's limiter; settles on every path from here.
+    let admission = limiter.admit(ctx, estimate, call.stream).await?;
     let upstream = chat_request(&route, &call, &key);
     let timeout = Duration::from_millis(config.upstream_timeout_ms);
     let scrub = vec![key, route.provider.base_url.clone()];
@@ -266,6 +311,11 @@ async fn chat(
         let body = read_limited(&mut response, MAX_ANSWER_BYTES, timeout).await?;
         let answer = completion(&body, &call.alias)?;
         log.borrow_mut().line.set_usage(answer.usage.as_ref());
+        admission.settle(crate::limiter::charge(
+            answer.usage.as_ref(),
+            prompt_estimate,
+            body.len() as u64 / 4,
+        ));
         return Ok(json_response(200, answer.body));
     }
 
@@ -277,6 +327,8 @@ async fn chat(
         idle: timeout,
         log: Rc::clone(log),
         done: false,
+        admission,
+        prompt_estimate,
     };
     let stream = futures_util::stream::unfold(pump, Pump::next);
     Ok(Response::from_stream(stream).and_then(|r| {
@@ -294,6 +346,9 @@ struct Pump {
     idle: Duration,
     log: Rc<RefCell<LogLine>>,
     done: bool,
+    /// Settles when the stream ends, is cut, or is dropped: charged what was relayed so far.
+    admission: Admission,
+    prompt_estimate: u64,
 }
 
 impl Pump {
@@ -313,6 +368,11 @@ impl Pump {
             if self.relay.is_closed() {
                 self.done = true;
             }
+            self.admission.set_charge(crate::limiter::charge(
+                self.relay.usage(),
+                self.prompt_estimate,
+                self.relay.chunks(),
+            ));
             if !out.is_empty() {
                 let mut log = self.log.borrow_mut();
                 if log.line.ttfb_ms.is_none() {

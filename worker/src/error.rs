@@ -63,6 +63,10 @@ pub enum AppError {
     },
     /// The upstream failed.
     Upstream(UpstreamError),
+    /// The caller's plan refuses the request: unknown plan, model not included (403).
+    Plan(crate::plans::PlanError),
+    /// A per-user limit refuses the request (429).
+    Limit(crate::limiter::Refusal),
     /// Anything else; details go to the log.
     Internal,
 }
@@ -120,6 +124,8 @@ impl AppError {
             AppError::Config(_) | AppError::MissingSecret { .. } | AppError::Internal => 500,
             AppError::ProviderUnsupported { .. } => 502,
             AppError::Upstream(u) => u.status(),
+            AppError::Plan(p) => p.status(),
+            AppError::Limit(l) => l.status(),
         }
     }
 
@@ -138,6 +144,8 @@ impl AppError {
             AppError::ProviderUnsupported { .. } => codes::UPSTREAM_ERROR,
             AppError::Internal => codes::INTERNAL,
             AppError::Upstream(u) => u.code(),
+            AppError::Plan(p) => p.code(),
+            AppError::Limit(l) => l.code(),
         }
     }
 
@@ -198,6 +206,8 @@ impl AppError {
             ),
             AppError::Internal => ErrorBody::new(SERVER, INTERNAL, "Internal error."),
             AppError::Upstream(u) => u.body(),
+            AppError::Plan(p) => p.body(),
+            AppError::Limit(l) => l.body(),
         }
     }
 
@@ -227,6 +237,7 @@ impl AppError {
                 retry_after: Some(v),
                 ..
             }) => vec![(headers::RETRY_AFTER, v.clone())],
+            AppError::Limit(l) => l.headers(),
             _ => Vec::new(),
         }
     }

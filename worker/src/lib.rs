@@ -13,16 +13,23 @@
 //! - [`rewrite`]: a JSON object's members kept raw and in order, `model` changed.
 //! - [`error`]: one error type, mapped to status, OpenAI error body and headers.
 //! - [`log`]: the one JSON log line per request.
+//! - [`provider`]: OpenAI passthrough and Anthropic translation behind one interface.
+//! - [`fallback`]: which failures move a request to the next route of its chain.
+//! - [`cache`]: the KV cache's rules, key, entry, replay and stream fold (`cache_kv`: the KV
+//!   glue, wasm only).
 //!
 //! The wasm-only glue (`#[event(fetch)]`, `Env`, `Fetch`, the Durable Object) lives in `entry`
 //! and `limiter`, compiled for `wasm32` only.
 
 pub mod anthropic;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod endpoints;
 pub mod error;
+pub mod fallback;
 pub mod log;
+pub mod provider;
 pub mod relay;
 pub mod request;
 pub mod rewrite;
@@ -31,6 +38,8 @@ pub mod upstream;
 
 #[cfg(target_arch = "wasm32")]
 mod auth_glue;
+#[cfg(target_arch = "wasm32")]
+mod cache_kv;
 #[cfg(target_arch = "wasm32")]
 mod entry;
 #[cfg(target_arch = "wasm32")]

@@ -28,6 +28,12 @@ pub struct RequestLog {
     /// The provider's status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u16>,
+    /// Every route tried, in order, with its status or error (fallback).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<crate::fallback::Attempt>,
+    /// `HIT`, `MISS` or `BYPASS` (chat requests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
     /// Milliseconds from the request's arrival to the first byte of the answer body sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttfb_ms: Option<u64>,

@@ -1,27 +1,61 @@
-//! `UserLimiter`: the Durable Object that will hold one user's rate limits, token budget and
-//! open streams (one object per `sub`, bound as `LIMITER`).
+//! `UserLimiter`: the Durable Object holding one user's limits (one object per `sub`, bound as
+//! `LIMITER`). The runtime delivers its calls one at a time, and each decision is made in memory
+//! without an `await` between the check and the update, so admission is exact however many
+//! requests of one user arrive at once.
 //!
-//! This step only declares it, because wrangler refuses a `[[durable_objects.bindings]]` whose
-//! class the Worker does not export. It answers a JSON status so the binding can be checked end
-//! to end; the next step (plans and limits) fills in admit/settle.
+//! State lives in memory (loaded from storage by the first call after the object starts) and in
+//! storage (written after every change, so a restarted object goes on where it stopped).
 
-use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+use std::cell::RefCell;
+
+use worker::wasm_bindgen::JsValue;
+use worker::{durable_object, Date, DurableObject, Env, Request, Response, Result, State};
+
+use super::{apply, Call, UserState};
+
+/// The storage key of the state (JSON text).
+const KEY: &str = "state";
 
 #[durable_object]
 pub struct UserLimiter {
     state: State,
+    memory: RefCell<Option<UserState>>,
 }
 
 impl DurableObject for UserLimiter {
     fn new(state: State, _env: Env) -> Self {
-        UserLimiter { state }
+        UserLimiter {
+            state,
+            memory: RefCell::new(None),
+        }
     }
 
-    async fn fetch(&self, _req: Request) -> Result<Response> {
-        Response::from_json(&serde_json::json!({
-            "object": "limiter",
-            "id": self.state.id().to_string(),
-            "limits": "not enforced yet",
-        }))
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let Ok(call) = req.json::<Call>().await else {
+            return Response::error("bad limiter call", 400);
+        };
+        if self.memory.borrow().is_none() {
+            let stored = self.state.storage().get::<String>(KEY).await?;
+            let loaded = stored
+                .and_then(|text| serde_json::from_str::<UserState>(&text).ok())
+                .unwrap_or_default();
+            // Another call may have loaded it while this one waited.
+            self.memory.borrow_mut().get_or_insert(loaded);
+        }
+        let (decision, text) = {
+            let mut memory = self.memory.borrow_mut();
+            let state = memory.get_or_insert_with(UserState::default);
+            let before = state.clone();
+            let decision = apply(state, Date::now().as_millis(), &call);
+            let text = (*state != before).then(|| serde_json::to_string(state).unwrap_or_default());
+            (decision, text)
+        };
+        if let Some(text) = text {
+            self.state
+                .storage()
+                .put_raw(KEY, JsValue::from_str(&text))
+                .await?;
+        }
+        Response::from_json(&decision)
     }
 }

@@ -1,0 +1,345 @@
+//! Per-user limits: requests per minute, tokens per UTC day, concurrent streams.
+//!
+//! - [`core`]: the state machine of one user (host-tested).
+//! - This module: the messages between the Worker and the `UserLimiter` Durable Object, and how
+//!   a decision becomes an answer (429 bodies, `retry-after`, `x-ratelimit-*`, `/v1/usage`).
+//! - `durable` (wasm only): the `UserLimiter` Durable Object, one per `sub`, bound as `LIMITER`.
+//! - `client` (wasm only): what the request pipeline calls: admit before the upstream, settle
+//!   after (in `wait_until`).
+
+pub mod core;
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) mod client;
+#[cfg(target_arch = "wasm32")]
+mod durable;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use storycad_protocol::ratelimit::RateLimitInfo;
+use storycad_protocol::{codes, headers, ErrorBody, LimitStatus, UsageReport};
+
+pub use self::core::{Decision, Level, Limits, Refusal, RefusalKind, Snapshot, UserState};
+use crate::config::Config;
+use crate::plans::Plan;
+
+/// A call from the Worker to a user's Durable Object (the JSON body of its `fetch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Call {
+    /// Admit a request reserving `tokens`, with a stream slot if `stream`.
+    Admit {
+        /// The caller's plan's limits (sent each time: a changed plan applies at once).
+        limits: Limits,
+        /// Tokens to reserve.
+        tokens: u64,
+        /// Whether it holds a stream slot.
+        stream: bool,
+    },
+    /// Settle `ticket` with the tokens it really cost.
+    Settle {
+        /// The caller's plan's limits.
+        limits: Limits,
+        /// The ticket `Admit` gave.
+        ticket: u64,
+        /// The real cost.
+        tokens: u64,
+    },
+    /// Every limit's state now.
+    Peek {
+        /// The caller's plan's limits.
+        limits: Limits,
+    },
+}
+
+/// Runs one call against a user's state: the whole of the Durable Object's logic.
+pub fn apply(state: &mut UserState, now: u64, call: &Call) -> Decision {
+    match call {
+        Call::Admit {
+            limits,
+            tokens,
+            stream,
+        } => state.admit(now, limits, *tokens, *stream),
+        Call::Settle {
+            limits,
+            ticket,
+            tokens,
+        } => {
+            state.settle(now, *ticket, *tokens);
+            Decision {
+                ticket: None,
+                refusal: None,
+                snapshot: state.peek(now, limits),
+            }
+        }
+        Call::Peek { limits } => Decision {
+            ticket: None,
+            refusal: None,
+            snapshot: state.peek(now, limits),
+        },
+    }
+}
+
+/// The `x-ratelimit-*` headers of a snapshot: requests of the window, tokens of the day.
+pub fn rate_limit_info(s: &Snapshot) -> RateLimitInfo {
+    RateLimitInfo {
+        limit_requests: Some(s.requests.limit),
+        limit_tokens: Some(s.tokens.limit),
+        remaining_requests: Some(s.requests.remaining),
+        remaining_tokens: Some(s.tokens.remaining),
+        reset_requests: Some(Duration::from_millis(s.requests.reset_ms)),
+        reset_tokens: Some(Duration::from_millis(s.tokens.reset_ms)),
+    }
+}
+
+impl Refusal {
+    /// Always 429.
+    pub fn status(&self) -> u16 {
+        429
+    }
+
+    /// `rate_limit_exceeded`, `budget_exhausted` or `concurrent_streams_exceeded`.
+    pub fn code(&self) -> &'static str {
+        match self.kind {
+            RefusalKind::Requests | RefusalKind::TokensInFlight => codes::RATE_LIMIT_EXCEEDED,
+            RefusalKind::Budget => codes::BUDGET_EXHAUSTED,
+            RefusalKind::Streams => codes::TOO_MANY_STREAMS,
+        }
+    }
+
+    /// The error body, naming the limit.
+    pub fn body(&self) -> ErrorBody {
+        let secs = retry_secs(self.retry_after_ms);
+        let message = match self.kind {
+            RefusalKind::Requests => format!(
+                "Rate limit reached: {} requests per minute. Retry in {secs} s.",
+                self.limit
+            ),
+            RefusalKind::TokensInFlight => format!(
+                "Requests in progress hold the rest of today's token budget ({} tokens). \
+                 Retry in {secs} s.",
+                self.limit
+            ),
+            RefusalKind::Budget => format!(
+                "Today's token budget ({} tokens) is spent. It resets at midnight UTC, in {secs} s.",
+                self.limit
+            ),
+            RefusalKind::Streams => format!(
+                "Too many streams open at once (the limit is {}). Retry when one ends.",
+                self.limit
+            ),
+        };
+        ErrorBody::new(codes::RATE_LIMIT, self.code(), message)
+    }
+
+    /// `retry-after` (whole seconds, rounded up), `retry-after-ms`, and `x-should-retry: false`
+    /// for a spent budget (retrying before it resets is useless).
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![
+            (
+                headers::RETRY_AFTER,
+                retry_secs(self.retry_after_ms).to_string(),
+            ),
+            (headers::RETRY_AFTER_MS, self.retry_after_ms.to_string()),
+        ];
+        if self.kind == RefusalKind::Budget {
+            h.push((headers::SHOULD_RETRY, "false".to_owned()));
+        }
+        h
+    }
+}
+
+/// What a request is charged when it ends: the provider's counts when it reported them
+/// (prompt plus completion), else `prompt_estimate` plus `produced_estimate` (for a stream cut
+/// or failed before its usage chunk: one token per chunk relayed; for an answer without usage:
+/// a quarter of its bytes).
+pub fn charge(
+    usage: Option<&storycad_protocol::Usage>,
+    prompt_estimate: u64,
+    produced_estimate: u64,
+) -> u64 {
+    match usage {
+        Some(u) => u.prompt_tokens.saturating_add(u.completion_tokens),
+        None => prompt_estimate.saturating_add(produced_estimate),
+    }
+}
+
+fn retry_secs(ms: u64) -> u64 {
+    ms.div_ceil(1000).max(1)
+}
+
+fn status(level: &Level) -> LimitStatus {
+    LimitStatus {
+        limit: level.limit,
+        remaining: level.remaining,
+        reset_seconds: level.reset_ms as f64 / 1000.0,
+    }
+}
+
+/// The `GET /v1/usage` body. `snapshot` is `None` when limits are off (`LIMITS_ENABLED=false`):
+/// every limit then shows as full.
+pub fn usage_report(plan: &Plan, config: &Config, snapshot: Option<&Snapshot>) -> UsageReport {
+    let limits = plan.limits();
+    let full = |limit| Level {
+        limit,
+        remaining: limit,
+        reset_ms: 0,
+    };
+    let snap = snapshot.copied().unwrap_or(Snapshot {
+        requests: full(limits.requests_per_minute),
+        tokens: full(limits.tokens_per_day),
+        streams: full(limits.concurrent_streams),
+    });
+    UsageReport {
+        object: "usage".to_owned(),
+        plan: plan.name.clone(),
+        models: plan
+            .allowed_aliases(config)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        max_output_tokens: plan.max_output_tokens,
+        requests: status(&snap.requests),
+        tokens: status(&snap.tokens),
+        streams: status(&snap.streams),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_config;
+    use crate::plans::Plans;
+
+    const LIMITS: Limits = Limits {
+        requests_per_minute: 2,
+        tokens_per_day: 100,
+        concurrent_streams: 1,
+    };
+
+    #[test]
+    fn calls_round_trip_as_json_and_apply() {
+        let calls = [
+            Call::Admit {
+                limits: LIMITS,
+                tokens: 60,
+                stream: true,
+            },
+            Call::Settle {
+                limits: LIMITS,
+                ticket: 0,
+                tokens: 25,
+            },
+            Call::Peek { limits: LIMITS },
+        ];
+        let mut state = UserState::default();
+        let mut out = Vec::new();
+        for call in &calls {
+            let text = serde_json::to_string(call).unwrap();
+            let back: Call = serde_json::from_str(&text).unwrap();
+            assert_eq!(&back, call);
+            let d = apply(&mut state, 1_000, &back);
+            let d: Decision = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+            out.push(d);
+        }
+        assert_eq!(out[0].ticket, Some(0));
+        assert_eq!(out[0].snapshot.tokens.remaining, 40);
+        assert_eq!(out[0].snapshot.streams.remaining, 0);
+        assert_eq!(out[1].snapshot.tokens.remaining, 75);
+        assert_eq!(out[1].snapshot.streams.remaining, 1);
+        assert_eq!(out[2].snapshot, out[1].snapshot);
+        assert_eq!(out[2].snapshot.requests.remaining, 1);
+    }
+
+    #[test]
+    fn refusals_become_429s_naming_the_limit() {
+        let cases = [
+            (RefusalKind::Requests, "rate_limit_exceeded", 1_500, "2"),
+            (
+                RefusalKind::TokensInFlight,
+                "rate_limit_exceeded",
+                1_000,
+                "1",
+            ),
+            (RefusalKind::Budget, "budget_exhausted", 3_600_000, "3600"),
+            (RefusalKind::Streams, "concurrent_streams_exceeded", 1, "1"),
+        ];
+        for (kind, code, ms, secs) in cases {
+            let r = Refusal {
+                kind,
+                limit: 7,
+                retry_after_ms: ms,
+            };
+            assert_eq!((r.status(), r.code()), (429, code));
+            let body = r.body();
+            assert_eq!(body.error.code.as_deref(), Some(code));
+            assert_eq!(body.error.kind.as_deref(), Some("rate_limit_error"));
+            assert!(body.error.message.contains('7'), "{}", body.error.message);
+            let h = r.headers();
+            assert!(h.contains(&("retry-after", secs.to_owned())), "{h:?}");
+            assert!(h.contains(&("retry-after-ms", ms.to_string())));
+            assert_eq!(
+                h.contains(&("x-should-retry", "false".to_owned())),
+                kind == RefusalKind::Budget
+            );
+            assert_eq!(
+                codes::is_retryable_429(Some(r.code())),
+                kind != RefusalKind::Budget
+            );
+        }
+    }
+
+    #[test]
+    fn charges() {
+        let usage = storycad_protocol::Usage::new(12, 30);
+        assert_eq!(charge(Some(&usage), 500, 9), 42);
+        assert_eq!(charge(None, 500, 9), 509);
+        assert_eq!(charge(None, u64::MAX, 9), u64::MAX);
+    }
+
+    #[test]
+    fn headers_from_a_snapshot() {
+        let mut s = UserState::default();
+        let d = s.admit(5_000, &LIMITS, 30, false);
+        let info = rate_limit_info(&d.snapshot);
+        let h = info.to_headers();
+        let get = |n: &str| h.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("x-ratelimit-limit-requests"), Some("2"));
+        assert_eq!(get("x-ratelimit-remaining-requests"), Some("1"));
+        assert_eq!(get("x-ratelimit-reset-requests"), Some("1m0s"));
+        assert_eq!(get("x-ratelimit-limit-tokens"), Some("100"));
+        assert_eq!(get("x-ratelimit-remaining-tokens"), Some("70"));
+        assert!(get("x-ratelimit-reset-tokens").is_some());
+    }
+
+    #[test]
+    fn usage_report_shape() {
+        let config = test_config(&[
+            ("ROUTES", r#"{"a":["openai:x"],"b":["openai:y"]}"#),
+            (
+                "PLANS",
+                r#"{"free":{"models":["b"],"requests_per_minute":2,"tokens_per_day":100,
+                    "max_output_tokens":50,"concurrent_streams":1}}"#,
+            ),
+        ]);
+        let plans = Plans::from_config(&config, |_| None).unwrap();
+        let plan = plans.for_claim(None).unwrap();
+        let mut s = UserState::default();
+        s.admit(0, &LIMITS, 30, true);
+        let snap = s.peek(10_000, &LIMITS);
+        let r = usage_report(plan, &config, Some(&snap));
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["object"], "usage");
+        assert_eq!(v["plan"], "free");
+        assert_eq!(v["models"], serde_json::json!(["b"]));
+        assert_eq!(v["max_output_tokens"], 50);
+        assert_eq!(v["requests"]["remaining"], 1);
+        assert_eq!(v["requests"]["reset_seconds"], 50.0);
+        assert_eq!(v["tokens"]["remaining"], 70);
+        assert_eq!(v["streams"]["remaining"], 0);
+        let off = usage_report(plan, &config, None);
+        assert_eq!(off.tokens.remaining, 100);
+        assert_eq!(off.requests.reset_seconds, 0.0);
+    }
+}
