@@ -17,16 +17,22 @@ use worker::{
 };
 
 use crate::auth_glue::Authenticator;
-use crate::config::{Config, ConfigError, ProviderKind};
+use crate::cache::{self, Status as CacheStatus, StreamFold};
+use crate::cache_kv;
+use crate::config::{Config, ConfigError};
 use crate::endpoints::{match_route, model_list, Endpoint};
 use crate::error::{AppError, UpstreamError};
+use crate::fallback::{self, Attempt};
 use crate::limiter::client::{Admission, Limiter};
 use crate::log::{request_id, RequestLog};
 use crate::plans::Plans;
-use crate::relay::{Outcome, StreamRelay};
-use crate::request::{check_declared_length, parse_chat, BodyLimit};
-use crate::routing::resolve;
-use crate::upstream::{chat_request, completion, MAX_ANSWER_BYTES};
+use crate::provider::{
+    complete, error_from_response, upstream_request, Relay, DEFAULT_MAX_OUTPUT_TOKENS,
+};
+use crate::relay::Outcome;
+use crate::request::{check_declared_length, parse_chat, BodyLimit, ChatCall};
+use crate::routing::{self, Route};
+use crate::upstream::{Completion, MAX_ANSWER_BYTES};
 
 /// Longest upstream error body read (enough for any provider's JSON error).
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -161,6 +167,9 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         if let Some(route) = &log.line.route {
             headers.set(names::ROUTE, route)?;
         }
+        if let Some(cache) = log.line.cache {
+            headers.set(names::CACHE, cache)?;
+        }
         if log.line.status == 0 {
             log.line.status = response.status_code();
         }
@@ -210,7 +219,10 @@ async fn handle(
             }
         }
         Endpoint::ChatCompletions => match read_body(&mut req, config.max_body_bytes).await {
-            Ok(body) => chat(body, env, ctx, config, plan, &limiter, log).await,
+            Ok(body) => {
+                let cache_header = req.headers().get(names::CACHE).ok().flatten();
+                chat(body, env, ctx, config, plan, &limiter, log, cache_header).await
+            }
             Err(e) => Err(e),
         },
         Endpoint::Health => Err(AppError::Internal),
@@ -241,6 +253,15 @@ async fn read_body(req: &mut Request, limit: u64) -> Result<Vec<u8>, AppError> {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// The request's context for the chat pipeline.
+struct ChatCtx<'a> {
+    env: &'a Env,
+    ctx: &'a Context,
+    /// The caller's `x-storycad-cache` header.
+    cache_header: Option<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn chat(
     body: Vec<u8>,
     env: &Env,
@@ -249,7 +270,13 @@ async fn chat(
     plan: &crate::plans::Plan,
     limiter: &Limiter,
     log: &Rc<RefCell<LogLine>>,
+    cache_header: Option<String>,
 ) -> Result<worker::Result<Response>, AppError> {
+    let cx = ChatCtx {
+        env,
+        ctx,
+        cache_header,
+    };
     let mut call = parse_chat(&body)?;
     let body_bytes = body.len();
     drop(body);
@@ -259,34 +286,183 @@ async fn chat(
     let output_cap = plan.cap_output(&mut call.body);
     let (prompt_estimate, estimate) =
         crate::plans::estimate_tokens(body_bytes, output_cap, &call.body);
-    let route = resolve(config, &call.alias)?;
-    {
-        let mut log = log.borrow_mut();
-        log.line.route = Some(route.label());
-        log.line.stream = call.stream;
+    let chain = routing::chain(config, &call.alias)?;
+    log.borrow_mut().line.stream = call.stream;
+    // Anthropic needs an output cap: the plan's, when the caller set none (cap_output sets one
+    // anyway; this is the backstop). It is part of the cache key too.
+    let default_max_tokens = if plan.max_output_tokens > 0 {
+        plan.max_output_tokens
+    } else {
+        DEFAULT_MAX_OUTPUT_TOKENS
+    };
+
+    let store = cache_store(config, &call, &chain, default_max_tokens, &cx, log);
+    if let Some(store) = &store {
+        if let Some(hit) = store.lookup().await {
+            // A cached answer costs a request, no tokens.
+            limiter.admit(ctx, 0, false).await?.settle(0);
+            return replay(hit, &call, log);
+        }
     }
-    if route.provider.kind != ProviderKind::OpenAiCompatible {
-        return Err(AppError::ProviderUnsupported {
-            provider: route.provider.name.clone(),
+    // Admitted (or 429) by the caller's limiter; settles on every path from here (an error
+    // drops the admission, which settles at 0).
+    let admission = limiter.admit(ctx, estimate, call.stream).await?;
+
+    let timeout = Duration::from_millis(config.upstream_timeout_ms);
+    let last = chain.len().saturating_sub(1);
+    for (i, route) in chain.iter().enumerate() {
+        let label = route.label();
+        log.borrow_mut().line.route = Some(label.clone());
+        let started = attempt(route, &call, cx.env, timeout, default_max_tokens).await;
+        let (started, status) = match started {
+            Ok(s) => s,
+            Err((error, status)) => {
+                let mut log = log.borrow_mut();
+                log.line.upstream_status = status.or(log.line.upstream_status);
+                log.line
+                    .attempts
+                    .push(Attempt::failed(label, status, &error));
+                if i < last && fallback::moves_on(&error, status) {
+                    continue;
+                }
+                return Err(error);
+            }
+        };
+        {
+            let mut log = log.borrow_mut();
+            log.line.upstream_status = Some(status);
+            log.line
+                .attempts
+                .push(Attempt::answered(label.clone(), status));
+        }
+        return Ok(match started {
+            Started::Complete(answer) => {
+                log.borrow_mut().line.set_usage(answer.usage.as_ref());
+                admission.settle(crate::limiter::charge(
+                    answer.usage.as_ref(),
+                    prompt_estimate,
+                    answer.body.len() as u64 / 4,
+                ));
+                if let Some(store) = &store {
+                    store.put(&label, &answer.body);
+                }
+                json_response(200, answer.body)
+            }
+            Started::Stream(upstream, relay) => {
+                let pump = Pump {
+                    upstream,
+                    relay,
+                    idle: timeout,
+                    log: Rc::clone(log),
+                    done: false,
+                    admission,
+                    prompt_estimate,
+                    cache: store.map(|s| (s, StreamFold::new(), call.alias.clone(), label)),
+                };
+                let stream = futures_util::stream::unfold(pump, Pump::next);
+                Response::from_stream(stream).and_then(sse_response)
+            }
         });
     }
+    // Config::from_lookup refuses empty chains.
+    Err(AppError::Internal)
+}
+
+/// The cache entry's store when the request is cacheable (the log says `MISS`), else `None`
+/// (`BYPASS`).
+fn cache_store(
+    config: &Config,
+    call: &ChatCall,
+    chain: &[Route<'_>],
+    default_max_tokens: u32,
+    cx: &ChatCtx<'_>,
+    log: &Rc<RefCell<LogLine>>,
+) -> Option<cache_kv::Store> {
+    let store = cache::ttl(config.cache_ttl_seconds)
+        .filter(|_| cache::wants_cache(cx.cache_header.as_deref(), &call.body))
+        .and_then(|ttl| {
+            let labels: Vec<String> = chain.iter().map(Route::label).collect();
+            let sub = log.borrow().line.sub.clone().unwrap_or_default();
+            let key = cache::key(
+                config.cache_scope,
+                &sub,
+                &labels,
+                default_max_tokens,
+                &call.body,
+            );
+            cache_kv::Store::new(cx.env, cx.ctx, key, ttl)
+        });
+    let status = if store.is_some() {
+        CacheStatus::Miss
+    } else {
+        CacheStatus::Bypass
+    };
+    log.borrow_mut().line.cache = Some(status.as_str());
+    store
+}
+
+/// A cache hit, as JSON or replayed as SSE; no provider is called.
+fn replay(
+    hit: crate::cache::Cached,
+    call: &ChatCall,
+    log: &Rc<RefCell<LogLine>>,
+) -> Result<worker::Result<Response>, AppError> {
+    let response = if call.stream {
+        let body = hit.sse_body(call.include_usage).ok_or(AppError::Internal)?;
+        Response::from_bytes(body).and_then(sse_response)
+    } else {
+        json_response(200, hit.json_body())
+    };
+    let mut log = log.borrow_mut();
+    log.line.cache = Some(CacheStatus::Hit.as_str());
+    log.line.route = Some(hit.route);
+    // The whole answer is in hand: the line is complete now, streamed or not.
+    log.line.status = 200;
+    log.line.ttfb_ms = Some(now_ms().saturating_sub(log.started));
+    log.write();
+    Ok(response)
+}
+
+fn sse_response(r: Response) -> worker::Result<Response> {
+    let h = Headers::new();
+    h.set("content-type", "text/event-stream; charset=utf-8")?;
+    h.set("cache-control", "no-cache")?;
+    Ok(r.with_status(200).with_headers(h))
+}
+
+/// A provider's 2xx answer, ready to send.
+enum Started {
+    /// A complete answer, already translated.
+    Complete(Completion),
+    /// A stream, with the relay for its provider.
+    Stream(ByteStream, Relay),
+}
+
+/// One route tried: its 2xx answer (and status), or the error with the provider's status when
+/// it answered at all.
+async fn attempt(
+    route: &Route<'_>,
+    call: &ChatCall,
+    env: &Env,
+    timeout: Duration,
+    default_max_tokens: u32,
+) -> Result<(Started, u16), (AppError, Option<u16>)> {
+    let kind = route.provider.kind;
     let key = env
         .secret(route.key_secret())
         .map(|s| s.to_string())
         .ok()
         .filter(|k| !k.trim().is_empty())
-        .ok_or_else(|| AppError::MissingSecret {
-            name: route.key_secret().to_owned(),
+        .ok_or_else(|| {
+            let name = route.key_secret().to_owned();
+            (AppError::MissingSecret { name }, None)
         })?;
-    // Admitted (or 429) by the caller's limiter; settles on every path from here.
-    let admission = limiter.admit(ctx, estimate, call.stream).await?;
-    let upstream = chat_request(&route, &call, &key);
-    let timeout = Duration::from_millis(config.upstream_timeout_ms);
+    let upstream =
+        upstream_request(route, call, &key, default_max_tokens).map_err(|e| (e, None))?;
     let scrub = vec![key, route.provider.base_url.clone()];
 
-    let mut response = send(&upstream, timeout).await?;
+    let mut response = send(&upstream, timeout).await.map_err(|e| (e, None))?;
     let status = response.status_code();
-    log.borrow_mut().line.upstream_status = Some(status);
 
     if !(200..300).contains(&status) {
         let body = read_limited(&mut response, MAX_ERROR_BODY, timeout)
@@ -298,57 +474,45 @@ async fn chat(
             .filter_map(|n| headers.get(n).ok().flatten().map(|v| ((*n).to_owned(), v)))
             .collect();
         let scrub_refs: Vec<&str> = scrub.iter().map(String::as_str).collect();
-        return Err(UpstreamError::from_response(
+        let error = error_from_response(
+            kind,
             status,
             |n| values.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()),
             &body,
             &scrub_refs,
-        )
-        .into());
+        );
+        return Err((error.into(), Some(status)));
     }
 
+    let created = now_ms() / 1000;
     if !call.stream {
-        let body = read_limited(&mut response, MAX_ANSWER_BYTES, timeout).await?;
-        let answer = completion(&body, &call.alias)?;
-        log.borrow_mut().line.set_usage(answer.usage.as_ref());
-        admission.settle(crate::limiter::charge(
-            answer.usage.as_ref(),
-            prompt_estimate,
-            body.len() as u64 / 4,
-        ));
-        return Ok(json_response(200, answer.body));
+        let body = read_limited(&mut response, MAX_ANSWER_BYTES, timeout)
+            .await
+            .map_err(|e| (e, Some(status)))?;
+        let answer =
+            complete(kind, &body, &call.alias, created).map_err(|e| (e.into(), Some(status)))?;
+        return Ok((Started::Complete(answer), status));
     }
-
-    let upstream_body = response.stream().map_err(|_| UpstreamError::BadResponse)?;
-    let relay = StreamRelay::new(&call.alias, call.include_usage, scrub);
-    let pump = Pump {
-        upstream: upstream_body,
-        relay,
-        idle: timeout,
-        log: Rc::clone(log),
-        done: false,
-        admission,
-        prompt_estimate,
-    };
-    let stream = futures_util::stream::unfold(pump, Pump::next);
-    Ok(Response::from_stream(stream).and_then(|r| {
-        let h = Headers::new();
-        h.set("content-type", "text/event-stream; charset=utf-8")?;
-        h.set("cache-control", "no-cache")?;
-        Ok(r.with_status(200).with_headers(h))
-    }))
+    let body = response
+        .stream()
+        .map_err(|_| (UpstreamError::BadResponse.into(), Some(status)))?;
+    let relay = Relay::new(kind, &call.alias, call.include_usage, scrub, created);
+    Ok((Started::Stream(body, relay), status))
 }
 
-/// Moves one stream's bytes: upstream chunk -> relay -> caller, with an idle timeout.
+/// Moves one stream's bytes: upstream chunk -> relay -> caller, with an idle timeout. With a
+/// cache store, folds what the caller gets into a full answer and stores it if it completed.
 struct Pump {
     upstream: ByteStream,
-    relay: StreamRelay,
+    relay: Relay,
     idle: Duration,
     log: Rc<RefCell<LogLine>>,
     done: bool,
     /// Settles when the stream ends, is cut, or is dropped: charged what was relayed so far.
     admission: Admission,
     prompt_estimate: u64,
+    /// The store, the fold, the alias and the route.
+    cache: Option<(cache_kv::Store, StreamFold, String, String)>,
 }
 
 impl Pump {
@@ -369,11 +533,14 @@ impl Pump {
                 self.done = true;
             }
             self.admission.set_charge(crate::limiter::charge(
-                self.relay.usage(),
+                self.relay.usage().as_ref(),
                 self.prompt_estimate,
                 self.relay.chunks(),
             ));
             if !out.is_empty() {
+                if let Some((_, fold, _, _)) = &mut self.cache {
+                    fold.feed(&out);
+                }
                 let mut log = self.log.borrow_mut();
                 if log.line.ttfb_ms.is_none() {
                     log.line.ttfb_ms = Some(now_ms().saturating_sub(log.started));
@@ -385,12 +552,19 @@ impl Pump {
     }
 
     fn finish_log(&mut self) {
+        let outcome = self.relay.outcome();
+        let usage = self.relay.usage();
+        if let (Some((store, fold, alias, route)), Outcome::Done) = (self.cache.take(), &outcome) {
+            if let Some(answer) = fold.finish(&alias, usage.clone()) {
+                store.put(&route, &answer);
+            }
+        }
         let mut log = self.log.borrow_mut();
-        log.line.set_usage(self.relay.usage());
-        match self.relay.outcome() {
+        log.line.set_usage(usage.as_ref());
+        match outcome {
             Outcome::Done | Outcome::Open => {}
             Outcome::Truncated => log.line.error = Some("stream_truncated".to_owned()),
-            Outcome::Failed(code) => log.line.error = Some(code.clone()),
+            Outcome::Failed(code) => log.line.error = Some(code),
         }
         log.write();
     }

@@ -17,6 +17,9 @@
 //! - [`fallback`]: which failures move a request to the next route of its chain.
 //! - [`cache`]: the KV cache's rules, key, entry, replay and stream fold (`cache_kv`: the KV
 //!   glue, wasm only).
+//! - [`plans`]: `PLANS`: allowed models, output cap, the limits of each plan.
+//! - [`limiter`]: per-user limits (requests per minute, tokens per day, streams): the state
+//!   machine, and (wasm only) the `UserLimiter` Durable Object and its client.
 //!
 //! The wasm-only glue (`#[event(fetch)]`, `Env`, `Fetch`, the Durable Object) lives in `entry`
 //! and `limiter`, compiled for `wasm32` only.
@@ -28,7 +31,9 @@ pub mod config;
 pub mod endpoints;
 pub mod error;
 pub mod fallback;
+pub mod limiter;
 pub mod log;
+pub mod plans;
 pub mod provider;
 pub mod relay;
 pub mod request;
@@ -42,5 +47,3 @@ mod auth_glue;
 mod cache_kv;
 #[cfg(target_arch = "wasm32")]
 mod entry;
-#[cfg(target_arch = "wasm32")]
-mod limiter;
