@@ -297,3 +297,85 @@ impl From<Error> for CollaboratorError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn event(code: Option<&str>) -> CollaboratorError {
+        Error::Stream {
+            code: code.map(str::to_owned),
+            kind: None,
+            message: "m".into(),
+            request_id: Some("req_1".into()),
+        }
+        .into()
+    }
+
+    #[test]
+    fn stream_error_events_are_classified_by_code() {
+        assert!(matches!(
+            event(Some("budget_exhausted")),
+            CollaboratorError::BudgetExhausted { .. }
+        ));
+        assert!(matches!(
+            event(Some("rate_limit_exceeded")),
+            CollaboratorError::RateLimited { .. }
+        ));
+        assert!(matches!(
+            event(Some("stream_truncated")),
+            CollaboratorError::StreamTruncated { .. }
+        ));
+        match event(Some("upstream_error")) {
+            CollaboratorError::UpstreamUnavailable {
+                code, request_id, ..
+            } => {
+                assert_eq!(code.as_deref(), Some("upstream_error"));
+                assert_eq!(request_id.as_deref(), Some("req_1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            event(None),
+            CollaboratorError::UpstreamUnavailable { .. }
+        ));
+    }
+
+    #[test]
+    fn local_failures_keep_their_kind() {
+        let t: CollaboratorError = Error::Timeout {
+            phase: storycad_client::TimeoutPhase::StreamIdle,
+            after: Duration::from_millis(1500),
+        }
+        .into();
+        assert!(matches!(
+            t,
+            CollaboratorError::Timeout {
+                phase: TimeoutPhase::StreamIdle,
+                after_ms: 1500,
+                ..
+            }
+        ));
+        let token: CollaboratorError =
+            Error::Token(storycad_client::TokenError::new("signed out")).into();
+        match token {
+            CollaboratorError::Unauthorized { message, .. } => {
+                assert!(message.contains("signed out"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            CollaboratorError::from(Error::Config("bad".into())),
+            CollaboratorError::InvalidRequest { status: None, .. }
+        ));
+        assert!(matches!(
+            CollaboratorError::from(Error::StreamTruncated {
+                request_id: None,
+                source: None
+            }),
+            CollaboratorError::StreamTruncated { .. }
+        ));
+    }
+}

@@ -574,3 +574,109 @@ impl From<p::UsageReport> for UsageReport {
 pub(crate) fn from_ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> ChatRequest {
+        ChatRequest {
+            model: "storycad-fast".into(),
+            messages: vec![Message {
+                role: Role::User,
+                content: Some("hi".into()),
+                name: None,
+                tool_calls: vec![],
+                tool_call_id: None,
+            }],
+            temperature: None,
+            top_p: None,
+            max_completion_tokens: None,
+            stop: vec![],
+            tools: vec![],
+            tool_choice: None,
+            parallel_tool_calls: None,
+            response_format_json: None,
+            seed: None,
+            user: None,
+            include_usage: true,
+        }
+    }
+
+    #[test]
+    fn empty_lists_and_stream_options_stay_off_the_wire() {
+        let chat = serde_json::to_value(request().into_protocol(false).unwrap()).unwrap();
+        assert_eq!(
+            chat,
+            serde_json::json!({"model": "storycad-fast", "messages": [{"role": "user", "content": "hi"}]})
+        );
+        let stream = request().into_protocol(true).unwrap();
+        assert_eq!(
+            stream.stream_options.and_then(|o| o.include_usage),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn tools_and_tool_choice_take_the_openai_shape() {
+        let mut r = request();
+        r.tools = vec![Tool {
+            name: "find".into(),
+            description: None,
+            parameters_json: Some(r#"{"type":"object"}"#.into()),
+            strict: Some(true),
+        }];
+        r.tool_choice = Some(ToolChoice::Function {
+            name: "find".into(),
+        });
+        r.stop = vec!["END".into()];
+        let v = serde_json::to_value(r.into_protocol(false).unwrap()).unwrap();
+        assert_eq!(
+            v["tools"],
+            serde_json::json!([{"type": "function", "function": {"name": "find", "parameters": {"type": "object"}, "strict": true}}])
+        );
+        assert_eq!(
+            v["tool_choice"],
+            serde_json::json!({"type": "function", "function": {"name": "find"}})
+        );
+        assert_eq!(v["stop"], serde_json::json!(["END"]));
+        let mut modes = request();
+        modes.tool_choice = Some(ToolChoice::Required);
+        let v = serde_json::to_value(modes.into_protocol(false).unwrap()).unwrap();
+        assert_eq!(v["tool_choice"], "required");
+    }
+
+    #[test]
+    fn bad_json_text_is_an_invalid_request() {
+        let mut r = request();
+        r.response_format_json = Some("{".into());
+        match r.into_protocol(false) {
+            Err(CollaboratorError::InvalidRequest {
+                status: None,
+                message,
+                ..
+            }) => assert!(message.contains("response_format_json"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn chunks_flatten_their_deltas() {
+        let chunk: p::ChatChunk = serde_json::from_str(
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"find","arguments":"{\"a\""}}]},"finish_reason":"tool_calls"}]}"#,
+        )
+        .unwrap();
+        let c = ChatChunk::from(chunk);
+        assert_eq!(c.choices[0].role, Some(Role::Assistant));
+        assert_eq!(c.choices[0].finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(
+            c.choices[0].tool_calls,
+            vec![ToolCallDelta {
+                index: 0,
+                id: Some("call_1".into()),
+                name: Some("find".into()),
+                arguments: Some("{\"a\"".into()),
+            }]
+        );
+    }
+}
