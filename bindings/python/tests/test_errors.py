@@ -35,6 +35,9 @@ def test_rate_limited_carries_retry_after_and_headers(fake_provider):
     assert e.rate_limit.reset_requests_ms == 90_000
     assert e.request_id.startswith("req_fake")
     assert "Rate limit reached" in e.message
+    # A stream's HTTP error comes from chat_stream() itself, not from its first next().
+    e = expect(E.RateLimited, lambda: c.chat_stream(request("fault:429=90")))
+    assert e.retry_after_ms == 90_000
 
 
 def test_invalid_request_carries_status_and_param(fake_provider):
