@@ -97,7 +97,11 @@ async fn miss_then_hit_as_json(s: Arc<Suite>) {
     let second = ask(&s, &b, None).await;
     assert_eq!(second.status, 200, "{}", second.text());
     assert_eq!(cache_of(&second), "HIT");
-    assert_eq!(second.json(), first.json(), "the same answer, byte for byte");
+    assert_eq!(
+        second.json(),
+        first.json(),
+        "the same answer, byte for byte"
+    );
     assert_eq!(
         second.header("x-storycad-route"),
         first.header("x-storycad-route")
@@ -205,7 +209,11 @@ async fn anthropic_stream_stored_and_replayed(s: Arc<Suite>) {
     let text = format!("{nonce} from claude");
     let first = ask(&s, &body(ANTHROPIC_ALIAS, &text, true, 0.0), None).await;
     assert_eq!(cache_of(&first), "MISS");
-    assert!(first.text().ends_with("data: [DONE]\n\n"), "{}", first.text());
+    assert!(
+        first.text().ends_with("data: [DONE]\n\n"),
+        "{}",
+        first.text()
+    );
     tokio::time::sleep(SETTLE).await;
     let second = ask(&s, &body(ANTHROPIC_ALIAS, &text, true, 0.0), None).await;
     assert_eq!(cache_of(&second), "HIT");

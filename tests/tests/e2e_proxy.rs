@@ -21,8 +21,8 @@ use storycad_client::{ChatRequest, Error, Message};
 use storycad_e2e::{fake_provider::PROVIDER_COOKIE, tokens::Alg};
 use storycad_protocol::{FinishReason, StreamOptions};
 use support::{
-    chat_body, Suite, SuiteConfig, ANTHROPIC_ALIAS, ANTHROPIC_KEY, ANTHROPIC_MODEL, MAX_BODY_BYTES,
-    OPENAI_ALIAS, OPENAI_KEY, OPENAI_MODEL, UPSTREAM_TIMEOUT,
+    chat_body, Suite, SuiteConfig, ANTHROPIC_ALIAS, ANTHROPIC_KEY, ANTHROPIC_MODEL, FALLBACK_ALIAS,
+    MAX_BODY_BYTES, OPENAI_ALIAS, OPENAI_KEY, OPENAI_MODEL, UPSTREAM_TIMEOUT,
 };
 
 fn main() -> ExitCode {
@@ -72,6 +72,11 @@ fn main() -> ExitCode {
                 request_ids_are_unique_and_logged,
                 parallel_streams,
                 client_retries_what_the_worker_marks_retryable,
+                fallback_moves_on_after_5xx_429_and_connection_errors,
+                fallback_stream_moves_on_before_the_first_byte,
+                no_fallback_after_a_400,
+                no_fallback_after_the_first_byte,
+                every_route_failing_gives_the_last_failure,
             ];
             cases.push(
                 support::Case::new(
@@ -1016,4 +1021,123 @@ async fn parallel_streams(s: Arc<Suite>) {
         t.await.unwrap();
     }
     assert_eq!(s.provider.requests_containing(&nonce).len(), 16);
+}
+
+/// The paths the provider got for requests carrying `nonce`, in order.
+fn paths(s: &Suite, nonce: &str) -> Vec<String> {
+    s.provider
+        .requests_containing(nonce)
+        .into_iter()
+        .map(|r| r.path)
+        .collect()
+}
+
+const OPENAI_PATH: &str = "/v1/chat/completions";
+const ANTHROPIC_PATH: &str = "/v1/messages";
+
+async fn fallback_moves_on_after_5xx_429_and_connection_errors(s: Arc<Suite>) {
+    for fault in ["503", "500", "429", "reset", "bad-json"] {
+        let nonce = s.nonce();
+        let prompt = format!("fault@{OPENAI_MODEL}:{fault} {nonce}");
+        let seen = s
+            .chat(
+                Some(&s.token(Alg::EdDSA)),
+                &chat_body(FALLBACK_ALIAS, &prompt, false),
+            )
+            .await;
+        assert_eq!(seen.status, 200, "{fault}: {}", seen.text());
+        assert_eq!(
+            seen.json()["choices"][0]["message"]["content"],
+            format!("echo: {prompt}")
+        );
+        assert_eq!(
+            seen.header("x-storycad-route"),
+            Some(format!("anthropic:{ANTHROPIC_MODEL}").as_str()),
+            "{fault}"
+        );
+        assert_eq!(paths(&s, &nonce), [OPENAI_PATH, ANTHROPIC_PATH], "{fault}");
+        let line = s.log_line(seen.header("x-request-id").unwrap()).await;
+        let tried: Vec<&str> = line["attempts"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|t| t["route"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            tried,
+            [
+                format!("openai:{OPENAI_MODEL}"),
+                format!("anthropic:{ANTHROPIC_MODEL}")
+            ],
+            "{line}"
+        );
+    }
+}
+
+async fn fallback_stream_moves_on_before_the_first_byte(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let prompt = format!("fault@{OPENAI_MODEL}:503 {nonce}");
+    let mut req = ChatRequest::new(FALLBACK_ALIAS, vec![Message::user(prompt.as_str())]);
+    req.stream = Some(true);
+    let stream = s.client().chat_stream(&req).await.unwrap();
+    assert_eq!(
+        stream.meta().route.as_deref(),
+        Some(format!("anthropic:{ANTHROPIC_MODEL}").as_str())
+    );
+    let (text, err) = drain(stream).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(text, format!("echo: {prompt}"));
+    assert_eq!(paths(&s, &nonce), [OPENAI_PATH, ANTHROPIC_PATH]);
+}
+
+async fn no_fallback_after_a_400(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let seen = s
+        .chat(
+            Some(&s.token(Alg::EdDSA)),
+            &chat_body(
+                FALLBACK_ALIAS,
+                &format!("fault@{OPENAI_MODEL}:400 {nonce}"),
+                false,
+            ),
+        )
+        .await;
+    seen.assert_error(400, "invalid_value");
+    assert_eq!(paths(&s, &nonce), [OPENAI_PATH]);
+}
+
+async fn no_fallback_after_the_first_byte(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let seen = s
+        .chat(
+            Some(&s.token(Alg::EdDSA)),
+            &chat_body(
+                FALLBACK_ALIAS,
+                &format!("fault@{OPENAI_MODEL}:cut {nonce} a b"),
+                true,
+            ),
+        )
+        .await;
+    assert_eq!(seen.status, 200);
+    let last: Value = serde_json::from_str(seen.sse_data().last().unwrap()).unwrap();
+    assert!(last["error"]["code"].is_string(), "{}", seen.text());
+    assert_eq!(
+        paths(&s, &nonce),
+        [OPENAI_PATH],
+        "the caller already had part of an answer"
+    );
+}
+
+async fn every_route_failing_gives_the_last_failure(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let seen = s
+        .chat(
+            Some(&s.token(Alg::EdDSA)),
+            &chat_body(FALLBACK_ALIAS, &format!("fault:503 {nonce}"), false),
+        )
+        .await;
+    seen.assert_error(503, "upstream_error");
+    assert_eq!(
+        seen.header("x-storycad-route"),
+        Some(format!("anthropic:{ANTHROPIC_MODEL}").as_str())
+    );
+    assert_eq!(paths(&s, &nonce), [OPENAI_PATH, ANTHROPIC_PATH]);
 }

@@ -114,7 +114,12 @@ async fn attempts(s: &Suite, seen: &Seen) -> Vec<(String, Option<u64>)> {
         .as_array()
         .unwrap_or_else(|| panic!("no attempts in {line}"))
         .iter()
-        .map(|a| (a["route"].as_str().unwrap().to_owned(), a["status"].as_u64()))
+        .map(|a| {
+            (
+                a["route"].as_str().unwrap().to_owned(),
+                a["status"].as_u64(),
+            )
+        })
         .collect()
 }
 
@@ -228,7 +233,10 @@ async fn connection_error_moves_to_the_next(s: Arc<Suite>) {
     let list = line["attempts"].as_array().unwrap();
     assert_eq!(list.len(), 2, "{line}");
     assert_eq!(list[0]["route"], format!("closed:{OPENAI_MODEL}"));
-    assert!(list[0].get("status").is_none(), "no answer, no status: {line}");
+    assert!(
+        list[0].get("status").is_none(),
+        "no answer, no status: {line}"
+    );
     assert_eq!(list[0]["error"], "upstream_error", "{line}");
     assert_eq!(list[1]["status"], 200, "{line}");
 }
@@ -289,7 +297,10 @@ async fn all_routes_down_is_one_clean_error(s: Arc<Suite>) {
     let seen = ask(&s, DEAD, &format!("{nonce} hello"), false).await;
     let e = seen.assert_error(502, "upstream_error");
     let text = seen.text();
-    assert!(!text.contains("127.0.0.1"), "an internal URL leaked: {text}");
+    assert!(
+        !text.contains("127.0.0.1"),
+        "an internal URL leaked: {text}"
+    );
     assert!(!e["message"].as_str().unwrap().contains("http"), "{e}");
     assert_eq!(
         seen.header("x-storycad-route"),

@@ -6,7 +6,9 @@ use std::time::Duration;
 ///
 /// Chosen per request by the first word of the last user message: `fault:<name>` or
 /// `fault:<name>=<arg>` (the Worker forwards the messages, not the caller's headers, so a marker
-/// in the body is the one that reaches the provider). Any other text gets the normal answer.
+/// in the body is the one that reaches the provider). `fault@<model>:<name>` applies only to
+/// requests for that provider model (to fail one entry of a fallback chain). Any other text
+/// gets the normal answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
     /// `fault:429[=<seconds>]`: 429 with `retry-after` (default 1) and `retry-after-ms`.
@@ -60,16 +62,40 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// The fault named by `text` (the last user message), if it starts with `fault:`.
+    /// The fault named by `text` (the last user message), if it starts with `fault:` or
+    /// `fault@<model>:` (whatever the model).
     pub fn parse(text: &str) -> Option<Fault> {
+        Fault::parse_scoped(text).map(|(_, f)| f)
+    }
+
+    /// The fault `text` names for a request for `model`: a `fault:` marker always applies, a
+    /// `fault@<model>:` marker only when the model is that one.
+    pub fn parse_for(text: &str, model: &str) -> Option<Fault> {
+        match Fault::parse_scoped(text)? {
+            (Some(scope), _) if scope != model => None,
+            (_, f) => Some(f),
+        }
+    }
+
+    fn parse_scoped(text: &str) -> Option<(Option<&str>, Fault)> {
         let word = text.split_whitespace().next()?;
-        let spec = word.strip_prefix("fault:")?;
+        let (scope, spec) = match word.strip_prefix("fault:") {
+            Some(spec) => (None, spec),
+            None => {
+                let (model, spec) = word.strip_prefix("fault@")?.split_once(':')?;
+                (Some(model), spec)
+            }
+        };
+        Some((scope, Fault::from_spec(spec)))
+    }
+
+    fn from_spec(spec: &str) -> Fault {
         let (name, arg) = match spec.split_once('=') {
             Some((n, a)) => (n, Some(a)),
             None => (spec, None),
         };
         let num = |default: u64| arg.and_then(|a| a.parse::<u64>().ok()).unwrap_or(default);
-        Some(match name {
+        match name {
             "429" => Fault::RateLimited {
                 retry_after_secs: num(1),
             },
@@ -92,7 +118,7 @@ impl Fault {
             "stream-error" => Fault::StreamError,
             "hang" => Fault::Hang,
             other => Fault::Unknown(other.to_owned()),
-        })
+        }
     }
 }
 
@@ -128,5 +154,15 @@ mod tests {
             Fault::parse("fault:nope"),
             Some(Fault::Unknown("nope".into()))
         );
+        assert_eq!(
+            Fault::parse_for("fault@gpt-4o-mini:503 x", "gpt-4o-mini"),
+            Some(Fault::Unavailable)
+        );
+        assert_eq!(Fault::parse_for("fault@gpt-4o-mini:503 x", "claude"), None);
+        assert_eq!(
+            Fault::parse_for("fault:503", "claude"),
+            Some(Fault::Unavailable)
+        );
+        assert_eq!(Fault::parse("fault@m:reset"), Some(Fault::Reset));
     }
 }

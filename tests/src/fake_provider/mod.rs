@@ -22,7 +22,8 @@
 //! # Faults
 //!
 //! The first word of the last user message picks a fault for that request alone:
-//! `fault:<name>` or `fault:<name>=<arg>` (see [`Fault`] for the list). The Worker forwards the
+//! `fault:<name>` or `fault:<name>=<arg>`, or `fault@<model>:<name>` for requests for that
+//! provider model only (see [`Fault`] for the list). The Worker forwards the
 //! messages but not the caller's headers, so a marker in the body is the one that reaches us.
 //!
 //! # Keys
@@ -408,7 +409,7 @@ async fn handle(shared: Arc<Shared>, req: Request, mut conn: Conn) -> (Conn, Aft
         Ok(p) => p,
         Err(reply) => return send(conn, &reply, n, dialect.request_id_header()).await,
     };
-    let fault = Fault::parse(&parsed.last_user);
+    let fault = Fault::parse_for(&parsed.last_user, &parsed.model);
     if shared.opts.log {
         eprintln!(
             "fake-provider: #{n} {} {} model={} stream={} fault={}",

@@ -39,6 +39,8 @@ pub const OPENAI_ALIAS: &str = "e2e-openai";
 pub const OPENAI_MODEL: &str = "gpt-4o-mini";
 pub const ANTHROPIC_ALIAS: &str = "e2e-anthropic";
 pub const ANTHROPIC_MODEL: &str = "claude-haiku-4-5";
+/// An alias whose chain is the OpenAI route, then the Anthropic one.
+pub const FALLBACK_ALIAS: &str = "e2e-fallback";
 /// `MAX_BODY_BYTES` of the test Worker.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// `UPSTREAM_TIMEOUT_MS` of the test Worker.
@@ -153,6 +155,7 @@ impl Suite {
         let routes = json!({
             OPENAI_ALIAS: [format!("openai:{OPENAI_MODEL}")],
             ANTHROPIC_ALIAS: [format!("anthropic:{ANTHROPIC_MODEL}")],
+            FALLBACK_ALIAS: [format!("openai:{OPENAI_MODEL}"), format!("anthropic:{ANTHROPIC_MODEL}")],
         });
         let mut opts = WorkerOptions {
             name: config.name.to_owned(),
@@ -336,7 +339,7 @@ impl Suite {
 /// would apply otherwise), under both plan names wrangler.toml uses.
 pub fn plans() -> Value {
     let plan = json!({
-        "models": [OPENAI_ALIAS, ANTHROPIC_ALIAS],
+        "models": [OPENAI_ALIAS, ANTHROPIC_ALIAS, FALLBACK_ALIAS],
         "requests_per_minute": 100_000,
         "tokens_per_day": 1_000_000_000u64,
         "max_output_tokens": 4096,
