@@ -8,7 +8,11 @@ use crate::types::RateLimitInfo;
 /// Everything a call can fail with; each variant becomes its own exception class in C# and
 /// Python. All carry a `message` (plain words, never a secret) and the server's `request_id`
 /// when there was one (quote it when reporting a problem).
+///
+/// Its text (C# `ToString()`, Python `str()`) is the variant's plain-words summary, e.g.
+/// `rate limited: <message>`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error, uniffi::Error)]
+#[uniffi::export(Display)]
 pub enum CollaboratorError {
     /// The server rejected the token twice (the client refreshed it once and retried), or the
     /// host's [`TokenProvider`](crate::TokenProvider) failed. Action: sign the user in again.
