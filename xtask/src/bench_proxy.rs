@@ -334,12 +334,8 @@ async fn run_batch(
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..concurrency.min(n) {
-        let (http, target, body, next) = (
-            http.clone(),
-            target.clone(),
-            body.to_owned(),
-            next.clone(),
-        );
+        let (http, target, body, next) =
+            (http.clone(), target.clone(), body.to_owned(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {

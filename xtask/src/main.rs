@@ -10,6 +10,7 @@ mod bench_proxy;
 mod build;
 mod cmd;
 mod dev;
+mod python;
 mod setup;
 mod test;
 
@@ -25,6 +26,7 @@ tasks:
   bench client   client SSE parsing: ours vs async-openai on the same stream
   bench proxy    latency the Worker adds: through it vs the fake provider directly
                  [--requests N (500)] [--stream-words N (199)]
+  bench ffi      per-chunk cost: Python bindings' next() loop vs the Rust client
 ";
 
 fn main() {
@@ -55,11 +57,12 @@ fn run(args: &[String]) -> Result<()> {
 fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("proxy") => bench_proxy::run(&args[1..]),
+        Some("ffi") => python::bench(),
         Some("client") => {
             let mut c = cmd::cargo();
             c.args(["bench", "-p", "storycad-client", "--bench", "stream_parse"]);
             cmd::run(&mut c)
         }
-        _ => bail!("usage: cargo xtask bench <client|proxy>"),
+        _ => bail!("usage: cargo xtask bench <client|proxy|ffi>"),
     }
 }

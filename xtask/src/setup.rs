@@ -48,6 +48,7 @@ pub fn run() -> Result<()> {
     wasm_bindgen()?;
     worker_build()?;
     npm_packages()?;
+    crate::python::setup_venv()?;
     eprintln!(
         "setup: ready ({toolchain:?} wasm toolchain) in {:.1} s",
         started.elapsed().as_secs_f64()

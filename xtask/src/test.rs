@@ -23,6 +23,8 @@ pub fn run(extra: &[String]) -> Result<()> {
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(extra),
     )?;
+    // The uniffi bindings, through the Python module generated from the built library.
+    crate::python::test()?;
     eprintln!(
         "xtask test: all checks passed in {:.0} s",
         started.elapsed().as_secs_f64()
