@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             one_users_entry_is_never_served_to_another,
             cut_stream_is_not_cached,
             error_is_not_cached,
+            tool_call_stream_cached_and_replayed,
         ],
     )
 }
@@ -328,4 +329,55 @@ async fn error_is_not_cached(s: Arc<Suite>) {
         tokio::time::sleep(SETTLE).await;
     }
     assert_eq!(s.provider.requests_containing(&nonce).len(), 2);
+}
+
+async fn tool_call_stream_cached_and_replayed(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let mut b = body(
+        OPENAI_ALIAS,
+        &format!("fault:tool-call {nonce} chapter one"),
+        true,
+        0.0,
+    );
+    b["tools"] = json!([{"type": "function", "function": {"name": "save_scene",
+        "parameters": {"type": "object"}}}]);
+    let first = ask(&s, &b, None).await;
+    assert_eq!(cache_of(&first), "MISS");
+    assert_eq!(first.sse_data().last().unwrap(), "[DONE]");
+    tokio::time::sleep(SETTLE).await;
+    let second = ask(&s, &b, None).await;
+    assert_eq!(cache_of(&second), "HIT", "{}", second.text());
+    let mut arguments = String::new();
+    let mut names = Vec::new();
+    let mut finish = None;
+    for d in second.sse_data().iter().filter(|d| *d != "[DONE]") {
+        let c: Value = serde_json::from_str(d).unwrap();
+        for call in c["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if let Some(n) = call["function"]["name"].as_str() {
+                names.push(n.to_owned());
+            }
+            arguments.push_str(call["function"]["arguments"].as_str().unwrap_or(""));
+        }
+        if let Some(f) = c["choices"][0]["finish_reason"].as_str() {
+            finish = Some(f.to_owned());
+        }
+    }
+    assert_eq!(names, ["save_scene"]);
+    let args: Value = serde_json::from_str(&arguments).unwrap();
+    assert_eq!(args, json!({"text": format!("{nonce} chapter one")}));
+    assert_eq!(finish.as_deref(), Some("tool_calls"));
+    b["stream"] = json!(false);
+    let third = ask(&s, &b, None).await;
+    assert_eq!(cache_of(&third), "HIT");
+    let v = third.json();
+    assert!(v["choices"][0]["message"]["content"].is_null(), "{v}");
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "save_scene"
+    );
+    assert_eq!(s.provider.requests_containing(&nonce).len(), 1);
 }

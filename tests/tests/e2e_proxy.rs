@@ -1131,10 +1131,10 @@ async fn every_route_failing_gives_the_last_failure(s: Arc<Suite>) {
     let seen = s
         .chat(
             Some(&s.token(Alg::EdDSA)),
-            &chat_body(FALLBACK_ALIAS, &format!("fault:503 {nonce}"), false),
+            &chat_body(FALLBACK_ALIAS, &format!("fault:500 {nonce}"), false),
         )
         .await;
-    seen.assert_error(503, "upstream_error");
+    seen.assert_error(502, "upstream_error");
     assert_eq!(
         seen.header("x-storycad-route"),
         Some(format!("anthropic:{ANTHROPIC_MODEL}").as_str())

@@ -97,6 +97,8 @@ fn main() -> ExitCode {
             caller_errors_do_not_fall_back,
             no_switch_after_the_first_byte,
             anthropic_untranslatable_request_is_400,
+            anthropic_tool_use_stream,
+            anthropic_tool_use_answer,
         ],
     )
 }
@@ -388,4 +390,106 @@ async fn anthropic_untranslatable_request_is_400(s: Arc<Suite>) {
         s.provider.requests_containing(&nonce).is_empty(),
         "an untranslatable request reached Anthropic"
     );
+}
+
+fn tool_request(alias: &str, text: &str, stream: bool) -> Value {
+    json!({
+        "model": alias,
+        "messages": [{"role": "user", "content": text}],
+        "tools": [{"type": "function", "function": {
+            "name": "save_scene",
+            "description": "Saves a scene.",
+            "parameters": {"type": "object", "properties": {"text": {"type": "string"}}}
+        }}],
+        "tool_choice": "auto",
+        "max_tokens": 100,
+        "stream": stream,
+        "stream_options": if stream { json!({"include_usage": true}) } else { Value::Null },
+    })
+}
+
+async fn anthropic_tool_use_stream(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let seen = s
+        .chat(
+            Some(&s.token(Alg::EdDSA)),
+            &tool_request(
+                ANTHROPIC_ALIAS,
+                &format!("fault:tool-call {nonce} the storm"),
+                true,
+            ),
+        )
+        .await;
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    let data = seen.sse_data();
+    assert_eq!(data.last().unwrap(), "[DONE]", "{}", seen.text());
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let mut id = None;
+    let mut name = None;
+    let mut arguments = String::new();
+    let mut finish = None;
+    for c in &chunks {
+        assert_eq!(c["model"], ANTHROPIC_ALIAS);
+        for call in c["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(call["index"], 0, "{c}");
+            if let Some(i) = call["id"].as_str() {
+                id = Some(i.to_owned());
+                name = call["function"]["name"].as_str().map(str::to_owned);
+                assert_eq!(call["type"], "function");
+            }
+            arguments.push_str(call["function"]["arguments"].as_str().unwrap_or(""));
+        }
+        if let Some(f) = c["choices"][0]["finish_reason"].as_str() {
+            finish = Some(f.to_owned());
+        }
+    }
+    assert!(
+        id.is_some_and(|i| i.starts_with("toolu_")),
+        "{}",
+        seen.text()
+    );
+    assert_eq!(name.as_deref(), Some("save_scene"));
+    let args: Value = serde_json::from_str(&arguments).unwrap();
+    assert_eq!(args, json!({"text": format!("{nonce} the storm")}));
+    assert_eq!(finish.as_deref(), Some("tool_calls"));
+    let usage = &chunks.last().unwrap()["usage"];
+    assert!(usage["completion_tokens"].as_u64().unwrap() > 0, "{usage}");
+    // What Anthropic got: the tool, translated.
+    let sent = s.provider.requests_containing(&nonce);
+    assert_eq!(sent.len(), 1);
+    let body = sent[0].json().unwrap();
+    assert_eq!(body["tools"][0]["name"], "save_scene");
+    assert!(body["tools"][0]["input_schema"].is_object(), "{body}");
+    assert_eq!(body["tool_choice"]["type"], "auto");
+}
+
+async fn anthropic_tool_use_answer(s: Arc<Suite>) {
+    let nonce = s.nonce();
+    let seen = s
+        .chat(
+            Some(&s.token(Alg::EdDSA)),
+            &tool_request(ANTHROPIC_ALIAS, &format!("fault:tool-call {nonce}"), false),
+        )
+        .await;
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    let v = seen.json();
+    let message = &v["choices"][0]["message"];
+    assert!(message["content"].is_null(), "{v}");
+    assert_eq!(message["tool_calls"][0]["function"]["name"], "save_scene");
+    let args: Value = serde_json::from_str(
+        message["tool_calls"][0]["function"]["arguments"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(args, json!({"text": nonce}));
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(v["model"], ANTHROPIC_ALIAS);
 }

@@ -9,6 +9,15 @@ pub(crate) enum Finish {
     Stop,
     /// The caller's output-token cap cut it.
     Length,
+    /// The answer is a tool call (`fault:tool-call`).
+    ToolCall,
+}
+
+/// The tool an answer calls (`fault:tool-call`); its arguments are the answer's chunks.
+#[derive(Debug, Clone)]
+pub(crate) struct ToolUse {
+    pub id: String,
+    pub name: String,
 }
 
 /// The answer to one request.
@@ -21,6 +30,8 @@ pub(crate) struct Answer {
     pub chunks: Vec<String>,
     pub finish: Finish,
     pub prompt_tokens: u64,
+    /// Set when the answer is a tool call; `chunks` are then its arguments' pieces.
+    pub tool: Option<ToolUse>,
 }
 
 impl Answer {
@@ -105,7 +116,19 @@ pub(crate) fn build(
         chunks,
         finish,
         prompt_tokens,
+        tool: None,
     }
+}
+
+/// The answer turned into a call of tool `name` with arguments `{"text":"<last_user after its
+/// first word>"}`, in three pieces that join into that JSON.
+pub(crate) fn tool_call(mut answer: Answer, id: String, name: String, last_user: &str) -> Answer {
+    let rest: Vec<&str> = last_user.split_whitespace().skip(1).collect();
+    let text = serde_json::to_string(&rest.join(" ")).unwrap_or_else(|_| "\"\"".to_owned());
+    answer.chunks = vec!["{\"text\": ".to_owned(), text, "}".to_owned()];
+    answer.finish = Finish::ToolCall;
+    answer.tool = Some(ToolUse { id, name });
+    answer
 }
 
 pub(crate) fn now_secs() -> u64 {

@@ -60,6 +60,10 @@ pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Reply> {
         max_tokens: Some(max_tokens),
         stream: v.get("stream").and_then(Value::as_bool) == Some(true),
         include_usage: true,
+        first_tool: v
+            .pointer("/tools/0/name")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     })
 }
 
@@ -88,6 +92,7 @@ fn stop_reason(f: Finish) -> &'static str {
     match f {
         Finish::Stop => "end_turn",
         Finish::Length => "max_tokens",
+        Finish::ToolCall => "tool_use",
     }
 }
 
@@ -107,7 +112,11 @@ pub(crate) fn json_body(a: &Answer) -> Vec<u8> {
         "id": a.id,
         "type": "message",
         "role": "assistant",
-        "content": [{"type": "text", "text": a.text()}],
+        "content": match &a.tool {
+            None => json!([{"type": "text", "text": a.text()}]),
+            Some(t) => json!([{"type": "tool_use", "id": t.id, "name": t.name,
+                "input": serde_json::from_str::<Value>(&a.text()).unwrap_or(Value::Null)}]),
+        },
         "stop_reason": stop_reason(a.finish),
         "stop_sequence": null,
         "usage": usage(a, a.completion_tokens())
@@ -140,7 +149,12 @@ pub(crate) fn events(a: &Answer) -> Events {
         ),
         next(
             "content_block_start",
-            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            match &a.tool {
+                None => json!({"type": "content_block_start", "index": 0,
+                    "content_block": {"type": "text", "text": ""}}),
+                Some(t) => json!({"type": "content_block_start", "index": 0,
+                    "content_block": {"type": "tool_use", "id": t.id, "name": t.name, "input": {}}}),
+            },
         ),
         // The real ping is not padded and has spaces after its colon.
         b"event: ping\ndata: {\"type\": \"ping\"}\n\n".to_vec(),
@@ -149,9 +163,13 @@ pub(crate) fn events(a: &Answer) -> Events {
         .chunks
         .iter()
         .map(|c| {
+            let delta = match &a.tool {
+                None => json!({"type": "text_delta", "text": c}),
+                Some(_) => json!({"type": "input_json_delta", "partial_json": c}),
+            };
             next(
                 "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": c}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": delta}),
             )
         })
         .collect();

@@ -55,6 +55,11 @@ pub enum Fault {
     BadJson,
     /// `fault:stream-error`: a stream with some content, then the provider's error event.
     StreamError,
+    /// `fault:tool-call`: not a fault but a tool call: the answer calls the request's first
+    /// tool (`echo` when it defines none) with arguments `{"text":"<the message after the
+    /// marker>"}`, streamed as three argument pieces; finish `tool_calls` (OpenAI) /
+    /// `tool_use` (Anthropic).
+    ToolCall,
     /// `fault:hang`: read the request, never answer (until the provider stops or the bound).
     Hang,
     /// `fault:<anything else>`: answered 400 by the fake itself, so a typo fails loudly.
@@ -116,6 +121,7 @@ impl Fault {
             "bad-sse" => Fault::BadSse,
             "bad-json" => Fault::BadJson,
             "stream-error" => Fault::StreamError,
+            "tool-call" => Fault::ToolCall,
             "hang" => Fault::Hang,
             other => Fault::Unknown(other.to_owned()),
         }

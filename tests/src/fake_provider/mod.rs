@@ -255,6 +255,8 @@ pub(crate) struct Parsed {
     pub max_tokens: Option<u64>,
     pub stream: bool,
     pub include_usage: bool,
+    /// The name of the request's first tool, if it defines any.
+    pub first_tool: Option<String>,
 }
 
 /// A complete (non-streamed) answer.
@@ -540,6 +542,24 @@ async fn handle(shared: Arc<Shared>, req: Request, mut conn: Conn) -> (Conn, Aft
         Some(Fault::BadJson) => {
             let r = Reply::json(200, dialect.bad_json());
             send(conn, &r, n, rid).await
+        }
+        Some(Fault::ToolCall) => {
+            let name = parsed
+                .first_tool
+                .clone()
+                .unwrap_or_else(|| "echo".to_owned());
+            let id = match dialect {
+                Dialect::OpenAi => format!("call_fake{n:08}"),
+                Dialect::Anthropic => format!("toolu_fake{n:08}"),
+            };
+            let a = answer::tool_call(answer, id, name, &parsed.last_user);
+            if parsed.stream {
+                let ev = dialect.events(&a, parsed.include_usage);
+                stream(conn, ev, n, rid, None, false).await
+            } else {
+                let r = Reply::json(200, dialect.json_body(&a));
+                send(conn, &r, n, rid).await
+            }
         }
         Some(Fault::StreamError) => {
             let mut ev = dialect.events(&answer, parsed.include_usage);

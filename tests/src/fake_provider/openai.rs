@@ -44,6 +44,10 @@ pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Reply> {
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             == Some(true),
+        first_tool: v
+            .pointer("/tools/0/function/name")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     })
 }
 
@@ -83,6 +87,7 @@ fn finish_reason(f: Finish) -> &'static str {
     match f {
         Finish::Stop => "stop",
         Finish::Length => "length",
+        Finish::ToolCall => "tool_calls",
     }
 }
 
@@ -97,6 +102,12 @@ fn usage(a: &Answer) -> Value {
 }
 
 pub(crate) fn json_body(a: &Answer) -> Vec<u8> {
+    let message = match &a.tool {
+        None => json!({"role": "assistant", "content": a.text(), "refusal": null}),
+        Some(t) => json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": [
+            {"id": t.id, "type": "function", "function": {"name": t.name, "arguments": a.text()}}
+        ]}),
+    };
     json!({
         "id": a.id,
         "object": "chat.completion",
@@ -104,7 +115,7 @@ pub(crate) fn json_body(a: &Answer) -> Vec<u8> {
         "model": a.model,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": a.text(), "refusal": null},
+            "message": message,
             "logprobs": null,
             "finish_reason": finish_reason(a.finish)
         }],
@@ -141,7 +152,17 @@ pub(crate) fn events(a: &Answer, include_usage: bool) -> Events {
     let content = a
         .chunks
         .iter()
-        .map(|c| data(&chunk(a, json!({ "content": c }), None)))
+        .enumerate()
+        .map(|(i, c)| {
+            let delta = match &a.tool {
+                None => json!({ "content": c }),
+                // The first piece names the call, as OpenAI streams it.
+                Some(t) if i == 0 => json!({"tool_calls": [{"index": 0, "id": t.id,
+                    "type": "function", "function": {"name": t.name, "arguments": c}}]}),
+                Some(_) => json!({"tool_calls": [{"index": 0, "function": {"arguments": c}}]}),
+            };
+            data(&chunk(a, delta, None))
+        })
         .collect();
     let mut tail = vec![data(&chunk(a, json!({}), Some(finish_reason(a.finish))))];
     if include_usage {
