@@ -459,8 +459,9 @@ impl StreamFold {
         for c in chunk.choices {
             let slot = self.choices.entry(c.index).or_default();
             if let Some(t) = c.delta.content {
+                // The role chunk's `"content":""` does not make a tool-call answer a text one.
+                slot.has_content |= !t.is_empty();
                 slot.content.push_str(&t);
-                slot.has_content = true;
             }
             if let Some(r) = c.delta.refusal {
                 slot.refusal.push_str(&r);
@@ -890,6 +891,25 @@ mod tests {
         let mut f = StreamFold::new();
         f.feed(b": ping\n\ndata: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n");
         assert!(f.finish("m", None).is_some());
+    }
+
+    #[test]
+    fn a_tool_call_answer_has_no_content_despite_the_role_chunk() {
+        let mut f = StreamFold::new();
+        f.feed(b"data: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n");
+        f.feed(b"data: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}}]}\n\n");
+        f.feed(b"data: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n");
+        let a: ChatResponse = serde_json::from_slice(&f.finish("m", None).unwrap()).unwrap();
+        assert_eq!(a.choices[0].message.content, None);
+        assert_eq!(
+            a.choices[0].message.tool_calls.as_ref().unwrap()[0].id,
+            "c1"
+        );
+        // Text stays text, even empty.
+        let mut f = StreamFold::new();
+        f.feed(b"data: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n");
+        let a: ChatResponse = serde_json::from_slice(&f.finish("m", None).unwrap()).unwrap();
+        assert_eq!(a.choices[0].message.content.as_deref(), Some(""));
     }
 
     #[test]
