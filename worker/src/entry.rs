@@ -359,7 +359,11 @@ async fn chat(
                     prompt_estimate,
                     cache: store.map(|s| (s, StreamFold::new(), call.alias.clone(), label)),
                 };
-                let stream = futures_util::stream::unfold(pump, Pump::next);
+                // The pump runs as a wait_until task, not inside the body: a caller who
+                // leaves mid-stream stops the body's pulls for good, and the log line and
+                // the admission's settle would never come (seen under workerd).
+                let (outlet, stream) = crate::detached::channel();
+                ctx.wait_until(pump.run(outlet));
                 Response::from_stream(stream).and_then(sse_response)
             }
         });
@@ -516,6 +520,22 @@ struct Pump {
 }
 
 impl Pump {
+    /// Relays the whole stream into `outlet`; stops reading the upstream as soon as the
+    /// caller's body is gone.
+    async fn run(mut self, outlet: crate::detached::Outlet) {
+        while let Some((Ok(bytes), pump)) = self.next().await {
+            self = pump;
+            if !outlet.send(bytes) {
+                self.log
+                    .borrow_mut()
+                    .line
+                    .error
+                    .get_or_insert_with(|| "client_closed".to_owned());
+                self.done = true;
+            }
+        }
+    }
+
     async fn next(mut self) -> Option<(worker::Result<Vec<u8>>, Pump)> {
         loop {
             if self.done {

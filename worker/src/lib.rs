@@ -46,4 +46,6 @@ mod auth_glue;
 #[cfg(target_arch = "wasm32")]
 mod cache_kv;
 #[cfg(target_arch = "wasm32")]
+mod detached;
+#[cfg(target_arch = "wasm32")]
 mod entry;
