@@ -30,6 +30,8 @@ const CONN_FALLBACK: &str = "e2e-conn-fallback";
 const CHAIN: &str = "e2e-chain";
 /// `closed:gpt-4o-mini` then `failing:gpt-4o-mini`: nothing answers.
 const DEAD: &str = "e2e-dead";
+/// `anthropic:claude-haiku-4-5` then `openai:gpt-4o-mini` (the same fake behind both).
+const ANTHROPIC_FIRST: &str = "e2e-anthropic-first";
 
 static FAILING: OnceLock<FakeProvider> = OnceLock::new();
 
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         CONN_FALLBACK: [format!("closed:{OPENAI_MODEL}"), openai],
         CHAIN: [openai, anthropic],
         DEAD: [format!("closed:{OPENAI_MODEL}"), format!("failing:{OPENAI_MODEL}")],
+        ANTHROPIC_FIRST: [anthropic, openai],
     });
     let mut plans = support::plans();
     let aliases = json!([
@@ -71,7 +74,8 @@ fn main() -> ExitCode {
         FALLBACK,
         CONN_FALLBACK,
         CHAIN,
-        DEAD
+        DEAD,
+        ANTHROPIC_FIRST
     ]);
     for plan in plans.as_object_mut().unwrap().values_mut() {
         plan["models"] = aliases.clone();
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
             all_routes_down_is_one_clean_error,
             caller_errors_do_not_fall_back,
             no_switch_after_the_first_byte,
+            stream_failing_before_its_first_byte_moves_on,
             anthropic_untranslatable_request_is_400,
             anthropic_tool_use_stream,
             anthropic_tool_use_answer,
@@ -492,4 +497,50 @@ async fn anthropic_tool_use_answer(s: Arc<Suite>) {
     assert_eq!(args, json!({"text": nonce}));
     assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(v["model"], ANTHROPIC_ALIAS);
+}
+
+async fn stream_failing_before_its_first_byte_moves_on(s: Arc<Suite>) {
+    // Anthropic answers 200, then a stream that breaks before its first event is whole: the
+    // caller has received nothing, so the next route answers in full.
+    let nonce = s.nonce();
+    let marker = format!("fault@{ANTHROPIC_MODEL}:bad-sse");
+    let seen = ask(&s, ANTHROPIC_FIRST, &format!("{marker} {nonce} x"), true).await;
+    assert_eq!(seen.status, 200);
+    let data = seen.sse_data();
+    assert_eq!(
+        data.last().map(String::as_str),
+        Some("[DONE]"),
+        "{}",
+        seen.text()
+    );
+    assert!(
+        !seen.text().contains("\"error\""),
+        "the failed first route leaked into the answer: {}",
+        seen.text()
+    );
+    assert_eq!(
+        seen.header("x-storycad-route"),
+        Some(format!("openai:{OPENAI_MODEL}").as_str())
+    );
+    let paths: Vec<String> = s
+        .provider
+        .requests_containing(&nonce)
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(paths, ["/v1/messages", "/v1/chat/completions"]);
+    let line = s.log_line(seen.header("x-request-id").unwrap()).await;
+    let list = line["attempts"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{line}");
+    assert_eq!(list[0]["route"], anthropic_route());
+    assert_eq!(list[0]["status"], 200, "{line}");
+    assert!(list[0]["error"].is_string(), "{line}");
+    assert_eq!(list[1]["status"], 200, "{line}");
+    assert!(line.get("error").is_none(), "{line}");
+    // The same failure on the last route is streamed as it is: 200, then the error event.
+    let nonce = s.nonce();
+    let seen = ask(&s, ANTHROPIC_ALIAS, &format!("fault:bad-sse {nonce}"), true).await;
+    assert_eq!(seen.status, 200);
+    let last: Value = serde_json::from_str(seen.sse_data().last().unwrap()).unwrap();
+    assert!(last["error"]["code"].is_string(), "{}", seen.text());
 }

@@ -328,6 +328,23 @@ async fn chat(
                 return Err(error);
             }
         };
+        if let Started::Stream(_, relay, _) = &started {
+            // The stream ended badly before anything was sent to the caller (its first bytes
+            // are held until now): the next route may answer in full.
+            match fallback::failed_stream(&relay.outcome()) {
+                Some(code) if i < last => {
+                    let mut log = log.borrow_mut();
+                    log.line.upstream_status = Some(status);
+                    log.line.attempts.push(Attempt {
+                        route: label,
+                        status: Some(status),
+                        error: Some(code),
+                    });
+                    continue;
+                }
+                _ => {}
+            }
+        }
         {
             let mut log = log.borrow_mut();
             log.line.upstream_status = Some(status);
@@ -348,10 +365,11 @@ async fn chat(
                 }
                 json_response(200, answer.body)
             }
-            Started::Stream(upstream, relay) => {
+            Started::Stream(upstream, relay, first) => {
                 let pump = Pump {
                     upstream,
                     relay,
+                    pending: Some(first),
                     idle: timeout,
                     log: Rc::clone(log),
                     done: false,
@@ -438,8 +456,9 @@ fn sse_response(r: Response) -> worker::Result<Response> {
 enum Started {
     /// A complete answer, already translated.
     Complete(Completion),
-    /// A stream, with the relay for its provider.
-    Stream(ByteStream, Relay),
+    /// A stream, with the relay for its provider and its first bytes for the caller (held, so
+    /// a stream failing before them can still fall back).
+    Stream(ByteStream, Relay, Vec<u8>),
 }
 
 /// One route tried: its 2xx answer (and status), or the error with the provider's status when
@@ -500,8 +519,13 @@ async fn attempt(
     let body = response
         .stream()
         .map_err(|_| (UpstreamError::BadResponse.into(), Some(status)))?;
-    let relay = Relay::new(kind, &call.alias, call.include_usage, scrub, created);
-    Ok((Started::Stream(body, relay), status))
+    let mut body = body;
+    let mut relay = Relay::new(kind, &call.alias, call.include_usage, scrub, created);
+    let mut first = Vec::new();
+    while first.is_empty() && !relay.is_closed() {
+        first = pull(&mut body, &mut relay, timeout).await;
+    }
+    Ok((Started::Stream(body, relay, first), status))
 }
 
 /// Moves one stream's bytes: upstream chunk -> relay -> caller, with an idle timeout. With a
@@ -509,6 +533,8 @@ async fn attempt(
 struct Pump {
     upstream: ByteStream,
     relay: Relay,
+    /// Bytes read before the answer started (the stream's first), sent first.
+    pending: Option<Vec<u8>>,
     idle: Duration,
     log: Rc<RefCell<LogLine>>,
     done: bool,
@@ -538,16 +564,15 @@ impl Pump {
 
     async fn next(mut self) -> Option<(worker::Result<Vec<u8>>, Pump)> {
         loop {
-            if self.done {
-                self.finish_log();
-                return None;
-            }
-            let read = select(self.upstream.next(), Delay::from(self.idle)).await;
-            let out = match read {
-                Either::Left((Some(Ok(bytes)), _)) => self.relay.feed(&bytes),
-                Either::Left((Some(Err(_)), _)) => self.relay.fail(&UpstreamError::Network),
-                Either::Left((None, _)) => self.relay.finish(),
-                Either::Right(_) => self.relay.fail(&UpstreamError::Timeout),
+            let out = match self.pending.take() {
+                Some(first) => first,
+                None => {
+                    if self.done {
+                        self.finish_log();
+                        return None;
+                    }
+                    pull(&mut self.upstream, &mut self.relay, self.idle).await
+                }
             };
             if self.relay.is_closed() {
                 self.done = true;
@@ -587,6 +612,17 @@ impl Pump {
             Outcome::Failed(code) => log.line.error = Some(code),
         }
         log.write();
+    }
+}
+
+/// One upstream read through the relay (with the idle timeout): the bytes for the caller, maybe
+/// none yet.
+async fn pull(upstream: &mut ByteStream, relay: &mut Relay, idle: Duration) -> Vec<u8> {
+    match select(upstream.next(), Delay::from(idle)).await {
+        Either::Left((Some(Ok(bytes)), _)) => relay.feed(&bytes),
+        Either::Left((Some(Err(_)), _)) => relay.fail(&UpstreamError::Network),
+        Either::Left((None, _)) => relay.finish(),
+        Either::Right(_) => relay.fail(&UpstreamError::Timeout),
     }
 }
 

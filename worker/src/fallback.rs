@@ -14,6 +14,7 @@
 //! | the provider's key secret is not set | yes (that provider is unusable; the log says why) |
 //! | any other 4xx (401/403/404 included: the route or key is wrong, logged) | no |
 //! | the request cannot be translated for the provider (400) | no: the caller's request |
+//! | a stream that fails before its first byte is sent (its first bytes are held until the relay has some) | yes |
 //! | anything after a stream's first byte | no: the caller already has part of an answer |
 //!
 //! 4xx answers other than 429 are final: they describe the caller's request (or a broken
@@ -23,7 +24,10 @@
 
 use serde::Serialize;
 
+use storycad_protocol::codes;
+
 use crate::error::{AppError, UpstreamError};
+use crate::relay::Outcome;
 
 /// One provider tried for a request, as the log line lists it:
 /// `{"route":"openai:gpt-4o-mini","status":500}`.
@@ -79,6 +83,17 @@ pub fn moves_on(error: &AppError, upstream_status: Option<u16>) -> bool {
     }
 }
 
+/// The error code of a stream that ended badly (cut, an error event, a stall) while its first
+/// bytes were still held back: the caller has nothing yet, so the request may move on like
+/// any failure before the first byte. `None` for a stream that is open or ended with `[DONE]`.
+pub fn failed_stream(outcome: &Outcome) -> Option<String> {
+    match outcome {
+        Outcome::Open | Outcome::Done => None,
+        Outcome::Truncated => Some(codes::STREAM_TRUNCATED.to_owned()),
+        Outcome::Failed(code) => Some(code.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +143,20 @@ mod tests {
         ] {
             assert!(!moves_on(&e, None), "{e:?}");
         }
+    }
+
+    #[test]
+    fn streams_failing_before_their_first_byte_move_on() {
+        assert_eq!(failed_stream(&Outcome::Open), None);
+        assert_eq!(failed_stream(&Outcome::Done), None);
+        assert_eq!(
+            failed_stream(&Outcome::Truncated).as_deref(),
+            Some("stream_truncated")
+        );
+        assert_eq!(
+            failed_stream(&Outcome::Failed("overloaded".into())).as_deref(),
+            Some("overloaded")
+        );
     }
 
     #[test]
