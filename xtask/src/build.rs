@@ -48,7 +48,9 @@ fn worker_build_command(toolchain: WasmToolchain) -> Command {
     let root = root();
     let node_modules = root.join("worker").join("node_modules");
     let mut c = Command::new(cargo_bin().join("worker-build"));
-    c.arg("--release").current_dir(root.join("worker"));
+    // release tuned for size: see [profile.wasm-release] in the root Cargo.toml.
+    c.args(["--profile", "wasm-release"])
+        .current_dir(root.join("worker"));
     // Variables that `cargo xtask` inherited from the outer cargo and rustup would point the
     // inner build at the host toolchain.
     for var in [
