@@ -137,7 +137,10 @@ fn inputs_fingerprint() -> Result<u64> {
         }
         all.push(0);
     }
-    all.extend_from_slice(format!("{:?}", setup::wasm_toolchain()).as_bytes());
+    // How it is built counts too: the toolchain, and the build command's arguments.
+    let toolchain = setup::wasm_toolchain();
+    all.extend_from_slice(format!("{toolchain:?}").as_bytes());
+    all.extend_from_slice(cmd::describe(&worker_build_command(toolchain)).as_bytes());
     Ok(fnv1a(&all))
 }
 
