@@ -88,7 +88,7 @@ fn sse_text(seen: &Seen) -> String {
 }
 
 async fn miss_then_hit_as_json(s: Arc<Suite>) {
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let b = body(OPENAI_ALIAS, &format!("{nonce} remember me"), false, 0.0);
     let first = ask(&s, &b, None).await;
     assert_eq!(first.status, 200, "{}", first.text());
@@ -117,7 +117,7 @@ async fn miss_then_hit_as_json(s: Arc<Suite>) {
 }
 
 async fn hit_replayed_as_sse(s: Arc<Suite>) {
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let text = format!("{nonce} one two three four five");
     let first = ask(&s, &body(OPENAI_ALIAS, &text, false, 0.0), None).await;
     assert_eq!(cache_of(&first), "MISS");
@@ -187,7 +187,7 @@ async fn hit_replayed_as_sse(s: Arc<Suite>) {
 }
 
 async fn stream_answer_stored_and_served_as_json(s: Arc<Suite>) {
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let text = format!("{nonce} streamed first");
     let first = ask(&s, &body(OPENAI_ALIAS, &text, true, 0.0), None).await;
     assert_eq!(cache_of(&first), "MISS");
@@ -206,7 +206,7 @@ async fn stream_answer_stored_and_served_as_json(s: Arc<Suite>) {
 }
 
 async fn anthropic_stream_stored_and_replayed(s: Arc<Suite>) {
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let text = format!("{nonce} from claude");
     let first = ask(&s, &body(ANTHROPIC_ALIAS, &text, true, 0.0), None).await;
     assert_eq!(cache_of(&first), "MISS");
@@ -230,7 +230,7 @@ async fn anthropic_stream_stored_and_replayed(s: Arc<Suite>) {
 }
 
 async fn bypass_with_the_header_off(s: Arc<Suite>) {
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let b = body(OPENAI_ALIAS, &format!("{nonce} fresh please"), false, 0.0);
     for _ in 0..2 {
         let seen = ask(&s, &b, Some("off")).await;
@@ -245,7 +245,7 @@ async fn bypass_with_the_header_off(s: Arc<Suite>) {
 }
 
 async fn warm_temperature_cached_only_with_the_header_on(s: Arc<Suite>) {
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let b = body(OPENAI_ALIAS, &format!("{nonce} be creative"), false, 0.7);
     for _ in 0..2 {
         let seen = ask(&s, &b, None).await;
@@ -263,7 +263,7 @@ async fn warm_temperature_cached_only_with_the_header_on(s: Arc<Suite>) {
 }
 
 async fn one_users_entry_is_never_served_to_another(s: Arc<Suite>) {
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let b = body(OPENAI_ALIAS, &format!("{nonce} my secret plot"), false, 0.0);
     let a1 = ask_as(&s, "user-a", &b, None).await;
     assert_eq!(cache_of(&a1), "MISS");
@@ -278,7 +278,7 @@ async fn one_users_entry_is_never_served_to_another(s: Arc<Suite>) {
 }
 
 async fn cut_stream_is_not_cached(s: Arc<Suite>) {
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let b = body(
         OPENAI_ALIAS,
         &format!("fault:cut-clean {nonce} a b c"),
@@ -295,7 +295,7 @@ async fn cut_stream_is_not_cached(s: Arc<Suite>) {
     }
     assert_eq!(s.provider.requests_containing(&nonce).len(), 2);
     // An error event mid-stream is not cached either.
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let b = body(
         OPENAI_ALIAS,
         &format!("fault:stream-error {nonce} a b"),
@@ -311,7 +311,7 @@ async fn cut_stream_is_not_cached(s: Arc<Suite>) {
 }
 
 async fn error_is_not_cached(s: Arc<Suite>) {
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let b = body(OPENAI_ALIAS, &format!("fault:500 {nonce}"), false, 0.0);
     for _ in 0..2 {
         let seen = ask(&s, &b, None).await;
@@ -321,7 +321,7 @@ async fn error_is_not_cached(s: Arc<Suite>) {
     }
     assert_eq!(s.provider.requests_containing(&nonce).len(), 2);
     // A complete answer the Worker could not read (bad JSON) is not cached either.
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let b = body(OPENAI_ALIAS, &format!("fault:bad-json {nonce}"), false, 0.0);
     for _ in 0..2 {
         let seen = ask(&s, &b, None).await;
@@ -332,7 +332,7 @@ async fn error_is_not_cached(s: Arc<Suite>) {
 }
 
 async fn tool_call_stream_cached_and_replayed(s: Arc<Suite>) {
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let mut b = body(
         OPENAI_ALIAS,
         &format!("fault:tool-call {nonce} chapter one"),
@@ -380,4 +380,10 @@ async fn tool_call_stream_cached_and_replayed(s: Arc<Suite>) {
         "save_scene"
     );
     assert_eq!(s.provider.requests_containing(&nonce).len(), 1);
+}
+
+/// A word only this case's prompt holds. The suite's nonces end in a counter (`...x1`), which
+/// `requests_containing` would also find inside `...x10`: a closing letter keeps them apart.
+fn unique(s: &Suite) -> String {
+    format!("{}z", s.nonce())
 }

@@ -43,7 +43,7 @@ async fn ask_as(s: &Suite, sub: &str, text: &str) -> Seen {
 }
 
 async fn shared_scope_serves_every_user(s: Arc<Suite>) {
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let text = format!("{nonce} a common question");
     let a = ask_as(&s, "user-a", &text).await;
     assert_eq!(a.status, 200, "{}", a.text());
@@ -57,4 +57,10 @@ async fn shared_scope_serves_every_user(s: Arc<Suite>) {
     // A different prompt is still a miss.
     let c = ask_as(&s, "user-b", &format!("{text}?")).await;
     assert_eq!(c.header("x-storycad-cache"), Some("MISS"));
+}
+
+/// A word only this case's prompt holds. The suite's nonces end in a counter (`...x1`), which
+/// `requests_containing` would also find inside `...x10`: a closing letter keeps them apart.
+fn unique(s: &Suite) -> String {
+    format!("{}z", s.nonce())
 }

@@ -168,7 +168,7 @@ async fn fail_all_option_fails_every_request(_s: Arc<Suite>) {
 }
 
 async fn first_provider_500_answer_from_the_second(s: Arc<Suite>) {
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let seen = ask(&s, FALLBACK, &format!("{nonce} hello there"), false).await;
     assert_eq!(seen.status, 200, "{}", seen.text());
     let v = seen.json();
@@ -198,7 +198,7 @@ async fn first_provider_500_answer_from_the_second(s: Arc<Suite>) {
 }
 
 async fn first_provider_500_stream_from_the_second(s: Arc<Suite>) {
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let seen = ask(&s, FALLBACK, &format!("{nonce} streamed"), true).await;
     assert_eq!(seen.status, 200, "{}", seen.text());
     assert!(seen.text().ends_with("data: [DONE]\n\n"), "{}", seen.text());
@@ -229,7 +229,7 @@ async fn first_provider_500_stream_from_the_second(s: Arc<Suite>) {
 }
 
 async fn connection_error_moves_to_the_next(s: Arc<Suite>) {
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let seen = ask(&s, CONN_FALLBACK, &format!("{nonce} anyone there"), false).await;
     assert_eq!(seen.status, 200, "{}", seen.text());
     assert_eq!(
@@ -250,7 +250,7 @@ async fn connection_error_moves_to_the_next(s: Arc<Suite>) {
 
 async fn rate_limits_move_on_and_the_last_error_is_answered(s: Arc<Suite>) {
     // Both routes of the chain see the marker: OpenAI answers 429, then Anthropic 429.
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let seen = ask(&s, CHAIN, &format!("fault:429=2 {nonce}"), false).await;
     seen.assert_error(429, "rate_limit_exceeded");
     assert_eq!(seen.header("retry-after"), Some("2"));
@@ -282,7 +282,7 @@ async fn server_errors_everywhere_are_one_clean_error(s: Arc<Suite>) {
         ("fault:529", 503, [503, 529]),
     ] {
         for stream in [false, true] {
-            let nonce = s.nonce();
+            let nonce = unique(&s);
             let seen = ask(&s, CHAIN, &format!("{marker} {nonce}"), stream).await;
             let e = seen.assert_error(status, "upstream_error");
             let message = e["message"].as_str().unwrap();
@@ -299,7 +299,7 @@ async fn server_errors_everywhere_are_one_clean_error(s: Arc<Suite>) {
 }
 
 async fn all_routes_down_is_one_clean_error(s: Arc<Suite>) {
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let before = failing().requests_containing(&nonce).len();
     let seen = ask(&s, DEAD, &format!("{nonce} hello"), false).await;
     let e = seen.assert_error(502, "upstream_error");
@@ -329,7 +329,7 @@ async fn all_routes_down_is_one_clean_error(s: Arc<Suite>) {
 
 async fn caller_errors_do_not_fall_back(s: Arc<Suite>) {
     for marker in ["fault:400", "fault:401"] {
-        let nonce = s.nonce();
+        let nonce = unique(&s);
         let seen = ask(&s, CHAIN, &format!("{marker} {nonce}"), false).await;
         assert!(
             seen.status == 400 || seen.status == 502,
@@ -352,7 +352,7 @@ async fn no_switch_after_the_first_byte(s: Arc<Suite>) {
     // The first route's stream starts, then fails: the caller gets the error event, and the
     // next route is never asked.
     for marker in ["fault:stream-error", "fault:cut-clean"] {
-        let nonce = s.nonce();
+        let nonce = unique(&s);
         let seen = ask(&s, CHAIN, &format!("{marker} {nonce} a b c"), true).await;
         assert_eq!(seen.status, 200);
         let data = seen.sse_data();
@@ -369,7 +369,7 @@ async fn no_switch_after_the_first_byte(s: Arc<Suite>) {
 }
 
 async fn anthropic_untranslatable_request_is_400(s: Arc<Suite>) {
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let token = s.token(Alg::EdDSA);
     let mut body = chat_body(ANTHROPIC_ALIAS, &nonce, false);
     body["n"] = json!(2);
@@ -414,7 +414,7 @@ fn tool_request(alias: &str, text: &str, stream: bool) -> Value {
 }
 
 async fn anthropic_tool_use_stream(s: Arc<Suite>) {
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let seen = s
         .chat(
             Some(&s.token(Alg::EdDSA)),
@@ -476,7 +476,7 @@ async fn anthropic_tool_use_stream(s: Arc<Suite>) {
 }
 
 async fn anthropic_tool_use_answer(s: Arc<Suite>) {
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let seen = s
         .chat(
             Some(&s.token(Alg::EdDSA)),
@@ -502,7 +502,7 @@ async fn anthropic_tool_use_answer(s: Arc<Suite>) {
 async fn stream_failing_before_its_first_byte_moves_on(s: Arc<Suite>) {
     // Anthropic answers 200, then a stream that breaks before its first event is whole: the
     // caller has received nothing, so the next route answers in full.
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let marker = format!("fault@{ANTHROPIC_MODEL}:bad-sse");
     let seen = ask(&s, ANTHROPIC_FIRST, &format!("{marker} {nonce} x"), true).await;
     assert_eq!(seen.status, 200);
@@ -538,9 +538,15 @@ async fn stream_failing_before_its_first_byte_moves_on(s: Arc<Suite>) {
     assert_eq!(list[1]["status"], 200, "{line}");
     assert!(line.get("error").is_none(), "{line}");
     // The same failure on the last route is streamed as it is: 200, then the error event.
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let seen = ask(&s, ANTHROPIC_ALIAS, &format!("fault:bad-sse {nonce}"), true).await;
     assert_eq!(seen.status, 200);
     let last: Value = serde_json::from_str(seen.sse_data().last().unwrap()).unwrap();
     assert!(last["error"]["code"].is_string(), "{}", seen.text());
+}
+
+/// A word only this case's prompt holds. The suite's nonces end in a counter (`...x1`), which
+/// `requests_containing` would also find inside `...x10`: a closing letter keeps them apart.
+fn unique(s: &Suite) -> String {
+    format!("{}z", s.nonce())
 }
