@@ -127,9 +127,10 @@ pub fn wasm_bindgen_version() -> String {
     WASM_BINDGEN_FALLBACK.to_owned()
 }
 
+/// The version a tool prints: `wasm-bindgen 0.2.130` and `0.8.7` (worker-build) alike.
 fn installed_version(program: &Path) -> Option<String> {
     output(Command::new(program).arg("--version"))
-        .and_then(|s| s.split_whitespace().nth(1).map(str::to_owned))
+        .and_then(|s| s.split_whitespace().last().map(str::to_owned))
 }
 
 fn wasm_bindgen() -> Result<()> {
