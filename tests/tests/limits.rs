@@ -26,7 +26,7 @@ use storycad_e2e::{
 };
 use support::{
     chat_body, Seen, Suite, SuiteConfig, ANTHROPIC_ALIAS, ANTHROPIC_KEY, ANTHROPIC_MODEL, AUDIENCE,
-    ISSUER, OPENAI_ALIAS, OPENAI_KEY, OPENAI_MODEL,
+    FALLBACK_ALIAS, ISSUER, OPENAI_ALIAS, OPENAI_KEY, OPENAI_MODEL,
 };
 
 /// Tokens per day of the `budget` plan.
@@ -94,6 +94,12 @@ fn token(s: &Suite, sub: &str, plan: Option<&str>) -> String {
         claims["plan"] = json!(p);
     }
     tokens::mint(s.keys.get(Alg::EdDSA), &claims)
+}
+
+/// A marker no other request contains (the suite's nonces are prefixes of one another:
+/// `…x1` of `…x10`).
+fn unique(s: &Suite) -> String {
+    format!("{}z", s.nonce())
 }
 
 /// Sends exactly `body` (so the test knows the byte count the Worker estimates from).
@@ -164,9 +170,9 @@ fn seconds_to_utc_midnight() -> u64 {
 async fn burst_of_50_admits_exactly_the_rate_limit(s: Arc<Suite>) {
     let burst_user = token(&s, "burst", Some("rpm10"));
     let other_user = token(&s, "bystander", Some("rpm10"));
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let body = chat_body(OPENAI_ALIAS, &format!("{nonce} burst"), false);
-    let other_nonce = s.nonce();
+    let other_nonce = unique(&s);
     let other_body = chat_body(OPENAI_ALIAS, &format!("{other_nonce} other"), false);
     let burst = (0..50).map(|_| s.chat(Some(&burst_user), &body));
     let others = (0..5).map(|_| s.chat(Some(&other_user), &other_body));
@@ -217,7 +223,7 @@ async fn budget_stops_the_user_after_charging_what_the_provider_said(s: Arc<Suit
     let mut answers = 0;
     loop {
         assert!(answers < 10, "the budget never stopped the user");
-        let nonce = s.nonce();
+        let nonce = unique(&s);
         // prompt: 3 (system) + 5 words; completion: 1 + 5 words (under the cap of 20).
         let body = chat_body(OPENAI_ALIAS, &format!("{nonce} one two three four"), false);
         let seen = s.chat(Some(&t), &body).await;
@@ -269,7 +275,7 @@ async fn budget_stops_the_user_after_charging_what_the_provider_said(s: Arc<Suit
 async fn completed_stream_is_charged_the_provider_usage(s: Arc<Suite>) {
     let t = token(&s, "stream-usage", Some("metered"));
     let before = usage(&s, &t).await["tokens"]["remaining"].as_u64().unwrap();
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     // The caller does not ask for usage; the Worker meters it anyway.
     let seen = s
         .chat(
@@ -386,7 +392,7 @@ async fn stream_slots_come_back_after_errors_cuts_and_hang_ups(s: Arc<Suite>) {
 
 async fn model_outside_the_plan_is_403(s: Arc<Suite>) {
     let t = token(&s, "narrow-model", Some("narrow"));
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let seen = s
         .chat(Some(&t), &chat_body(ANTHROPIC_ALIAS, &nonce, false))
         .await;
@@ -423,7 +429,11 @@ async fn models_lists_only_the_plan_aliases(s: Arc<Suite>) {
     assert_eq!(ids(&narrow), [OPENAI_ALIAS]);
     assert_rate_limit_headers(&narrow, "/v1/models");
     let default = get(&s, &token(&s, "list-default", None), "/v1/models").await;
-    assert_eq!(ids(&default), [ANTHROPIC_ALIAS, OPENAI_ALIAS]);
+    // `["*"]`: every alias of ROUTES.
+    assert_eq!(
+        ids(&default),
+        [ANTHROPIC_ALIAS, FALLBACK_ALIAS, OPENAI_ALIAS]
+    );
 }
 
 async fn max_tokens_is_lowered_to_the_plan_cap(s: Arc<Suite>) {
@@ -444,7 +454,7 @@ async fn max_tokens_is_lowered_to_the_plan_cap(s: Arc<Suite>) {
         (json!({}), "max_completion_tokens", NARROW_CAP),
     ];
     for (extra, field, expected) in cases {
-        let nonce = s.nonce();
+        let nonce = unique(&s);
         let mut body = chat_body(OPENAI_ALIAS, &format!("{nonce} {words}"), false);
         for (k, v) in extra.as_object().unwrap() {
             body[k] = v.clone();
@@ -470,7 +480,7 @@ async fn max_tokens_is_lowered_to_the_plan_cap(s: Arc<Suite>) {
 
 async fn unknown_plan_is_403(s: Arc<Suite>) {
     let t = token(&s, "platinum", Some("platinum"));
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let seen = s
         .chat(Some(&t), &chat_body(OPENAI_ALIAS, &nonce, false))
         .await;
@@ -487,7 +497,7 @@ async fn unknown_plan_is_403(s: Arc<Suite>) {
 
 async fn rate_limit_headers_on_every_answer_after_auth(s: Arc<Suite>) {
     let t = token(&s, "headers", Some("metered"));
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let first = s
         .chat(Some(&t), &chat_body(OPENAI_ALIAS, &nonce, false))
         .await;
@@ -546,7 +556,7 @@ async fn usage_endpoint_reports_plan_limits_and_what_is_left(s: Arc<Suite>) {
             "streams": {"limit": 4, "remaining": 4, "reset_seconds": 0.0},
         })
     );
-    let nonce = s.nonce();
+    let nonce = unique(&s);
     let seen = s
         .chat(
             Some(&t),

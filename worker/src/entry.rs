@@ -232,6 +232,7 @@ async fn handle(
     if let Some(snapshot) = limiter.for_headers().await {
         log.borrow_mut().rate_limit = Some(crate::limiter::rate_limit_info(&snapshot));
     }
+    log.borrow_mut().line.limiter_ms = limiter.admit_ms();
     answer
 }
 

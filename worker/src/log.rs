@@ -28,6 +28,9 @@ pub struct RequestLog {
     /// The provider's status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u16>,
+    /// Milliseconds the limiter took to admit the request (one Durable Object round trip).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limiter_ms: Option<u64>,
     /// Every route tried, in order, with its status or error (fallback).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<crate::fallback::Attempt>,

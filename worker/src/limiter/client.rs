@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use worker::js_sys::Uint8Array;
-use worker::{console_log, Context, Env, Method, ObjectNamespace, Request, RequestInit};
+use worker::{console_log, Context, Date, Env, Method, ObjectNamespace, Request, RequestInit};
 
 use super::{Call, Decision, Limits, Snapshot};
 use crate::error::AppError;
@@ -33,6 +33,7 @@ pub(crate) struct Limiter {
     sub: String,
     limits: Limits,
     last: Cell<Option<Snapshot>>,
+    admit_ms: Cell<Option<u64>>,
 }
 
 impl Limiter {
@@ -52,6 +53,7 @@ impl Limiter {
             sub: sub.to_owned(),
             limits: plan.limits(),
             last: Cell::new(None),
+            admit_ms: Cell::new(None),
         })
     }
 
@@ -71,6 +73,7 @@ impl Limiter {
         let Some(namespace) = &self.namespace else {
             return Ok(Admission::none());
         };
+        let started = Date::now().as_millis();
         let decision = call(
             namespace,
             &self.sub,
@@ -81,6 +84,8 @@ impl Limiter {
             },
         )
         .await?;
+        self.admit_ms
+            .set(Some(Date::now().as_millis().saturating_sub(started)));
         self.last.set(Some(decision.snapshot));
         if let Some(refusal) = decision.refusal {
             return Err(AppError::Limit(refusal));
@@ -108,6 +113,11 @@ impl Limiter {
             slot: Some(slot),
             charge: 0,
         })
+    }
+
+    /// How long the last admission took (the round trip to the Durable Object), if any.
+    pub fn admit_ms(&self) -> Option<u64> {
+        self.admit_ms.get()
     }
 
     /// Every limit's state now (`None` when limits are off or the object cannot be reached).
