@@ -1,4 +1,5 @@
 //! Serde round trips over fixtures shaped like what the providers really send.
+#![allow(clippy::unwrap_used)] // test helpers, like the tests, fail by panicking
 
 use serde_json::Value;
 use storycad_protocol::*;
