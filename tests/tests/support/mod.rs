@@ -220,7 +220,8 @@ impl Suite {
     /// A word no other case uses, to find this case's requests at the shared provider.
     pub fn nonce(&self) -> String {
         format!(
-            "nonce{}x{}",
+            // The closing `z` keeps `...x1z` from matching inside `...x10z`.
+            "nonce{}x{}z",
             std::process::id(),
             self.nonce.fetch_add(1, Ordering::Relaxed)
         )
