@@ -95,3 +95,8 @@ mod tests {
         send_sync::<crate::ResponseAccumulator>();
     }
 }
+
+/// The repository README's Rust examples, compiled as doctests so they stay true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
