@@ -335,30 +335,7 @@ pub(crate) fn overloaded() -> ErrorBody {
 }
 
 /// What we repeat of a provider's message: bounded, and with anything that looks like a URL or
-/// a key (`sk-...`) blanked, in case a provider ever echoes one.
+/// a key (`sk-...`) blanked, in case a provider ever echoes one (the same rule as OpenAI's).
 fn clip(message: &str) -> String {
-    const MAX: usize = 300;
-    let mut out = String::with_capacity(message.len().min(MAX + 4));
-    for (n, word) in message.split(' ').enumerate() {
-        if n > 0 {
-            out.push(' ');
-        }
-        if word.contains("://") || word.starts_with("sk-") {
-            out.push_str("[redacted]");
-        } else {
-            out.push_str(word);
-        }
-        if out.len() > MAX {
-            break;
-        }
-    }
-    if out.len() > MAX {
-        let mut cut = MAX;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-        out.push('…');
-    }
-    out
+    crate::error::scrub_message(message, &[])
 }
