@@ -17,9 +17,10 @@ const ISSUER: &str = "storycad-dev";
 const AUDIENCE: &str = "storycad-llm-proxy";
 const DEV_USER: &str = "dev-user";
 const PREFERRED_PORT: u16 = 8787;
-/// The aliases the dev Worker serves, and what they route to.
-const ROUTES: &str =
-    r#"{"storycad-fast":["openai:gpt-4o-mini"],"storycad-smart":["openai:gpt-4o"]}"#;
+/// The plan of the dev token (wrangler.toml's `pro`: both aliases).
+const DEV_PLAN: &str = "pro";
+/// With the fake provider, one alias starts at each provider's API, so both paths get used.
+const FAKE_ROUTES: &str = r#"{"storycad-fast":["openai:gpt-4o-mini","anthropic:claude-haiku-4-5"],"storycad-smart":["anthropic:claude-sonnet-4-5","openai:gpt-4o"]}"#;
 
 pub fn run() -> Result<()> {
     setup::run()?;
@@ -55,8 +56,7 @@ pub fn run() -> Result<()> {
     }
     .var("JWT_PUBLIC_JWK", key.public_jwk().to_string())
     .var("JWT_ISSUER", ISSUER)
-    .var("JWT_AUDIENCE", AUDIENCE)
-    .var("ROUTES", ROUTES);
+    .var("JWT_AUDIENCE", AUDIENCE);
 
     let provider = if use_real {
         eprintln!("dev: using the real providers (keys from the environment)");
@@ -74,6 +74,7 @@ pub fn run() -> Result<()> {
         })
         .context("starting the fake provider")?;
         opts = opts
+            .var("ROUTES", FAKE_ROUTES)
             .var("OPENAI_BASE_URL", provider.openai_base_url())
             .var("ANTHROPIC_BASE_URL", provider.anthropic_base_url())
             .secret("OPENAI_API_KEY", "fake-openai-key")
@@ -84,18 +85,16 @@ pub fn run() -> Result<()> {
 
     eprintln!("dev: starting the Worker under workerd...");
     let worker = Worker::start(opts).context("starting the Worker")?;
-    let token = key.mint(&tokens::claims(
-        ISSUER,
-        AUDIENCE,
-        DEV_USER,
-        Duration::from_secs(12 * 3600),
-    ));
+    let mut claims = tokens::claims(ISSUER, AUDIENCE, DEV_USER, Duration::from_secs(12 * 3600));
+    claims["plan"] = DEV_PLAN.into();
+    let token = key.mint(&claims);
     let token_file = dev_dir.join("token");
     std::fs::write(&token_file, &token)?;
     eprintln!(
         "dev: Worker at {} (log: {})\n\
          dev: a 12-hour token for `{DEV_USER}` is in {} (STORYCAD_TOKEN for other clients)\n\
-         dev: aliases: storycad-fast, storycad-smart; /quit or Ctrl-D stops everything",
+         dev: plan `{DEV_PLAN}`: storycad-fast (OpenAI first), storycad-smart (Anthropic first); \
+         /quit or Ctrl-D stops everything",
         worker.api_base(),
         worker.log_path().display(),
         token_file.display()
