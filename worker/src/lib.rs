@@ -10,6 +10,7 @@
 //! - [`upstream`]: the provider request (fresh headers, the provider key, `model` replaced) and
 //!   the complete answer passed back.
 //! - [`relay`]: the SSE stream relay state machine.
+//! - [`sse`]: the incremental SSE framer both stream relays use.
 //! - [`rewrite`]: a JSON object's members kept raw and in order, `model` changed.
 //! - [`error`]: one error type, mapped to status, OpenAI error body and headers.
 //! - [`log`]: the one JSON log line per request.
@@ -39,6 +40,7 @@ pub mod relay;
 pub mod request;
 pub mod rewrite;
 pub mod routing;
+pub mod sse;
 pub mod upstream;
 
 #[cfg(target_arch = "wasm32")]

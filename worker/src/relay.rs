@@ -10,9 +10,8 @@ use storycad_protocol::{codes, ErrorBody, Usage};
 
 use crate::error::{scrub_message, shorten, UpstreamError};
 use crate::rewrite::RawObject;
-
-/// Longest line or event accepted from the upstream (a larger one means it is broken).
-pub const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+pub use crate::sse::MAX_EVENT_BYTES;
+use crate::sse::{Frame, SseFramer};
 
 /// How the stream ended (or that it has not yet).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,9 +32,7 @@ pub struct StreamRelay {
     alias: String,
     forward_usage: bool,
     scrub: Vec<String>,
-    line: Vec<u8>,
-    data: Option<String>,
-    after_cr: bool,
+    framer: SseFramer,
     outcome: Outcome,
     usage: Option<Usage>,
     chunks: u64,
@@ -49,9 +46,8 @@ impl StreamRelay {
             alias: alias.to_owned(),
             forward_usage,
             scrub,
-            line: Vec::new(),
-            data: None,
-            after_cr: false,
+            // No BOM handling: OpenAI sends none, and the relay has always framed bytes as sent.
+            framer: SseFramer::new(false, MAX_EVENT_BYTES),
             outcome: Outcome::Open,
             usage: None,
             chunks: 0,
@@ -60,39 +56,16 @@ impl StreamRelay {
 
     /// Feeds bytes from the upstream; returns the bytes to send to the caller now (possibly
     /// none: an incomplete event waits for its end).
-    pub fn feed(&mut self, mut bytes: &[u8]) -> Vec<u8> {
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         if self.is_closed() {
             return out;
         }
-        if self.after_cr && !bytes.is_empty() {
-            // The "\n" of a "\r\n" split across chunks.
-            if bytes[0] == b'\n' {
-                bytes = &bytes[1..];
-            }
-            self.after_cr = false;
-        }
-        while let Some(i) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
-            self.line.extend_from_slice(&bytes[..i]);
-            let line = std::mem::take(&mut self.line);
-            self.on_line(&line, &mut out);
-            if self.is_closed() {
-                return out;
-            }
-            let cr = bytes[i] == b'\r';
-            bytes = &bytes[i + 1..];
-            if cr {
-                match bytes.first() {
-                    Some(b'\n') => bytes = &bytes[1..],
-                    Some(_) => {}
-                    None => self.after_cr = true,
-                }
-            }
-        }
-        self.line.extend_from_slice(bytes);
-        if self.line.len() + self.data.as_ref().map_or(0, String::len) > MAX_EVENT_BYTES {
-            self.close_with(&UpstreamError::BadResponse.body(), &mut out);
-        }
+        // The framer is moved out while it calls back into `self` (no allocation: an empty
+        // framer owns nothing), then put back.
+        let mut framer = std::mem::take(&mut self.framer);
+        framer.feed(bytes, |frame| self.on_frame(frame, &mut out));
+        self.framer = framer;
         out
     }
 
@@ -103,19 +76,9 @@ impl StreamRelay {
         if self.is_closed() {
             return out;
         }
-        // Be lenient with a last line or event that lacks its terminator, but only when it is
-        // whole: a cut-off JSON object is truncation, not a malformed upstream.
-        if !self.line.is_empty() {
-            let line = std::mem::take(&mut self.line);
-            self.on_line(&line, &mut out);
-        }
-        if !self.is_closed() {
-            if let Some(data) = self.data.take() {
-                if data == "[DONE]" || RawObject::parse(&data).is_ok() {
-                    self.dispatch(&data, &mut out);
-                }
-            }
-        }
+        let mut framer = std::mem::take(&mut self.framer);
+        framer.finish(|frame| self.on_frame(frame, &mut out));
+        self.framer = framer;
         if !self.is_closed() {
             let body = ErrorBody::new(
                 codes::SERVER,
@@ -158,39 +121,35 @@ impl StreamRelay {
         self.chunks
     }
 
-    fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) {
-        if line.is_empty() {
-            if let Some(data) = self.data.take() {
-                self.dispatch(&data, out);
-            }
-            return;
-        }
-        let Ok(line) = std::str::from_utf8(line) else {
-            self.close_with(&UpstreamError::BadResponse.body(), out);
-            return;
-        };
-        if let Some(comment) = line.strip_prefix(':') {
-            // Keep-alives: pass them on so the caller's connection stays warm too. Whole events
-            // are all that has been sent so far, so a comment cannot split one.
-            out.push(b':');
-            out.extend_from_slice(comment.as_bytes());
-            out.extend_from_slice(b"\n\n");
-            return;
-        }
-        let (field, value) = match line.split_once(':') {
-            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-            None => (line, ""),
-        };
-        if field == "data" {
-            match &mut self.data {
-                Some(d) => {
-                    d.push('\n');
-                    d.push_str(value);
+    /// One frame from the upstream; returns whether the stream is still open.
+    fn on_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) -> bool {
+        match frame {
+            // The event name is ignored: OpenAI sends none.
+            Frame::Event {
+                data, terminated, ..
+            } => {
+                // Be lenient with a last event that lacks its blank line, but only when it is
+                // whole: a cut-off JSON object is truncation, not a malformed upstream.
+                if terminated || data == "[DONE]" || RawObject::parse(data).is_ok() {
+                    self.dispatch(data, out);
                 }
-                None => self.data = Some(value.to_owned()),
+            }
+            Frame::Comment(comment) => {
+                let Ok(comment) = std::str::from_utf8(comment) else {
+                    self.close_with(&UpstreamError::BadResponse.body(), out);
+                    return false;
+                };
+                // Keep-alives: pass them on so the caller's connection stays warm too. Whole
+                // events are all that has been sent so far, so a comment cannot split one.
+                out.push(b':');
+                out.extend_from_slice(comment.as_bytes());
+                out.extend_from_slice(b"\n\n");
+            }
+            Frame::NotUtf8 | Frame::TooLarge => {
+                self.close_with(&UpstreamError::BadResponse.body(), out);
             }
         }
-        // `event`, `id`, `retry`: OpenAI sends none; nothing to relay.
+        !self.is_closed()
     }
 
     fn dispatch(&mut self, data: &str, out: &mut Vec<u8>) {
@@ -252,8 +211,6 @@ impl StreamRelay {
                 .clone()
                 .unwrap_or_else(|| codes::UPSTREAM_ERROR.to_owned()),
         );
-        self.line.clear();
-        self.data = None;
     }
 }
 
