@@ -96,6 +96,10 @@ pub mod codes {
     pub const BUDGET_EXHAUSTED: &str = "budget_exhausted";
     /// OpenAI's name for a spent budget.
     pub const INSUFFICIENT_QUOTA: &str = "insufficient_quota";
+    /// The token names a plan the Worker does not know (403).
+    pub const UNKNOWN_PLAN: &str = "unknown_plan";
+    /// The caller's usage limits could not be checked just now (503; retry soon).
+    pub const LIMITER_UNAVAILABLE: &str = "limiter_unavailable";
     /// Too many streams open at once.
     pub const TOO_MANY_STREAMS: &str = "concurrent_streams_exceeded";
     /// The upstream failed or answered garbage.

@@ -41,7 +41,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(var: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(var: &str, reason: impl Into<String>) -> Self {
         ConfigError {
             var: var.to_owned(),
             reason: reason.into(),

@@ -67,6 +67,8 @@ pub enum AppError {
     Plan(crate::plans::PlanError),
     /// A per-user limit refuses the request (429).
     Limit(crate::limiter::Refusal),
+    /// The user's limiter (its Durable Object) could not be reached: 503, worth retrying soon.
+    LimiterUnavailable,
     /// Anything else; details go to the log.
     Internal,
 }
@@ -123,6 +125,7 @@ impl AppError {
             AppError::InvalidJson { .. } | AppError::InvalidRequest { .. } => 400,
             AppError::Config(_) | AppError::MissingSecret { .. } | AppError::Internal => 500,
             AppError::ProviderUnsupported { .. } => 502,
+            AppError::LimiterUnavailable => 503,
             AppError::Upstream(u) => u.status(),
             AppError::Plan(p) => p.status(),
             AppError::Limit(l) => l.status(),
@@ -143,6 +146,7 @@ impl AppError {
             AppError::Config(_) | AppError::MissingSecret { .. } => codes::CONFIG_ERROR,
             AppError::ProviderUnsupported { .. } => codes::UPSTREAM_ERROR,
             AppError::Internal => codes::INTERNAL,
+            AppError::LimiterUnavailable => codes::LIMITER_UNAVAILABLE,
             AppError::Upstream(u) => u.code(),
             AppError::Plan(p) => p.code(),
             AppError::Limit(l) => l.code(),
@@ -205,6 +209,11 @@ impl AppError {
                 "This model's provider is not available yet.",
             ),
             AppError::Internal => ErrorBody::new(SERVER, INTERNAL, "Internal error."),
+            AppError::LimiterUnavailable => ErrorBody::new(
+                SERVER,
+                codes::LIMITER_UNAVAILABLE,
+                "Usage limits could not be checked just now; retry in a moment.",
+            ),
             AppError::Upstream(u) => u.body(),
             AppError::Plan(p) => p.body(),
             AppError::Limit(l) => l.body(),
@@ -238,6 +247,7 @@ impl AppError {
                 ..
             }) => vec![(headers::RETRY_AFTER, v.clone())],
             AppError::Limit(l) => l.headers(),
+            AppError::LimiterUnavailable => vec![(headers::RETRY_AFTER, "1".to_owned())],
             _ => Vec::new(),
         }
     }
@@ -535,6 +545,7 @@ mod tests {
                 "configuration_error",
             ),
             (AppError::Internal, 500, "internal_error"),
+            (AppError::LimiterUnavailable, 503, "limiter_unavailable"),
             (UpstreamError::Timeout.into(), 504, "upstream_timeout"),
             (UpstreamError::Network.into(), 502, "upstream_error"),
             (UpstreamError::BadResponse.into(), 502, "upstream_error"),

@@ -27,7 +27,7 @@ use crate::error::{shorten, AppError};
 use crate::limiter::Limits;
 
 /// The error code of a token whose plan is not configured.
-pub const UNKNOWN_PLAN: &str = "unknown_plan";
+pub const UNKNOWN_PLAN: &str = storycad_protocol::codes::UNKNOWN_PLAN;
 
 /// A plan's allowed aliases.
 #[derive(Debug, Clone, PartialEq, Eq)]

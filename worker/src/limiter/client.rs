@@ -43,7 +43,10 @@ impl Limiter {
         let namespace = if enabled {
             Some(env.durable_object("LIMITER").map_err(|e| {
                 log_failure(sub, "binding", &e);
-                AppError::Internal
+                AppError::Config(crate::config::ConfigError::new(
+                    "LIMITER",
+                    "the Durable Object binding is missing",
+                ))
             })?)
         } else {
             None
@@ -166,7 +169,7 @@ async fn call(namespace: &ObjectNamespace, sub: &str, call: &Call) -> Result<Dec
     .await;
     result.map_err(|e| {
         log_failure(sub, "call", &e);
-        AppError::Internal
+        AppError::LimiterUnavailable
     })
 }
 
