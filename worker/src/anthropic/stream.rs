@@ -211,6 +211,18 @@ impl StreamTranslator {
         }
     }
 
+    /// `data` parsed as the event `event`, which may only come after `message_start`; `None`
+    /// when the stream has failed instead.
+    fn parse_started<'d, T: Deserialize<'d>>(
+        &mut self,
+        event: &str,
+        data: &'d str,
+        out: &mut Vec<u8>,
+    ) -> Option<T> {
+        let parsed = self.parse(data, out)?;
+        self.require_started(event, out).then_some(parsed)
+    }
+
     /// Content before `message_start` has no id to carry: the upstream broke the protocol.
     fn require_started(&mut self, event: &str, out: &mut Vec<u8>) -> bool {
         if !self.started {
@@ -248,12 +260,10 @@ impl StreamTranslator {
     }
 
     fn on_block_start(&mut self, data: &str, out: &mut Vec<u8>) {
-        let Some(ev) = self.parse::<BlockStart<'_>>(data, out) else {
+        let Some(ev) = self.parse_started::<BlockStart<'_>>("content_block_start", data, out)
+        else {
             return;
         };
-        if !self.require_started("content_block_start", out) {
-            return;
-        }
         if ev.content_block.kind != "tool_use" {
             return;
         }
@@ -282,12 +292,10 @@ impl StreamTranslator {
     }
 
     fn on_block_delta(&mut self, data: &str, out: &mut Vec<u8>) {
-        let Some(ev) = self.parse::<BlockDelta<'_>>(data, out) else {
+        let Some(ev) = self.parse_started::<BlockDelta<'_>>("content_block_delta", data, out)
+        else {
             return;
         };
-        if !self.require_started("content_block_delta", out) {
-            return;
-        }
         match ev.delta.kind.as_ref() {
             "text_delta" if !ev.delta.text.is_empty() => {
                 self.output_bytes += ev.delta.text.len() as u64;
@@ -335,18 +343,14 @@ impl StreamTranslator {
     }
 
     fn on_block_stop(&mut self, data: &str, out: &mut Vec<u8>) {
-        if self.parse::<IgnoredAny>(data, out).is_some() {
-            self.require_started("content_block_stop", out);
-        }
+        // Nothing to send; only a malformed or early event matters (it ends the stream).
+        let _ = self.parse_started::<IgnoredAny>("content_block_stop", data, out);
     }
 
     fn on_message_delta(&mut self, data: &str, out: &mut Vec<u8>) {
-        let Some(ev) = self.parse::<MessageDelta<'_>>(data, out) else {
+        let Some(ev) = self.parse_started::<MessageDelta<'_>>("message_delta", data, out) else {
             return;
         };
-        if !self.require_started("message_delta", out) {
-            return;
-        }
         if let Some(usage) = &ev.usage {
             self.take_usage(usage);
             if usage.output_tokens.is_some() {
@@ -360,8 +364,9 @@ impl StreamTranslator {
     }
 
     fn on_message_stop(&mut self, data: &str, out: &mut Vec<u8>) {
-        if self.parse::<IgnoredAny>(data, out).is_none()
-            || !self.require_started("message_stop", out)
+        if self
+            .parse_started::<IgnoredAny>("message_stop", data, out)
+            .is_none()
         {
             return;
         }
