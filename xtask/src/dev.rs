@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use storycad_e2e::{
     fake_provider::{FakeProvider, FakeProviderOptions},
     tokens::{self, DevKey},
-    workerd::{free_port, Worker, WorkerOptions},
+    workerd::{free_port, target_dir, Worker, WorkerOptions},
 };
 
 use crate::{build, cmd, setup};
@@ -135,8 +135,5 @@ fn port() -> u16 {
 }
 
 fn repl_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cmd::root().join("target"));
-    target.join("debug").join("examples").join("chat")
+    target_dir().join("debug").join("examples").join("chat")
 }
