@@ -194,8 +194,13 @@ impl Relay {
         }
     }
 
-    /// The upstream failed mid-stream; the error event out.
+    /// The upstream failed mid-stream; the error event out. A connection lost mid-body
+    /// ([`UpstreamError::Network`]) is a cut stream: it ends like a body that stopped early
+    /// ([`Relay::finish`]: a last whole event still counts, then `stream_truncated`).
     pub fn fail(&mut self, error: &UpstreamError) -> Vec<u8> {
+        if *error == UpstreamError::Network {
+            return self.finish();
+        }
         match self {
             Relay::OpenAi(r) => r.fail(error),
             Relay::Anthropic(r) => r.fail(error.body()),
@@ -479,5 +484,84 @@ mod tests {
         run(&mut o, &fixture("openai/chat_stream_text_usage.sse"));
         assert_eq!(o.outcome(), Outcome::Done);
         assert_eq!(o.usage().unwrap().completion_tokens, 30);
+    }
+
+    fn kinds() -> [(ProviderKind, Vec<u8>); 2] {
+        [
+            (
+                ProviderKind::OpenAiCompatible,
+                fixture("openai/chat_stream_text_usage.sse"),
+            ),
+            (
+                ProviderKind::Anthropic,
+                fixture("anthropic/messages_stream_text.sse"),
+            ),
+        ]
+    }
+
+    /// The last `data:` payload of an SSE text, as JSON.
+    fn last_event(out: &[u8]) -> Value {
+        let text = std::str::from_utf8(out).unwrap();
+        let last = text.split("\n\n").filter(|e| !e.is_empty()).last().unwrap();
+        serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_connection_lost_mid_stream_is_a_truncation() {
+        for (kind, text) in kinds() {
+            let mut r = Relay::new(kind, "fast", false, vec![], 1);
+            let first = r.feed(&text[..text.len() / 2]);
+            assert!(!first.is_empty(), "{kind:?}");
+            let out = r.fail(&UpstreamError::Network);
+            assert_eq!(
+                last_event(&out)["error"]["code"],
+                "stream_truncated",
+                "{kind:?}"
+            );
+            assert_eq!(r.outcome(), Outcome::Truncated, "{kind:?}");
+            assert!(r.fail(&UpstreamError::Network).is_empty());
+            // Any other failure keeps its own code.
+            let mut r = Relay::new(kind, "fast", false, vec![], 1);
+            r.feed(&text[..text.len() / 2]);
+            let out = r.fail(&UpstreamError::BadResponse);
+            assert_eq!(last_event(&out)["error"]["code"], "upstream_error");
+        }
+        // Lost after the whole stream came (the last blank line missing): nothing is lost.
+        let text = fixture("openai/chat_stream_text_usage.sse");
+        let mut r = Relay::new(ProviderKind::OpenAiCompatible, "fast", false, vec![], 1);
+        r.feed(&text[..text.len() - 2]);
+        let out = String::from_utf8(r.fail(&UpstreamError::Network)).unwrap();
+        assert_eq!(out, "data: [DONE]\n\n");
+        assert_eq!(r.outcome(), Outcome::Done);
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_event_stream_is_an_upstream_error() {
+        let bodies: [&[u8]; 3] = [
+            br#"{"id":"chatcmpl-x","object":"chat.completion","choices":[{"message":"#,
+            b"{\"type\":\"error\",\"error\":{\"type\":\"api_error\"}}\n",
+            b"<html>\n<body>bad gateway</body>\n</html>\n",
+        ];
+        for (kind, _) in kinds() {
+            for body in bodies {
+                let mut r = Relay::new(kind, "fast", false, vec![], 1);
+                let mut out = r.feed(body);
+                out.extend(r.finish());
+                assert_eq!(
+                    last_event(&out)["error"]["code"],
+                    "upstream_error",
+                    "{kind:?} {body:?}"
+                );
+                assert_eq!(
+                    r.outcome(),
+                    Outcome::Failed("upstream_error".into()),
+                    "{kind:?}"
+                );
+            }
+            // An empty body, or a stream cut short, is still a truncation.
+            let mut r = Relay::new(kind, "fast", false, vec![], 1);
+            r.finish();
+            assert_eq!(r.outcome(), Outcome::Truncated, "{kind:?}");
+        }
     }
 }

@@ -70,7 +70,8 @@ impl StreamRelay {
     }
 
     /// The upstream body ended. Returns the last bytes for the caller: the rest of a final event
-    /// that lacked its blank line, and a `stream_truncated` error event unless `[DONE]` came.
+    /// that lacked its blank line, and a `stream_truncated` error event unless `[DONE]` came
+    /// (`upstream_error` instead when the body was not an event stream at all, e.g. JSON).
     pub fn finish(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
         if self.is_closed() {
@@ -78,7 +79,11 @@ impl StreamRelay {
         }
         let mut framer = std::mem::take(&mut self.framer);
         framer.finish(|frame| self.on_frame(frame, &mut out));
+        let garbage = framer.not_an_event_stream();
         self.framer = framer;
+        if !self.is_closed() && garbage {
+            self.close_with(&UpstreamError::BadResponse.body(), &mut out);
+        }
         if !self.is_closed() {
             let body = ErrorBody::new(
                 codes::SERVER,

@@ -41,6 +41,7 @@ pub struct SseFramer {
     has_event: bool,
     data: String,
     has_data: bool,
+    saw_sse: bool,
 }
 
 impl SseFramer {
@@ -92,6 +93,12 @@ impl SseFramer {
         }
     }
 
+    /// Whether bytes came but not one line of them was SSE (a comment, or an `event`, `data`,
+    /// `id` or `retry` field): the body is something else, e.g. JSON, not a stream that was cut.
+    pub fn not_an_event_stream(&self) -> bool {
+        self.started && !self.saw_sse
+    }
+
     /// The body ended: handles a last line that lacked its line end, then hands back a last
     /// event that lacked its blank line as `Event { terminated: false, .. }`.
     pub fn finish(&mut self, mut on: impl FnMut(Frame<'_>) -> bool) {
@@ -137,6 +144,7 @@ impl SseFramer {
             return go_on;
         }
         if let Some(comment) = line.strip_prefix(b":") {
+            self.saw_sse = true;
             return on(Frame::Comment(comment));
         }
         let Ok(line) = std::str::from_utf8(line) else {
@@ -146,6 +154,9 @@ impl SseFramer {
             Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
             None => (line, ""),
         };
+        if matches!(field, "event" | "data" | "id" | "retry") {
+            self.saw_sse = true;
+        }
         match field {
             "event" => {
                 self.event.clear();
@@ -316,6 +327,31 @@ mod tests {
         let cuts: Vec<usize> = (1..input.len()).collect();
         let got = frames_cut(&mut f, input, &cuts);
         assert_eq!(got, [event(None, "0123456789"), event(None, "0123456789")]);
+    }
+
+    #[test]
+    fn a_body_without_one_sse_line_is_not_an_event_stream() {
+        let framed = |input: &[u8]| {
+            let mut f = SseFramer::new(true, MAX_EVENT_BYTES);
+            let got = frames_cut(&mut f, input, &[]);
+            (got, f.not_an_event_stream())
+        };
+        // JSON where a stream was expected (no line end at all, or several lines).
+        assert_eq!(
+            framed(br#"{"id":"x","choices":[{"message":"#),
+            (vec![], true)
+        );
+        assert_eq!(framed(b"{\n  \"error\": {}\n}\n"), (vec![], true));
+        assert_eq!(framed(b"<html>bad gateway</html>\n\n"), (vec![], true));
+        // Nothing at all is not "something else": an empty body is a cut stream.
+        assert_eq!(framed(b""), (vec![], false));
+        // Any SSE line makes it a stream, even one that never completes an event.
+        assert!(!framed(b": keep-alive\n").1);
+        assert!(!framed(b"id: 1\n").1);
+        assert!(!framed(b"retry: 10\n").1);
+        assert!(!framed(b"event: ping\n").1);
+        assert!(!framed(b"data: {\"a\":").1);
+        assert!(!framed(STREAM.as_bytes()).1);
     }
 
     #[test]

@@ -43,7 +43,8 @@ impl AnthropicRelay {
 
     /// The upstream body ended. Returns the last bytes for the caller: a final event that lacked
     /// its blank line (only when its JSON is whole: a cut-off object is truncation), and a
-    /// `stream_truncated` error event unless the stream had ended.
+    /// `stream_truncated` error event unless the stream had ended (`upstream_error` instead
+    /// when the body was not an event stream at all, e.g. JSON).
     pub fn finish(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
         if self.is_closed() {
@@ -52,6 +53,10 @@ impl AnthropicRelay {
         let translator = &mut self.translator;
         self.framer
             .finish(|frame| on_frame(translator, frame, &mut out));
+        if self.framer.not_an_event_stream() {
+            self.translator
+                .fail_with(bad_stream("a body that is not an event stream"), &mut out);
+        }
         self.translator.finish(&mut out);
         out
     }
