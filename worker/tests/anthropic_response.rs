@@ -222,6 +222,9 @@ fn other_error_types_and_garbage_bodies_map_by_type_then_status() {
         (s, b.error.code.unwrap_or_default())
     };
     assert_eq!(e(500, "api_error"), (502, "upstream_error".into()));
+    // An unavailable service is unavailable whatever type its body names.
+    assert_eq!(e(503, "api_error"), (503, "overloaded".into()));
+    assert_eq!(e(529, "api_error"), (503, "overloaded".into()));
     assert_eq!(e(404, "not_found_error"), (502, "upstream_error".into()));
     assert_eq!(e(413, "request_too_large"), (413, "body_too_large".into()));
     assert_eq!(e(402, "billing_error"), (502, "upstream_error".into()));

@@ -199,7 +199,7 @@ pub(crate) struct ErrorInfo {
 /// | `authentication_error`, `permission_error`, `billing_error` | 502 | `server_error` / `upstream_error`: the proxy's key or account, not the caller's; Anthropic's message is not repeated |
 /// | `not_found_error` | 502 | `server_error` / `upstream_error` (the route names a model Anthropic does not know) |
 /// | `rate_limit_error` | 429 | `rate_limit_error` / `rate_limit_exceeded` (retryable; Anthropic's text names our organization, so it is replaced) |
-/// | `api_error` | 502 | `server_error` / `upstream_error` |
+/// | `api_error` | 502 | `server_error` / `upstream_error`; with HTTP 503 or 529, 503 as `overloaded_error` (the status says the service is unavailable, as it does for OpenAI routes) |
 /// | `overloaded_error` | 503 | `overloaded_error` / `overloaded` (retryable) |
 /// | `timeout_error` | 504 | `server_error` / `upstream_timeout` |
 ///
@@ -300,6 +300,7 @@ pub(crate) fn map_error_kind(
                 "Anthropic timed out; retry the request",
             ),
         ),
+        "api_error" if matches!(status, 503 | 529) => (503, overloaded()),
         "api_error" => (
             502,
             ErrorBody::new(
