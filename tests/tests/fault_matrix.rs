@@ -1,0 +1,575 @@
+//! Every fault of the fake provider, streamed and not, through the OpenAI and the Anthropic
+//! route, driven through the real Rust client: one trial per row of [`ROWS`], named
+//! `<provider>/<stream|json>/<fault>` (e.g. `openai/stream/429-retry-after`).
+//!
+//! Each row writes its expected outcome out in full, and the trial checks, for a user of its
+//! own (a fresh `sub`, so rows never share limiter state):
+//!
+//! - (a) the client's typed error: the [`Error`] variant, the status, the Worker's error code,
+//!   `retry-after`, and how many times the client tried (it retries what the contract calls
+//!   retryable, within a small policy: one retry, short backoff);
+//! - (b) the Worker's log: the line of the request id the error carries has the same status
+//!   and `error` code, and the user has exactly one line per attempt, each with that code; the
+//!   provider saw exactly one request per attempt;
+//! - (c) the limiter settled: `GET /v1/usage` for the user shows every stream slot free, one
+//!   request per attempt in the window, and the day's tokens charged as expected (nothing for an
+//!   HTTP error; for a stream that opened, what it produced, below what a reservation holds),
+//!   polled for at most 5 s;
+//! - (d) no provider key or provider address in the error the caller got; the same fault sent
+//!   once more without the client (another user, no retry), its answer checked on the wire
+//!   (OpenAI's error shape and `retry-after`, or a 200 event stream ending with the error event
+//!   and no `[DONE]`) and kept for the suite's checks, which run after the rows: no panic in
+//!   workerd's log, no secret or provider address in any answer, no secret in the log.
+//!
+//! Every fault of the fake provider fires on every request that carries its marker, so a
+//! retried request fails the same way again: no row ends in a retried success.
+//!
+//! Single-route aliases (`OPENAI_ALIAS`, `ANTHROPIC_ALIAS`) keep a fallback from hiding a fault.
+//! The Worker's `UPSTREAM_TIMEOUT_MS` is 2.5 s, so the hang and slow rows take 2.5 s per
+//! attempt; the rows run in parallel.
+
+// Test code: an unwrap that fails is a test that fails (clippy.toml allows it only inside
+// #[test] functions, and these helpers live outside them).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::{
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use storycad_client::{ChatRequest, Client, Error, Message, RetryPolicy, Timeouts};
+use storycad_e2e::tokens::{self, Alg};
+use storycad_protocol::UsageReport;
+use support::{
+    chat_body, Case, Suite, SuiteConfig, ANTHROPIC_ALIAS, ANTHROPIC_MODEL, OPENAI_ALIAS,
+    OPENAI_MODEL, UPSTREAM_TIMEOUT,
+};
+
+/// Which route a row goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Provider {
+    OpenAi,
+    Anthropic,
+}
+
+impl Provider {
+    fn name(self) -> &'static str {
+        match self {
+            Provider::OpenAi => "openai",
+            Provider::Anthropic => "anthropic",
+        }
+    }
+
+    fn alias(self) -> &'static str {
+        match self {
+            Provider::OpenAi => OPENAI_ALIAS,
+            Provider::Anthropic => ANTHROPIC_ALIAS,
+        }
+    }
+
+    /// The `provider:model` the Worker logs as the route.
+    fn route(self) -> String {
+        match self {
+            Provider::OpenAi => format!("openai:{OPENAI_MODEL}"),
+            Provider::Anthropic => format!("anthropic:{ANTHROPIC_MODEL}"),
+        }
+    }
+}
+
+/// The client's error variant for an HTTP error answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// `Error::RateLimited`: a 429 worth retrying.
+    RateLimited,
+    /// `Error::Api`: any other error status.
+    Api,
+}
+
+/// What the caller gets for one row.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    /// `chat` / `chat_stream` itself fails with an HTTP error after `attempts` tries.
+    Http {
+        variant: Variant,
+        status: u16,
+        code: &'static str,
+        /// The `retry-after` the error carries, in seconds.
+        retry_after_secs: Option<u64>,
+        attempts: usize,
+    },
+    /// The stream opens (200) and, after `text` arrived, ends with the Worker's error event:
+    /// `Error::Stream { code }`. Never retried (the caller may already hold part of it).
+    StreamEvent {
+        code: &'static str,
+        text: &'static str,
+    },
+}
+
+/// One row of the matrix.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    provider: Provider,
+    stream: bool,
+    /// The trial's last name part.
+    fault: &'static str,
+    /// The first word of the prompt: the fake provider's fault marker.
+    marker: &'static str,
+    expect: Outcome,
+}
+
+impl Row {
+    fn name(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.provider.name(),
+            if self.stream { "stream" } else { "json" },
+            self.fault
+        )
+    }
+}
+
+// Error codes (the Worker's, see storycad_protocol::codes).
+const RATE_LIMITED: &str = "rate_limit_exceeded";
+const UPSTREAM_ERROR: &str = "upstream_error";
+const UPSTREAM_TIMEOUT_CODE: &str = "upstream_timeout";
+const STREAM_TRUNCATED: &str = "stream_truncated";
+
+use Provider::{Anthropic, OpenAi};
+use Variant::{Api, RateLimited};
+
+/// An HTTP error: variant, status, code, `retry-after` seconds, attempts.
+const fn http(
+    variant: Variant,
+    status: u16,
+    code: &'static str,
+    retry_after_secs: Option<u64>,
+    attempts: usize,
+) -> Outcome {
+    Outcome::Http {
+        variant,
+        status,
+        code,
+        retry_after_secs,
+        attempts,
+    }
+}
+
+/// A stream that opens and ends with an error event `code` after `text`.
+const fn event(code: &'static str, text: &'static str) -> Outcome {
+    Outcome::StreamEvent { code, text }
+}
+
+const fn row(
+    provider: Provider,
+    stream: bool,
+    fault: &'static str,
+    marker: &'static str,
+    expect: Outcome,
+) -> Row {
+    Row {
+        provider,
+        stream,
+        fault,
+        marker,
+        expect,
+    }
+}
+
+const STREAM: bool = true;
+const JSON: bool = false;
+
+/// The text the fake streams before `fault:cut` cuts the body: its first two content pieces
+/// (`"echo:"` and the marker, the first word of the prompt).
+const CUT_TEXT: &str = "echo: fault:cut";
+
+/// The slow drip: one content event every 4 s, past the Worker's 2.5 s idle timeout (a
+/// non-streamed answer waits 4 s per piece before its headers).
+const SLOW: &str = "fault:slow=4000";
+
+/// The matrix. Retried: 429 `rate_limit_exceeded`, 502, 503, 504 (the client's policy here:
+/// one retry), so each of those rows shows 2 attempts. A stream that has opened is never
+/// retried.
+#[rustfmt::skip]
+const ROWS: &[Row] = &[
+    // provider  mode    fault                 marker                      expected outcome
+    row(OpenAi, JSON,   "429-retry-after",    "fault:429=1",              http(RateLimited, 429, RATE_LIMITED, Some(1), 2)),
+    row(OpenAi, JSON,   "429-no-retry-after", "fault:429-no-retry-after", http(RateLimited, 429, RATE_LIMITED, None, 2)),
+    row(OpenAi, JSON,   "500",                "fault:500",                http(Api, 502, UPSTREAM_ERROR, None, 2)),
+    row(OpenAi, JSON,   "503",                "fault:503",                http(Api, 503, UPSTREAM_ERROR, None, 2)),
+    row(OpenAi, JSON,   "529",                "fault:529",                http(Api, 503, UPSTREAM_ERROR, None, 2)),
+    row(OpenAi, JSON,   "reset",              "fault:reset",              http(Api, 502, UPSTREAM_ERROR, None, 2)),
+    row(OpenAi, JSON,   "cut",                "fault:cut",                http(Api, 502, UPSTREAM_ERROR, None, 2)),
+    row(OpenAi, JSON,   "slow-drip",          SLOW,                       http(Api, 504, UPSTREAM_TIMEOUT_CODE, None, 2)),
+    row(OpenAi, JSON,   "bad-sse",            "fault:bad-sse",            http(Api, 502, UPSTREAM_ERROR, None, 2)),
+    row(OpenAi, JSON,   "bad-json",           "fault:bad-json",           http(Api, 502, UPSTREAM_ERROR, None, 2)),
+    row(OpenAi, JSON,   "hang",               "fault:hang",               http(Api, 504, UPSTREAM_TIMEOUT_CODE, None, 2)),
+
+    row(OpenAi, STREAM, "429-retry-after",    "fault:429=1",              http(RateLimited, 429, RATE_LIMITED, Some(1), 2)),
+    row(OpenAi, STREAM, "429-no-retry-after", "fault:429-no-retry-after", http(RateLimited, 429, RATE_LIMITED, None, 2)),
+    row(OpenAi, STREAM, "500",                "fault:500",                http(Api, 502, UPSTREAM_ERROR, None, 2)),
+    row(OpenAi, STREAM, "503",                "fault:503",                http(Api, 503, UPSTREAM_ERROR, None, 2)),
+    row(OpenAi, STREAM, "529",                "fault:529",                http(Api, 503, UPSTREAM_ERROR, None, 2)),
+    row(OpenAi, STREAM, "reset",              "fault:reset",              http(Api, 502, UPSTREAM_ERROR, None, 2)),
+    row(OpenAi, STREAM, "cut",                "fault:cut",                event(STREAM_TRUNCATED, CUT_TEXT)),
+    row(OpenAi, STREAM, "slow-drip",          SLOW,                       event(UPSTREAM_TIMEOUT_CODE, "")),
+    row(OpenAi, STREAM, "bad-sse",            "fault:bad-sse",            event(UPSTREAM_ERROR, "")),
+    row(OpenAi, STREAM, "bad-json",           "fault:bad-json",           event(UPSTREAM_ERROR, "")),
+    row(OpenAi, STREAM, "hang",               "fault:hang",               http(Api, 504, UPSTREAM_TIMEOUT_CODE, None, 2)),
+
+    row(Anthropic, JSON,   "429-retry-after",    "fault:429=1",              http(RateLimited, 429, RATE_LIMITED, Some(1), 2)),
+    row(Anthropic, JSON,   "429-no-retry-after", "fault:429-no-retry-after", http(RateLimited, 429, RATE_LIMITED, None, 2)),
+    row(Anthropic, JSON,   "500",                "fault:500",                http(Api, 502, UPSTREAM_ERROR, None, 2)),
+    row(Anthropic, JSON,   "503",                "fault:503",                http(Api, 503, UPSTREAM_ERROR, None, 2)),
+    row(Anthropic, JSON,   "529",                "fault:529",                http(Api, 503, UPSTREAM_ERROR, None, 2)),
+    row(Anthropic, JSON,   "reset",              "fault:reset",              http(Api, 502, UPSTREAM_ERROR, None, 2)),
+    row(Anthropic, JSON,   "cut",                "fault:cut",                http(Api, 502, UPSTREAM_ERROR, None, 2)),
+    row(Anthropic, JSON,   "slow-drip",          SLOW,                       http(Api, 504, UPSTREAM_TIMEOUT_CODE, None, 2)),
+    row(Anthropic, JSON,   "bad-sse",            "fault:bad-sse",            http(Api, 502, UPSTREAM_ERROR, None, 2)),
+    row(Anthropic, JSON,   "bad-json",           "fault:bad-json",           http(Api, 502, UPSTREAM_ERROR, None, 2)),
+    row(Anthropic, JSON,   "hang",               "fault:hang",               http(Api, 504, UPSTREAM_TIMEOUT_CODE, None, 2)),
+
+    row(Anthropic, STREAM, "429-retry-after",    "fault:429=1",              http(RateLimited, 429, RATE_LIMITED, Some(1), 2)),
+    row(Anthropic, STREAM, "429-no-retry-after", "fault:429-no-retry-after", http(RateLimited, 429, RATE_LIMITED, None, 2)),
+    row(Anthropic, STREAM, "500",                "fault:500",                http(Api, 502, UPSTREAM_ERROR, None, 2)),
+    row(Anthropic, STREAM, "503",                "fault:503",                http(Api, 503, UPSTREAM_ERROR, None, 2)),
+    row(Anthropic, STREAM, "529",                "fault:529",                http(Api, 503, UPSTREAM_ERROR, None, 2)),
+    row(Anthropic, STREAM, "reset",              "fault:reset",              http(Api, 502, UPSTREAM_ERROR, None, 2)),
+    row(Anthropic, STREAM, "cut",                "fault:cut",                event(STREAM_TRUNCATED, CUT_TEXT)),
+    row(Anthropic, STREAM, "slow-drip",          SLOW,                       event(UPSTREAM_TIMEOUT_CODE, "")),
+    row(Anthropic, STREAM, "bad-sse",            "fault:bad-sse",            event(UPSTREAM_ERROR, "")),
+    row(Anthropic, STREAM, "bad-json",           "fault:bad-json",           event(UPSTREAM_ERROR, "")),
+    row(Anthropic, STREAM, "hang",               "fault:hang",               http(Api, 504, UPSTREAM_TIMEOUT_CODE, None, 2)),
+];
+
+/// Every fault of the issue, each of which must have a row per provider and mode.
+const FAULTS: &[&str] = &[
+    "429-retry-after",
+    "429-no-retry-after",
+    "500",
+    "503",
+    "529",
+    "reset",
+    "cut",
+    "slow-drip",
+    "bad-sse",
+    "bad-json",
+    "hang",
+];
+
+fn main() -> ExitCode {
+    let mut cases: Vec<Case> = ROWS
+        .iter()
+        .map(|row| Case::new(row.name(), move |s| run_row(s, row)))
+        .collect();
+    cases.push(Case::new("matrix_is_complete", matrix_is_complete));
+    support::run(
+        SuiteConfig {
+            name: "fault_matrix",
+            jwks_url: false,
+            extra_vars: Vec::new(),
+        },
+        cases,
+    )
+}
+
+/// Each fault appears once per provider and mode, and no row is named twice.
+async fn matrix_is_complete(_s: Arc<Suite>) {
+    let mut names: Vec<String> = ROWS.iter().map(Row::name).collect();
+    for provider in [OpenAi, Anthropic] {
+        for stream in [JSON, STREAM] {
+            for fault in FAULTS {
+                let n = ROWS
+                    .iter()
+                    .filter(|r| r.provider == provider && r.stream == stream && r.fault == *fault)
+                    .count();
+                assert_eq!(
+                    n,
+                    1,
+                    "{}/{}/{fault}",
+                    provider.name(),
+                    if stream { "stream" } else { "json" }
+                );
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), ROWS.len());
+    assert_eq!(ROWS.len(), FAULTS.len() * 4);
+}
+
+/// The small retry policy of the rows: one retry, a short backoff, server waits up to 2 s
+/// honoured (the 429 rows ask for 1 s).
+fn retry_policy() -> RetryPolicy {
+    RetryPolicy::default()
+        .max_retries(1)
+        .initial_backoff(Duration::from_millis(100))
+        .max_backoff(Duration::from_millis(200))
+        .max_server_delay(Duration::from_secs(2))
+}
+
+/// A client for user `sub`; its deadlines are well past the Worker's, which must fire first.
+fn client_for(s: &Suite, sub: &str) -> Client {
+    Client::builder()
+        .base_url(format!("{}/v1", s.url))
+        .token(tokens::mint(s.keys.get(Alg::EdDSA), &s.claims(sub)))
+        .retry_policy(retry_policy())
+        .timeouts(Timeouts {
+            connect: Duration::from_secs(5),
+            response_headers: Duration::from_secs(20),
+            stream_idle: Duration::from_secs(10),
+        })
+        .build()
+        .unwrap()
+}
+
+/// Drains a stream: the text received and the error that ended it (`None`: it ended with
+/// `[DONE]`).
+async fn drain(mut stream: storycad_client::ChatStream) -> (String, Option<Error>) {
+    let mut text = String::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(c) => text.push_str(c.text().unwrap_or("")),
+            Err(e) => return (text, Some(e)),
+        }
+    }
+    (text, None)
+}
+
+async fn run_row(s: Arc<Suite>, row: &'static Row) {
+    let name = row.name();
+    let nonce = s.nonce();
+    let sub = format!("fm-{}-{nonce}", name.replace('/', "-"));
+    let client = client_for(&s, &sub);
+    let request = ChatRequest::new(
+        row.provider.alias(),
+        vec![
+            Message::system("You are terse."),
+            Message::user(format!("{} {nonce} alpha beta gamma", row.marker)),
+        ],
+    );
+
+    // (a) The client's typed error.
+    let started = Instant::now();
+    let (err, streamed_text) = if row.stream {
+        match client.chat_stream(&request).await {
+            Err(e) => (e, None),
+            Ok(stream) => {
+                let (text, err) = drain(stream).await;
+                let err = err.unwrap_or_else(|| {
+                    panic!("{name}: the stream ended with [DONE] after {text:?}")
+                });
+                (err, Some(text))
+            }
+        }
+    } else {
+        match client.chat(&request).await {
+            Err(e) => (e, None),
+            Ok(answer) => panic!("{name}: expected an error, got {:?}", answer.text()),
+        }
+    };
+    let took = started.elapsed();
+    let shown = format!("{err} {err:?}");
+    s.assert_no_secret(&name, &shown);
+    let provider_addr = s.provider.addr().to_string();
+    assert!(
+        !shown.contains(&provider_addr),
+        "{name}: the error names the provider's address: {shown}"
+    );
+
+    let (status, code, attempts) = match row.expect {
+        Outcome::Http {
+            variant,
+            status,
+            code,
+            retry_after_secs,
+            attempts,
+        } => {
+            assert!(
+                streamed_text.is_none(),
+                "{name}: expected an HTTP error from the call, the stream opened: {err:?}"
+            );
+            let details = match (&err, variant) {
+                (Error::RateLimited(d), Variant::RateLimited) | (Error::Api(d), Variant::Api) => d,
+                _ => panic!("{name}: expected {variant:?}, got {err:?}"),
+            };
+            assert_eq!(details.status, status, "{name}: {err:?}");
+            assert_eq!(details.code.as_deref(), Some(code), "{name}: {err:?}");
+            assert_eq!(
+                details.retry_after,
+                retry_after_secs.map(Duration::from_secs),
+                "{name}: retry-after: {err:?}"
+            );
+            assert!(
+                details.body.is_none(),
+                "{name}: the error body is not OpenAI's error shape: {err:?}"
+            );
+            assert!(err.is_retryable(), "{name}: {err:?}");
+            (status, code, attempts)
+        }
+        Outcome::StreamEvent { code, text } => {
+            let Some(received) = &streamed_text else {
+                panic!("{name}: expected the stream to open, the call failed: {err:?}")
+            };
+            assert_eq!(received, text, "{name}: text before the error");
+            match &err {
+                Error::Stream { code: got, .. } => {
+                    assert_eq!(got.as_deref(), Some(code), "{name}: {err:?}")
+                }
+                other => panic!("{name}: expected Error::Stream {{ code: {code} }}, got {other:?}"),
+            }
+            (200, code, 1)
+        }
+    };
+    if code == UPSTREAM_TIMEOUT_CODE {
+        // Each attempt waited out the Worker's upstream timeout, no more than a few times over.
+        let least = UPSTREAM_TIMEOUT * attempts as u32;
+        assert!(
+            took >= least,
+            "{name}: failed after {took:?}, before {least:?}"
+        );
+        assert!(took < least * 3, "{name}: took {took:?}");
+    }
+
+    // (b) The Worker's log: the line of the request the error names, and one line per attempt.
+    let request_id = err
+        .request_id()
+        .unwrap_or_else(|| panic!("{name}: no request id in {err:?}"));
+    let line = s.log_line(request_id).await;
+    assert_eq!(line["sub"], sub.as_str(), "{name}: {line}");
+    assert_eq!(line["path"], "/v1/chat/completions", "{name}: {line}");
+    assert_eq!(line["status"], status, "{name}: {line}");
+    assert_eq!(line["error"], code, "{name}: {line}");
+    assert_eq!(line["stream"], row.stream, "{name}: {line}");
+    assert_eq!(line["route"], row.provider.route(), "{name}: {line}");
+    let lines = user_lines(&s, &sub, attempts).await;
+    for l in &lines {
+        assert_eq!(
+            l["error"], code,
+            "{name}: every attempt failed the same way: {l}"
+        );
+        assert_eq!(l["status"], status, "{name}: {l}");
+    }
+    assert_eq!(
+        s.provider.requests_containing(&nonce).len(),
+        attempts,
+        "{name}: requests the provider received"
+    );
+
+    // (c) The limiter settled.
+    let report = settled(&client, &name, |r| {
+        let spent = r.tokens.limit - r.tokens.remaining;
+        r.streams.remaining == r.streams.limit
+            && match row.expect {
+                // An HTTP error charges nothing.
+                Outcome::Http { .. } => spent == 0,
+                // A stream that opened is charged what it produced (at least the prompt
+                // estimate), never a reservation's size (the plan's 4096 output tokens).
+                Outcome::StreamEvent { .. } => spent > 0 && spent < 4096,
+            }
+    })
+    .await;
+    assert_eq!(
+        report.requests.limit - report.requests.remaining,
+        attempts as u64,
+        "{name}: requests admitted: {report:?}"
+    );
+    eprintln!(
+        "[fault_matrix] {name}: {code} after {:.2} s, {attempts} attempt(s)",
+        took.as_secs_f64()
+    );
+
+    wire(&s, row).await;
+}
+
+/// The same fault once more without the client (another user, no retry): the answer as sent,
+/// kept for the suite's secret check, in OpenAI's error shape or ending with the error event.
+async fn wire(s: &Suite, row: &Row) {
+    let name = row.name();
+    let nonce = s.nonce();
+    let token = tokens::mint(
+        s.keys.get(Alg::EdDSA),
+        &s.claims(&format!("fm-wire-{}-{nonce}", name.replace('/', "-"))),
+    );
+    let text = format!("{} {nonce} alpha beta gamma", row.marker);
+    let seen = s
+        .chat(
+            Some(&token),
+            &chat_body(row.provider.alias(), &text, row.stream),
+        )
+        .await;
+    match row.expect {
+        Outcome::Http {
+            status,
+            code,
+            retry_after_secs,
+            ..
+        } => {
+            seen.assert_error(status, code);
+            assert_eq!(
+                seen.header("retry-after"),
+                retry_after_secs.map(|n| n.to_string()).as_deref(),
+                "{name}: retry-after on the wire"
+            );
+        }
+        Outcome::StreamEvent { code, .. } => {
+            assert_eq!(seen.status, 200, "{name}: {}", seen.text());
+            assert!(
+                seen.header("content-type")
+                    .is_some_and(|t| t.starts_with("text/event-stream")),
+                "{name}: {:?}",
+                seen.headers
+            );
+            assert!(seen.body_error.is_none(), "{name}: {:?}", seen.body_error);
+            let data = seen.sse_data();
+            assert!(
+                !data.iter().any(|d| d == "[DONE]"),
+                "{name}: {}",
+                seen.text()
+            );
+            let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+            assert_eq!(last["error"]["code"], code, "{name}: {}", seen.text());
+        }
+    }
+    assert_eq!(s.provider.requests_containing(&nonce).len(), 1, "{name}");
+}
+
+/// The user's chat log lines, once there are `expected` of them (at most 5 s), and checked to
+/// be exactly that many.
+async fn user_lines(s: &Suite, sub: &str, expected: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines: Vec<Value> = s
+            .worker_log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(&l[l.find('{')?..]).ok())
+            .filter(|v| v["sub"] == sub && v["path"] == "/v1/chat/completions")
+            .collect();
+        if lines.len() >= expected || Instant::now() >= deadline {
+            assert_eq!(lines.len(), expected, "log lines of {sub}: {lines:?}");
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `GET /v1/usage` (through the client) until `done` holds; at most 5 s.
+async fn settled(client: &Client, name: &str, done: impl Fn(&UsageReport) -> bool) -> UsageReport {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let report = client.usage().await.unwrap();
+        if done(&report) {
+            return report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: the limiter did not settle in 5 s: {report:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
