@@ -59,6 +59,8 @@ mod accumulate;
 mod client;
 mod config;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod response;
 mod retry;
 mod stream;

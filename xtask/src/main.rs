@@ -5,11 +5,13 @@
 //! - `test`: setup, `cargo fmt --check`, clippy with `-D warnings`, the bundle, every test.
 //! - `dev`: the Worker under workerd with a fake provider (or real keys), and the chat REPL.
 //! - `bench <client|proxy>`: benchmarks that print ratios measured side by side.
+//! - `fuzz --minutes N [--target NAME]`: the fuzz targets in `fuzz/`, one after another.
 
 mod bench_proxy;
 mod build;
 mod cmd;
 mod dev;
+mod fuzz;
 mod python;
 mod setup;
 mod test;
@@ -27,6 +29,8 @@ tasks:
   bench proxy    latency the Worker adds: through it vs the fake provider directly
                  [--requests N (500)] [--stream-words N (199)]
   bench ffi      per-chunk cost: Python bindings' next() loop vs the Rust client
+  fuzz           the fuzz targets (nightly, cargo-fuzz; installed if missing), one at a time
+                 --minutes N [--target NAME] [--sanitizer none|address]
 ";
 
 fn main() {
@@ -46,6 +50,7 @@ fn run(args: &[String]) -> Result<()> {
         "test" => test::run(rest),
         "dev" => dev::run(),
         "bench" => bench(rest),
+        "fuzz" => fuzz::run(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
