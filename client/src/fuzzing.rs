@@ -18,11 +18,7 @@ pub async fn read_stream(pieces: Vec<Bytes>) -> Vec<Result<ChatChunk>> {
         request_id: Some("req-fuzz".to_owned()),
         ..ResponseMeta::default()
     };
-    let stream = ChatStream::from_bytes(
-        body,
-        meta,
-        Duration::from_secs(3600),
-        tracing::Span::none(),
-    );
+    let stream =
+        ChatStream::from_bytes(body, meta, Duration::from_secs(3600), tracing::Span::none());
     stream.collect().await
 }

@@ -21,10 +21,12 @@ fn inputs() -> Vec<(PathBuf, Vec<u8>)> {
         let Ok(entries) = std::fs::read_dir(fuzz_dir().join(kind).join("client_sse")) else {
             continue;
         };
-        let mut paths: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+        let mut paths: Vec<PathBuf> = entries
+            .map(|e| e.expect("directory entry").path())
+            .collect();
         paths.sort();
         for p in paths {
-            let bytes = std::fs::read(&p).unwrap();
+            let bytes = std::fs::read(&p).expect("committed input");
             out.push((p, bytes));
         }
     }
@@ -60,5 +62,8 @@ async fn the_fuzz_entry_point_reads_a_recorded_stream() {
         .iter()
         .map(|i| i.as_ref().unwrap().text().unwrap_or("").to_owned())
         .collect();
-    assert!(text.starts_with("I'm unable to provide real-time"), "{text}");
+    assert!(
+        text.starts_with("I'm unable to provide real-time"),
+        "{text}"
+    );
 }

@@ -81,7 +81,8 @@ fn check_output(run: &Run) {
                 run.outcome,
                 Outcome::Failed(_) | Outcome::Truncated
             ));
-            let body: ErrorBody = serde_json::from_value(value).expect("error event is an ErrorBody");
+            let body: ErrorBody =
+                serde_json::from_value(value).expect("error event is an ErrorBody");
             assert!(!body.error.message.is_empty());
             continue;
         }

@@ -26,7 +26,10 @@ fn read(pieces: &[&[u8]]) -> Vec<String> {
     let errors = items.iter().filter(|i| i.is_err()).count();
     assert!(errors <= 1, "{errors} errors");
     if errors == 1 {
-        assert!(items.last().is_some_and(Result::is_err), "items after an error");
+        assert!(
+            items.last().is_some_and(Result::is_err),
+            "items after an error"
+        );
     }
     items.iter().map(|i| format!("{i:?}")).collect()
 }

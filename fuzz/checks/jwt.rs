@@ -20,7 +20,9 @@
 
 use base64::{
     alphabet,
-    engine::{general_purpose::URL_SAFE_NO_PAD, DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
+    engine::{
+        general_purpose::URL_SAFE_NO_PAD, DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig,
+    },
     Engine as _,
 };
 use rsa::signature::Verifier as _;
@@ -127,7 +129,11 @@ fn strict_b64(segment: &str) -> Vec<u8> {
     let bytes = URL_SAFE_NO_PAD
         .decode(segment)
         .unwrap_or_else(|e| panic!("accepted a segment that is not base64url ({e}): {segment:?}"));
-    assert_eq!(URL_SAFE_NO_PAD.encode(&bytes), segment, "accepted a non-canonical segment");
+    assert_eq!(
+        URL_SAFE_NO_PAD.encode(&bytes),
+        segment,
+        "accepted a non-canonical segment"
+    );
     bytes
 }
 
@@ -176,7 +182,10 @@ fn assert_really_signed(token: &str, claims: &Claims, keys: FixtureKeys) {
     let header = header.as_object().expect("accepted header is an object");
     let payload: Value = serde_json::from_slice(&strict_b64(c)).expect("accepted claims are JSON");
     let sig = strict_b64(s);
-    let alg = header.get("alg").and_then(Value::as_str).expect("accepted header has alg");
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .expect("accepted header has alg");
     let key = match alg {
         "RS256" => TestKey::Rs256,
         "ES256" => TestKey::Es256,
@@ -184,7 +193,10 @@ fn assert_really_signed(token: &str, claims: &Claims, keys: FixtureKeys) {
         other => panic!("accepted alg {other:?}"),
     };
     if let FixtureKeys::Only(only) = keys {
-        assert_eq!(key, only, "accepted a token for a key the set does not hold");
+        assert_eq!(
+            key, only,
+            "accepted a token for a key the set does not hold"
+        );
     }
     let signing_input = &token.as_bytes()[..h.len() + 1 + c.len()];
     assert!(
@@ -192,19 +204,32 @@ fn assert_really_signed(token: &str, claims: &Claims, keys: FixtureKeys) {
         "accepted a token the {alg} key did not sign: {token:?}"
     );
     if let (Some(kid), FixtureKeys::All) = (header.get("kid"), keys) {
-        assert_eq!(kid.as_str(), Some(key.kid()), "accepted with another key's kid");
+        assert_eq!(
+            kid.as_str(),
+            Some(key.kid()),
+            "accepted with another key's kid"
+        );
     }
     for forbidden in ["jwk", "jku", "x5u", "x5c", "crit"] {
-        assert!(!header.contains_key(forbidden), "accepted a header with {forbidden}");
+        assert!(
+            !header.contains_key(forbidden),
+            "accepted a header with {forbidden}"
+        );
     }
     if let Some(typ) = header.get("typ") {
-        let typ = typ.as_str().expect("accepted typ is a string").to_ascii_lowercase();
+        let typ = typ
+            .as_str()
+            .expect("accepted typ is a string")
+            .to_ascii_lowercase();
         let typ = typ.strip_prefix("application/").unwrap_or(&typ);
         assert!(typ == "jwt" || typ == "at+jwt", "accepted typ {typ:?}");
     }
     let payload = payload.as_object().expect("accepted claims are an object");
     assert!(!claims.sub.is_empty());
-    assert_eq!(payload.get("sub").and_then(Value::as_str), Some(claims.sub.as_str()));
+    assert_eq!(
+        payload.get("sub").and_then(Value::as_str),
+        Some(claims.sub.as_str())
+    );
     assert_eq!(payload.get("iss").and_then(Value::as_str), Some(ISSUER));
     let aud_ok = match payload.get("aud") {
         Some(Value::String(a)) => a == AUDIENCE,
@@ -212,7 +237,10 @@ fn assert_really_signed(token: &str, claims: &Claims, keys: FixtureKeys) {
         _ => false,
     };
     assert!(aud_ok, "accepted without the audience: {payload:?}");
-    assert!(claims.exp.saturating_add(LEEWAY) > NOW, "accepted an expired token");
+    assert!(
+        claims.exp.saturating_add(LEEWAY) > NOW,
+        "accepted an expired token"
+    );
     if let Some(nbf) = claims.nbf {
         assert!(nbf <= NOW + LEEWAY, "accepted a token not yet valid");
     }
@@ -234,7 +262,10 @@ fn fixed_tokens() -> &'static [(TestKey, String)] {
                 json!({"alg": key.alg(), "typ": "JWT", "kid": key.kid()}),
                 json!({"alg": key.alg()}),
             ] {
-                out.push((key, sign_bytes(key, header.to_string().as_bytes(), claims.as_bytes())));
+                out.push((
+                    key,
+                    sign_bytes(key, header.to_string().as_bytes(), claims.as_bytes()),
+                ));
             }
         }
         out
@@ -278,7 +309,11 @@ fn key_set(rest: &[u8]) {
         return;
     };
     assert!(keys.usable_len() > 0, "a key set without a usable key");
-    let _ = (keys.skipped(), keys.algorithms(), keys.contains_kid("test-eddsa"));
+    let _ = (
+        keys.skipped(),
+        keys.algorithms(),
+        keys.contains_kid("test-eddsa"),
+    );
     let value: Value = serde_json::from_str(text).expect("an accepted key set is JSON");
     let mut text_strings = Vec::new();
     strings(&value, &mut text_strings);

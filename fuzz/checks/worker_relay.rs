@@ -93,7 +93,10 @@ fn check_output(run: &Run) {
             .unwrap_or_else(|e| panic!("event {i} is not a JSON object ({e}): {payload:?}"));
         if object.get("error").is_some_and(|e| e.get() != "null") {
             assert_eq!(i, last, "an error event before the end");
-            assert!(matches!(run.outcome, Outcome::Failed(_) | Outcome::Truncated));
+            assert!(matches!(
+                run.outcome,
+                Outcome::Failed(_) | Outcome::Truncated
+            ));
             let body: storycad_protocol::ErrorBody =
                 serde_json::from_str(payload).expect("error event is an ErrorBody");
             assert!(!body.error.message.contains(SECRET), "secret in {body:?}");

@@ -178,8 +178,14 @@ impl StreamRelay {
                 return;
             }
         }
+        let mut json = object.to_json_with_model(&self.alias);
+        // Data lines are joined with "\n", so a value may hold one (JSON whitespace: a string
+        // cannot). Sent as is, it would end the event's one `data:` line early.
+        if json.contains('\n') {
+            json = json.replace('\n', " ");
+        }
         out.extend_from_slice(b"data: ");
-        out.extend_from_slice(object.to_json_with_model(&self.alias).as_bytes());
+        out.extend_from_slice(json.as_bytes());
         out.extend_from_slice(b"\n\n");
         self.chunks += 1;
     }
