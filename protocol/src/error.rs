@@ -86,6 +86,10 @@ pub mod codes {
     pub const INVALID_VALUE: &str = "invalid_value";
     /// The body is larger than the limit.
     pub const BODY_TOO_LARGE: &str = "body_too_large";
+    /// The prompt alone (estimated) is more than the caller's plan allows in a whole day (413).
+    pub const PROMPT_TOO_LARGE: &str = "prompt_too_large";
+    /// The body is declared as something other than JSON (415).
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
     /// No route for this model alias.
     pub const MODEL_NOT_FOUND: &str = "model_not_found";
     /// The alias exists but the caller's plan does not include it.

@@ -130,7 +130,8 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     let id = request_id(header("cf-ray").as_deref(), random_u64());
     let path = req.path();
     let log = Rc::new(RefCell::new(LogLine {
-        line: RequestLog::new(&id, &req.method().to_string(), &path),
+        // The method as sent: workers-rs maps a method it does not know (PROPFIND) to GET.
+        line: RequestLog::new(&id, &req.inner().method(), &path),
         rate_limit: None,
         started,
         written: false,
@@ -190,7 +191,7 @@ async fn handle(
     request_id: &str,
     log: &Rc<RefCell<LogLine>>,
 ) -> Result<worker::Result<Response>, AppError> {
-    let method = req.method().to_string();
+    let method = req.inner().method();
     let endpoint = match_route(&method, &req.path())?;
     if endpoint == Endpoint::Health {
         // Liveness only: answers even when the configuration is broken, and reveals nothing.
@@ -237,6 +238,9 @@ async fn handle(
 }
 
 async fn read_body(req: &mut Request, limit: u64) -> Result<Vec<u8>, AppError> {
+    crate::request::check_content_type(
+        req.headers().get("content-type").ok().flatten().as_deref(),
+    )?;
     let declared = req.headers().get("content-length").ok().flatten();
     check_declared_length(declared.as_deref(), limit)?;
     let mut body = BodyLimit::new(limit);
@@ -288,6 +292,9 @@ async fn chat(
     let (prompt_estimate, estimate) =
         crate::plans::estimate_tokens(body_bytes, output_cap, &call.body);
     let chain = routing::chain(config, &call.alias)?;
+    if limiter.enabled() {
+        crate::request::check_prompt_fits(prompt_estimate, plan.tokens_per_day)?;
+    }
     log.borrow_mut().line.stream = call.stream;
     // Anthropic needs an output cap: the plan's, when the caller set none (cap_output sets one
     // anyway; this is the backstop). It is part of the cache key too.

@@ -32,6 +32,16 @@ pub enum AppError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// The prompt alone (estimated) is more than the plan's whole daily token budget: no
+    /// retry can ever serve it.
+    PromptTooLarge {
+        /// The prompt's estimated tokens.
+        estimate: u64,
+        /// The plan's `tokens_per_day`.
+        budget: u64,
+    },
+    /// The body is declared as something other than JSON (`content-type`).
+    UnsupportedMediaType,
     /// The body is not JSON.
     InvalidJson {
         /// What is wrong (position, not content).
@@ -121,7 +131,8 @@ impl AppError {
             AppError::Auth(e) => e.status(),
             AppError::NotFound | AppError::ModelNotFound { .. } => 404,
             AppError::MethodNotAllowed { .. } => 405,
-            AppError::BodyTooLarge { .. } => 413,
+            AppError::BodyTooLarge { .. } | AppError::PromptTooLarge { .. } => 413,
+            AppError::UnsupportedMediaType => 415,
             AppError::InvalidJson { .. } | AppError::InvalidRequest { .. } => 400,
             AppError::Config(_) | AppError::MissingSecret { .. } | AppError::Internal => 500,
             AppError::ProviderUnsupported { .. } => 502,
@@ -140,6 +151,8 @@ impl AppError {
             AppError::NotFound => codes::NOT_FOUND_CODE,
             AppError::MethodNotAllowed { .. } => codes::METHOD_NOT_ALLOWED,
             AppError::BodyTooLarge { .. } => codes::BODY_TOO_LARGE,
+            AppError::PromptTooLarge { .. } => codes::PROMPT_TOO_LARGE,
+            AppError::UnsupportedMediaType => codes::UNSUPPORTED_MEDIA_TYPE,
             AppError::InvalidJson { .. } => codes::INVALID_JSON,
             AppError::InvalidRequest { .. } => codes::INVALID_VALUE,
             AppError::ModelNotFound { .. } => codes::MODEL_NOT_FOUND,
@@ -177,6 +190,20 @@ impl AppError {
                 BODY_TOO_LARGE,
                 format!("The request body is larger than {limit} bytes."),
             ),
+            AppError::PromptTooLarge { estimate, budget } => ErrorBody::new(
+                INVALID_REQUEST,
+                PROMPT_TOO_LARGE,
+                format!(
+                    "The prompt (about {estimate} tokens) is larger than your plan's daily \
+                     budget of {budget} tokens; shorten it."
+                ),
+            )
+            .with_param("messages"),
+            AppError::UnsupportedMediaType => ErrorBody::new(
+                INVALID_REQUEST,
+                UNSUPPORTED_MEDIA_TYPE,
+                "The body must be JSON, sent with `content-type: application/json`.",
+            ),
             AppError::InvalidJson { message } => ErrorBody::new(
                 INVALID_REQUEST,
                 INVALID_JSON,
@@ -194,7 +221,7 @@ impl AppError {
                 MODEL_NOT_FOUND,
                 format!(
                     "The model `{}` does not exist; GET /v1/models lists the models you can use.",
-                    shorten(alias, 64)
+                    printable(&shorten(alias, 64))
                 ),
             )
             .with_param("model"),
@@ -452,6 +479,20 @@ pub fn scrub_message(message: &str, scrub: &[&str]) -> String {
     shorten(&words.join(" "), MAX_UPSTREAM_MESSAGE)
 }
 
+/// `s` with every control character and line or paragraph separator (CR, LF, NEL, U+2028,
+/// U+2029...) replaced by U+FFFD, so an echoed value cannot break a line of whatever shows it.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// At most `max` bytes of `s`, cut at a character boundary, with `…` when cut.
 pub fn shorten(s: &str, max: usize) -> String {
     if s.len() <= max {
@@ -509,6 +550,19 @@ mod tests {
                 "method_not_allowed",
             ),
             (AppError::BodyTooLarge { limit: 10 }, 413, "body_too_large"),
+            (
+                AppError::PromptTooLarge {
+                    estimate: 11,
+                    budget: 10,
+                },
+                413,
+                "prompt_too_large",
+            ),
+            (
+                AppError::UnsupportedMediaType,
+                415,
+                "unsupported_media_type",
+            ),
             (
                 AppError::InvalidJson {
                     message: "x".into(),
@@ -708,6 +762,52 @@ mod tests {
         let long = "9".repeat(100);
         let u = classify(429, &[("retry-after", &long)], b"{}");
         assert_eq!(AppError::from(u).headers(), []);
+    }
+
+    #[test]
+    fn echoed_model_names_cannot_break_a_line() {
+        for alias in [
+            "fast\r\nX-Injected: 1",
+            "fast\u{2028}X-Injected: 1",
+            "fast\u{2029}x",
+            "fast\u{0085}x",
+            "fast\u{0}x\tx",
+        ] {
+            let message = AppError::ModelNotFound {
+                alias: alias.to_owned(),
+            }
+            .body()
+            .error
+            .message;
+            assert!(message.contains("fast\u{FFFD}"), "{message:?}");
+            assert!(
+                !message.contains(['\r', '\n', '\u{2028}', '\u{2029}', '\u{0085}', '\0', '\t']),
+                "{message:?}"
+            );
+        }
+        assert_eq!(printable("storycad-fast"), "storycad-fast");
+        assert_eq!(printable("héllo ünïcode"), "héllo ünïcode");
+    }
+
+    #[test]
+    fn prompt_too_large_names_messages_and_both_numbers() {
+        let e = AppError::PromptTooLarge {
+            estimate: 500_001,
+            budget: 250_000,
+        };
+        let body = e.body();
+        assert_eq!(body.error.param.as_deref(), Some("messages"));
+        assert!(
+            body.error.message.contains("500001"),
+            "{}",
+            body.error.message
+        );
+        assert!(
+            body.error.message.contains("250000"),
+            "{}",
+            body.error.message
+        );
+        assert!(e.headers().is_empty(), "not worth a retry-after");
     }
 
     #[test]

@@ -9,6 +9,10 @@ use crate::error::{shorten, AppError};
 /// short to send a large input back.
 const MAX_MESSAGE: usize = 200;
 
+/// The most messages one request may hold: OpenAI's own limit, so nothing it would refuse is
+/// sent, and a body of thousands of tiny messages is refused before any work is spent on it.
+pub const MAX_MESSAGES: usize = 2048;
+
 /// A validated chat request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatCall {
@@ -20,6 +24,36 @@ pub struct ChatCall {
     pub include_usage: bool,
     /// The body as sent, every field kept, for forwarding.
     pub body: Map<String, Value>,
+}
+
+/// Checks the declared `content-type` before any byte is read: `application/json` (any case,
+/// any parameters such as `charset`), or none at all (many simple clients send JSON without
+/// saying so; the body must then parse as JSON all the same). Anything else, a form or plain
+/// text, is refused with 415.
+pub fn check_content_type(content_type: Option<&str>) -> Result<(), AppError> {
+    let Some(value) = content_type else {
+        return Ok(());
+    };
+    let media_type = value.split(';').next().unwrap_or_default().trim();
+    if media_type.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(AppError::UnsupportedMediaType)
+    }
+}
+
+/// Refuses a prompt that is, by itself, more than the plan's whole daily token budget: no
+/// retry could ever serve it, so it is a 413 now rather than an admission that overdraws the
+/// day (or a 429 that tells the caller to come back tomorrow to fail again).
+pub fn check_prompt_fits(prompt_estimate: u64, tokens_per_day: u64) -> Result<(), AppError> {
+    if prompt_estimate > tokens_per_day {
+        Err(AppError::PromptTooLarge {
+            estimate: prompt_estimate,
+            budget: tokens_per_day,
+        })
+    } else {
+        Ok(())
+    }
 }
 
 /// Checks a declared `content-length` against the limit before any byte is read.
@@ -88,6 +122,15 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatCall, AppError> {
     }
     if typed.messages.is_empty() {
         return Err(invalid("messages", "`messages` must not be empty."));
+    }
+    if typed.messages.len() > MAX_MESSAGES {
+        return Err(invalid(
+            "messages",
+            &format!(
+                "`messages` holds {} messages; at most {MAX_MESSAGES} are allowed.",
+                typed.messages.len()
+            ),
+        ));
     }
     Ok(ChatCall {
         stream: typed.is_stream(),
@@ -181,6 +224,118 @@ mod tests {
         let text = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{big}"#);
         let e = parse(&text).unwrap_err();
         assert!(serde_json::to_string(&e.body()).unwrap().len() < 1000);
+    }
+
+    #[test]
+    fn at_most_max_messages() {
+        let body = |n: usize| {
+            let messages = vec![r#"{"role":"user","content":"x"}"#; n].join(",");
+            format!(r#"{{"model":"m","messages":[{messages}]}}"#)
+        };
+        assert_eq!(parse(&body(MAX_MESSAGES)).unwrap().alias, "m");
+        for n in [MAX_MESSAGES + 1, 10_000] {
+            let e = parse(&body(n)).unwrap_err();
+            assert_eq!((e.status(), e.code()), (400, "invalid_value"), "{n}");
+            assert_eq!(e.body().error.param.as_deref(), Some("messages"));
+            assert!(e.body().error.message.contains(&n.to_string()));
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_invalid_json_not_a_crash() {
+        // serde_json refuses a 128th level (127 are fine); the request object is the first.
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"metadata":{}1{}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        assert!(parse(&nested(126)).is_ok());
+        for depth in [127, 128, 100_000] {
+            let e = parse(&nested(depth)).unwrap_err();
+            assert_eq!((e.status(), e.code()), (400, "invalid_json"), "{depth}");
+            assert!(e.body().error.message.contains("recursion limit"));
+        }
+        let e = parse(&"[".repeat(100_000)).unwrap_err();
+        assert_eq!(e.code(), "invalid_json");
+    }
+
+    #[test]
+    fn invalid_utf8_and_lone_surrogates_are_invalid_json() {
+        let prefix = br#"{"model":"m","messages":[{"role":"user","content":"a"#;
+        for bad in [
+            &b"\xff"[..],
+            b"\xc3\x28",
+            b"\xed\xa0\x80",
+            b"\xf4\x90\x80\x80",
+            b"\xc0\xaf",
+            b"\\ud800",
+            b"\\udc00x",
+        ] {
+            let mut body = prefix.to_vec();
+            body.extend_from_slice(bad);
+            body.extend_from_slice(br#""}]}"#);
+            let e = parse_chat(&body).unwrap_err();
+            assert_eq!((e.status(), e.code()), (400, "invalid_json"), "{bad:?}");
+        }
+        let e = parse_chat(b"\xff\xfe{}").unwrap_err();
+        assert_eq!(e.code(), "invalid_json");
+    }
+
+    #[test]
+    fn not_an_object_is_invalid_value() {
+        for text in [
+            "null",
+            " null\n",
+            "[]",
+            "42",
+            "true",
+            r#""text""#,
+            r#"[{"model":"m"}]"#,
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!((e.status(), e.code()), (400, "invalid_value"), "{text}");
+            assert!(e.body().error.message.contains("object"));
+        }
+    }
+
+    #[test]
+    fn content_types() {
+        for ok in [
+            None,
+            Some("application/json"),
+            Some("application/json; charset=utf-8"),
+            Some("Application/JSON"),
+            Some(" application/json ;charset=UTF-8"),
+        ] {
+            assert!(check_content_type(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "text/plain",
+            "text/plain; charset=utf-8",
+            "multipart/form-data; boundary=x",
+            "application/x-www-form-urlencoded",
+            "application/jsonx",
+            "application/json-seq",
+            "text/json",
+            "",
+        ] {
+            let e = check_content_type(Some(bad)).unwrap_err();
+            assert_eq!(
+                (e.status(), e.code()),
+                (415, "unsupported_media_type"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_prompt_over_the_whole_day_is_refused() {
+        assert!(check_prompt_fits(100, 100).is_ok());
+        assert!(check_prompt_fits(0, 0).is_ok());
+        let e = check_prompt_fits(101, 100).unwrap_err();
+        assert_eq!((e.status(), e.code()), (413, "prompt_too_large"));
     }
 
     #[test]
