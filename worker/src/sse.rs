@@ -10,6 +10,9 @@
 /// Longest line or event accepted from the upstream (a larger one means it is broken).
 pub const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
+/// UTF-8's byte order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// What the framer hands to its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Frame<'a> {
@@ -37,6 +40,9 @@ pub struct SseFramer {
     line: Vec<u8>,
     after_cr: bool,
     started: bool,
+    /// A BOM may still be arriving (split across chunks): this many of its bytes are held.
+    bom_pending: bool,
+    bom_held: usize,
     event: String,
     has_event: bool,
     data: String,
@@ -45,7 +51,7 @@ pub struct SseFramer {
 }
 
 impl SseFramer {
-    /// A framer that drops a UTF-8 BOM at the start of the first non-empty chunk when
+    /// A framer that drops a UTF-8 BOM at the start of the stream (also split across chunks) when
     /// `strip_bom`, and reports [`Frame::TooLarge`] once the pending line and data pass
     /// `max_event_bytes`.
     pub fn new(strip_bom: bool, max_event_bytes: usize) -> Self {
@@ -61,8 +67,21 @@ impl SseFramer {
     pub fn feed(&mut self, mut bytes: &[u8], mut on: impl FnMut(Frame<'_>) -> bool) {
         if !self.started && !bytes.is_empty() {
             self.started = true;
-            if self.strip_bom {
-                bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+            self.bom_pending = self.strip_bom;
+        }
+        if self.bom_pending && !bytes.is_empty() {
+            // The BOM's bytes are held until it is whole (dropped) or turns out not to be one.
+            let rest = &BOM[self.bom_held..];
+            let n = rest.len().min(bytes.len());
+            if bytes[..n] == rest[..n] {
+                self.bom_held += n;
+                bytes = &bytes[n..];
+                if self.bom_held < BOM.len() {
+                    return;
+                }
+                self.bom_pending = false;
+            } else {
+                self.unhold_bom();
             }
         }
         if self.after_cr && !bytes.is_empty() {
@@ -102,6 +121,9 @@ impl SseFramer {
     /// The body ended: handles a last line that lacked its line end, then hands back a last
     /// event that lacked its blank line as `Event { terminated: false, .. }`.
     pub fn finish(&mut self, mut on: impl FnMut(Frame<'_>) -> bool) {
+        if self.bom_pending {
+            self.unhold_bom();
+        }
         if !self.line.is_empty() && !self.on_line(&mut on) {
             return;
         }
@@ -116,6 +138,13 @@ impl SseFramer {
             });
             self.data.clear();
         }
+    }
+
+    /// The start of the stream is not a BOM after all: the bytes held are the first line's
+    /// start (they hold no line end).
+    fn unhold_bom(&mut self) {
+        self.bom_pending = false;
+        self.line.extend_from_slice(&BOM[..self.bom_held]);
     }
 
     /// Handles the whole line in `self.line` and clears it; returns what `on` returned (`true`
@@ -299,6 +328,29 @@ mod tests {
             frames(b"data: 1\n\n\xEF\xBB\xBFdata: 2\n\n"),
             [event(None, "1")]
         );
+    }
+
+    #[test]
+    fn a_bom_split_across_chunks_is_dropped_too() {
+        let input = b"\xEF\xBB\xBFdata: 1\n\n";
+        for cuts in [&[1][..], &[2], &[1, 2], &[1, 1, 3]] {
+            let mut f = SseFramer::new(true, MAX_EVENT_BYTES);
+            assert_eq!(
+                frames_cut(&mut f, input, cuts),
+                [event(None, "1")],
+                "{cuts:?}"
+            );
+        }
+        // Only the start of a BOM: those bytes are data after all, split or not.
+        for cuts in [&[][..], &[1]] {
+            let mut f = SseFramer::new(true, MAX_EVENT_BYTES);
+            assert_eq!(
+                frames_cut(&mut f, b"\xEF\xBBdata: 1\n\n", cuts),
+                [Got::NotUtf8]
+            );
+            let mut f = SseFramer::new(true, MAX_EVENT_BYTES);
+            assert_eq!(frames_cut(&mut f, b"\xEF\xBB", cuts), [Got::NotUtf8]);
+        }
     }
 
     #[test]

@@ -126,3 +126,22 @@ fn worker_relay_newline_inside_a_value_stays_on_one_data_line() {
         "data: {\"choices\":[ {\"index\":0,\"delta\":{\"content\":\"x\"}}],\"model\":\"storycad-fast\"}\n\ndata: [DONE]\n\n"
     );
 }
+
+/// Found by `anthropic_stream`: a BOM cut across the first two reads (`\xEF` then `\xBB\xBF`)
+/// was not dropped, so `message_start` was lost behind an unknown field name and the stream
+/// failed; whole, the same bytes translate fine. The framer now holds a BOM's bytes until it
+/// is whole.
+#[test]
+fn anthropic_stream_bom_split_across_chunks_is_dropped() {
+    anthropic_stream::check(&regression("anthropic_stream", "bom_split_across_chunks"));
+    let body = b"\xEF\xBB\xBFevent: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"usage\":{\"input_tokens\":1}}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    for cut in 0..=4 {
+        let mut relay = storycad_worker::anthropic::AnthropicRelay::new("a", 1, false);
+        let mut out = relay.feed(&body[..cut]);
+        out.extend(relay.feed(&body[cut..]));
+        out.extend(relay.finish());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("data: [DONE]\n\n"), "cut at {cut}: {text}");
+        assert!(relay.error().is_none(), "cut at {cut}: {text}");
+    }
+}
