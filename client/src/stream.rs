@@ -36,6 +36,8 @@ type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 pub(crate) enum BodyError {
     Transport(reqwest::Error),
     Idle,
+    /// Bytes that are not UTF-8 (an event stream is UTF-8 throughout).
+    NotUtf8,
 }
 
 impl std::fmt::Display for BodyError {
@@ -43,6 +45,7 @@ impl std::fmt::Display for BodyError {
         match self {
             BodyError::Transport(e) => e.fmt(f),
             BodyError::Idle => f.write_str("idle timeout"),
+            BodyError::NotUtf8 => f.write_str("the body is not UTF-8"),
         }
     }
 }
@@ -59,6 +62,8 @@ pub(crate) struct Body {
     timer: Pin<Box<Sleep>>,
     ended_cleanly: Arc<AtomicBool>,
     done: bool,
+    // The start of a UTF-8 character the last piece cut off (at most 3 bytes).
+    utf8_carry: Vec<u8>,
 }
 
 impl Body {
@@ -76,6 +81,7 @@ impl Body {
             timer: Box::pin(tokio::time::sleep_until(now + idle)),
             ended_cleanly: ended.clone(),
             done: false,
+            utf8_carry: Vec::new(),
         };
         (body, ended)
     }
@@ -85,6 +91,27 @@ impl Stream for Body {
     type Item = std::result::Result<Bytes, BodyError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let item = self.as_mut().poll_piece(cx);
+        // eventsource-stream keeps every byte from the first one that is not UTF-8 to the end
+        // of the body, copying them all again for each piece (quadratic time, unbounded
+        // memory): such a body fails here, at once.
+        if let Poll::Ready(Some(Ok(piece))) = &item {
+            let this = &mut *self;
+            if !utf8_continues(&mut this.utf8_carry, piece) {
+                this.done = true;
+                this.pending = Bytes::new();
+                return Poll::Ready(Some(Err(BodyError::NotUtf8)));
+            }
+        }
+        item
+    }
+}
+
+impl Body {
+    fn poll_piece(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Bytes, BodyError>>> {
         if !self.pending.is_empty() {
             return Poll::Ready(Some(Ok(next_piece(&mut self.pending))));
         }
@@ -122,22 +149,47 @@ impl Stream for Body {
     }
 }
 
-/// Splits off the bytes up to and including the first blank line (`\n\n` or `\n\r\n`), or
+/// Splits off the bytes up to and including the first line end (`\n`, `\r\n` or `\r`), or
 /// all of them when there is none.
 ///
 /// eventsource-stream copies the rest of its buffer for every line it parses, so handing it a
-/// large read whole costs time quadratic in the read's size; one event at a time keeps that
-/// copy small. `split_to` itself copies nothing.
+/// large read whole costs time quadratic in the read's size (so does one event of many lines);
+/// one line at a time keeps that copy small. `split_to` itself copies nothing.
 fn next_piece(bytes: &mut Bytes) -> Bytes {
-    for i in memchr::memchr_iter(b'\n', bytes) {
-        let end = match bytes.get(i + 1) {
-            Some(b'\n') => i + 2,
-            Some(b'\r') if bytes.get(i + 2) == Some(&b'\n') => i + 3,
-            _ => continue,
+    let end = match memchr::memchr2(b'\n', b'\r', bytes) {
+        Some(i) if bytes[i] == b'\r' && bytes.get(i + 1) == Some(&b'\n') => i + 2,
+        Some(i) => i + 1,
+        None => bytes.len(),
+    };
+    bytes.split_to(end)
+}
+
+/// Whether `piece`, following the `carry` bytes of a character the last piece cut off, is
+/// UTF-8 so far; leaves in `carry` the start of a character `piece` cuts off.
+fn utf8_continues(carry: &mut Vec<u8>, mut piece: &[u8]) -> bool {
+    if let Some(&first) = carry.first() {
+        let width = match first {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            _ => 4,
         };
-        return bytes.split_to(end);
+        let take = (width - carry.len()).min(piece.len());
+        carry.extend_from_slice(&piece[..take]);
+        piece = &piece[take..];
+        match std::str::from_utf8(carry) {
+            Ok(_) => carry.clear(),
+            Err(e) if e.error_len().is_none() => return true,
+            Err(_) => return false,
+        }
     }
-    std::mem::take(bytes)
+    match std::str::from_utf8(piece) {
+        Ok(_) => true,
+        Err(e) if e.error_len().is_none() => {
+            carry.extend_from_slice(&piece[e.valid_up_to()..]);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// A streamed chat completion: `Stream<Item = Result<ChatChunk>>`.
@@ -258,6 +310,15 @@ impl Stream for ChatStream {
                     let e = self.truncated(Some(Box::new(e)));
                     return self.fail(e);
                 }
+                Poll::Ready(Some(Err(EventStreamError::Transport(BodyError::NotUtf8)))) => {
+                    let e = Error::InvalidResponse {
+                        status: self.meta.status,
+                        body: String::new(),
+                        reason: "not a valid event stream: not UTF-8".to_owned(),
+                        request_id: self.meta.request_id.clone(),
+                    };
+                    return self.fail(e);
+                }
                 Poll::Ready(Some(Err(e))) => {
                     let e = Error::InvalidResponse {
                         status: self.meta.status,
@@ -339,8 +400,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pieces_end_at_blank_lines() {
-        let mut b = Bytes::from_static(b"data: a\n\n: c\r\n\r\ndata: b\ndata: c\n\ndata: partial");
+    fn pieces_end_at_line_ends() {
+        let mut b = Bytes::from_static(b"data: a\n\n: c\r\n\r\ndata: b\rdata: c\n\ndata: partial");
         let mut out = Vec::new();
         while !b.is_empty() {
             out.push(next_piece(&mut b));
@@ -348,11 +409,37 @@ mod tests {
         assert_eq!(
             out,
             [
-                &b"data: a\n\n"[..],
-                b": c\r\n\r\n",
-                b"data: b\ndata: c\n\n",
+                &b"data: a\n"[..],
+                b"\n",
+                b": c\r\n",
+                b"\r\n",
+                b"data: b\r",
+                b"data: c\n",
+                b"\n",
                 b"data: partial"
             ]
         );
+    }
+
+    #[test]
+    fn utf8_is_checked_across_pieces() {
+        let text = "é✓😀 data".as_bytes();
+        for cut in 0..=text.len() {
+            let mut carry = Vec::new();
+            assert!(utf8_continues(&mut carry, &text[..cut]), "cut at {cut}");
+            assert!(utf8_continues(&mut carry, &text[cut..]), "cut at {cut}");
+            assert!(carry.is_empty(), "cut at {cut}");
+        }
+        // One byte at a time.
+        let mut carry = Vec::new();
+        assert!(text.iter().all(|b| utf8_continues(&mut carry, &[*b])));
+        // Not UTF-8: a stray continuation byte, a cut character followed by ASCII, 0xFF.
+        for bad in [&[b'a', 0x80][..], &[0xE2, 0x82, b'\n'], &[0xFF]] {
+            let mut carry = Vec::new();
+            let ok = bad.iter().all(|b| utf8_continues(&mut carry, &[*b]));
+            assert!(!ok, "{bad:?}");
+            let mut carry = Vec::new();
+            assert!(!utf8_continues(&mut carry, bad), "{bad:?}");
+        }
     }
 }

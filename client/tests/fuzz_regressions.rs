@@ -67,3 +67,49 @@ async fn the_fuzz_entry_point_reads_a_recorded_stream() {
         "{text}"
     );
 }
+
+/// Runs `check` on a thread and fails if it takes longer than `limit`.
+fn within(limit: std::time::Duration, check: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        check();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(limit)
+        .expect("finished in time (the parse is linear in the body)");
+}
+
+/// Found with the `client_sse` check on hand-made 64 KiB inputs (0.7 s and 1.4 s each, 4x per
+/// doubling): eventsource-stream copied the rest of its buffer for every line, so one event of
+/// many lines cost time quadratic in its size, and it kept (and copied again for each piece)
+/// every byte from the first one that is not UTF-8 to the end of the body. Lines now go to it
+/// one at a time, and a body that is not UTF-8 fails at once. At 1 MiB the old code took
+/// minutes.
+#[test]
+fn client_sse_long_events_and_bad_bytes_read_in_linear_time() {
+    for name in ["many_lines_one_event", "not_utf8_then_blank_lines"] {
+        let data = std::fs::read(fuzz_dir().join("regressions/client_sse").join(name))
+            .expect("regression input");
+        client_sse::check(&data);
+    }
+    within(std::time::Duration::from_secs(60), || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        // 1 MiB: one event of 256 Ki lines, then `[DONE]`.
+        let mut body = b"data: {\"choices\":[]}\n".to_vec();
+        body.extend(b"id:\n".repeat(256 * 1024));
+        body.extend(b"\ndata: [DONE]\n\n");
+        let items = rt.block_on(storycad_client::fuzzing::read_stream(vec![body.into()]));
+        assert_eq!(items.len(), 1);
+        assert!(items[0].is_ok(), "{items:?}");
+        // 1 MiB after a byte that is not UTF-8: an error, at once.
+        let mut body = b"data: {\"choices\":[]}\n\n\xff".to_vec();
+        body.extend(b"\n\n".repeat(512 * 1024));
+        let items = rt.block_on(storycad_client::fuzzing::read_stream(vec![body.into()]));
+        assert_eq!(items.len(), 2, "{items:?}");
+        let err = items[1].as_ref().unwrap_err().to_string();
+        assert!(err.contains("not UTF-8"), "{err}");
+    });
+}
