@@ -12,8 +12,8 @@ use worker::{
 };
 
 use crate::auth::{
-    bearer_token, token_kid, AuthError, Claims, FetchReason, JwksCache, KeySet, Lookup, Verifier,
-    MAX_JWKS_BYTES,
+    bearer_token, token_kid, AuthError, Claims, ClaimsCache, FetchReason, JwksCache, KeySet,
+    Lookup, Verifier, MAX_JWKS_BYTES, MAX_TOKEN_BYTES,
 };
 use crate::error::{shorten, AppError};
 
@@ -25,23 +25,40 @@ pub struct Authenticator {
     verifier: Verifier,
     jwks_url: Option<String>,
     jwks: RefCell<JwksCache>,
+    verified: RefCell<ClaimsCache>,
 }
 
 impl Authenticator {
-    /// Built once per isolate, with the configuration.
-    pub fn new(verifier: Verifier, jwks_url: Option<String>) -> Self {
+    /// Built once per isolate, with the configuration; `cache_entries` verified tokens are
+    /// kept (`JWT_CACHE_ENTRIES`).
+    pub fn new(verifier: Verifier, jwks_url: Option<String>, cache_entries: usize) -> Self {
         Authenticator {
             verifier,
             jwks_url,
             jwks: RefCell::new(JwksCache::new()),
+            verified: RefCell::new(ClaimsCache::new(cache_entries)),
         }
     }
 
-    /// The verified claims of the request's bearer token.
+    /// The verified claims of the request's bearer token: from the isolate's cache when this
+    /// exact token was verified before and has not expired, else checked now (and kept).
     pub async fn authenticate(&self, req: &Request, request_id: &str) -> Result<Claims, AppError> {
         let header = req.headers().get("authorization").ok().flatten();
         let token = bearer_token(header.as_deref())?;
         let now = Date::now().as_millis() / 1000;
+        // An oversized token is refused by the verifier before it is even hashed.
+        let key = (token.len() <= MAX_TOKEN_BYTES).then(|| ClaimsCache::key(token));
+        if let Some(claims) = key.and_then(|k| self.verified.borrow_mut().get(&k, now)) {
+            return Ok(claims);
+        }
+        let claims = self.verify(token, now, request_id).await?;
+        if let Some(key) = key {
+            self.verified.borrow_mut().insert(key, claims.clone(), now);
+        }
+        Ok(claims)
+    }
+
+    async fn verify(&self, token: &str, now: u64, request_id: &str) -> Result<Claims, AppError> {
         let Some(url) = &self.jwks_url else {
             return Ok(self.verifier.verify(token, now)?);
         };
@@ -51,7 +68,11 @@ impl Authenticator {
         let lookup = self.jwks.borrow_mut().lookup(now, kid.as_deref());
         if let Lookup::Fetch(reason) = lookup {
             match fetch_jwks(url).await {
-                Ok(set) => self.jwks.borrow_mut().store(now, set),
+                Ok(set) => {
+                    self.jwks.borrow_mut().store(now, set);
+                    // A key may have been withdrawn: tokens it signed must be checked again.
+                    self.verified.borrow_mut().clear();
+                }
                 Err(problem) => {
                     self.jwks.borrow_mut().fetch_failed(now);
                     log_fetch_failure(request_id, reason, &problem);

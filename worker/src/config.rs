@@ -101,6 +101,8 @@ pub struct JwtConfig {
     pub audience: String,
     /// `JWT_ALGORITHMS` (default RS256, ES256, EdDSA).
     pub algorithms: Vec<Algorithm>,
+    /// `JWT_CACHE_ENTRIES`: verified tokens kept per isolate (0: every request is verified).
+    pub cache_entries: usize,
 }
 
 impl JwtConfig {
@@ -194,6 +196,13 @@ impl Config {
                     .map_err(|e| ConfigError::new("JWT_ALGORITHMS", e.to_string()))?,
                 None => Algorithm::DEFAULT.to_vec(),
             },
+            cache_entries: usize::try_from(parse_u64(
+                "JWT_CACHE_ENTRIES",
+                get("JWT_CACHE_ENTRIES"),
+                crate::auth::DEFAULT_CACHE_ENTRIES as u64,
+                0,
+            )?)
+            .map_err(|_| ConfigError::new("JWT_CACHE_ENTRIES", "is too large"))?,
         };
 
         let mut providers = BTreeMap::new();
@@ -534,6 +543,7 @@ mod tests {
         assert_eq!(c.jwt.keys.as_ref().map(KeySet::usable_len), Some(1));
         assert_eq!(c.jwt.issuer, "https://issuer.example");
         assert_eq!(c.jwt.audience, "storycad");
+        assert_eq!(c.jwt.cache_entries, crate::auth::DEFAULT_CACHE_ENTRIES);
         assert!(c.plans.is_empty());
     }
 
@@ -545,8 +555,10 @@ mod tests {
         vars.insert("CACHE_TTL_SECONDS", " 300 ".into());
         vars.insert("UPSTREAM_TIMEOUT_MS", "1500".into());
         vars.insert("JWT_ALGORITHMS", "EdDSA".into());
+        vars.insert("JWT_CACHE_ENTRIES", "0".into());
         vars.insert("PLANS", r#"{"free":{"requests_per_minute":10}}"#.into());
         let c = load(&vars).unwrap();
+        assert_eq!(c.jwt.cache_entries, 0);
         assert_eq!(c.providers[OPENAI].base_url, "http://127.0.0.1:4010/v1");
         assert_eq!(c.max_body_bytes, 2048);
         assert_eq!(c.cache_ttl_seconds, 300);
@@ -647,7 +659,12 @@ mod tests {
 
     #[test]
     fn bad_numbers() {
-        for var in ["MAX_BODY_BYTES", "CACHE_TTL_SECONDS", "UPSTREAM_TIMEOUT_MS"] {
+        for var in [
+            "MAX_BODY_BYTES",
+            "CACHE_TTL_SECONDS",
+            "UPSTREAM_TIMEOUT_MS",
+            "JWT_CACHE_ENTRIES",
+        ] {
             for bad in ["-1", "1.5", "lots", "1e3"] {
                 assert_eq!(err_with(var, bad).var, var, "{var}={bad}");
             }

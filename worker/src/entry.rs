@@ -55,7 +55,11 @@ fn isolate(env: &Env) -> Result<Rc<Isolate>, AppError> {
         let mut slot = cell.borrow_mut();
         let loaded = slot.get_or_insert_with(|| {
             Config::from_lookup(|name| env_text(env, name)).and_then(|config| {
-                let auth = Authenticator::new(config.jwt.verifier(), config.jwt.jwks_url.clone());
+                let auth = Authenticator::new(
+                    config.jwt.verifier(),
+                    config.jwt.jwks_url.clone(),
+                    config.jwt.cache_entries,
+                );
                 let plans = Plans::from_config(&config, |name| env_text(env, name))?;
                 Ok(Rc::new(Isolate {
                     config,

@@ -6,6 +6,7 @@
 //!   (`jwk.rs` lists which keys are used).
 //! - [`parse_algorithms`] reads `JWT_ALGORITHMS` (default [`Algorithm::DEFAULT`]).
 //! - [`Verifier`] checks a token and returns its [`Claims`].
+//! - [`ClaimsCache`] keeps verified tokens' claims per isolate until they expire.
 //! - [`JwksCache`] decides when the glue must fetch `JWT_JWKS_URL` (the fetch itself is glue).
 //!
 //! The signature algorithm is chosen by the configuration and the key, never by the token: the
@@ -27,6 +28,7 @@
 //! `iat` is returned but not checked (a future `iat` with a valid `nbf`/`exp` is harmless).
 
 mod algorithm;
+mod claims_cache;
 mod error;
 mod jwk;
 mod jwks_cache;
@@ -37,6 +39,7 @@ pub(crate) mod test_signer;
 mod tests;
 
 pub use algorithm::{parse_algorithms, Algorithm};
+pub use claims_cache::{ClaimsCache, DEFAULT_CACHE_ENTRIES};
 pub use error::{AuthError, KeyError, KeyLabel, TokenPart};
 pub use jwk::{KeySet, MAX_RSA_BITS, MIN_RSA_BITS};
 pub use jwks_cache::{CachePolicy, CacheStats, FetchReason, JwksCache, Lookup};
