@@ -7,7 +7,8 @@
 //!
 //! `cargo bench -p storycad-client --bench stream_parse` (`-- --rounds N --chunks N` to change
 //! the defaults of 7 rounds of 10,000 chunks; `-- --only ours` or `-- --only theirs` runs one
-//! client alone, for a profiler).
+//! client alone, for a profiler). With `STORYCAD_BENCH_SUMMARY=<file>` the medians are also
+//! written there as JSON (for `cargo xtask bench`).
 
 use std::{
     sync::Arc,
@@ -240,5 +241,17 @@ fn main() {
             ma / mb,
             mcb / mca
         );
+        // `cargo xtask bench` reads the medians from here for its summary table.
+        if let Some(path) = std::env::var_os("STORYCAD_BENCH_SUMMARY") {
+            let summary = serde_json::json!({
+                "chunks": chunks,
+                "rounds": rounds,
+                "ours_chunks_per_s": ma,
+                "theirs_chunks_per_s": mb,
+                "ours_cpu_ns_per_chunk": mca,
+                "theirs_cpu_ns_per_chunk": mcb,
+            });
+            std::fs::write(path, summary.to_string()).expect("writing the bench summary");
+        }
     });
 }

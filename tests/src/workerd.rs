@@ -64,6 +64,9 @@ pub struct WorkerOptions {
     pub worker_dir: PathBuf,
     /// Where the log, secrets file and state go; `None`: `target/e2e/<name>-<pid>-<n>`.
     pub run_dir: Option<PathBuf>,
+    /// Run this wrangler.toml as it is instead of the project's Worker: no build, no bundle
+    /// check, no snapshot (benchmarks use it for their JavaScript baseline Worker).
+    pub config: Option<PathBuf>,
 }
 
 impl Default for WorkerOptions {
@@ -80,6 +83,7 @@ impl Default for WorkerOptions {
             isolate: true,
             worker_dir: workspace_root().join("worker"),
             run_dir: None,
+            config: None,
         }
     }
 }
@@ -154,7 +158,7 @@ impl Worker {
     /// Starts wrangler and waits until `/healthz` answers 200 (or fails with the log's tail).
     /// A port taken in the meantime is retried with another, twice.
     pub fn start(opts: WorkerOptions) -> Result<Worker> {
-        if opts.build {
+        if opts.build && opts.config.is_none() {
             build_worker(&opts)?;
         }
         let bundle = opts
@@ -162,7 +166,7 @@ impl Worker {
             .join("build")
             .join("worker")
             .join("shim.mjs");
-        if !bundle.exists() {
+        if opts.config.is_none() && !bundle.exists() {
             bail!(
                 "the Worker bundle {} is missing: run `cargo xtask build-worker` first \
                  (`cargo xtask test` does)",
@@ -214,7 +218,9 @@ impl Worker {
 
         let mut cmd = Command::new(wrangler);
         cmd.current_dir(&opts.worker_dir);
-        if opts.isolate {
+        if let Some(config) = &opts.config {
+            cmd.arg("--config").arg(config);
+        } else if opts.isolate {
             let config = snapshot(&opts.worker_dir, &run_dir)?;
             cmd.arg("--config").arg(config);
         }

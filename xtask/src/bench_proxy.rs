@@ -1,12 +1,26 @@
 //! `cargo xtask bench proxy`: the latency the Worker adds, measured side by side.
 //!
-//! The same requests go to the fake provider directly and through the Worker under workerd
-//! (JWT check, plan, limiter, routing, relay), in alternating batches so both see the same
-//! machine load. Printed: p50/p90/p99 and requests/s per path at concurrency 1 and 16, the
-//! difference and ratio, and for streams the time to first byte and the total time.
+//! The same requests go, in alternating batches so every path sees the same machine load, to:
+//! - the fake provider directly (no proxy at all);
+//! - a plain JavaScript passthrough Worker (`bench/passthrough`) on the same workerd: no JWT,
+//!   no limits, no routing; the floor a Worker can reach locally;
+//! - our Worker (JWT check, plan, limiter, routing, relay), with its per-isolate cache of
+//!   verified tokens (the default);
+//! - our Worker with that cache off (`JWT_CACHE_ENTRIES=0`): every request checks an RS256
+//!   signature;
+//! - our Worker with the limiter off (`LIMITS_ENABLED=false`): no Durable Object round trip.
+//!
+//! Each concurrent sender is its own user (its own token and limiter), as callers are in real
+//! use. Printed: p50/p90/p99 and requests/s per path at each concurrency, our Worker against
+//! the passthrough, and for streams the time to first byte and the total time; for each
+//! Worker, the CPU time its wrangler and workerd processes used per request (from /proc: on a
+//! loaded machine wall times stretch, CPU time per request much less).
 
 use std::{
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -14,86 +28,192 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use storycad_e2e::{
     fake_provider::{FakeProvider, FakeProviderOptions},
-    tokens::{self, DevKey},
-    workerd::{Worker, WorkerOptions},
+    tokens::{self, Alg, TestKeys},
+    workerd::{workspace_root, Worker, WorkerOptions},
 };
 
 use crate::build;
 
 const ISSUER: &str = "storycad-bench";
 const AUDIENCE: &str = "storycad-bench";
+const PROVIDER_KEY: &str = "bench-provider-key";
 
-/// Settings from the command line: `--requests N` per path and concurrency (default 500),
-/// `--stream-words N` for the streamed answer's length (default 199: 200 content chunks).
-struct Settings {
-    requests: usize,
-    stream_words: usize,
+/// Settings from the command line.
+pub struct Settings {
+    /// Requests per path and concurrency (`--requests`, default 500).
+    pub requests: usize,
+    /// Words of the streamed answer (`--stream-words`, default 199: 200 content chunks).
+    pub stream_words: usize,
+    /// Concurrencies measured (`--concurrency 1,16,64`).
+    pub concurrency: Vec<usize>,
 }
 
-fn settings(args: &[String]) -> Result<Settings> {
+pub fn settings(args: &[String]) -> Result<Settings> {
     let mut s = Settings {
         requests: 500,
         stream_words: 199,
+        concurrency: vec![1, 16, 64],
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let value = |it: &mut std::slice::Iter<String>| -> Result<usize> {
-            it.next()
-                .with_context(|| format!("{a} needs a value"))?
-                .parse()
-                .with_context(|| format!("{a} needs a number"))
-        };
+        let mut value =
+            || -> Result<&String> { it.next().with_context(|| format!("{a} needs a value")) };
+        let number =
+            |v: &str| -> Result<usize> { v.parse().with_context(|| format!("{a} needs a number")) };
         match a.as_str() {
-            "--requests" => s.requests = value(&mut it)?,
-            "--stream-words" => s.stream_words = value(&mut it)?,
+            "--requests" => s.requests = number(value()?)?,
+            "--stream-words" => s.stream_words = number(value()?)?,
+            "--concurrency" => {
+                s.concurrency = value()?
+                    .split(',')
+                    .map(|c| number(c.trim()))
+                    .collect::<Result<_>>()?;
+                if s.concurrency.contains(&0) {
+                    bail!("--concurrency values must be at least 1");
+                }
+            }
             other => bail!("unknown argument {other}"),
         }
     }
     Ok(s)
 }
 
+/// One path's figures at one concurrency (milliseconds, requests/s).
+pub struct LatencyRow {
+    pub path: &'static str,
+    pub concurrency: usize,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub rate: f64,
+    /// CPU time of the serving processes (wrangler and workerd) per request, in ms; `None`
+    /// for the provider itself.
+    pub cpu_ms: Option<f64>,
+}
+
+/// One path's streamed figures (milliseconds).
+pub struct StreamRow {
+    pub path: &'static str,
+    pub ttfb_p50: f64,
+    pub ttfb_p99: f64,
+    pub total_p50: f64,
+    pub total_p99: f64,
+    pub cpu_ms: Option<f64>,
+}
+
+/// What `bench proxy` measured.
+pub struct Report {
+    pub requests: usize,
+    pub stream_requests: usize,
+    pub stream_chunks: usize,
+    pub latency: Vec<LatencyRow>,
+    pub streams: Vec<StreamRow>,
+}
+
+pub const DIRECT: &str = "provider directly";
+pub const PASSTHROUGH: &str = "JS passthrough Worker";
+pub const OURS: &str = "our Worker";
+pub const OURS_NO_CACHE: &str = "our Worker, no token cache";
+pub const OURS_NO_LIMITS: &str = "our Worker, limiter off";
+
 pub fn run(args: &[String]) -> Result<()> {
     let settings = settings(args)?;
+    let report = measure(&settings)?;
+    print(&report);
+    Ok(())
+}
+
+/// Starts the provider and the three Workers, measures, stops them.
+pub fn measure(settings: &Settings) -> Result<Report> {
     build::worker(false)?;
     let provider = FakeProvider::start_with(FakeProviderOptions::default())?;
-    let key = DevKey::generate()?;
+    // RS256: what most issuers sign with, and the dearest check (the test-only key pair).
+    let keys = TestKeys::load()?;
+    let key = keys.get(Alg::RS256);
     let plans = json!({"bench": {
         "models": ["bench"], "requests_per_minute": 1_000_000, "tokens_per_day": 1_000_000_000u64,
         "max_output_tokens": 4096, "concurrent_streams": 1000
     }});
-    let worker = Worker::start(
+    let ours = |name: &str, cache_entries: &str, limits: &str| {
+        Worker::start(
+            WorkerOptions {
+                name: name.into(),
+                // Built once above: the three run the same bundle.
+                build: false,
+                ..WorkerOptions::default()
+            }
+            .var("JWT_PUBLIC_JWK", key.public_jwk().to_string())
+            .var("JWT_ISSUER", ISSUER)
+            .var("JWT_AUDIENCE", AUDIENCE)
+            .var("JWT_ALGORITHMS", "RS256")
+            .var("JWT_CACHE_ENTRIES", cache_entries)
+            .var("LIMITS_ENABLED", limits)
+            .var("ROUTES", r#"{"bench":["openai:gpt-4o-mini"]}"#)
+            .var("PLANS", plans.to_string())
+            .var("DEFAULT_PLAN", "bench")
+            .var("CACHE_TTL_SECONDS", "0")
+            .var("OPENAI_BASE_URL", provider.openai_base_url())
+            .secret("OPENAI_API_KEY", PROVIDER_KEY),
+        )
+    };
+    let worker = ours("bench-worker", "4096", "true")?;
+    let uncached = ours("bench-worker-nocache", "0", "true")?;
+    let unlimited = ours("bench-worker-nolimits", "4096", "false")?;
+    let passthrough = Worker::start(
         WorkerOptions {
-            name: "bench-proxy".into(),
+            name: "bench-passthrough".into(),
+            config: Some(workspace_root().join("bench/passthrough/wrangler.toml")),
             ..WorkerOptions::default()
         }
-        .var("JWT_PUBLIC_JWK", key.public_jwk().to_string())
-        .var("JWT_ISSUER", ISSUER)
-        .var("JWT_AUDIENCE", AUDIENCE)
-        .var("ROUTES", r#"{"bench":["openai:gpt-4o-mini"]}"#)
-        .var("PLANS", plans.to_string())
-        .var("DEFAULT_PLAN", "bench")
-        .var("CACHE_TTL_SECONDS", "0")
         .var("OPENAI_BASE_URL", provider.openai_base_url())
-        .secret("OPENAI_API_KEY", "bench-provider-key"),
+        .secret("OPENAI_API_KEY", PROVIDER_KEY),
     )?;
-    let mut claims = tokens::claims(ISSUER, AUDIENCE, "bench-user", Duration::from_secs(3600));
-    claims["plan"] = json!("bench");
-    let token = key.mint(&claims);
+
+    let users = settings.concurrency.iter().copied().max().unwrap_or(1);
+    let tokens: Vec<String> = (0..users)
+        .map(|i| {
+            let mut claims = tokens::claims(
+                ISSUER,
+                AUDIENCE,
+                &format!("bench-user-{i}"),
+                Duration::from_secs(3600),
+            );
+            claims["plan"] = json!("bench");
+            tokens::mint(key, &claims)
+        })
+        .collect();
+    let upstream_model = "gpt-4o-mini";
+    let targets = [
+        Target::new(
+            DIRECT,
+            &provider.openai_base_url(),
+            vec![PROVIDER_KEY.into()],
+            upstream_model,
+        ),
+        Target::new(
+            PASSTHROUGH,
+            &passthrough.api_base(),
+            vec!["unused".into()],
+            upstream_model,
+        )
+        .served_by(&passthrough),
+        Target::new(OURS, &worker.api_base(), tokens.clone(), "bench").served_by(&worker),
+        Target::new(OURS_NO_CACHE, &uncached.api_base(), tokens.clone(), "bench")
+            .served_by(&uncached),
+        Target::new(OURS_NO_LIMITS, &unlimited.api_base(), tokens, "bench").served_by(&unlimited),
+    ];
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let result = rt.block_on(measure(
-        &settings,
-        Target::direct(&provider.openai_base_url()),
-        Target::worker(&worker.api_base(), &token),
-    ));
-    let report = worker.stop();
-    drop(provider);
-    if !report.group_empty {
-        eprintln!("bench: some wrangler processes were still running at the end");
+    let result = rt.block_on(measure_targets(settings, &targets));
+    for w in [worker, uncached, unlimited, passthrough] {
+        if !w.stop().group_empty {
+            eprintln!("bench: some wrangler processes were still running at the end");
+        }
     }
+    drop(provider);
     result
 }
 
@@ -102,37 +222,52 @@ pub fn run(args: &[String]) -> Result<()> {
 struct Target {
     name: &'static str,
     url: String,
-    token: Option<String>,
+    /// Bearer tokens; sender `i` uses token `i % len` (each sender is its own user).
+    tokens: Arc<Vec<String>>,
+    model: &'static str,
+    /// The wrangler process group serving it (its CPU time is measured), if any.
+    pgid: Option<i32>,
 }
 
 impl Target {
-    fn direct(openai_base: &str) -> Target {
+    fn new(name: &'static str, api_base: &str, tokens: Vec<String>, model: &'static str) -> Self {
         Target {
-            name: "provider directly",
-            url: format!("{openai_base}/chat/completions"),
-            token: None,
-        }
-    }
-
-    fn worker(api_base: &str, token: &str) -> Target {
-        Target {
-            name: "through the Worker",
+            name,
             url: format!("{api_base}/chat/completions"),
-            token: Some(token.to_owned()),
+            tokens: Arc::new(tokens),
+            model,
+            pgid: None,
         }
     }
 
-    async fn send(&self, http: &reqwest::Client, body: &str, stream: bool) -> Result<Timing> {
+    fn served_by(mut self, worker: &Worker) -> Self {
+        self.pgid = Some(worker.pgid());
+        self
+    }
+
+    fn body(&self, prompt: &str, stream: bool) -> String {
+        json!({"model": self.model, "stream": stream,
+            "messages": [{"role": "user", "content": prompt}]})
+        .to_string()
+    }
+
+    async fn send(
+        &self,
+        http: &reqwest::Client,
+        body: &str,
+        stream: bool,
+        sender: usize,
+    ) -> Result<Timing> {
+        let token = &self.tokens[sender % self.tokens.len()];
         let started = Instant::now();
-        let mut req = http
+        let mut resp = http
             .post(&self.url)
             .header("content-type", "application/json")
-            .body(body.to_owned());
-        req = match &self.token {
-            Some(t) => req.bearer_auth(t),
-            None => req.bearer_auth("bench-provider-key"),
-        };
-        let mut resp = req.send().await?;
+            .bearer_auth(token)
+            .body(body.to_owned())
+            .send()
+            .await
+            .with_context(|| format!("{}: sending", self.name))?;
         if !resp.status().is_success() {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
@@ -140,15 +275,25 @@ impl Target {
         }
         let mut first = None;
         let mut bytes = 0usize;
-        while let Some(chunk) = resp.chunk().await? {
+        let mut tail = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .with_context(|| format!("{}: reading the answer", self.name))?
+        {
             if first.is_none() && !chunk.is_empty() {
                 first = Some(started.elapsed());
             }
             bytes += chunk.len();
+            tail.extend_from_slice(&chunk[chunk.len().saturating_sub(32)..]);
+            tail.drain(..tail.len().saturating_sub(32));
         }
         let total = started.elapsed();
-        if stream && bytes == 0 {
-            bail!("{}: empty stream", self.name);
+        if stream && !String::from_utf8_lossy(&tail).contains("[DONE]") {
+            bail!(
+                "{}: the stream ended without [DONE] ({bytes} bytes)",
+                self.name
+            );
         }
         Ok(Timing {
             first_byte: first.unwrap_or(total),
@@ -163,96 +308,153 @@ struct Timing {
     total: Duration,
 }
 
-async fn measure(settings: &Settings, direct: Target, worker: Target) -> Result<()> {
+async fn measure_targets(settings: &Settings, targets: &[Target]) -> Result<Report> {
     let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
+        .pool_max_idle_per_host(256)
         .build()?;
-    let short = json!({"model": "bench", "messages": [{"role": "user", "content": "hello there"}]})
-        .to_string();
+    let short: Vec<String> = targets
+        .iter()
+        .map(|t| t.body("hello there", false))
+        .collect();
     let long_prompt = vec!["word"; settings.stream_words].join(" ");
-    let streamed = json!({"model": "bench", "stream": true,
-        "messages": [{"role": "user", "content": long_prompt}]})
-    .to_string();
-    let direct_streamed = streamed.replace("\"bench\"", "\"gpt-4o-mini\"");
-    let direct_short = short.replace("\"bench\"", "\"gpt-4o-mini\"");
+    let streamed: Vec<String> = targets.iter().map(|t| t.body(&long_prompt, true)).collect();
 
-    // Warm both paths (connections, the isolate, the JWT key parse).
-    for _ in 0..20 {
-        direct.send(&http, &direct_short, false).await?;
-        worker.send(&http, &short, false).await?;
+    // Warm every path: connections, isolates, key parses, each user's limiter and (where it
+    // is on) each token's cache entry.
+    let users = settings.concurrency.iter().copied().max().unwrap_or(1);
+    for (t, body) in targets.iter().zip(&short) {
+        for sender in 0..users.max(20) {
+            t.send(&http, body, false, sender).await?;
+        }
     }
 
-    println!(
-        "\nproxy overhead: {} requests per path and concurrency, interleaved in batches\n",
-        settings.requests
-    );
-    println!(
-        "{:<28} {:>11} {:>9} {:>9} {:>9} {:>10}",
-        "", "concurrency", "p50 ms", "p90 ms", "p99 ms", "req/s"
-    );
-    for concurrency in [1usize, 16] {
-        let [d, w] = interleaved(
+    let mut report = Report {
+        requests: settings.requests,
+        stream_requests: (settings.requests / 5).max(20),
+        stream_chunks: settings.stream_words + 1,
+        latency: Vec::new(),
+        streams: Vec::new(),
+    };
+    for &concurrency in &settings.concurrency {
+        let samples = interleaved(
             &http,
-            [(&direct, &direct_short), (&worker, &short)],
+            targets,
+            &short,
             settings.requests,
             concurrency,
             false,
         )
         .await?;
-        for (t, s) in [(&direct, &d), (&worker, &w)] {
-            let total = s.stats(|t| t.total);
+        for (t, s) in targets.iter().zip(&samples) {
+            let p = s.stats(|t| t.total);
+            report.latency.push(LatencyRow {
+                path: t.name,
+                concurrency,
+                p50: p.p50,
+                p90: p.p90,
+                p99: p.p99,
+                rate: s.rate,
+                cpu_ms: s.cpu_per_request(),
+            });
+        }
+    }
+    let samples = interleaved(&http, targets, &streamed, report.stream_requests, 1, true).await?;
+    for (t, s) in targets.iter().zip(&samples) {
+        let (f, a) = (s.stats(|t| t.first_byte), s.stats(|t| t.total));
+        report.streams.push(StreamRow {
+            path: t.name,
+            ttfb_p50: f.p50,
+            ttfb_p99: f.p99,
+            total_p50: a.p50,
+            total_p99: a.p99,
+            cpu_ms: s.cpu_per_request(),
+        });
+    }
+    Ok(report)
+}
+
+/// Prints the report as tables, with our Worker against the passthrough.
+pub fn print(report: &Report) {
+    println!(
+        "\nproxy overhead: {} requests per path and concurrency, interleaved in batches; \
+         each concurrent sender is its own user\n",
+        report.requests
+    );
+    println!(
+        "{:<30} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "non-streamed", "conc.", "p50 ms", "p90 ms", "p99 ms", "req/s", "CPU ms"
+    );
+    let mut concurrencies: Vec<usize> = report.latency.iter().map(|r| r.concurrency).collect();
+    concurrencies.dedup();
+    for c in concurrencies {
+        let rows: Vec<&LatencyRow> = report
+            .latency
+            .iter()
+            .filter(|r| r.concurrency == c)
+            .collect();
+        for r in &rows {
             println!(
-                "{:<28} {:>11} {:>9.2} {:>9.2} {:>9.2} {:>10.0}",
-                t.name, concurrency, total.p50, total.p90, total.p99, s.rate
+                "{:<30} {:>5} {:>9.2} {:>9.2} {:>9.2} {:>9.0} {:>9}",
+                r.path,
+                c,
+                r.p50,
+                r.p90,
+                r.p99,
+                r.rate,
+                cpu(r.cpu_ms)
             );
         }
-        let (dt, wt) = (d.stats(|t| t.total), w.stats(|t| t.total));
+        let find = |name: &str| rows.iter().find(|r| r.path == name);
+        if let (Some(base), Some(ours)) = (find(PASSTHROUGH), find(OURS)) {
+            println!(
+                "{:<30} {:>5} {:>+9.2} {:>+9.2} {:>+9.2} {:>9} {:>9}",
+                "  ours - passthrough",
+                c,
+                ours.p50 - base.p50,
+                ours.p90 - base.p90,
+                ours.p99 - base.p99,
+                format!("x{:.2}", ours.rate / base.rate.max(f64::MIN_POSITIVE)),
+                match (ours.cpu_ms, base.cpu_ms) {
+                    (Some(a), Some(b)) => format!("{:+.2}", a - b),
+                    _ => "-".into(),
+                }
+            );
+        }
+    }
+    println!(
+        "\nstreams of {} content chunks, {} per path, concurrency 1\n",
+        report.stream_chunks, report.stream_requests
+    );
+    println!(
+        "{:<30} {:>12} {:>12} {:>12} {:>12} {:>9}",
+        "", "ttfb p50 ms", "ttfb p99 ms", "total p50", "total p99", "CPU ms"
+    );
+    for r in &report.streams {
         println!(
-            "{:<28} {:>11} {:>+9.2} {:>+9.2} {:>+9.2} {:>10}",
-            "  added by the Worker",
-            concurrency,
-            wt.p50 - dt.p50,
-            wt.p90 - dt.p90,
-            wt.p99 - dt.p99,
-            format!("x{:.2}", d.rate / w.rate.max(f64::MIN_POSITIVE))
+            "{:<30} {:>12.2} {:>12.2} {:>12.2} {:>12.2} {:>9}",
+            r.path,
+            r.ttfb_p50,
+            r.ttfb_p99,
+            r.total_p50,
+            r.total_p99,
+            cpu(r.cpu_ms)
         );
     }
+    let find = |name: &str| report.streams.iter().find(|r| r.path == name);
+    if let (Some(base), Some(ours)) = (find(PASSTHROUGH), find(OURS)) {
+        println!(
+            "{:<30} {:>+12.2} {:>+12.2} {:>+12.2} {:>+12.2}",
+            "  ours - passthrough",
+            ours.ttfb_p50 - base.ttfb_p50,
+            ours.ttfb_p99 - base.ttfb_p99,
+            ours.total_p50 - base.total_p50,
+            ours.total_p99 - base.total_p99
+        );
+    }
+}
 
-    let stream_requests = (settings.requests / 5).max(20);
-    let [d, w] = interleaved(
-        &http,
-        [(&direct, &direct_streamed), (&worker, &streamed)],
-        stream_requests,
-        1,
-        true,
-    )
-    .await?;
-    println!(
-        "\nstreams of {} content chunks, {stream_requests} per path, concurrency 1\n",
-        settings.stream_words + 1
-    );
-    println!(
-        "{:<28} {:>12} {:>12} {:>12} {:>12}",
-        "", "ttfb p50 ms", "ttfb p99 ms", "total p50", "total p99"
-    );
-    for (t, s) in [(&direct, &d), (&worker, &w)] {
-        let (f, a) = (s.stats(|t| t.first_byte), s.stats(|t| t.total));
-        println!(
-            "{:<28} {:>12.2} {:>12.2} {:>12.2} {:>12.2}",
-            t.name, f.p50, f.p99, a.p50, a.p99
-        );
-    }
-    let (df, wf) = (d.stats(|t| t.first_byte), w.stats(|t| t.first_byte));
-    let (da, wa) = (d.stats(|t| t.total), w.stats(|t| t.total));
-    println!(
-        "{:<28} {:>+12.2} {:>+12.2} {:>+12.2} {:>+12.2}",
-        "  added by the Worker",
-        wf.p50 - df.p50,
-        wf.p99 - df.p99,
-        wa.p50 - da.p50,
-        wa.p99 - da.p99
-    );
-    Ok(())
+fn cpu(ms: Option<f64>) -> String {
+    ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2}"))
 }
 
 /// What one path measured.
@@ -261,6 +463,8 @@ struct Samples {
     timings: Vec<Timing>,
     busy: Duration,
     rate: f64,
+    /// CPU time its serving processes used during its batches.
+    cpu: Option<Duration>,
 }
 
 struct Percentiles {
@@ -270,6 +474,11 @@ struct Percentiles {
 }
 
 impl Samples {
+    fn cpu_per_request(&self) -> Option<f64> {
+        let n = self.timings.len().max(1) as f64;
+        self.cpu.map(|c| c.as_secs_f64() * 1000.0 / n)
+    }
+
     fn stats(&self, pick: impl Fn(&Timing) -> Duration) -> Percentiles {
         let mut ms: Vec<f64> = self
             .timings
@@ -292,26 +501,31 @@ impl Samples {
     }
 }
 
-/// Sends `total` requests to each target, in batches that alternate which goes first.
+/// Sends `total` requests to each target, in batches; each round starts with the next target.
 async fn interleaved(
     http: &reqwest::Client,
-    targets: [(&Target, &String); 2],
+    targets: &[Target],
+    bodies: &[String],
     total: usize,
     concurrency: usize,
     stream: bool,
-) -> Result<[Samples; 2]> {
+) -> Result<Vec<Samples>> {
     let batch = (concurrency * 4).max(25);
-    let mut samples = [Samples::default(), Samples::default()];
+    let mut samples: Vec<Samples> = targets.iter().map(|_| Samples::default()).collect();
     let mut sent = 0;
     let mut round = 0;
     while sent < total {
         let n = batch.min(total - sent);
-        for k in 0..2 {
-            let i = (k + round) % 2;
-            let (target, body) = targets[i];
+        for k in 0..targets.len() {
+            let i = (k + round) % targets.len();
+            let cpu_before = targets[i].pgid.map(group_cpu);
             let started = Instant::now();
-            let timings = run_batch(http, target, body, n, concurrency, stream).await?;
+            let timings = run_batch(http, &targets[i], &bodies[i], n, concurrency, stream).await?;
             samples[i].busy += started.elapsed();
+            if let (Some(pgid), Some(before)) = (targets[i].pgid, cpu_before) {
+                let used = group_cpu(pgid).saturating_sub(before);
+                *samples[i].cpu.get_or_insert(Duration::ZERO) += used;
+            }
             samples[i].timings.extend(timings);
         }
         sent += n;
@@ -331,17 +545,17 @@ async fn run_batch(
     concurrency: usize,
     stream: bool,
 ) -> Result<Vec<Timing>> {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..concurrency.min(n) {
+    for sender in 0..concurrency.min(n) {
         let (http, target, body, next) =
             (http.clone(), target.clone(), body.to_owned(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+            while next.fetch_add(1, Ordering::Relaxed) < n {
                 let t = tokio::time::timeout(
                     Duration::from_secs(30),
-                    target.send(&http, &body, stream),
+                    target.send(&http, &body, stream, sender),
                 )
                 .await
                 .context("a request took over 30 s")??;
@@ -355,4 +569,34 @@ async fn run_batch(
         all.extend(t.await??);
     }
     Ok(all)
+}
+
+/// CPU time (user + system) used so far by the live processes of process group `pgid`, from
+/// `/proc/<pid>/stat` (clock ticks of 10 ms).
+fn group_cpu(pgid: i32) -> Duration {
+    let mut ticks = 0u64;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    for entry in dir.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // After the `(comm)` field: state ppid pgrp session tty tpgid flags minflt cminflt
+        // majflt cmajflt utime stime ...
+        let Some(rest) = text.rfind(')').map(|i| &text[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(2).and_then(|g| g.parse::<i32>().ok()) != Some(pgid) {
+            continue;
+        }
+        for i in [11, 12] {
+            ticks += fields
+                .get(i)
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Duration::from_millis(ticks * 10)
 }

@@ -83,6 +83,17 @@ fn worker_build_command(toolchain: WasmToolchain) -> Command {
 
 /// The built wasm's size, raw and gzipped, for the log.
 pub fn wasm_size() -> Option<String> {
+    let (raw, gz) = wasm_bytes()?;
+    Some(format!(
+        "wasm {} KB raw, {} KB gzipped",
+        raw / 1024,
+        gz / 1024
+    ))
+}
+
+/// The built wasm's size in bytes: raw, and gzipped (`gzip -9`, as Cloudflare counts a
+/// Worker's size compressed).
+pub fn wasm_bytes() -> Option<(u64, u64)> {
     let wasm = find_wasm(&bundle_dir())?;
     let raw = fs::metadata(&wasm).ok()?.len();
     let gz = Command::new("gzip")
@@ -93,11 +104,7 @@ pub fn wasm_size() -> Option<String> {
         .filter(|o| o.status.success())?
         .stdout
         .len() as u64;
-    Some(format!(
-        "wasm {} KB raw, {} KB gzipped",
-        raw / 1024,
-        gz / 1024
-    ))
+    Some((raw, gz))
 }
 
 fn find_wasm(dir: &Path) -> Option<PathBuf> {

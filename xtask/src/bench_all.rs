@@ -1,0 +1,308 @@
+//! `cargo xtask bench`: every benchmark of the project in one run, summed up in one table.
+//!
+//! 1. The Worker's release bundle is built; its wasm size (raw and gzipped) is checked against
+//!    the budget ([`WASM_GZ_BUDGET`]).
+//! 2. The Worker's CPU cost per request on the host (criterion, `worker/benches/request_cost.rs`).
+//! 3. The client's stream parsing against async-openai on the same stream.
+//! 4. The proxy's latency against the provider directly and a JavaScript passthrough Worker on
+//!    the same workerd (`bench_proxy`).
+//!
+//! The summary is printed as Markdown and written to `target/bench/summary.md`; `--record`
+//! also writes it, with the machine and the command, to `BENCHMARKS.md`. Over the size budget
+//! the command fails, after printing everything (the tests never fail on a measurement).
+
+use std::{fmt::Write as _, fs, path::Path};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use storycad_e2e::workerd::{target_dir, workspace_root};
+
+use crate::{bench_proxy, build, cmd};
+
+/// The most the Worker's wasm may weigh, gzipped.
+pub const WASM_GZ_BUDGET: u64 = 1_000_000;
+
+/// The criterion benchmarks summed up: (id under `target/criterion`, what it measures).
+const HOST_COSTS: &[(&str, &str)] = &[
+    ("config/parse", "configuration parsed (once per isolate)"),
+    (
+        "jwt/cached",
+        "token found in the isolate's cache (SHA-256 + lookup)",
+    ),
+    ("jwt/RS256", "token verified, RS256"),
+    ("jwt/ES256", "token verified, ES256"),
+    ("jwt/EdDSA", "token verified, EdDSA"),
+    (
+        "request/openai",
+        "request read, plan checked, routed, upstream request built: OpenAI",
+    ),
+    ("request/anthropic", "the same, translated for Anthropic"),
+    ("relay/openai_200_chunks", "200-chunk OpenAI stream relayed"),
+    (
+        "relay/anthropic_200_chunks",
+        "200-chunk Anthropic stream translated and relayed",
+    ),
+    (
+        "total/openai_stream",
+        "per request: RS256 check + request + 200-chunk relay, OpenAI",
+    ),
+    (
+        "total/anthropic_stream",
+        "per request: the same through Anthropic",
+    ),
+];
+
+pub fn run(args: &[String]) -> Result<()> {
+    let record = args.iter().any(|a| a == "--record");
+    let proxy_args: Vec<String> = args.iter().filter(|a| *a != "--record").cloned().collect();
+    let settings = bench_proxy::settings(&proxy_args)?;
+    let started = std::time::Instant::now();
+    let load_before = load_average();
+
+    build::worker(false)?;
+    let (raw, gz) = build::wasm_bytes().context("the built wasm was not found")?;
+
+    let mut c = cmd::cargo();
+    c.args(["bench", "-p", "storycad-worker", "--bench", "request_cost"]);
+    cmd::run(&mut c)?;
+    let host = read_criterion(&target_dir().join("criterion"));
+
+    let out_dir = target_dir().join("bench");
+    fs::create_dir_all(&out_dir)?;
+    let client_summary = out_dir.join("client.json");
+    let _ = fs::remove_file(&client_summary);
+    let mut c = cmd::cargo();
+    c.args(["bench", "-p", "storycad-client", "--bench", "stream_parse"])
+        .env("STORYCAD_BENCH_SUMMARY", &client_summary);
+    cmd::run(&mut c)?;
+    let client: Value = serde_json::from_str(
+        &fs::read_to_string(&client_summary).context("the client bench wrote no summary")?,
+    )?;
+
+    let proxy = bench_proxy::measure(&settings)?;
+    bench_proxy::print(&proxy);
+
+    let mut md = String::new();
+    tables(&mut md, &proxy, &host, &client, raw, gz)?;
+    println!("\n{md}");
+    fs::write(out_dir.join("summary.md"), &md)?;
+    if record {
+        let doc = document(&md, &proxy_args, load_before, started.elapsed())?;
+        fs::write(workspace_root().join("BENCHMARKS.md"), doc)?;
+        println!("recorded in BENCHMARKS.md");
+    }
+    if gz > WASM_GZ_BUDGET {
+        bail!("the Worker's wasm is {gz} bytes gzipped, over the budget of {WASM_GZ_BUDGET}");
+    }
+    Ok(())
+}
+
+/// Median estimates (ns) of the criterion benchmarks found, by id.
+fn read_criterion(dir: &Path) -> Vec<(String, f64)> {
+    HOST_COSTS
+        .iter()
+        .filter_map(|(id, _)| {
+            let text = fs::read_to_string(dir.join(id).join("new").join("estimates.json")).ok()?;
+            let v: Value = serde_json::from_str(&text).ok()?;
+            Some(((*id).to_owned(), v["median"]["point_estimate"].as_f64()?))
+        })
+        .collect()
+}
+
+fn tables(
+    md: &mut String,
+    proxy: &bench_proxy::Report,
+    host: &[(String, f64)],
+    client: &Value,
+    raw: u64,
+    gz: u64,
+) -> Result<()> {
+    use bench_proxy::{OURS, PASSTHROUGH};
+    writeln!(
+        md,
+        "### Latency through the proxy, not streamed ({} requests per path and concurrency)\n",
+        proxy.requests
+    )?;
+    writeln!(
+        md,
+        "| path | concurrency | p50 ms | p90 ms | p99 ms | req/s | CPU ms/req |\n|---|---:|---:|---:|---:|---:|---:|"
+    )?;
+    let mut concurrencies: Vec<usize> = proxy.latency.iter().map(|r| r.concurrency).collect();
+    concurrencies.dedup();
+    for c in concurrencies {
+        let rows: Vec<_> = proxy
+            .latency
+            .iter()
+            .filter(|r| r.concurrency == c)
+            .collect();
+        for r in &rows {
+            writeln!(
+                md,
+                "| {} | {c} | {:.2} | {:.2} | {:.2} | {:.0} | {} |",
+                r.path,
+                r.p50,
+                r.p90,
+                r.p99,
+                r.rate,
+                opt(r.cpu_ms)
+            )?;
+        }
+        let find = |name: &str| rows.iter().find(|r| r.path == name);
+        if let (Some(b), Some(o)) = (find(PASSTHROUGH), find(OURS)) {
+            writeln!(
+                md,
+                "| *ours vs passthrough* | {c} | {:+.2} | {:+.2} | {:+.2} | x{:.2} | {} |",
+                o.p50 - b.p50,
+                o.p90 - b.p90,
+                o.p99 - b.p99,
+                o.rate / b.rate.max(f64::MIN_POSITIVE),
+                match (o.cpu_ms, b.cpu_ms) {
+                    (Some(x), Some(y)) => format!("{:+.2}", x - y),
+                    _ => "-".into(),
+                }
+            )?;
+        }
+    }
+    writeln!(
+        md,
+        "\n### Streams of {} content chunks ({} per path, concurrency 1)\n",
+        proxy.stream_chunks, proxy.stream_requests
+    )?;
+    writeln!(
+        md,
+        "| path | TTFB p50 ms | TTFB p99 ms | total p50 ms | total p99 ms | CPU ms/stream |\n|---|---:|---:|---:|---:|---:|"
+    )?;
+    for r in &proxy.streams {
+        writeln!(
+            md,
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            r.path,
+            r.ttfb_p50,
+            r.ttfb_p99,
+            r.total_p50,
+            r.total_p99,
+            opt(r.cpu_ms)
+        )?;
+    }
+
+    writeln!(
+        md,
+        "\n### The Worker's CPU cost on the host (criterion, median, release build)\n"
+    )?;
+    writeln!(md, "| step | µs |\n|---|---:|")?;
+    for (id, what) in HOST_COSTS {
+        let value = host.iter().find(|(found, _)| found == id).map_or_else(
+            || "not measured".to_owned(),
+            |(_, ns)| format!("{:.1}", ns / 1000.0),
+        );
+        writeln!(md, "| {what} (`{id}`) | {value} |")?;
+    }
+
+    writeln!(md, "\n### Wasm size\n")?;
+    writeln!(
+        md,
+        "| raw | gzipped | budget (gzipped) | |\n|---:|---:|---:|---|"
+    )?;
+    writeln!(
+        md,
+        "| {} KB | {} KB | {} KB | {} |",
+        raw / 1000,
+        gz / 1000,
+        WASM_GZ_BUDGET / 1000,
+        if gz <= WASM_GZ_BUDGET {
+            format!(
+                "within ({:.0}% of it)",
+                gz as f64 * 100.0 / WASM_GZ_BUDGET as f64
+            )
+        } else {
+            "OVER".to_owned()
+        }
+    )?;
+
+    let num = |k: &str| client[k].as_f64().unwrap_or(f64::NAN);
+    let (ours, theirs) = (num("ours_chunks_per_s"), num("theirs_chunks_per_s"));
+    let (ours_cpu, theirs_cpu) = (num("ours_cpu_ns_per_chunk"), num("theirs_cpu_ns_per_chunk"));
+    writeln!(
+        md,
+        "\n### Client: parsing one stream of {} chunks from 127.0.0.1 (median of {} rounds, interleaved)\n",
+        client["chunks"], client["rounds"]
+    )?;
+    writeln!(md, "| client | chunks/s | CPU ns/chunk |\n|---|---:|---:|")?;
+    writeln!(md, "| storycad-client | {ours:.0} | {ours_cpu:.0} |")?;
+    writeln!(md, "| async-openai 0.29 | {theirs:.0} | {theirs_cpu:.0} |")?;
+    writeln!(
+        md,
+        "| *ours vs theirs* | x{:.2} | x{:.2} less |",
+        ours / theirs,
+        theirs_cpu / ours_cpu
+    )?;
+    Ok(())
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
+}
+
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| {
+            let parts: Vec<&str> = l.split_whitespace().take(3).collect();
+            (parts.len() == 3).then(|| parts.join(" "))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// BENCHMARKS.md: the machine, the command, then the tables.
+fn document(
+    tables: &str,
+    args: &[String],
+    load_before: String,
+    took: std::time::Duration,
+) -> Result<String> {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let rev = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(workspace_root())
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let wrangler =
+        fs::read_to_string(workspace_root().join("worker/node_modules/wrangler/package.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v["version"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "?".into());
+    let command = if args.is_empty() {
+        "cargo xtask bench --record".to_owned()
+    } else {
+        format!("cargo xtask bench --record {}", args.join(" "))
+    };
+    let mut doc = String::new();
+    writeln!(doc, "# Benchmarks\n")?;
+    writeln!(
+        doc,
+        "The latest run of `{command}` (commit `{rev}`, {:.0} s). Every figure sits beside its \
+         baseline measured in the same run; machines are noisy, so compare within a table, not \
+         across runs. `CPU ms` is the CPU time the serving wrangler and workerd processes used \
+         per request (from /proc), steadier than wall time on a busy machine.\n",
+        took.as_secs_f64()
+    )?;
+    writeln!(
+        doc,
+        "Machine: {cpu}, {cores} cores; load average {load_before} at the start (1, 5, 15 min); \
+         wrangler {wrangler} with its bundled workerd; the fake provider on 127.0.0.1.\n"
+    )?;
+    doc.push_str(tables);
+    Ok(doc)
+}
