@@ -6,6 +6,7 @@
 //! - `dev`: the Worker under workerd with a fake provider (or real keys), and the chat REPL.
 //! - `bench <client|proxy>`: benchmarks that print ratios measured side by side.
 //! - `fuzz --minutes N [--target NAME]`: the fuzz targets in `fuzz/`, one after another.
+//! - `soak`: the Worker under steady streaming load for N minutes, watching workerd's memory.
 
 mod bench_proxy;
 mod build;
@@ -14,6 +15,7 @@ mod dev;
 mod fuzz;
 mod python;
 mod setup;
+mod soak;
 mod test;
 
 use anyhow::{bail, Result};
@@ -31,6 +33,9 @@ tasks:
   bench ffi      per-chunk cost: Python bindings' next() loop vs the Rust client
   fuzz           the fuzz targets (nightly, cargo-fuzz; installed if missing), one at a time
                  --minutes N [--target NAME] [--sanitizer none|address]
+  soak           streaming load on the Worker under workerd; fails on any error or on
+                 workerd RSS growth >= 10% [--minutes N (10)] [--users N (32)]
+                 [--via-wrangler | --miniflare] [--no-limits] [--no-stream]
 ";
 
 fn main() {
@@ -51,6 +56,7 @@ fn run(args: &[String]) -> Result<()> {
         "dev" => dev::run(),
         "bench" => bench(rest),
         "fuzz" => fuzz::run(rest),
+        "soak" => soak::run(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

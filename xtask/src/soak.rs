@@ -1,0 +1,919 @@
+//! `cargo xtask soak --minutes N [--users 32]`: the Worker under steady streaming load,
+//! watching workerd's memory.
+//!
+//! The Worker runs under workerd (`wrangler dev`) in front of the fake provider, with a plan no
+//! user reaches the limits of (the limiter still runs: one Durable Object per user). `--users`
+//! tasks, each with its own token (a distinct `sub`), loop streaming requests for N minutes,
+//! alternating an alias routed to OpenAI and one routed to Anthropic (translated). Each answer
+//! is read to the end: status 200, the echo of the request's own nonce and every word asked
+//! for, ending with `data: [DONE]`.
+//!
+//! # Two workerd processes
+//!
+//! `wrangler dev` runs two workerd processes in its process group: the Worker's runtime, and a
+//! dev proxy on the public port (wrangler's ProxyWorker, one Durable Object that every request
+//! goes through, plus its InspectorProxyWorker, which relays every DevTools event of the
+//! runtime, `Network.dataReceived` for each upstream chunk included, to wrangler's Node
+//! process). Neither exists in a deployment, and under this load the proxy grows past 1 GB and
+//! resets connections. So by default the requests go straight to the runtime's own socket
+//! (found through `/proc`: the runtime's listening port that answers `/healthz`), and the
+//! verdict is on the runtime's memory; both processes' RSS are printed.
+//!
+//! Other ways to run it, to tell the Worker's costs from the tooling's:
+//!
+//! - `--via-wrangler`: through wrangler's dev proxy, as other tests do.
+//! - `--miniflare`: the same bundle under miniflare alone (`soak_miniflare.mjs`): one workerd,
+//!   no DevTools inspector (which `wrangler dev` always attaches, with its Network domain on),
+//!   no dev proxy.
+//! - `--no-limits` (`LIMITS_ENABLED=false`: no Durable Object), `--no-stream` (complete
+//!   answers).
+//!
+//! RSS is VmRSS from `/proc/<pid>/status`, sampled every few seconds. Printed: requests,
+//! errors, requests/s, p50/p99 latency, the runtime's RSS after the warm-up, at the middle and
+//! at the end, its growth, and the peak. Fails (exit code 1) on any error, a panic in the
+//! Worker's log, or a growth of 10% or more.
+
+use std::{
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use storycad_e2e::{
+    fake_provider::{FakeProvider, FakeProviderOptions},
+    tokens::{self, DevKey},
+    workerd::{free_port, target_dir, Worker, WorkerOptions},
+};
+
+use crate::{build, cmd};
+
+const ISSUER: &str = "storycad-soak";
+const AUDIENCE: &str = "storycad-soak";
+/// The aliases the users alternate between.
+const ALIASES: [&str; 2] = ["soak-openai", "soak-anthropic"];
+/// Words of each prompt (the answer echoes them, one content chunk each).
+const PROMPT_WORDS: usize = 40;
+/// How often workerd's memory is read.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// Load before the first memory figure that counts.
+const WARM_UP: Duration = Duration::from_secs(20);
+/// Longest a single request may take before it counts as an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Growth of workerd's RSS (end vs after warm-up) at which the soak fails, in percent.
+const MAX_GROWTH_PERCENT: f64 = 10.0;
+
+struct Settings {
+    minutes: f64,
+    users: usize,
+    via_wrangler: bool,
+    limits: bool,
+    stream: bool,
+    miniflare: bool,
+}
+
+fn settings(args: &[String]) -> Result<Settings> {
+    let mut s = Settings {
+        minutes: 10.0,
+        users: 32,
+        via_wrangler: false,
+        limits: true,
+        stream: true,
+        miniflare: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value =
+            || -> Result<&String> { it.next().with_context(|| format!("{a} needs a value")) };
+        match a.as_str() {
+            "--minutes" => {
+                s.minutes = value()?
+                    .parse()
+                    .with_context(|| format!("{a} needs a number"))?
+            }
+            "--users" => {
+                s.users = value()?
+                    .parse()
+                    .with_context(|| format!("{a} needs a whole number"))?
+            }
+            "--via-wrangler" => s.via_wrangler = true,
+            "--no-limits" => s.limits = false,
+            "--no-stream" => s.stream = false,
+            "--miniflare" => s.miniflare = true,
+            other => {
+                bail!("unknown argument {other}\nusage: cargo xtask soak --minutes N [--users 32] [--via-wrangler | --miniflare] [--no-limits] [--no-stream]")
+            }
+        }
+    }
+    if !(s.minutes > 0.0 && s.minutes <= 24.0 * 60.0) {
+        bail!("--minutes must be above 0 and at most a day");
+    }
+    if s.via_wrangler && s.miniflare {
+        bail!("--via-wrangler and --miniflare exclude each other");
+    }
+    if s.users == 0 || s.users > 1000 {
+        bail!("--users must be between 1 and 1000");
+    }
+    Ok(s)
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let settings = settings(args)?;
+    build::worker(false)?;
+    let provider = FakeProvider::start_with(FakeProviderOptions::default())?;
+    let key = DevKey::generate()?;
+    let plans = json!({"soak": {
+        "models": ["*"], "requests_per_minute": 1_000_000, "tokens_per_day": 1_000_000_000_000u64,
+        "max_output_tokens": 4096, "concurrent_streams": 1000
+    }});
+    let routes = json!({
+        ALIASES[0]: ["openai:gpt-4o-mini"],
+        ALIASES[1]: ["anthropic:claude-haiku-4-5"],
+    });
+    let vars: Vec<(&str, String)> = vec![
+        ("JWT_PUBLIC_JWK", key.public_jwk().to_string()),
+        ("JWT_ISSUER", ISSUER.into()),
+        ("JWT_AUDIENCE", AUDIENCE.into()),
+        ("ROUTES", routes.to_string()),
+        ("PLANS", plans.to_string()),
+        ("DEFAULT_PLAN", "soak".into()),
+        ("CACHE_TTL_SECONDS", "0".into()),
+        ("LIMITS_ENABLED", settings.limits.to_string()),
+        ("OPENAI_BASE_URL", provider.openai_base_url()),
+        ("ANTHROPIC_BASE_URL", provider.anthropic_base_url()),
+    ];
+    let secrets = [
+        ("OPENAI_API_KEY", "soak-openai-key"),
+        ("ANTHROPIC_API_KEY", "soak-anthropic-key"),
+    ];
+    let backend = Backend::start(&settings, &vars, &secrets)?;
+    eprintln!(
+        "soak: Worker up; requests to {} ({}); log {}",
+        backend.target,
+        backend.what,
+        backend.log.display()
+    );
+    let ttl = Duration::from_secs_f64(settings.minutes * 60.0) + Duration::from_secs(3600);
+    let tokens: Vec<String> = (0..settings.users)
+        .map(|i| {
+            let mut claims = tokens::claims(ISSUER, AUDIENCE, &format!("soak-user-{i:03}"), ttl);
+            claims["plan"] = json!("soak");
+            key.mint(&claims)
+        })
+        .collect();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(soak(&settings, &backend.target, backend.group, tokens));
+    drop(rt);
+    let panics = backend.panics();
+    let log = backend.log.clone();
+    backend.stop();
+    drop(provider);
+    let summary = result?;
+    let mut failures = Vec::new();
+    if summary.errors > 0 {
+        failures.push(format!("{} requests failed", summary.errors));
+    }
+    if !panics.is_empty() {
+        failures.push(format!(
+            "the Worker's log ({}) shows {} panics or traps, first: {}",
+            log.display(),
+            panics.len(),
+            panics[0]
+        ));
+    }
+    if summary.growth_percent >= MAX_GROWTH_PERCENT {
+        failures.push(format!(
+            "the Worker runtime's RSS grew {:.1}% (limit {MAX_GROWTH_PERCENT}%)",
+            summary.growth_percent
+        ));
+    }
+    if failures.is_empty() {
+        println!("\nsoak: PASS");
+        Ok(())
+    } else {
+        bail!("soak failed: {}", failures.join("; "))
+    }
+}
+
+/// The running Worker, however it was started.
+struct Backend {
+    /// The base URL requests go to (`.../v1`).
+    target: String,
+    /// How the requests reach the Worker, for the messages.
+    what: &'static str,
+    group: Group,
+    log: PathBuf,
+    kind: BackendKind,
+}
+
+enum BackendKind {
+    Wrangler(Worker),
+    Miniflare(Child),
+}
+
+impl Backend {
+    fn start(
+        settings: &Settings,
+        vars: &[(&str, String)],
+        secrets: &[(&str, &str)],
+    ) -> Result<Self> {
+        if settings.miniflare {
+            return Backend::miniflare(vars, secrets);
+        }
+        let mut opts = WorkerOptions {
+            name: "soak".into(),
+            ..WorkerOptions::default()
+        };
+        for (name, value) in vars {
+            opts = opts.var(*name, value.clone());
+        }
+        for (name, value) in secrets {
+            opts = opts.secret(*name, *value);
+        }
+        let worker = Worker::start(opts)?;
+        let group = Group {
+            pgid: worker.pgid(),
+            public_port: worker.port(),
+        };
+        let (target, what) = if settings.via_wrangler {
+            (worker.api_base(), "through wrangler's dev proxy")
+        } else {
+            match runtime_base(group) {
+                Ok(t) => (t, "the Worker's runtime under wrangler dev, directly"),
+                Err(e) => {
+                    worker.stop();
+                    return Err(e);
+                }
+            }
+        };
+        Ok(Backend {
+            target,
+            what,
+            group,
+            log: worker.log_path().to_path_buf(),
+            kind: BackendKind::Wrangler(worker),
+        })
+    }
+
+    /// The bundle (a snapshot of worker/build) under miniflare alone, in a process group of
+    /// its own.
+    fn miniflare(vars: &[(&str, String)], secrets: &[(&str, &str)]) -> Result<Self> {
+        let root = cmd::root();
+        let run_dir = target_dir()
+            .join("e2e")
+            .join(format!("soak-miniflare-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run_dir);
+        std::fs::create_dir_all(&run_dir)?;
+        let build = run_dir.join("build");
+        copy_dir(&build::bundle_dir(), &build)?;
+        let port = free_port()?;
+        let mut bindings = serde_json::Map::new();
+        for (name, value) in vars {
+            bindings.insert((*name).to_owned(), json!(value));
+        }
+        for (name, value) in secrets {
+            bindings.insert((*name).to_owned(), json!(value));
+        }
+        let toml = std::fs::read_to_string(root.join("worker").join("wrangler.toml"))?;
+        let compatibility_date = toml
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("compatibility_date"))
+            .and_then(|v| v.split('"').nth(1))
+            .context("wrangler.toml has no compatibility_date")?
+            .to_owned();
+        let config = json!({
+            "node_modules": root.join("worker").join("node_modules"),
+            "build": build,
+            "port": port,
+            "persist": run_dir.join("state"),
+            "compatibility_date": compatibility_date,
+            "bindings": bindings,
+        });
+        let config_path = run_dir.join("miniflare.json");
+        write_private(&config_path, config.to_string().as_bytes())?;
+        let log = run_dir.join("miniflare.log");
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new("node")
+            .arg(root.join("xtask").join("src").join("soak_miniflare.mjs"))
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .context("starting node (miniflare)")?;
+        let pgid = i32::try_from(child.id()).context("pid out of range")?;
+        let backend = Backend {
+            target: format!("http://127.0.0.1:{port}/v1"),
+            what: "miniflare alone (no inspector, no dev proxy)",
+            group: Group {
+                pgid,
+                public_port: 0,
+            },
+            log,
+            kind: BackendKind::Miniflare(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !healthz(port) {
+            if Instant::now() > deadline {
+                let text = std::fs::read_to_string(&backend.log).unwrap_or_default();
+                backend.stop();
+                bail!("miniflare did not answer /healthz within 90 s:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(backend)
+    }
+
+    /// Log lines that show a Rust panic or a wasm trap in the Worker.
+    fn panics(&self) -> Vec<String> {
+        match &self.kind {
+            BackendKind::Wrangler(w) => w.panics(),
+            BackendKind::Miniflare(_) => std::fs::read_to_string(&self.log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| {
+                    l.contains("panicked at")
+                        || l.contains("RuntimeError: unreachable")
+                        || l.contains("Uncaught (in promise)")
+                })
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+
+    fn stop(self) {
+        match self.kind {
+            BackendKind::Wrangler(w) => {
+                let report = w.stop();
+                if !report.group_empty {
+                    eprintln!("soak: some wrangler processes were still running at the end");
+                }
+            }
+            BackendKind::Miniflare(mut child) => {
+                // The node process and its workerd, by the group id of the node we started.
+                let group = format!("-{}", self.group.pgid);
+                let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < deadline && !workerds(self.group).is_empty() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if !workerds(self.group).is_empty() {
+                    let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_name() == ".tmp" {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            copy_dir(&path, &to.join(entry.file_name()))?;
+        } else {
+            std::fs::copy(&path, to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path`, readable by the owner only (it holds the fake secrets).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+/// What the run found, for the verdict.
+struct Summary {
+    errors: u64,
+    growth_percent: f64,
+}
+
+/// One request's outcome, kept for the figures.
+struct Done {
+    at: Duration,
+    latency: Duration,
+}
+
+/// The Worker's process group, and the public port that tells its dev proxy apart.
+#[derive(Clone, Copy)]
+struct Group {
+    pgid: i32,
+    public_port: u16,
+}
+
+/// One memory reading: the runtime's and the dev proxy's RSS.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    at: Duration,
+    runtime: Rss,
+    proxy: Rss,
+}
+
+/// The summed RSS of some processes.
+#[derive(Clone, Copy, Default)]
+struct Rss {
+    kb: u64,
+    processes: usize,
+}
+
+impl Rss {
+    fn mb(self) -> f64 {
+        self.kb as f64 / 1024.0
+    }
+}
+
+async fn soak(
+    settings: &Settings,
+    api_base: &str,
+    group: Group,
+    tokens: Vec<String>,
+) -> Result<Summary> {
+    let run_for = Duration::from_secs_f64(settings.minutes * 60.0);
+    let warm_up = WARM_UP.min(run_for / 4);
+    let first = memory(group);
+    if first.runtime.processes == 0 {
+        bail!(
+            "no workerd runtime found in the Worker's process group {}",
+            group.pgid
+        );
+    }
+    println!(
+        "\nsoak: {} users streaming for {:.1} min (warm-up {} s), {} content chunks per answer; \
+         at rest: Worker runtime {:.1} MB RSS, dev proxy {:.1} MB",
+        settings.users,
+        settings.minutes,
+        warm_up.as_secs(),
+        PROMPT_WORDS + 1,
+        first.runtime.mb(),
+        first.proxy.mb(),
+    );
+
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(settings.users * 2)
+        .timeout(REQUEST_TIMEOUT)
+        .build()?;
+    let url = format!("{api_base}/chat/completions");
+    let started = Instant::now();
+    let deadline = started + run_for;
+    let done = Arc::new(Mutex::new(Vec::<Done>::new()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop_sampling = Arc::new(AtomicBool::new(false));
+
+    let samples = Arc::new(Mutex::new(vec![first]));
+    let sampler = {
+        let (samples, stop, done, errors) = (
+            samples.clone(),
+            stop_sampling.clone(),
+            done.clone(),
+            errors.clone(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SAMPLE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            let mut last_print = Duration::ZERO;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let at = started.elapsed();
+                let s = Sample {
+                    at,
+                    ..memory(group)
+                };
+                lock(&samples).push(s);
+                if at >= last_print + Duration::from_secs(60) {
+                    last_print = at;
+                    println!(
+                        "soak: {:>5.0} s  {:>7} requests  {} errors  runtime RSS {:.1} MB  \
+                         dev proxy RSS {:.1} MB",
+                        at.as_secs_f64(),
+                        lock(&done).len(),
+                        errors.load(Ordering::Relaxed),
+                        s.runtime.mb(),
+                        s.proxy.mb()
+                    );
+                }
+            }
+        })
+    };
+
+    let mut users = Vec::with_capacity(tokens.len());
+    let stream = settings.stream;
+    for (user, token) in tokens.into_iter().enumerate() {
+        let (http, url, done, errors, first_errors) = (
+            http.clone(),
+            url.clone(),
+            done.clone(),
+            errors.clone(),
+            first_errors.clone(),
+        );
+        users.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            while Instant::now() < deadline {
+                let alias = ALIASES[(user + n) % ALIASES.len()];
+                let nonce = format!("u{user}n{n}z");
+                let t0 = Instant::now();
+                let streamed = stream.then_some(n % 2 == 0);
+                match request_once(&http, &url, &token, alias, &nonce, streamed).await {
+                    Ok(()) => lock(&done).push(Done {
+                        at: started.elapsed(),
+                        latency: t0.elapsed(),
+                    }),
+                    Err(e) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        let mut first = lock(&first_errors);
+                        if first.len() < 5 {
+                            first.push(format!(
+                                "at {:.0} s, user {user} request {n} ({alias}): {e:#}",
+                                started.elapsed().as_secs_f64()
+                            ));
+                        }
+                    }
+                }
+                n += 1;
+            }
+        }));
+    }
+    // Every request is bounded by REQUEST_TIMEOUT, so the tasks end soon after the deadline.
+    for u in users {
+        tokio::time::timeout(run_for + REQUEST_TIMEOUT * 2, u)
+            .await
+            .context("a user task did not end in time")?
+            .context("a user task panicked")?;
+    }
+    let elapsed = started.elapsed();
+    // The last reading, as the load ends.
+    lock(&samples).push(Sample {
+        at: elapsed,
+        ..memory(group)
+    });
+    stop_sampling.store(true, Ordering::Relaxed);
+    sampler.abort();
+
+    let done = std::mem::take(&mut *lock(&done));
+    let errors = errors.load(Ordering::Relaxed);
+    let samples = lock(&samples).clone();
+    for e in lock(&first_errors).iter() {
+        eprintln!("soak: error: {e}");
+    }
+
+    let measured: Vec<&Done> = done.iter().filter(|d| d.at >= warm_up).collect();
+    let window = elapsed
+        .saturating_sub(warm_up)
+        .as_secs_f64()
+        .max(f64::MIN_POSITIVE);
+    let mut latencies: Vec<Duration> = measured.iter().map(|d| d.latency).collect();
+    latencies.sort_unstable();
+    let pct = |q: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+        latencies[i.min(latencies.len() - 1)].as_secs_f64() * 1000.0
+    };
+
+    // Readings where the runtime was found (a restarted runtime shows as a gap).
+    let live: Vec<Sample> = samples
+        .iter()
+        .copied()
+        .filter(|s| s.runtime.processes > 0)
+        .collect();
+    let at_or_after = |t: Duration| live.iter().find(|s| s.at >= t).or(live.last()).copied();
+    let start = at_or_after(warm_up).context("no memory reading after the warm-up")?;
+    let middle = at_or_after(warm_up + elapsed.saturating_sub(warm_up) / 2)
+        .context("no memory reading at the middle")?;
+    let end = *live.last().context("no memory reading at the end")?;
+    let peak = |pick: fn(&Sample) -> Rss| -> (f64, f64) {
+        live.iter()
+            .max_by_key(|s| pick(s).kb)
+            .map(|s| (pick(s).mb(), s.at.as_secs_f64()))
+            .unwrap_or_default()
+    };
+    let growth = |pick: fn(&Sample) -> Rss| -> f64 {
+        (pick(&end).kb as f64 - pick(&start).kb as f64) / (pick(&start).kb as f64).max(1.0) * 100.0
+    };
+    let runtime_growth = growth(|s| s.runtime);
+
+    println!(
+        "\nsoak results ({:.1} s of load, {} users)\n",
+        elapsed.as_secs_f64(),
+        settings.users
+    );
+    println!("  requests served        {}", done.len());
+    println!("  errors                 {errors}");
+    println!(
+        "  after warm-up          {} requests in {:.1} s: {:.1} requests/s",
+        measured.len(),
+        window,
+        measured.len() as f64 / window
+    );
+    println!(
+        "  latency (whole stream) p50 {:.1} ms, p99 {:.1} ms",
+        pct(0.50),
+        pct(0.99)
+    );
+    for (name, pick) in [
+        (
+            "Worker runtime RSS",
+            (|s: &Sample| s.runtime) as fn(&Sample) -> Rss,
+        ),
+        ("dev proxy RSS", |s: &Sample| s.proxy),
+    ] {
+        let (peak_mb, peak_at) = peak(pick);
+        println!(
+            "  {name:<22} start {:.1} MB ({:.0} s), middle {:.1} MB ({:.0} s), end {:.1} MB \
+             ({:.0} s); growth {:+.1}%; peak {peak_mb:.1} MB ({peak_at:.0} s)",
+            pick(&start).mb(),
+            start.at.as_secs_f64(),
+            pick(&middle).mb(),
+            middle.at.as_secs_f64(),
+            pick(&end).mb(),
+            end.at.as_secs_f64(),
+            growth(pick)
+        );
+    }
+    println!(
+        "  ({} readings every {} s; the verdict is on the Worker runtime)",
+        live.len(),
+        SAMPLE_EVERY.as_secs()
+    );
+    Ok(Summary {
+        errors,
+        growth_percent: runtime_growth,
+    })
+}
+
+/// One request read to its end: streamed (`Some(include_usage)`) or not (`None`). An error
+/// unless it is a 200 that echoes the nonce and every word and, streamed, ends with
+/// `data: [DONE]`.
+async fn request_once(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    alias: &str,
+    nonce: &str,
+    stream: Option<bool>,
+) -> Result<()> {
+    let mut words = vec![nonce.to_owned()];
+    words.extend((1..PROMPT_WORDS).map(|i| format!("word{i}")));
+    let mut body = json!({
+        "model": alias,
+        "stream": stream.is_some(),
+        "messages": [
+            {"role": "system", "content": "You are a patient writing collaborator."},
+            {"role": "user", "content": words.join(" ")}
+        ]
+    });
+    if stream == Some(true) {
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    let mut resp = http
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await?;
+    let status = resp.status();
+    if status != reqwest::StatusCode::OK {
+        let text = resp.text().await.unwrap_or_default();
+        bail!(
+            "HTTP {status}: {}",
+            text.chars().take(300).collect::<String>()
+        );
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        bytes.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(bytes).context("the answer is not UTF-8")?;
+    if stream.is_none() {
+        let answer: serde_json::Value =
+            serde_json::from_str(&text).context("the answer is not JSON")?;
+        let content = answer
+            .pointer("/choices/0/message/content")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        let want = format!("echo: {}", words.join(" "));
+        if content != want {
+            bail!(
+                "the answer is not the echo: {}",
+                content.chars().take(200).collect::<String>()
+            );
+        }
+        return Ok(());
+    }
+    if !text.ends_with("data: [DONE]\n\n") {
+        bail!(
+            "the stream does not end with data: [DONE]: ...{}",
+            tail_chars(&text, 300)
+        );
+    }
+    if !text.contains(&format!("\"content\":\" {nonce}\"")) {
+        bail!("the stream does not echo the request's nonce");
+    }
+    let content_events = text.matches("\"content\":\" word").count();
+    if content_events != PROMPT_WORDS - 1 {
+        bail!(
+            "{content_events} content chunks of the {} words asked for",
+            PROMPT_WORDS - 1
+        );
+    }
+    Ok(())
+}
+
+fn tail_chars(s: &str, n: usize) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    chars[chars.len().saturating_sub(n)..].iter().collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A workerd process of the group.
+struct Workerd {
+    pid: u32,
+    /// Whether it serves the public port: wrangler's dev proxy.
+    proxy: bool,
+    rss_kb: u64,
+}
+
+/// The processes of group `pgid` whose name contains `workerd`.
+fn workerds(group: Group) -> Vec<Workerd> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let public = format!("entry=127.0.0.1:{}", group.public_port);
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let pgrp = stat[close + 1..]
+            .split_whitespace()
+            .nth(2)
+            .and_then(|p| p.parse::<i32>().ok());
+        if pgrp != Some(group.pgid) || !comm.contains("workerd") {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        let rss_kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse::<u64>().ok())
+            });
+        if let Some(rss_kb) = rss_kb {
+            out.push(Workerd {
+                pid,
+                proxy: cmdline.split(' ').any(|a| a.ends_with(&public)),
+                rss_kb,
+            });
+        }
+    }
+    out
+}
+
+/// The RSS of the group's workerd processes, the runtime's and the dev proxy's apart.
+fn memory(group: Group) -> Sample {
+    let mut s = Sample::default();
+    for w in workerds(group) {
+        let rss = if w.proxy {
+            &mut s.proxy
+        } else {
+            &mut s.runtime
+        };
+        rss.kb += w.rss_kb;
+        rss.processes += 1;
+    }
+    s
+}
+
+/// `http://127.0.0.1:PORT/v1` of the Worker's runtime itself: the port, among those the
+/// group's non-proxy workerd listens on, that answers `GET /healthz` with the Worker's 200.
+fn runtime_base(group: Group) -> Result<String> {
+    let pgid = group.pgid;
+    let runtimes: Vec<u32> = workerds(group)
+        .iter()
+        .filter(|w| !w.proxy)
+        .map(|w| w.pid)
+        .collect();
+    let mut tried = Vec::new();
+    for pid in runtimes {
+        for port in listening_ports(pid) {
+            tried.push(port);
+            if healthz(port) {
+                return Ok(format!("http://127.0.0.1:{port}/v1"));
+            }
+        }
+    }
+    bail!(
+        "the Worker's runtime was not found (group {pgid}; ports tried: {tried:?}); \
+         `--via-wrangler` goes through wrangler's dev proxy instead"
+    )
+}
+
+/// The TCP ports `pid` listens on (IPv4 and IPv6).
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    l.to_str()?
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st ... inode (10th field); st 0A is LISTEN.
+            if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+                if let Some(port) = f[1]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|h| u16::from_str_radix(h, 16).ok())
+                {
+                    ports.push(port);
+                }
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// Whether `GET /healthz` on 127.0.0.1:`port` answers 200 with the Worker's body.
+fn healthz(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut conn) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(3)));
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
+    let request =
+        format!("GET /healthz HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n\r\n");
+    if conn.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = conn.take(64 * 1024).read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    answer.starts_with("HTTP/1.1 200") && answer.contains(r#"{"status":"ok"}"#)
+}
