@@ -64,6 +64,8 @@ pub(crate) struct Body {
     done: bool,
     // The start of a UTF-8 character the last piece cut off (at most 3 bytes).
     utf8_carry: Vec<u8>,
+    // Bytes that are not UTF-8 came; what preceded them has been handed on.
+    not_utf8: bool,
 }
 
 impl Body {
@@ -82,6 +84,7 @@ impl Body {
             ended_cleanly: ended.clone(),
             done: false,
             utf8_carry: Vec::new(),
+            not_utf8: false,
         };
         (body, ended)
     }
@@ -91,16 +94,25 @@ impl Stream for Body {
     type Item = std::result::Result<Bytes, BodyError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let item = self.as_mut().poll_piece(cx);
         // eventsource-stream keeps every byte from the first one that is not UTF-8 to the end
         // of the body, copying them all again for each piece (quadratic time, unbounded
-        // memory): such a body fails here, at once.
+        // memory): such a body fails here, at once, once the bytes before it are handed on (so
+        // where the reads were cut does not change what the caller sees).
+        if self.not_utf8 {
+            self.done = true;
+            self.pending = Bytes::new();
+            self.not_utf8 = false;
+            return Poll::Ready(Some(Err(BodyError::NotUtf8)));
+        }
+        let item = self.as_mut().poll_piece(cx);
         if let Poll::Ready(Some(Ok(piece))) = &item {
             let this = &mut *self;
-            if !utf8_continues(&mut this.utf8_carry, piece) {
-                this.done = true;
-                this.pending = Bytes::new();
-                return Poll::Ready(Some(Err(BodyError::NotUtf8)));
+            if let Some(valid) = utf8_bad_at(&mut this.utf8_carry, piece) {
+                this.not_utf8 = true;
+                if valid > 0 {
+                    return Poll::Ready(Some(Ok(piece.slice(..valid))));
+                }
+                return this.poll_next_unpin(cx);
             }
         }
         item
@@ -164,31 +176,32 @@ fn next_piece(bytes: &mut Bytes) -> Bytes {
     bytes.split_to(end)
 }
 
-/// Whether `piece`, following the `carry` bytes of a character the last piece cut off, is
-/// UTF-8 so far; leaves in `carry` the start of a character `piece` cuts off.
-fn utf8_continues(carry: &mut Vec<u8>, mut piece: &[u8]) -> bool {
+/// `None` when `piece`, following the `carry` bytes of a character the last piece cut off, is
+/// UTF-8 so far (`carry` then keeps the start of a character `piece` cuts off); else how many
+/// bytes of `piece` come before the first that is not.
+fn utf8_bad_at(carry: &mut Vec<u8>, piece: &[u8]) -> Option<usize> {
+    let mut start = 0;
     if let Some(&first) = carry.first() {
         let width = match first {
             0xC0..=0xDF => 2,
             0xE0..=0xEF => 3,
             _ => 4,
         };
-        let take = (width - carry.len()).min(piece.len());
-        carry.extend_from_slice(&piece[..take]);
-        piece = &piece[take..];
+        start = (width - carry.len()).min(piece.len());
+        carry.extend_from_slice(&piece[..start]);
         match std::str::from_utf8(carry) {
             Ok(_) => carry.clear(),
-            Err(e) if e.error_len().is_none() => return true,
-            Err(_) => return false,
+            Err(e) if e.error_len().is_none() => return None,
+            Err(_) => return Some(0),
         }
     }
-    match std::str::from_utf8(piece) {
-        Ok(_) => true,
+    match std::str::from_utf8(&piece[start..]) {
+        Ok(_) => None,
         Err(e) if e.error_len().is_none() => {
-            carry.extend_from_slice(&piece[e.valid_up_to()..]);
-            true
+            carry.extend_from_slice(&piece[start + e.valid_up_to()..]);
+            None
         }
-        Err(_) => false,
+        Err(e) => Some(start + e.valid_up_to()),
     }
 }
 
@@ -426,20 +439,31 @@ mod tests {
         let text = "é✓😀 data".as_bytes();
         for cut in 0..=text.len() {
             let mut carry = Vec::new();
-            assert!(utf8_continues(&mut carry, &text[..cut]), "cut at {cut}");
-            assert!(utf8_continues(&mut carry, &text[cut..]), "cut at {cut}");
+            assert_eq!(utf8_bad_at(&mut carry, &text[..cut]), None, "cut at {cut}");
+            assert_eq!(utf8_bad_at(&mut carry, &text[cut..]), None, "cut at {cut}");
             assert!(carry.is_empty(), "cut at {cut}");
         }
         // One byte at a time.
         let mut carry = Vec::new();
-        assert!(text.iter().all(|b| utf8_continues(&mut carry, &[*b])));
-        // Not UTF-8: a stray continuation byte, a cut character followed by ASCII, 0xFF.
-        for bad in [&[b'a', 0x80][..], &[0xE2, 0x82, b'\n'], &[0xFF]] {
+        assert!(text
+            .iter()
+            .all(|b| utf8_bad_at(&mut carry, &[*b]).is_none()));
+        // Not UTF-8: a stray continuation byte, a cut character followed by ASCII, 0xFF; whole,
+        // the bytes before the bad one are counted.
+        for (bad, at) in [
+            (&[b'a', 0x80][..], 1),
+            (&[0xE2, 0x82, b'\n'], 0),
+            (&[0xFF], 0),
+        ] {
             let mut carry = Vec::new();
-            let ok = bad.iter().all(|b| utf8_continues(&mut carry, &[*b]));
+            let ok = bad.iter().all(|b| utf8_bad_at(&mut carry, &[*b]).is_none());
             assert!(!ok, "{bad:?}");
             let mut carry = Vec::new();
-            assert!(!utf8_continues(&mut carry, bad), "{bad:?}");
+            assert_eq!(utf8_bad_at(&mut carry, bad), Some(at), "{bad:?}");
         }
+        // After a carried character: counted from the piece's start.
+        let mut carry = Vec::new();
+        assert_eq!(utf8_bad_at(&mut carry, &[b'x', 0xC3]), None);
+        assert_eq!(utf8_bad_at(&mut carry, &[0xA9, b'y', 0xFF]), Some(2));
     }
 }

@@ -113,3 +113,30 @@ fn client_sse_long_events_and_bad_bytes_read_in_linear_time() {
         assert!(err.contains("not UTF-8"), "{err}");
     });
 }
+
+/// Found by `client_sse` (after the UTF-8 check above): a bad byte in the line after a lone
+/// `\r` (a blank line only known as one when the next byte comes) failed the whole line at
+/// once when it came in one read, but dispatched the event first when the read was cut before
+/// the bad byte. The bytes before a bad one are now always handed on first, so the caller sees
+/// the same items however the body was cut.
+#[test]
+fn client_sse_bytes_before_a_bad_one_are_read_first() {
+    let data = std::fs::read(
+        fuzz_dir().join("regressions/client_sse/not_utf8_after_a_pending_blank_line"),
+    )
+    .expect("regression input");
+    client_sse::check(&data);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let body = b"data: {\"choices\":[]}\r\rdata: \xff\n\n".to_vec();
+    for cut in 0..=body.len() {
+        let pieces = vec![body[..cut].to_vec().into(), body[cut..].to_vec().into()];
+        let items = rt.block_on(storycad_client::fuzzing::read_stream(pieces));
+        assert_eq!(items.len(), 2, "cut at {cut}: {items:?}");
+        assert!(items[0].is_ok(), "cut at {cut}: {items:?}");
+        let err = items[1].as_ref().unwrap_err().to_string();
+        assert!(err.contains("not UTF-8"), "cut at {cut}: {err}");
+    }
+}
