@@ -145,3 +145,47 @@ fn anthropic_stream_bom_split_across_chunks_is_dropped() {
         assert!(relay.error().is_none(), "cut at {cut}: {text}");
     }
 }
+
+/// Found by `jwt`: a header (or claims set) whose ignored member held bytes that are not UTF-8
+/// (`{"alg":"EdDSA","x":"pro\x91key"}`) was accepted: `serde_json::from_slice` checks UTF-8
+/// only in the strings it keeps. Such a part is not JSON, and is now refused as such.
+#[test]
+fn jwt_parts_that_are_not_utf8_are_refused() {
+    use storycad_worker::auth::{AuthError, TokenPart};
+    jwt::check(&regression("jwt", "header_member_not_utf8"));
+    let keys = storycad_worker::auth::KeySet::from_json(test_signer::fixture(
+        "test-only-jwks.public.json",
+    ))
+    .unwrap();
+    let verifier = storycad_worker::auth::Verifier::new(
+        keys,
+        jwt::ISSUER.to_owned(),
+        jwt::AUDIENCE.to_owned(),
+        storycad_worker::auth::Algorithm::DEFAULT.to_vec(),
+    );
+    let claims = jwt::good_claims().to_string();
+    let key = test_signer::TestKey::EdDsa;
+    let good = test_signer::sign_bytes(key, br#"{"alg":"EdDSA","x":"ok"}"#, claims.as_bytes());
+    assert!(verifier.verify(&good, jwt::NOW).is_ok());
+    let bad_header = test_signer::sign_bytes(
+        key,
+        b"{\"alg\":\"EdDSA\",\"x\":\"pro\x91key\"}",
+        claims.as_bytes(),
+    );
+    assert_eq!(
+        verifier.verify(&bad_header, jwt::NOW),
+        Err(AuthError::Json(TokenPart::Header))
+    );
+    assert_eq!(
+        storycad_worker::auth::token_kid(&bad_header),
+        Err(AuthError::Json(TokenPart::Header))
+    );
+    let mut bad_claims = claims.into_bytes();
+    bad_claims.pop();
+    bad_claims.extend_from_slice(b",\"x\":\"\xff\"}");
+    let bad_claims = test_signer::sign_bytes(key, br#"{"alg":"EdDSA"}"#, &bad_claims);
+    assert_eq!(
+        verifier.verify(&bad_claims, jwt::NOW),
+        Err(AuthError::Json(TokenPart::Claims))
+    );
+}

@@ -121,8 +121,7 @@ impl Verifier {
         if !is_json_object(raw) {
             return Err(AuthError::Json(TokenPart::Claims));
         }
-        let claims: RawClaims<'_> =
-            serde_json::from_slice(raw).map_err(|_| AuthError::Json(TokenPart::Claims))?;
+        let claims: RawClaims<'_> = json_text(raw, TokenPart::Claims)?;
         let exp = claims.exp.ok_or(AuthError::MissingExp)?.0;
         let sub = match claims.sub {
             Some(sub) if !sub.is_empty() => sub,
@@ -201,6 +200,13 @@ fn decode(segment: &str, part: TokenPart) -> Result<Vec<u8>, AuthError> {
         .map_err(|_| AuthError::Base64(part))
 }
 
+/// `raw` as JSON text. Checked as UTF-8 first: `serde_json::from_slice` checks only the strings
+/// it keeps, so a member we ignore could hold bytes that are not UTF-8 (not JSON at all).
+fn json_text<'a, T: Deserialize<'a>>(raw: &'a [u8], part: TokenPart) -> Result<T, AuthError> {
+    let text = std::str::from_utf8(raw).map_err(|_| AuthError::Json(part))?;
+    serde_json::from_str(text).map_err(|_| AuthError::Json(part))
+}
+
 /// serde's derived struct visitor also accepts a JSON array; a JOSE header or claims set must be
 /// an object.
 fn is_json_object(raw: &[u8]) -> bool {
@@ -244,8 +250,7 @@ fn parse_header(raw: &[u8]) -> Result<Header<'_>, AuthError> {
     if !is_json_object(raw) {
         return Err(AuthError::Json(TokenPart::Header));
     }
-    let header: RawHeader<'_> =
-        serde_json::from_slice(raw).map_err(|_| AuthError::Json(TokenPart::Header))?;
+    let header: RawHeader<'_> = json_text(raw, TokenPart::Header)?;
     let alg = Algorithm::from_header(header.alg.as_deref().ok_or(AuthError::NoAlgorithm)?)
         .map_err(|e| match e {
             HeaderAlg::None => AuthError::AlgorithmNone,
