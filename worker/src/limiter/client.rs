@@ -1,6 +1,5 @@
 //! What the request pipeline calls: one Durable Object round trip to admit a request before the
-//! upstream, and one to settle it afterwards, run in `wait_until` so the caller never waits for
-//! it.
+//! upstream; its settlement goes along with the user's next call.
 //!
 //! ```ignore
 //! let limiter = Limiter::new(env, &sub, plan, plans.limits_enabled)?;
@@ -11,21 +10,50 @@
 //!
 //! An [`Admission`] settles exactly once, on every path: `settle`, or its drop (an error
 //! returned with `?`, a stream ended, cut or abandoned by the caller) with the last charge set by
-//! [`Admission::set_charge`]. The settle call itself was registered with `wait_until` at
-//! admission, so the runtime keeps the request alive until it is done.
+//! [`Admission::set_charge`]. The settlement then waits in the isolate ([`PENDING`], per user)
+//! for [`SETTLE_DELAY`]: the user's next admission or usage call from this isolate carries it
+//! (one round trip per request instead of two, the DO applies it before deciding); if none
+//! comes in time, a `Settle` call sends it. That last step was registered with `wait_until` at
+//! admission, so the runtime keeps the request alive until it is done. Other isolates see a
+//! settlement at most [`SETTLE_DELAY`] late.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use worker::js_sys::Uint8Array;
-use worker::{console_log, Context, Date, Env, Method, ObjectNamespace, Request, RequestInit};
+use worker::{
+    console_log, Context, Date, Delay, Env, Method, ObjectNamespace, Request, RequestInit,
+};
 
-use super::{Call, Decision, Limits, Snapshot};
+use super::{Call, Decision, Limits, Settlement, Snapshot};
 use crate::error::AppError;
 use crate::plans::Plan;
+
+/// How long a settlement waits in the isolate for the user's next call before it is sent alone.
+pub(crate) const SETTLE_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
+thread_local! {
+    /// Settlements not yet sent, per user (`sub`).
+    static PENDING: RefCell<HashMap<String, Vec<Settlement>>> = RefCell::new(HashMap::new());
+}
+
+/// Takes the settlements waiting for `sub`.
+fn take_pending(sub: &str) -> Vec<Settlement> {
+    PENDING.with(|p| p.borrow_mut().remove(sub).unwrap_or_default())
+}
+
+fn add_pending(sub: &str, settlement: Settlement) {
+    PENDING.with(|p| {
+        p.borrow_mut()
+            .entry(sub.to_owned())
+            .or_default()
+            .push(settlement);
+    });
+}
 
 /// The limiter of one request's caller.
 pub(crate) struct Limiter {
@@ -84,6 +112,7 @@ impl Limiter {
                 limits: self.limits,
                 tokens: tokens_estimate,
                 stream,
+                settle: take_pending(&self.sub),
             },
         )
         .await?;
@@ -101,16 +130,14 @@ impl Limiter {
         let (namespace, sub, limits) = (namespace.clone(), self.sub.clone(), self.limits);
         ctx.wait_until(async move {
             let tokens = settled.await;
-            let _ = call(
-                &namespace,
-                &sub,
-                &Call::Settle {
-                    limits,
-                    ticket,
-                    tokens,
-                },
-            )
-            .await;
+            add_pending(&sub, Settlement { ticket, tokens });
+            Delay::from(SETTLE_DELAY).await;
+            // Taken along by a later call meanwhile, or still here: then it goes alone (a
+            // failed call is logged; its tickets lapse in the object).
+            let settle = take_pending(&sub);
+            if !settle.is_empty() {
+                let _ = call(&namespace, &sub, &Call::Settle { limits, settle }).await;
+            }
         });
         Ok(Admission {
             slot: Some(slot),
@@ -131,6 +158,7 @@ impl Limiter {
             &self.sub,
             &Call::Peek {
                 limits: self.limits,
+                settle: take_pending(&self.sub),
             },
         )
         .await

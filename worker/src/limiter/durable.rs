@@ -5,18 +5,19 @@
 //!
 //! State lives in memory (loaded from storage by the first call after the object starts) and in
 //! storage, so a restarted object goes on where it stopped. Decisions use the memory copy. The
-//! state is written when a request settles (the settle runs after the caller's answer, in
-//! `wait_until`), not when one is admitted: the write cost about 2 ms of the admission's 4 under
-//! workerd, and admission is on every request's path. Each write holds everything since the last
-//! one, and an object is only evicted when idle (everything settled, so written); a crash with
-//! requests in flight forgets their admissions (at most that many requests not counted).
+//! state is written when settlements arrive ([`super::should_write`]): always from a `Settle`
+//! (the isolate's flush after the user went quiet) or a `Peek`, at most once a second from an
+//! `Admit` that carries them; a write on an admission's path cost about 2 ms of its 4 under
+//! workerd. Each write holds everything since the last one, and an object is only evicted when
+//! idle (everything settled, flushed, so written); a crash loses at most the last second's
+//! settlements and the admissions in flight.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use worker::wasm_bindgen::JsValue;
 use worker::{durable_object, Date, DurableObject, Env, Request, Response, Result, State};
 
-use super::{apply, Call, UserState};
+use super::{apply, should_write, Call, UserState};
 
 /// The storage key of the state (JSON text).
 const KEY: &str = "state";
@@ -25,6 +26,8 @@ const KEY: &str = "state";
 pub struct UserLimiter {
     state: State,
     memory: RefCell<Option<UserState>>,
+    /// When the state was last written (Unix ms).
+    written_at: Cell<u64>,
 }
 
 impl DurableObject for UserLimiter {
@@ -32,6 +35,7 @@ impl DurableObject for UserLimiter {
         UserLimiter {
             state,
             memory: RefCell::new(None),
+            written_at: Cell::new(0),
         }
     }
 
@@ -51,8 +55,13 @@ impl DurableObject for UserLimiter {
             let mut memory = self.memory.borrow_mut();
             let state = memory.get_or_insert_with(UserState::default);
             let before = state.clone();
-            let decision = apply(state, Date::now().as_millis(), &call);
-            let persist = matches!(call, Call::Settle { .. }) && *state != before;
+            let now = Date::now().as_millis();
+            let decision = apply(state, now, &call);
+            let persist =
+                *state != before && should_write(&call, &decision, now, self.written_at.get());
+            if persist {
+                self.written_at.set(now);
+            }
             let text = persist.then(|| serde_json::to_string(state).unwrap_or_default());
             (decision, text)
         };

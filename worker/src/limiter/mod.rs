@@ -24,7 +24,20 @@ pub use self::core::{Decision, Level, Limits, Refusal, RefusalKind, Snapshot, Us
 use crate::config::Config;
 use crate::plans::Plan;
 
+/// A request's real cost, settled against the ticket its admission got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    /// The ticket `Admit` gave.
+    pub ticket: u64,
+    /// The tokens the request really cost.
+    pub tokens: u64,
+}
+
 /// A call from the Worker to a user's Durable Object (the JSON body of its `fetch`).
+///
+/// Every call carries the settlements the isolate holds for that user (`settle`), applied
+/// before the call's own operation: a settled request waits in the isolate (briefly, see
+/// `client`) for the user's next call instead of making a round trip of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Call {
@@ -36,50 +49,80 @@ pub enum Call {
         tokens: u64,
         /// Whether it holds a stream slot.
         stream: bool,
+        /// Requests settled since the last call.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        settle: Vec<Settlement>,
     },
-    /// Settle `ticket` with the tokens it really cost.
+    /// Settle requests that no other call took along.
     Settle {
         /// The caller's plan's limits.
         limits: Limits,
-        /// The ticket `Admit` gave.
-        ticket: u64,
-        /// The real cost.
-        tokens: u64,
+        /// The requests settled.
+        settle: Vec<Settlement>,
     },
     /// Every limit's state now.
     Peek {
         /// The caller's plan's limits.
         limits: Limits,
+        /// Requests settled since the last call.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        settle: Vec<Settlement>,
     },
 }
 
-/// Runs one call against a user's state: the whole of the Durable Object's logic.
+impl Call {
+    /// The settlements the call carries.
+    pub fn settlements(&self) -> &[Settlement] {
+        match self {
+            Call::Admit { settle, .. }
+            | Call::Settle { settle, .. }
+            | Call::Peek { settle, .. } => settle,
+        }
+    }
+}
+
+/// Runs one call against a user's state: the whole of the Durable Object's logic. The call's
+/// settlements are applied first, so its decision sees them.
 pub fn apply(state: &mut UserState, now: u64, call: &Call) -> Decision {
+    for s in call.settlements() {
+        state.settle(now, s.ticket, s.tokens);
+    }
     match call {
         Call::Admit {
             limits,
             tokens,
             stream,
+            ..
         } => state.admit(now, limits, *tokens, *stream),
-        Call::Settle {
-            limits,
-            ticket,
-            tokens,
-        } => {
-            state.settle(now, *ticket, *tokens);
-            Decision {
-                ticket: None,
-                refusal: None,
-                snapshot: state.peek(now, limits),
-            }
-        }
-        Call::Peek { limits } => Decision {
+        Call::Settle { limits, .. } | Call::Peek { limits, .. } => Decision {
             ticket: None,
             refusal: None,
             snapshot: state.peek(now, limits),
         },
     }
 }
+
+/// Whether the Durable Object should write its state after `call` changed it.
+///
+/// Settlements are what must survive a restart (an admission alone is replayed by its own
+/// settlement). A call that leaves no later call behind it (`Settle`, `Peek`, a refused `Admit`)
+/// writes whenever it applied settlements; an admitted request always settles later (in its own
+/// call or the next one), so an `Admit` carrying settlements writes at most once every
+/// [`WRITE_INTERVAL_MS`]: under steady traffic the write is off most requests' path.
+pub fn should_write(call: &Call, decision: &Decision, now: u64, last_write: u64) -> bool {
+    if call.settlements().is_empty() {
+        return false;
+    }
+    match call {
+        Call::Admit { .. } if decision.ticket.is_some() => {
+            now.saturating_sub(last_write) >= WRITE_INTERVAL_MS
+        }
+        _ => true,
+    }
+}
+
+/// The longest an admitted caller's settlements stay only in the object's memory.
+pub const WRITE_INTERVAL_MS: u64 = 1_000;
 
 /// The `x-ratelimit-*` headers of a snapshot: requests of the window, tokens of the day.
 pub fn rate_limit_info(s: &Snapshot) -> RateLimitInfo {
@@ -225,13 +268,19 @@ mod tests {
                 limits: LIMITS,
                 tokens: 60,
                 stream: true,
+                settle: Vec::new(),
             },
             Call::Settle {
                 limits: LIMITS,
-                ticket: 0,
-                tokens: 25,
+                settle: vec![Settlement {
+                    ticket: 0,
+                    tokens: 25,
+                }],
             },
-            Call::Peek { limits: LIMITS },
+            Call::Peek {
+                limits: LIMITS,
+                settle: Vec::new(),
+            },
         ];
         let mut state = UserState::default();
         let mut out = Vec::new();
@@ -250,6 +299,95 @@ mod tests {
         assert_eq!(out[1].snapshot.streams.remaining, 1);
         assert_eq!(out[2].snapshot, out[1].snapshot);
         assert_eq!(out[2].snapshot.requests.remaining, 1);
+    }
+
+    #[test]
+    fn settlements_carried_by_an_admit_apply_before_its_decision() {
+        let mut state = UserState::default();
+        let admit = |settle: Vec<Settlement>| Call::Admit {
+            limits: LIMITS,
+            tokens: 60,
+            stream: true,
+            settle,
+        };
+        let first = apply(&mut state, 1_000, &admit(Vec::new()));
+        let ticket = first.ticket.unwrap();
+        // Without the first's settlement the only stream slot is taken.
+        let mut without = state.clone();
+        assert!(apply(&mut without, 1_100, &admit(Vec::new()))
+            .refusal
+            .is_some());
+        // Carrying it: the slot is free again and the real cost (10), not the 60 reserved, counts.
+        let second = apply(
+            &mut state,
+            1_100,
+            &admit(vec![Settlement { ticket, tokens: 10 }]),
+        );
+        assert!(second.refusal.is_none(), "{second:?}");
+        assert_eq!(second.snapshot.tokens.remaining, 100 - 10 - 60);
+        // An admit without settlements leaves the wire format as it was.
+        let text = serde_json::to_string(&admit(Vec::new())).unwrap();
+        assert!(!text.contains("settle"), "{text}");
+    }
+
+    #[test]
+    fn writes_follow_settlements_and_admits_write_at_most_once_a_second() {
+        let settled = vec![Settlement {
+            ticket: 1,
+            tokens: 5,
+        }];
+        let admitted = Decision {
+            ticket: Some(2),
+            refusal: None,
+            snapshot: UserState::default().peek(0, &LIMITS),
+        };
+        let answered = Decision {
+            ticket: None,
+            ..admitted
+        };
+        let admit = |settle: Vec<Settlement>| Call::Admit {
+            limits: LIMITS,
+            tokens: 1,
+            stream: false,
+            settle,
+        };
+        // Nothing settled: nothing to write.
+        assert!(!should_write(&admit(Vec::new()), &admitted, 10_000, 0));
+        let peek = Call::Peek {
+            limits: LIMITS,
+            settle: Vec::new(),
+        };
+        assert!(!should_write(&peek, &answered, 10_000, 0));
+        // Settle and Peek with settlements, and a refused admit, always write.
+        let flush = Call::Settle {
+            limits: LIMITS,
+            settle: settled.clone(),
+        };
+        assert!(should_write(&flush, &answered, 10_000, 9_999));
+        let peek = Call::Peek {
+            limits: LIMITS,
+            settle: settled.clone(),
+        };
+        assert!(should_write(&peek, &answered, 10_000, 9_999));
+        assert!(should_write(
+            &admit(settled.clone()),
+            &answered,
+            10_000,
+            9_999
+        ));
+        // An admitted request's own settlement comes later: its admit writes once a second.
+        assert!(!should_write(
+            &admit(settled.clone()),
+            &admitted,
+            10_000,
+            9_500
+        ));
+        assert!(should_write(
+            &admit(settled),
+            &admitted,
+            10_000,
+            10_000 - WRITE_INTERVAL_MS
+        ));
     }
 
     #[test]
