@@ -294,8 +294,9 @@ fn document(
         doc,
         "The latest run of `{command}` (commit `{rev}`, {:.0} s). Every figure sits beside its \
          baseline measured in the same run; machines are noisy, so compare within a table, not \
-         across runs. `CPU ms` is the CPU time the serving wrangler and workerd processes used \
-         per request (from /proc), steadier than wall time on a busy machine.\n",
+         across runs. `CPU ms` is the CPU time the serving workerd processes used per request \
+         (from /proc; wrangler's own node process left out), steadier than wall time on a busy \
+         machine.\n",
         took.as_secs_f64()
     )?;
     writeln!(

@@ -13,10 +13,11 @@
 //! Each concurrent sender is its own user (its own token and limiter), as callers are in real
 //! use. Printed: p50/p90/p99 and requests/s per path at each concurrency, our Worker against
 //! the passthrough, and for streams the time to first byte and the total time; for each
-//! Worker, the CPU time its wrangler and workerd processes used per request (from /proc: on a
-//! loaded machine wall times stretch, CPU time per request much less).
+//! Worker, the CPU time its workerd processes used per request (from /proc: on a loaded
+//! machine wall times stretch, CPU time per request much less).
 
 use std::{
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -46,6 +47,9 @@ pub struct Settings {
     pub stream_words: usize,
     /// Concurrencies measured (`--concurrency 1,16,64`).
     pub concurrency: Vec<usize>,
+    /// Another build of the Worker (a copy of `worker/build` made at another commit) to
+    /// measure beside this one, same settings (`--against DIR`): before/after in one run.
+    pub against: Option<std::path::PathBuf>,
 }
 
 pub fn settings(args: &[String]) -> Result<Settings> {
@@ -53,6 +57,7 @@ pub fn settings(args: &[String]) -> Result<Settings> {
         requests: 500,
         stream_words: 199,
         concurrency: vec![1, 16, 64],
+        against: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -63,6 +68,7 @@ pub fn settings(args: &[String]) -> Result<Settings> {
         match a.as_str() {
             "--requests" => s.requests = number(value()?)?,
             "--stream-words" => s.stream_words = number(value()?)?,
+            "--against" => s.against = Some(value()?.into()),
             "--concurrency" => {
                 s.concurrency = value()?
                     .split(',')
@@ -86,7 +92,7 @@ pub struct LatencyRow {
     pub p90: f64,
     pub p99: f64,
     pub rate: f64,
-    /// CPU time of the serving processes (wrangler and workerd) per request, in ms; `None`
+    /// CPU time of the serving workerd processes per request, in ms; `None`
     /// for the provider itself.
     pub cpu_ms: Option<f64>,
 }
@@ -115,6 +121,7 @@ pub const PASSTHROUGH: &str = "JS passthrough Worker";
 pub const OURS: &str = "our Worker";
 pub const OURS_NO_CACHE: &str = "our Worker, no token cache";
 pub const OURS_NO_LIMITS: &str = "our Worker, limiter off";
+pub const OURS_AGAINST: &str = "our Worker, --against build";
 
 pub fn run(args: &[String]) -> Result<()> {
     let settings = settings(args)?;
@@ -134,12 +141,13 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         "models": ["bench"], "requests_per_minute": 1_000_000, "tokens_per_day": 1_000_000_000u64,
         "max_output_tokens": 4096, "concurrent_streams": 1000
     }});
-    let ours = |name: &str, cache_entries: &str, limits: &str| {
+    let ours = |name: &str, cache_entries: &str, limits: &str, dir: Option<PathBuf>| {
         Worker::start(
             WorkerOptions {
                 name: name.into(),
-                // Built once above: the three run the same bundle.
+                // Built once above: they run the same bundle (but the --against one).
                 build: false,
+                worker_dir: dir.unwrap_or_else(|| workspace_root().join("worker")),
                 ..WorkerOptions::default()
             }
             .var("JWT_PUBLIC_JWK", key.public_jwk().to_string())
@@ -156,9 +164,18 @@ pub fn measure(settings: &Settings) -> Result<Report> {
             .secret("OPENAI_API_KEY", PROVIDER_KEY),
         )
     };
-    let worker = ours("bench-worker", "4096", "true")?;
-    let uncached = ours("bench-worker-nocache", "0", "true")?;
-    let unlimited = ours("bench-worker-nolimits", "4096", "false")?;
+    let worker = ours("bench-worker", "4096", "true", None)?;
+    let uncached = ours("bench-worker-nocache", "0", "true", None)?;
+    let unlimited = ours("bench-worker-nolimits", "4096", "false", None)?;
+    let against = match &settings.against {
+        Some(build) => Some(ours(
+            "bench-worker-against",
+            "4096",
+            "true",
+            Some(against_dir(build)?),
+        )?),
+        None => None,
+    };
     let passthrough = Worker::start(
         WorkerOptions {
             name: "bench-passthrough".into(),
@@ -183,7 +200,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         })
         .collect();
     let upstream_model = "gpt-4o-mini";
-    let targets = [
+    let mut targets = vec![
         Target::new(
             DIRECT,
             &provider.openai_base_url(),
@@ -200,21 +217,61 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         Target::new(OURS, &worker.api_base(), tokens.clone(), "bench").served_by(&worker),
         Target::new(OURS_NO_CACHE, &uncached.api_base(), tokens.clone(), "bench")
             .served_by(&uncached),
-        Target::new(OURS_NO_LIMITS, &unlimited.api_base(), tokens, "bench").served_by(&unlimited),
+        Target::new(
+            OURS_NO_LIMITS,
+            &unlimited.api_base(),
+            tokens.clone(),
+            "bench",
+        )
+        .served_by(&unlimited),
     ];
+    if let Some(w) = &against {
+        targets.push(Target::new(OURS_AGAINST, &w.api_base(), tokens, "bench").served_by(w));
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let result = rt.block_on(measure_targets(settings, &targets));
-    for w in [worker, uncached, unlimited, passthrough] {
+    for w in [worker, uncached, unlimited, passthrough]
+        .into_iter()
+        .chain(against)
+    {
         if !w.stop().group_empty {
             eprintln!("bench: some wrangler processes were still running at the end");
         }
     }
     drop(provider);
     result
+}
+
+/// A Worker directory for the `--against` build: this checkout's wrangler.toml and
+/// node_modules, and a copy of that build.
+fn against_dir(build: &Path) -> Result<PathBuf> {
+    if !build.join("worker").join("shim.mjs").exists() {
+        bail!(
+            "--against {}: not a Worker build (a copy of worker/build, with worker/shim.mjs)",
+            build.display()
+        );
+    }
+    let worker = workspace_root().join("worker");
+    let dir = storycad_e2e::workerd::target_dir()
+        .join("bench")
+        .join("against");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::copy(worker.join("wrangler.toml"), dir.join("wrangler.toml"))?;
+    std::os::unix::fs::symlink(worker.join("node_modules"), dir.join("node_modules"))?;
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(build)
+        .arg(dir.join("build"))
+        .status()?;
+    if !status.success() {
+        bail!("copying {} failed", build.display());
+    }
+    Ok(dir)
 }
 
 /// One way to the same answer.
@@ -571,8 +628,9 @@ async fn run_batch(
     Ok(all)
 }
 
-/// CPU time (user + system) used so far by the live processes of process group `pgid`, from
-/// `/proc/<pid>/stat` (clock ticks of 10 ms).
+/// CPU time (user + system) used so far by the live workerd processes of process group `pgid`
+/// (wrangler's node process is left out: its work, relaying logs and reloads, is the dev tool's
+/// own), from `/proc/<pid>/stat` (clock ticks of 10 ms).
 fn group_cpu(pgid: i32) -> Duration {
     let mut ticks = 0u64;
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -584,6 +642,13 @@ fn group_cpu(pgid: i32) -> Duration {
         };
         // After the `(comm)` field: state ppid pgrp session tty tpgid flags minflt cminflt
         // majflt cmajflt utime stime ...
+        let comm = text
+            .find('(')
+            .zip(text.rfind(')'))
+            .map_or("", |(a, b)| &text[a + 1..b]);
+        if comm != "workerd" {
+            continue;
+        }
         let Some(rest) = text.rfind(')').map(|i| &text[i + 1..]) else {
             continue;
         };
