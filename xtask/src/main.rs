@@ -4,10 +4,12 @@
 //! - `build-worker`: build the Worker's release bundle (skipped when it is up to date).
 //! - `test`: setup, `cargo fmt --check`, clippy with `-D warnings`, the bundle, every test.
 //! - `dev`: the Worker under workerd with a fake provider (or real keys), and the chat REPL.
-//! - `bench <client|proxy>`: benchmarks that print ratios measured side by side.
+//! - `bench [client|proxy|ffi]`: benchmarks that print ratios measured side by side; alone,
+//!   all of them and one summary table.
 //! - `fuzz --minutes N [--target NAME]`: the fuzz targets in `fuzz/`, one after another.
 //! - `soak`: the Worker under steady streaming load for N minutes, watching workerd's memory.
 
+mod bench_all;
 mod bench_proxy;
 mod build;
 mod cmd;
@@ -27,9 +29,15 @@ tasks:
   build-worker   build the Worker's release bundle into worker/build (skipped when up to date)
   test           setup, fmt --check, clippy -D warnings, build-worker, every test
   dev            the Worker under workerd + fake provider (or real keys) + the chat REPL
+  bench          every benchmark below (release builds) and one summary table: proxy
+                 latency, the Worker's host CPU cost (criterion), wasm size against its
+                 budget (fails above 1 MB gzipped), client parsing
+                 [--record: write BENCHMARKS.md] [the proxy options below]
   bench client   client SSE parsing: ours vs async-openai on the same stream
-  bench proxy    latency the Worker adds: through it vs the fake provider directly
-                 [--requests N (500)] [--stream-words N (199)]
+  bench proxy    latency the Worker adds: vs the fake provider directly and vs a JavaScript
+                 passthrough Worker on the same workerd
+                 [--requests N (500)] [--stream-words N (199)] [--concurrency 1,16,64]
+                 [--against DIR: a copy of worker/build from another commit, measured beside]
   bench ffi      per-chunk cost: Python bindings' next() loop vs the Rust client
   fuzz           the fuzz targets (nightly, cargo-fuzz; installed if missing), one at a time
                  --minutes N [--target NAME] [--sanitizer none|address]
@@ -67,6 +75,9 @@ fn run(args: &[String]) -> Result<()> {
 
 fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
+        None => bench_all::run(&[]),
+        Some("all") => bench_all::run(&args[1..]),
+        Some(a) if a.starts_with("--") => bench_all::run(args),
         Some("proxy") => bench_proxy::run(&args[1..]),
         Some("ffi") => python::bench(),
         Some("client") => {
@@ -74,6 +85,6 @@ fn bench(args: &[String]) -> Result<()> {
             c.args(["bench", "-p", "storycad-client", "--bench", "stream_parse"]);
             cmd::run(&mut c)
         }
-        _ => bail!("usage: cargo xtask bench <client|proxy|ffi>"),
+        _ => bail!("usage: cargo xtask bench [--record] | bench <client|proxy|ffi>"),
     }
 }
