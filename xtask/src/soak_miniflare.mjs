@@ -2,7 +2,9 @@
 // no DevTools inspector and no dev proxy (what `wrangler dev` adds around the runtime).
 //
 // usage: node soak_miniflare.mjs CONFIG_JSON_FILE
-// The file: {"node_modules", "build", "port", "persist", "bindings": {NAME: TEXT}}.
+// The file: {"node_modules", "build", "port", "inspector_port", "name", "persist",
+// "compatibility_date", "bindings": {NAME: TEXT}}. The inspector is open (no client attaches
+// unless `soak_gc.mjs` asks for a garbage collection).
 // Prints `ready <url>` once the Worker answers, and runs until SIGTERM.
 import fs from "node:fs";
 import path from "node:path";
@@ -12,6 +14,7 @@ const config = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 const entry = path.join(config.node_modules, "miniflare", "dist", "src", "index.js");
 const { Miniflare } = await import(pathToFileURL(entry).href);
 const mf = new Miniflare({
+  name: config.name,
   modules: [
     { type: "ESModule", path: path.join(config.build, "index.js") },
     { type: "CompiledWasm", path: path.join(config.build, "index_bg.wasm") },
@@ -25,6 +28,7 @@ const mf = new Miniflare({
   kvPersist: path.join(config.persist, "kv"),
   host: "127.0.0.1",
   port: config.port,
+  inspectorPort: config.inspector_port,
 });
 const url = await mf.ready;
 console.log(`ready ${url.href}`);
