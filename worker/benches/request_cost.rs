@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
-use storycad_worker::auth::{Claims, Verifier};
+use storycad_worker::auth::{Claims, ClaimsCache, Verifier};
 use storycad_worker::config::{Config, ProviderKind};
 use storycad_worker::plans::{estimate_tokens, Plans};
 use storycad_worker::provider::{upstream_request, Relay};
@@ -310,6 +310,20 @@ fn benches(c: &mut Criterion) {
         .bench_function("parse", |b| b.iter(|| load(black_box(&vars))));
 
     let mut jwt = c.benchmark_group("jwt");
+    // The baseline of the checks below: a token verified before, found in the isolate's cache
+    // (what the Worker does for a caller's second and later requests).
+    {
+        let token = token(&config, TestKey::Rs256);
+        let claims = verifier.verify(&token, now()).expect("token verifies");
+        let mut cache = ClaimsCache::new(4096);
+        cache.insert(ClaimsCache::key(&token), claims, now());
+        jwt.bench_function("cached", |b| {
+            b.iter(|| {
+                let key = ClaimsCache::key(black_box(&token));
+                cache.get(&key, now()).expect("cached")
+            })
+        });
+    }
     for key in TestKey::ALL {
         let token = token(&config, key);
         verifier.verify(&token, now()).expect("token verifies");
