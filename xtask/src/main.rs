@@ -43,7 +43,7 @@ tasks:
                  --minutes N [--target NAME] [--sanitizer none|address]
   soak           streaming load on the Worker under workerd; fails on any error or on
                  workerd RSS growth >= 10% [--minutes N (10)] [--users N (32)]
-                 [--via-wrangler | --miniflare] [--no-limits] [--no-stream]
+                 [--via-wrangler | --miniflare] [--no-limits] [--no-stream] [--warm-up S]
 ";
 
 fn main() {

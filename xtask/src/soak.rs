@@ -43,6 +43,10 @@
 //! readings: what survives a full GC is what the Worker keeps. When no inspector answers, it
 //! compares the plain readings instead, and says so.
 //!
+//! Also printed: whether the runtime's RSS levelled off (its growth from the middle to the end
+//! against the growth from the start to the middle). `--warm-up SECS` (default 20) moves the
+//! start reading later: the runtime's heap takes a few minutes to reach its working size.
+//!
 //! Fails (exit code 1) on any error, a panic in the Worker's log, or a growth of 10% or more.
 
 use std::{
@@ -74,7 +78,7 @@ const ALIASES: [&str; 2] = ["soak-openai", "soak-anthropic"];
 const PROMPT_WORDS: usize = 40;
 /// How often workerd's memory is read.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
-/// Load before the first memory figure that counts.
+/// Load before the first memory figure that counts (`--warm-up`).
 const WARM_UP: Duration = Duration::from_secs(20);
 /// Longest a single request may take before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -90,6 +94,7 @@ struct Settings {
     limits: bool,
     stream: bool,
     miniflare: bool,
+    warm_up: Duration,
 }
 
 fn settings(args: &[String]) -> Result<Settings> {
@@ -100,6 +105,7 @@ fn settings(args: &[String]) -> Result<Settings> {
         limits: true,
         stream: true,
         miniflare: false,
+        warm_up: WARM_UP,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -120,8 +126,14 @@ fn settings(args: &[String]) -> Result<Settings> {
             "--no-limits" => s.limits = false,
             "--no-stream" => s.stream = false,
             "--miniflare" => s.miniflare = true,
+            "--warm-up" => {
+                let secs: u64 = value()?
+                    .parse()
+                    .with_context(|| format!("{a} needs whole seconds"))?;
+                s.warm_up = Duration::from_secs(secs);
+            }
             other => {
-                bail!("unknown argument {other}\nusage: cargo xtask soak --minutes N [--users 32] [--via-wrangler | --miniflare] [--no-limits] [--no-stream]")
+                bail!("unknown argument {other}\nusage: cargo xtask soak --minutes N [--users 32] [--via-wrangler | --miniflare] [--no-limits] [--no-stream] [--warm-up SECS (20)]")
             }
         }
     }
@@ -501,7 +513,7 @@ async fn soak(
     tokens: Vec<String>,
 ) -> Result<Summary> {
     let run_for = Duration::from_secs_f64(settings.minutes * 60.0);
-    let warm_up = WARM_UP.min(run_for / 4);
+    let warm_up = settings.warm_up.min(run_for / 2);
     let first = memory(group);
     if first.runtime.processes == 0 {
         bail!(
@@ -728,6 +740,19 @@ async fn soak(
             growth(pick)
         );
     }
+    let half = (middle.runtime.kb as f64 - start.runtime.kb as f64).max(0.0);
+    let second_half = end.runtime.kb as f64 - middle.runtime.kb as f64;
+    println!(
+        "  second half            Worker runtime {:+.1} MB from the middle to the end \
+         (first half {:+.1} MB): {}",
+        second_half / 1024.0,
+        half / 1024.0,
+        if second_half <= half * 0.25 {
+            "levelled off"
+        } else {
+            "still climbing"
+        }
+    );
     let (growth_percent, growth_basis) = match (gc_start, gc_end) {
         (Some(a), Some(b)) => {
             let g = (b.runtime.kb as f64 - a.runtime.kb as f64) / (a.runtime.kb as f64).max(1.0)
