@@ -370,15 +370,7 @@ impl Worker {
 
     /// Log lines that show a Rust panic or a wasm trap in the Worker.
     pub fn panics(&self) -> Vec<String> {
-        self.log_text()
-            .lines()
-            .filter(|l| {
-                l.contains("panicked at")
-                    || l.contains("RuntimeError: unreachable")
-                    || l.contains("Uncaught (in promise)")
-            })
-            .map(str::to_owned)
-            .collect()
+        panic_lines(&self.log_text())
     }
 
     /// Whether wrangler is still running.
@@ -584,6 +576,18 @@ fn build_once(log_path: &Path, limit: Duration) -> Result<Result<String, String>
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The lines of a Worker's log that show a Rust panic or a wasm trap.
+pub fn panic_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| {
+            l.contains("panicked at")
+                || l.contains("RuntimeError: unreachable")
+                || l.contains("Uncaught (in promise)")
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Whether no process is left in group `pgid`.

@@ -117,74 +117,7 @@ fn tables(
     raw: u64,
     gz: u64,
 ) -> Result<()> {
-    use bench_proxy::{OURS, PASSTHROUGH};
-    writeln!(
-        md,
-        "### Latency through the proxy, not streamed ({} requests per path and concurrency)\n",
-        proxy.requests
-    )?;
-    writeln!(
-        md,
-        "| path | concurrency | p50 ms | p90 ms | p99 ms | req/s | CPU ms/req |\n|---|---:|---:|---:|---:|---:|---:|"
-    )?;
-    let mut concurrencies: Vec<usize> = proxy.latency.iter().map(|r| r.concurrency).collect();
-    concurrencies.dedup();
-    for c in concurrencies {
-        let rows: Vec<_> = proxy
-            .latency
-            .iter()
-            .filter(|r| r.concurrency == c)
-            .collect();
-        for r in &rows {
-            writeln!(
-                md,
-                "| {} | {c} | {:.2} | {:.2} | {:.2} | {:.0} | {} |",
-                r.path,
-                r.p50,
-                r.p90,
-                r.p99,
-                r.rate,
-                opt(r.cpu_ms)
-            )?;
-        }
-        let find = |name: &str| rows.iter().find(|r| r.path == name);
-        if let (Some(b), Some(o)) = (find(PASSTHROUGH), find(OURS)) {
-            writeln!(
-                md,
-                "| *ours vs passthrough* | {c} | {:+.2} | {:+.2} | {:+.2} | x{:.2} | {} |",
-                o.p50 - b.p50,
-                o.p90 - b.p90,
-                o.p99 - b.p99,
-                o.rate / b.rate.max(f64::MIN_POSITIVE),
-                match (o.cpu_ms, b.cpu_ms) {
-                    (Some(x), Some(y)) => format!("{:+.2}", x - y),
-                    _ => "-".into(),
-                }
-            )?;
-        }
-    }
-    writeln!(
-        md,
-        "\n### Streams of {} content chunks ({} per path, concurrency 1)\n",
-        proxy.stream_chunks, proxy.stream_requests
-    )?;
-    writeln!(
-        md,
-        "| path | TTFB p50 ms | TTFB p99 ms | total p50 ms | total p99 ms | CPU ms/stream |\n|---|---:|---:|---:|---:|---:|"
-    )?;
-    for r in &proxy.streams {
-        writeln!(
-            md,
-            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
-            r.path,
-            r.ttfb_p50,
-            r.ttfb_p99,
-            r.total_p50,
-            r.total_p99,
-            opt(r.cpu_ms)
-        )?;
-    }
-
+    md.push_str(&bench_proxy::markdown(proxy)?);
     writeln!(
         md,
         "\n### The Worker's CPU cost on the host (criterion, median, release build)\n"
@@ -237,10 +170,6 @@ fn tables(
         theirs_cpu / ours_cpu
     )?;
     Ok(())
-}
-
-fn opt(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
 }
 
 fn load_average() -> String {

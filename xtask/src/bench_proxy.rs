@@ -430,84 +430,86 @@ async fn measure_targets(settings: &Settings, targets: &[Target]) -> Result<Repo
     Ok(report)
 }
 
-/// Prints the report as tables, with our Worker against the passthrough.
+/// Prints the report (the tables of [`markdown`]).
 pub fn print(report: &Report) {
-    println!(
-        "\nproxy overhead: {} requests per path and concurrency, interleaved in batches; \
-         each concurrent sender is its own user\n",
+    match markdown(report) {
+        Ok(md) => println!("\n{md}"),
+        Err(e) => eprintln!("bench: {e}"),
+    }
+}
+
+/// The report as Markdown tables, with our Worker against the passthrough.
+pub fn markdown(report: &Report) -> Result<String> {
+    use std::fmt::Write as _;
+    let mut md = String::new();
+    writeln!(
+        md,
+        "### Latency through the proxy, not streamed ({} requests per path and concurrency)\n",
         report.requests
-    );
-    println!(
-        "{:<30} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "non-streamed", "conc.", "p50 ms", "p90 ms", "p99 ms", "req/s", "CPU ms"
-    );
+    )?;
+    writeln!(
+        md,
+        "| path | concurrency | p50 ms | p90 ms | p99 ms | req/s | CPU ms/req |\n|---|---:|---:|---:|---:|---:|---:|"
+    )?;
     let mut concurrencies: Vec<usize> = report.latency.iter().map(|r| r.concurrency).collect();
     concurrencies.dedup();
     for c in concurrencies {
-        let rows: Vec<&LatencyRow> = report
+        let rows: Vec<_> = report
             .latency
             .iter()
             .filter(|r| r.concurrency == c)
             .collect();
         for r in &rows {
-            println!(
-                "{:<30} {:>5} {:>9.2} {:>9.2} {:>9.2} {:>9.0} {:>9}",
+            writeln!(
+                md,
+                "| {} | {c} | {:.2} | {:.2} | {:.2} | {:.0} | {} |",
                 r.path,
-                c,
                 r.p50,
                 r.p90,
                 r.p99,
                 r.rate,
                 cpu(r.cpu_ms)
-            );
+            )?;
         }
         let find = |name: &str| rows.iter().find(|r| r.path == name);
-        if let (Some(base), Some(ours)) = (find(PASSTHROUGH), find(OURS)) {
-            println!(
-                "{:<30} {:>5} {:>+9.2} {:>+9.2} {:>+9.2} {:>9} {:>9}",
-                "  ours - passthrough",
-                c,
-                ours.p50 - base.p50,
-                ours.p90 - base.p90,
-                ours.p99 - base.p99,
-                format!("x{:.2}", ours.rate / base.rate.max(f64::MIN_POSITIVE)),
-                match (ours.cpu_ms, base.cpu_ms) {
-                    (Some(a), Some(b)) => format!("{:+.2}", a - b),
+        if let (Some(b), Some(o)) = (find(PASSTHROUGH), find(OURS)) {
+            writeln!(
+                md,
+                "| *ours vs passthrough* | {c} | {:+.2} | {:+.2} | {:+.2} | x{:.2} | {} |",
+                o.p50 - b.p50,
+                o.p90 - b.p90,
+                o.p99 - b.p99,
+                o.rate / b.rate.max(f64::MIN_POSITIVE),
+                match (o.cpu_ms, b.cpu_ms) {
+                    (Some(x), Some(y)) => format!("{:+.2}", x - y),
                     _ => "-".into(),
                 }
-            );
+            )?;
         }
     }
-    println!(
-        "\nstreams of {} content chunks, {} per path, concurrency 1\n",
+    writeln!(
+        md,
+        "\n### Streams of {} content chunks ({} per path, concurrency 1)\n",
         report.stream_chunks, report.stream_requests
-    );
-    println!(
-        "{:<30} {:>12} {:>12} {:>12} {:>12} {:>9}",
-        "", "ttfb p50 ms", "ttfb p99 ms", "total p50", "total p99", "CPU ms"
-    );
+    )?;
+    writeln!(
+        md,
+        "| path | TTFB p50 ms | TTFB p99 ms | total p50 ms | total p99 ms | CPU ms/stream |\n|---|---:|---:|---:|---:|---:|"
+    )?;
     for r in &report.streams {
-        println!(
-            "{:<30} {:>12.2} {:>12.2} {:>12.2} {:>12.2} {:>9}",
+        writeln!(
+            md,
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
             r.path,
             r.ttfb_p50,
             r.ttfb_p99,
             r.total_p50,
             r.total_p99,
             cpu(r.cpu_ms)
-        );
+        )?;
     }
-    let find = |name: &str| report.streams.iter().find(|r| r.path == name);
-    if let (Some(base), Some(ours)) = (find(PASSTHROUGH), find(OURS)) {
-        println!(
-            "{:<30} {:>+12.2} {:>+12.2} {:>+12.2} {:>+12.2}",
-            "  ours - passthrough",
-            ours.ttfb_p50 - base.ttfb_p50,
-            ours.ttfb_p99 - base.ttfb_p99,
-            ours.total_p50 - base.total_p50,
-            ours.total_p99 - base.total_p99
-        );
-    }
+
+    Ok(md)
 }
 
 fn cpu(ms: Option<f64>) -> String {

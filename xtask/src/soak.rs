@@ -67,7 +67,7 @@ use serde_json::json;
 use storycad_e2e::{
     fake_provider::{FakeProvider, FakeProviderOptions},
     tokens::{self, DevKey},
-    workerd::{free_port, target_dir, Worker, WorkerOptions},
+    workerd::{free_port, panic_lines, target_dir, Worker, WorkerOptions},
 };
 
 use crate::{build, cmd};
@@ -394,16 +394,9 @@ impl Backend {
     fn panics(&self) -> Vec<String> {
         match &self.kind {
             BackendKind::Wrangler(w) => w.panics(),
-            BackendKind::Miniflare(_) => std::fs::read_to_string(&self.log)
-                .unwrap_or_default()
-                .lines()
-                .filter(|l| {
-                    l.contains("panicked at")
-                        || l.contains("RuntimeError: unreachable")
-                        || l.contains("Uncaught (in promise)")
-                })
-                .map(str::to_owned)
-                .collect(),
+            BackendKind::Miniflare(_) => {
+                panic_lines(&std::fs::read_to_string(&self.log).unwrap_or_default())
+            }
         }
     }
 
