@@ -22,6 +22,11 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 /// `UPSTREAM_TIMEOUT_MS` when unset: how long the upstream may take to answer, and the longest
 /// silence allowed inside a stream.
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 60_000;
+/// `UPSTREAM_ANSWER_TIMEOUT_MS` when unset: how long a complete (non-stream) answer may take
+/// to begin (a provider sends its headers only when the whole answer is ready, and a long one
+/// takes minutes). Below the client SDK's 300 s wait for headers, so the Worker's answer (504,
+/// not worth retrying) comes first.
+pub const DEFAULT_UPSTREAM_ANSWER_TIMEOUT_MS: u64 = 240_000;
 /// `CACHE_TTL_SECONDS` when unset (0 disables the cache).
 pub const DEFAULT_CACHE_TTL_SECONDS: u64 = 0;
 
@@ -141,8 +146,11 @@ pub struct Config {
     pub cache_scope: crate::cache::Scope,
     /// `MAX_BODY_BYTES`.
     pub max_body_bytes: u64,
-    /// `UPSTREAM_TIMEOUT_MS`.
+    /// `UPSTREAM_TIMEOUT_MS`: a stream's wait for headers and longest silence (the provider's,
+    /// or a caller's that stopped reading).
     pub upstream_timeout_ms: u64,
+    /// `UPSTREAM_ANSWER_TIMEOUT_MS`: a complete answer's wait for headers.
+    pub answer_timeout_ms: u64,
 }
 
 /// A `PROVIDERS` entry.
@@ -268,6 +276,12 @@ impl Config {
                 DEFAULT_UPSTREAM_TIMEOUT_MS,
                 1,
             )?,
+            answer_timeout_ms: parse_u64(
+                "UPSTREAM_ANSWER_TIMEOUT_MS",
+                get("UPSTREAM_ANSWER_TIMEOUT_MS"),
+                DEFAULT_UPSTREAM_ANSWER_TIMEOUT_MS,
+                1,
+            )?,
         })
     }
 
@@ -277,24 +291,54 @@ impl Config {
     }
 }
 
-/// An `http(s)://host...` URL with any trailing slash removed.
+/// An `https://host...` URL with any trailing slash removed; `http://` only for a loopback host
+/// (`localhost`, `127.x.x.x`, `[::1]`: a local model, or a test's fake provider), since anyone
+/// on the path of a plain-text request could read the provider key or serve their own keys.
 fn parse_url(var: &str, text: &str) -> Result<String, ConfigError> {
     let url = text.trim().trim_end_matches('/');
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| ConfigError::new(var, "must be an http:// or https:// URL"))?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if host.is_empty() {
+    let (rest, secure) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, true),
+        None => (
+            url.strip_prefix("http://")
+                .ok_or_else(|| ConfigError::new(var, "must be an https:// URL"))?,
+            false,
+        ),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() {
         return Err(ConfigError::new(var, "the URL has no host"));
     }
-    if url.contains(['?', '#']) || url.chars().any(char::is_whitespace) {
+    if url.contains(['?', '#', '@']) || url.chars().any(char::is_whitespace) {
         return Err(ConfigError::new(
             var,
-            "the URL must not hold a query, a fragment or spaces",
+            "the URL must not hold a query, a fragment, credentials or spaces",
+        ));
+    }
+    if !secure && !is_loopback(authority) {
+        return Err(ConfigError::new(
+            var,
+            "must be an https:// URL (http:// is allowed only for localhost, 127.0.0.1 or [::1])",
         ));
     }
     Ok(url.to_owned())
+}
+
+/// Whether a URL's `host[:port]` names this machine.
+fn is_loopback(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let host = host.to_ascii_lowercase();
+    if host == "localhost" || host == "::1" {
+        return true;
+    }
+    let octets: Vec<&str> = host.split('.').collect();
+    octets.len() == 4
+        && octets[0] == "127"
+        && octets
+            .iter()
+            .all(|o| !o.is_empty() && o.len() <= 3 && o.parse::<u8>().is_ok())
 }
 
 fn parse_u64(var: &str, text: Option<String>, default: u64, min: u64) -> Result<u64, ConfigError> {
@@ -539,12 +583,61 @@ mod tests {
         assert_eq!(c.max_body_bytes, 1024 * 1024);
         assert_eq!(c.cache_ttl_seconds, 0);
         assert_eq!(c.upstream_timeout_ms, 60_000);
+        assert_eq!(c.answer_timeout_ms, 240_000);
         assert_eq!(c.jwt.algorithms, Algorithm::DEFAULT);
         assert_eq!(c.jwt.keys.as_ref().map(KeySet::usable_len), Some(1));
         assert_eq!(c.jwt.issuer, "https://issuer.example");
         assert_eq!(c.jwt.audience, "storycad");
         assert_eq!(c.jwt.cache_entries, crate::auth::DEFAULT_CACHE_ENTRIES);
         assert!(c.plans.is_empty());
+    }
+
+    #[test]
+    fn plain_http_only_reaches_this_machine() {
+        for (var, url) in [
+            ("OPENAI_BASE_URL", "http://127.0.0.1:4010/v1"),
+            ("OPENAI_BASE_URL", "http://127.1.2.3/v1"),
+            ("ANTHROPIC_BASE_URL", "http://localhost:8080"),
+            ("ANTHROPIC_BASE_URL", "http://LOCALHOST"),
+            ("ANTHROPIC_BASE_URL", "http://[::1]:9000/"),
+            ("OPENAI_BASE_URL", "https://api.example.com/v1"),
+        ] {
+            let mut vars = base();
+            vars.insert(var, url.to_owned());
+            assert!(load(&vars).is_ok(), "{url}");
+        }
+        for (var, url) in [
+            ("OPENAI_BASE_URL", "http://api.openai.com/v1"),
+            ("ANTHROPIC_BASE_URL", "http://10.0.0.7:8080"),
+            ("OPENAI_BASE_URL", "http://127.0.0.1.evil.example/v1"),
+            ("OPENAI_BASE_URL", "http://localhost.evil.example"),
+            ("OPENAI_BASE_URL", "http://[::2]/v1"),
+            (
+                "JWT_JWKS_URL",
+                "http://issuer.example/.well-known/jwks.json",
+            ),
+        ] {
+            let mut vars = base();
+            if var == "JWT_JWKS_URL" {
+                vars.remove("JWT_PUBLIC_JWK");
+            }
+            vars.insert(var, url.to_owned());
+            let e = load(&vars).expect_err(url);
+            assert_eq!(e.var, var, "{url}");
+            assert!(e.reason.contains("https://"), "{url}: {e}");
+        }
+        let e = err_with("OPENAI_BASE_URL", "http://127.0.0.1@evil.example/v1");
+        assert!(e.reason.contains("credentials"), "{e}");
+        let e = err_with(
+            "PROVIDERS",
+            r#"{"far":{"base_url":"http://10.1.1.1/v1","key_secret":"K"}}"#,
+        );
+        assert_eq!(e.var, "PROVIDERS.far.base_url");
+        // A JWKS on this machine (a test's) is fine over http.
+        let mut vars = base();
+        vars.remove("JWT_PUBLIC_JWK");
+        vars.insert("JWT_JWKS_URL", "http://127.0.0.1:7000/jwks".to_owned());
+        assert!(load(&vars).is_ok());
     }
 
     #[test]
@@ -715,22 +808,22 @@ mod tests {
     fn bad_providers() {
         let cases = [
             ("[]", "wrong shape"),
-            (r#"{"x":{"base_url":"http://h"}}"#, "wrong shape"),
+            (r#"{"x":{"base_url":"https://h"}}"#, "wrong shape"),
             (
-                r#"{"x":{"base_url":"http://h","key_secret":"K","extra":1}}"#,
+                r#"{"x":{"base_url":"https://h","key_secret":"K","extra":1}}"#,
                 "wrong shape",
             ),
             (r#"{"x":{"base_url":"h","key_secret":"K"}}"#, "http"),
             (
-                r#"{"x":{"base_url":"http://h","key_secret":"not a name"}}"#,
+                r#"{"x":{"base_url":"https://h","key_secret":"not a name"}}"#,
                 "key_secret",
             ),
             (
-                r#"{"openai":{"base_url":"http://h","key_secret":"K"}}"#,
+                r#"{"openai":{"base_url":"https://h","key_secret":"K"}}"#,
                 "built in",
             ),
             (
-                r#"{"a/b":{"base_url":"http://h","key_secret":"K"}}"#,
+                r#"{"a/b":{"base_url":"https://h","key_secret":"K"}}"#,
                 "provider name",
             ),
         ];
