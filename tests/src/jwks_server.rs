@@ -5,7 +5,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
@@ -22,6 +22,7 @@ struct State {
     jwks: Mutex<Value>,
     hits: AtomicUsize,
     last_hit: Mutex<Option<Instant>>,
+    delay: Mutex<Duration>,
 }
 
 /// Serves `GET /.well-known/jwks.json` (anything else is 404) and counts the fetches.
@@ -37,6 +38,7 @@ impl JwksServer {
             jwks: Mutex::new(jwks),
             hits: AtomicUsize::new(0),
             last_hit: Mutex::new(None),
+            delay: Mutex::new(Duration::ZERO),
         });
         let server = Background::start(0, "jwks-server", state.clone(), handle)?;
         Ok(JwksServer { server, state })
@@ -54,6 +56,15 @@ impl JwksServer {
             .jwks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = jwks;
+    }
+
+    /// Answers each fetch `delay` late from now on (an issuer that is slow to answer).
+    pub fn set_delay(&self, delay: Duration) {
+        *self
+            .state
+            .delay
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = delay;
     }
 
     /// When the JWKS was last fetched.
@@ -91,6 +102,11 @@ async fn handle(state: Arc<State>, req: Request, mut conn: Conn) -> (Conn, After
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .to_string();
+        let delay = *state
+            .delay
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tokio::time::sleep(delay).await;
         (200, jwks)
     } else {
         (404, "{\"error\":\"not found\"}".to_owned())

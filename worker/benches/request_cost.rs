@@ -314,9 +314,9 @@ fn benches(c: &mut Criterion) {
     // (what the Worker does for a caller's second and later requests).
     {
         let token = token(&config, TestKey::Rs256);
-        let claims = verifier.verify(&token, now()).expect("token verifies");
+        let (claims, signer) = verifier.verify_keyed(&token, now()).expect("token verifies");
         let mut cache = ClaimsCache::new(4096);
-        cache.insert(ClaimsCache::key(&token), claims, now());
+        cache.insert(ClaimsCache::key(&token), claims, signer, now());
         jwt.bench_function("cached", |b| {
             b.iter(|| {
                 let key = ClaimsCache::key(black_box(&token));

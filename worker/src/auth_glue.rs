@@ -9,10 +9,11 @@ use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use worker::{
     console_log, AbortController, Date, Delay, Fetch, Headers, Method, Request, RequestInit,
+    RequestRedirect,
 };
 
 use crate::auth::{
-    bearer_token, token_kid, AuthError, Claims, ClaimsCache, FetchReason, JwksCache, KeySet,
+    bearer_token, token_kid, AuthError, Claims, ClaimsCache, FetchReason, JwksCache, KeyId, KeySet,
     Lookup, Verifier, MAX_JWKS_BYTES, MAX_TOKEN_BYTES,
 };
 use crate::error::{shorten, AppError};
@@ -20,12 +21,26 @@ use crate::error::{shorten, AppError};
 /// Longest wait for the issuer's JWKS.
 const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often a request waiting for another request's JWKS fetch looks again. (A request
+/// cannot await another request's I/O under workerd, which cancels it as hung: it waits on a
+/// timer of its own.)
+const WAIT_STEP: Duration = Duration::from_millis(20);
+
+/// The isolate's key set and verified tokens.
+struct KeyState {
+    jwks: RefCell<JwksCache>,
+    verified: RefCell<ClaimsCache>,
+}
+
 /// Token verification state of one isolate.
 pub struct Authenticator {
     verifier: Verifier,
     jwks_url: Option<String>,
-    jwks: RefCell<JwksCache>,
-    verified: RefCell<ClaimsCache>,
+    state: KeyState,
+}
+
+fn now_secs() -> u64 {
+    Date::now().as_millis() / 1000
 }
 
 impl Authenticator {
@@ -35,53 +50,95 @@ impl Authenticator {
         Authenticator {
             verifier,
             jwks_url,
-            jwks: RefCell::new(JwksCache::new()),
-            verified: RefCell::new(ClaimsCache::new(cache_entries)),
+            state: KeyState {
+                jwks: RefCell::new(JwksCache::new()),
+                verified: RefCell::new(ClaimsCache::new(cache_entries)),
+            },
         }
     }
 
     /// The verified claims of the request's bearer token: from the isolate's cache when this
-    /// exact token was verified before and has not expired, else checked now (and kept).
+    /// exact token was verified before, has not expired, and its key set is fresh (or was just
+    /// refreshed and still has its key), else checked now (and kept).
     pub async fn authenticate(&self, req: &Request, request_id: &str) -> Result<Claims, AppError> {
         let header = req.headers().get("authorization").ok().flatten();
         let token = bearer_token(header.as_deref())?;
-        let now = Date::now().as_millis() / 1000;
         // An oversized token is refused by the verifier before it is even hashed.
         let key = (token.len() <= MAX_TOKEN_BYTES).then(|| ClaimsCache::key(token));
-        if let Some(claims) = key.and_then(|k| self.verified.borrow_mut().get(&k, now)) {
-            return Ok(claims);
+        if let Some(key) = &key {
+            if let Some(claims) = self.cached(key, request_id).await {
+                return Ok(claims);
+            }
         }
-        let claims = self.verify(token, now, request_id).await?;
+        let (claims, signer) = self.verify(token, request_id).await?;
         if let Some(key) = key {
-            self.verified.borrow_mut().insert(key, claims.clone(), now);
+            self.state
+                .verified
+                .borrow_mut()
+                .insert(key, claims.clone(), signer, now_secs());
         }
         Ok(claims)
     }
 
-    async fn verify(&self, token: &str, now: u64, request_id: &str) -> Result<Claims, AppError> {
-        let Some(url) = &self.jwks_url else {
-            return Ok(self.verifier.verify(token, now)?);
-        };
+    /// A cached verification, served only while the key set it was made with is fresh: past
+    /// that, the set is refreshed first (which drops the entries of withdrawn keys).
+    async fn cached(&self, key: &[u8; 32], request_id: &str) -> Option<Claims> {
+        let claims = self.state.verified.borrow_mut().get(key, now_secs())?;
+        if self.jwks_url.is_none() || self.state.jwks.borrow().is_fresh(now_secs()) {
+            return Some(claims);
+        }
+        self.refresh(None, request_id).await;
+        self.state.verified.borrow_mut().get(key, now_secs())
+    }
+
+    async fn verify(&self, token: &str, request_id: &str) -> Result<(Claims, KeyId), AppError> {
+        if self.jwks_url.is_none() {
+            return Ok(self.verifier.verify_keyed(token, now_secs())?);
+        }
         let kid = token_kid(token)?;
-        // No RefCell borrow may live across the fetch: other requests of this isolate run
-        // while it is awaited.
-        let lookup = self.jwks.borrow_mut().lookup(now, kid.as_deref());
-        if let Lookup::Fetch(reason) = lookup {
-            match fetch_jwks(url).await {
-                Ok(set) => {
-                    self.jwks.borrow_mut().store(now, set);
-                    // A key may have been withdrawn: tokens it signed must be checked again.
-                    self.verified.borrow_mut().clear();
-                }
-                Err(problem) => {
-                    self.jwks.borrow_mut().fetch_failed(now);
-                    log_fetch_failure(request_id, reason, &problem);
+        self.refresh(kid.as_deref(), request_id).await;
+        let now = now_secs();
+        let cache = self.state.jwks.borrow();
+        let keys = cache.keys(now).ok_or(AuthError::KeysUnavailable)?;
+        Ok(self.verifier.verify_with_key(keys, token, now)?)
+    }
+
+    /// Fetches the JWKS when the policy says so, or waits for another request's fetch in
+    /// flight (at most [`crate::auth::FETCH_WINDOW_SECS`]). No `RefCell` borrow lives across an
+    /// await: other requests of this isolate run meanwhile.
+    async fn refresh(&self, kid: Option<&str>, request_id: &str) {
+        let Some(url) = &self.jwks_url else {
+            return;
+        };
+        loop {
+            let lookup = self.state.jwks.borrow_mut().lookup(now_secs(), kid);
+            match lookup {
+                Lookup::Hit | Lookup::Cooldown => return,
+                Lookup::Wait => Delay::from(WAIT_STEP).await,
+                Lookup::Fetch(reason) => {
+                    self.fetch_into(url, reason, request_id).await;
+                    return;
                 }
             }
         }
-        let cache = self.jwks.borrow();
-        let keys = cache.keys(now).ok_or(AuthError::KeysUnavailable)?;
-        Ok(self.verifier.verify_with(keys, token, now)?)
+    }
+
+    /// Fetches the JWKS: the new set replaces the old, and verified tokens whose key it lacks
+    /// are forgotten; a failure leaves the old set (within its staleness limit).
+    async fn fetch_into(&self, url: &str, reason: FetchReason, request_id: &str) {
+        match fetch_jwks(url).await {
+            Ok(set) => {
+                self.state
+                    .verified
+                    .borrow_mut()
+                    .retain_keys(|id| set.contains_key_id(id));
+                self.state.jwks.borrow_mut().store(now_secs(), set);
+            }
+            Err(problem) => {
+                self.state.jwks.borrow_mut().fetch_failed(now_secs());
+                log_fetch_failure(request_id, reason, &problem);
+            }
+        }
     }
 }
 
@@ -102,7 +159,10 @@ async fn fetch_jwks(url: &str) -> Result<KeySet, String> {
         .set("accept", "application/json")
         .map_err(|e| e.to_string())?;
     let mut init = RequestInit::new();
-    init.with_method(Method::Get).with_headers(headers);
+    // A redirect is an error, not followed: keys come from the configured URL only.
+    init.with_method(Method::Get)
+        .with_headers(headers)
+        .with_redirect(RequestRedirect::Manual);
     let request = Request::new_with_init(url, &init).map_err(|e| e.to_string())?;
     let controller = AbortController::default();
     let signal = controller.signal();

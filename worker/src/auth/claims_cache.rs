@@ -5,8 +5,11 @@
 //! the same bytes that were verified, under the same configuration (the cache lives with it in
 //! the isolate), and the lifetime checks are re-run on every hit with the verifier's leeway, so
 //! a cached token is accepted exactly when a fresh verification would accept it, except for
-//! one case: a key withdrawn from the JWKS. The glue therefore empties the cache whenever it
-//! stores a fetched key set.
+//! one case: a key withdrawn from the JWKS. So each entry names the key that verified it
+//! ([`KeyId`]); when the glue stores a fetched key set it drops the entries of keys the set no
+//! longer has ([`ClaimsCache::retain_keys`]), and it serves a hit only while its key set is
+//! fresh (refreshing it first otherwise): a withdrawn key's tokens stop working within the
+//! JWKS refresh interval, and a refresh for a made-up `kid` drops nobody else's entries.
 //!
 //! The cache is bounded ([`ClaimsCache::new`]'s capacity; `JWT_CACHE_ENTRIES`, 0 turns it
 //! off): when full, expired entries go first, then the entry nearest its expiry.
@@ -15,7 +18,7 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use super::{Claims, LEEWAY_SECS};
+use super::{Claims, KeyId, LEEWAY_SECS};
 
 /// Entries kept when `JWT_CACHE_ENTRIES` is unset: a few MB at most, far more callers than
 /// one isolate serves between two of its tokens' expiries.
@@ -28,7 +31,7 @@ type TokenHash = [u8; 32];
 #[derive(Debug)]
 pub struct ClaimsCache {
     capacity: usize,
-    entries: HashMap<TokenHash, Claims>,
+    entries: HashMap<TokenHash, (Claims, KeyId)>,
     hits: u64,
 }
 
@@ -50,7 +53,7 @@ impl ClaimsCache {
     /// The claims of a token verified before and still within its lifetime at `now` (Unix
     /// seconds); `None` otherwise (an entry found expired is dropped).
     pub fn get(&mut self, key: &TokenHash, now: u64) -> Option<Claims> {
-        let claims = self.entries.get(key)?;
+        let (claims, _) = self.entries.get(key)?;
         if !within_lifetime(claims, now) {
             self.entries.remove(key);
             return None;
@@ -59,30 +62,30 @@ impl ClaimsCache {
         Some(claims.clone())
     }
 
-    /// Keeps the claims of a token that has just been verified.
-    pub fn insert(&mut self, key: TokenHash, claims: Claims, now: u64) {
+    /// Keeps the claims of a token that `signer` has just verified.
+    pub fn insert(&mut self, key: TokenHash, claims: Claims, signer: KeyId, now: u64) {
         if self.capacity == 0 || !within_lifetime(&claims, now) {
             return;
         }
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
-            self.entries.retain(|_, c| within_lifetime(c, now));
+            self.entries.retain(|_, (c, _)| within_lifetime(c, now));
             if self.entries.len() >= self.capacity {
                 if let Some(soonest) = self
                     .entries
                     .iter()
-                    .min_by_key(|(_, c)| c.exp)
+                    .min_by_key(|(_, (c, _))| c.exp)
                     .map(|(k, _)| *k)
                 {
                     self.entries.remove(&soonest);
                 }
             }
         }
-        self.entries.insert(key, claims);
+        self.entries.insert(key, (claims, signer));
     }
 
-    /// Forgets every token (the key set changed).
-    pub fn clear(&mut self) {
-        self.entries.clear();
+    /// Keeps only the tokens verified by a key `keep` accepts (a new key set: the keys it has).
+    pub fn retain_keys(&mut self, keep: impl Fn(&KeyId) -> bool) {
+        self.entries.retain(|_, (_, signer)| keep(signer));
     }
 
     /// Tokens kept.
@@ -124,10 +127,13 @@ mod tests {
         }
     }
 
+    const K1: KeyId = [1; 32];
+    const K2: KeyId = [2; 32];
+
     #[test]
     fn a_verified_token_is_found_by_its_exact_text_only() {
         let mut cache = ClaimsCache::new(8);
-        cache.insert(ClaimsCache::key("a.b.c"), claims("u1", 2_000), 1_000);
+        cache.insert(ClaimsCache::key("a.b.c"), claims("u1", 2_000), K1, 1_000);
         assert_eq!(
             cache.get(&ClaimsCache::key("a.b.c"), 1_500),
             Some(claims("u1", 2_000))
@@ -141,12 +147,12 @@ mod tests {
     fn an_entry_lives_until_expiry_plus_the_leeway_then_is_dropped() {
         let mut cache = ClaimsCache::new(8);
         let key = ClaimsCache::key("t");
-        cache.insert(key, claims("u", 2_000), 1_000);
+        cache.insert(key, claims("u", 2_000), K1, 1_000);
         assert!(cache.get(&key, 2_000 + LEEWAY_SECS).is_some());
         assert!(cache.get(&key, 2_001 + LEEWAY_SECS).is_none());
         assert!(cache.is_empty(), "an expired entry is removed when seen");
         // Re-inserting an expired token keeps nothing.
-        cache.insert(key, claims("u", 2_000), 3_000);
+        cache.insert(key, claims("u", 2_000), K1, 3_000);
         assert!(cache.is_empty());
     }
 
@@ -157,14 +163,14 @@ mod tests {
         let mut c = claims("u", 10_000);
         c.nbf = Some(5_000);
         // Verified at 4_950 thanks to the leeway; kept; a hit at an earlier clock is refused.
-        cache.insert(key, c, 4_950);
+        cache.insert(key, c, K1, 4_950);
         assert!(cache.get(&key, 4_000).is_none());
     }
 
     #[test]
     fn zero_capacity_keeps_nothing() {
         let mut cache = ClaimsCache::new(0);
-        cache.insert(ClaimsCache::key("t"), claims("u", 2_000), 1_000);
+        cache.insert(ClaimsCache::key("t"), claims("u", 2_000), K1, 1_000);
         assert!(cache.is_empty());
         assert!(cache.get(&ClaimsCache::key("t"), 1_000).is_none());
     }
@@ -172,15 +178,15 @@ mod tests {
     #[test]
     fn when_full_expired_entries_then_the_soonest_to_expire_go() {
         let mut cache = ClaimsCache::new(3);
-        cache.insert(ClaimsCache::key("old"), claims("a", 1_100), 1_000);
-        cache.insert(ClaimsCache::key("mid"), claims("b", 5_000), 1_000);
-        cache.insert(ClaimsCache::key("far"), claims("c", 9_000), 1_000);
+        cache.insert(ClaimsCache::key("old"), claims("a", 1_100), K1, 1_000);
+        cache.insert(ClaimsCache::key("mid"), claims("b", 5_000), K1, 1_000);
+        cache.insert(ClaimsCache::key("far"), claims("c", 9_000), K1, 1_000);
         // At 2_000 "old" has expired: it makes the room.
-        cache.insert(ClaimsCache::key("new"), claims("d", 8_000), 2_000);
+        cache.insert(ClaimsCache::key("new"), claims("d", 8_000), K1, 2_000);
         assert_eq!(cache.len(), 3);
         assert!(cache.get(&ClaimsCache::key("mid"), 2_000).is_some());
         // Nothing expired now: the one nearest its expiry ("mid") goes.
-        cache.insert(ClaimsCache::key("newer"), claims("e", 7_000), 2_000);
+        cache.insert(ClaimsCache::key("newer"), claims("e", 7_000), K1, 2_000);
         assert_eq!(cache.len(), 3);
         assert!(cache.get(&ClaimsCache::key("mid"), 2_000).is_none());
         for kept in ["far", "new", "newer"] {
@@ -192,10 +198,13 @@ mod tests {
     }
 
     #[test]
-    fn clear_forgets_everything() {
+    fn a_withdrawn_key_takes_its_tokens_with_it_and_no_others() {
         let mut cache = ClaimsCache::new(4);
-        cache.insert(ClaimsCache::key("t"), claims("u", 2_000), 1_000);
-        cache.clear();
-        assert!(cache.get(&ClaimsCache::key("t"), 1_000).is_none());
+        cache.insert(ClaimsCache::key("a"), claims("a", 2_000), K1, 1_000);
+        cache.insert(ClaimsCache::key("b"), claims("b", 2_000), K2, 1_000);
+        // A new set that still has K2 only.
+        cache.retain_keys(|k| *k == K2);
+        assert!(cache.get(&ClaimsCache::key("a"), 1_000).is_none());
+        assert!(cache.get(&ClaimsCache::key("b"), 1_000).is_some());
     }
 }

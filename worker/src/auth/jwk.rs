@@ -54,11 +54,27 @@ impl PublicKey {
     }
 }
 
+/// A key's identity: the SHA-256 of its type and public material (whatever its `kid`), so a
+/// cached verification can be tied to the key that made it and dropped when the key is
+/// withdrawn from the JWKS.
+pub type KeyId = [u8; 32];
+
+fn key_id(kty: &str, parts: &[&[u8]]) -> KeyId {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(kty.as_bytes());
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
 #[derive(Clone, Debug)]
 struct Entry {
     kid: Option<String>,
     /// `Err` holds why the key is skipped.
-    key: Result<PublicKey, &'static str>,
+    key: Result<(PublicKey, KeyId), &'static str>,
 }
 
 /// The keys a token may be verified with: parsed once, then shared by every request.
@@ -115,7 +131,16 @@ impl KeySet {
 
     /// Number of keys that can verify a signature.
     pub fn usable_len(&self) -> usize {
-        self.entries.iter().filter(|e| e.key.is_ok()).count()
+        self.usable().count()
+    }
+
+    fn usable(&self) -> impl Iterator<Item = &(PublicKey, KeyId)> {
+        self.entries.iter().filter_map(|e| e.key.as_ref().ok())
+    }
+
+    /// Whether the key with this identity is (still) in the set.
+    pub fn contains_key_id(&self, id: &KeyId) -> bool {
+        self.usable().any(|(_, k)| k == id)
     }
 
     /// Whether any key in the set (usable or not) has this `kid`. A JWKS cache refetches only
@@ -141,12 +166,7 @@ impl KeySet {
     /// The algorithms the usable keys can verify (each listed once).
     pub fn algorithms(&self) -> Vec<Algorithm> {
         let mut out = Vec::with_capacity(3);
-        for alg in self
-            .entries
-            .iter()
-            .filter_map(|e| e.key.as_ref().ok())
-            .map(PublicKey::algorithm)
-        {
+        for alg in self.usable().map(|(k, _)| k.algorithm()) {
             if !out.contains(&alg) {
                 out.push(alg);
             }
@@ -160,8 +180,11 @@ impl KeySet {
     /// but only for other algorithms or unusable keys, else `Unknown`. Without a `kid`: the only
     /// usable key (`Mismatch` if it is for another algorithm), or the only usable key for `alg`
     /// (`Ambiguous` if several).
-    pub(crate) fn pick(&self, kid: Option<&str>, alg: Algorithm) -> Result<&PublicKey, Pick> {
-        let usable = || self.entries.iter().filter_map(|e| e.key.as_ref().ok());
+    pub(crate) fn pick(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<&(PublicKey, KeyId), Pick> {
         match kid {
             Some(kid) => {
                 let mut named = self
@@ -173,20 +196,20 @@ impl KeySet {
                     return Err(Pick::Unknown);
                 }
                 named
-                    .find_map(|e| e.key.as_ref().ok().filter(|k| k.algorithm() == alg))
+                    .find_map(|e| e.key.as_ref().ok().filter(|(k, _)| k.algorithm() == alg))
                     .ok_or(Pick::Mismatch)
             }
             None => {
-                let mut all = usable();
+                let mut all = self.usable();
                 let only = all.next().ok_or(Pick::Unknown)?;
                 if all.next().is_none() {
-                    return if only.algorithm() == alg {
+                    return if only.0.algorithm() == alg {
                         Ok(only)
                     } else {
                         Err(Pick::Mismatch)
                     };
                 }
-                let mut fitting = usable().filter(|k| k.algorithm() == alg);
+                let mut fitting = self.usable().filter(|(k, _)| k.algorithm() == alg);
                 let key = fitting.next().ok_or(Pick::Mismatch)?;
                 if fitting.next().is_some() {
                     return Err(Pick::Ambiguous);
@@ -296,9 +319,13 @@ fn parse_jwk(jwk: &Map<String, Value>, index: usize) -> Result<Entry, KeyError> 
             if n.bits() > MAX_RSA_BITS {
                 return Err(invalid("RSA modulus longer than 4096 bits"));
             }
+            let id = key_id("RSA", &[&n.to_bytes_be(), &e.to_bytes_be()]);
             let public = rsa::RsaPublicKey::new(n, e)
                 .map_err(|_| invalid("RSA public key rejected (bad exponent or modulus)"))?;
-            PublicKey::Rs256(Box::new(rsa::pkcs1v15::VerifyingKey::new(public)))
+            (
+                PublicKey::Rs256(Box::new(rsa::pkcs1v15::VerifyingKey::new(public))),
+                id,
+            )
         }
         "EC" => {
             if crv != Some("P-256") {
@@ -319,7 +346,7 @@ fn parse_jwk(jwk: &Map<String, Value>, index: usize) -> Result<Entry, KeyError> 
             sec1[33..].copy_from_slice(&y);
             let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
                 .map_err(|_| invalid("P-256 point is not on the curve"))?;
-            PublicKey::Es256(key)
+            (PublicKey::Es256(key), key_id("EC", &[&sec1]))
         }
         "OKP" => {
             if crv != Some("Ed25519") {
@@ -337,7 +364,7 @@ fn parse_jwk(jwk: &Map<String, Value>, index: usize) -> Result<Entry, KeyError> 
             if key.is_weak() {
                 return Err(invalid("Ed25519 key has small order"));
             }
-            PublicKey::EdDsa(key)
+            (PublicKey::EdDsa(key), key_id("OKP", &[&x]))
         }
         _ => return skip("unsupported key type"),
     };
@@ -493,9 +520,24 @@ mod tests {
     }
 
     #[test]
+    fn a_key_is_known_by_its_material_not_its_kid() {
+        let set = KeySet::from_json(fixture("test-only-jwks.public.json")).unwrap();
+        let (_, id) = set.pick(Some("test-es256"), Algorithm::ES256).unwrap();
+        assert!(set.contains_key_id(id));
+        // The same key under another kid is the same key; another key is not.
+        let jwk: Value = serde_json::from_str(fixture("test-only-es256.public.jwk.json")).unwrap();
+        let mut renamed = jwk.clone();
+        renamed["kid"] = Value::from("renamed");
+        let alone = KeySet::from_json(&renamed.to_string()).unwrap();
+        assert!(alone.contains_key_id(id));
+        let other = KeySet::from_json(fixture("test-only-eddsa.public.jwk.json")).unwrap();
+        assert!(!other.contains_key_id(id));
+    }
+
+    #[test]
     fn pick_follows_kid_then_algorithm() {
         let set = KeySet::from_json(fixture("test-only-jwks.public.json")).unwrap();
-        let alg = |k: Result<&PublicKey, Pick>| k.map(PublicKey::algorithm);
+        let alg = |k: Result<&(PublicKey, KeyId), Pick>| k.map(|(k, _)| k.algorithm());
         assert_eq!(
             alg(set.pick(Some("test-es256"), Algorithm::ES256)),
             Ok(Algorithm::ES256)

@@ -9,6 +9,7 @@
 //!         Ok(set) => cache.store(now, set),
 //!         Err(e) => { cache.fetch_failed(now); log(reason, e) }
 //!     },
+//!     Lookup::Wait => { wait for the fetch in flight; look up again }
 //!     Lookup::Hit | Lookup::Cooldown => {}
 //! }
 //! let keys = cache.keys(now).ok_or(AuthError::KeysUnavailable)?;
@@ -26,10 +27,15 @@
 //!   (1 hour) past its expiry; after that there are no keys and requests get 503 until a fetch
 //!   succeeds.
 //!
-//! A `Fetch` answer reserves the attempt (it starts the cooldown), so requests that interleave
-//! with the fetch in the same isolate do not start their own.
+//! A `Fetch` answer reserves the attempt (it starts the cooldown): requests that want a fetch
+//! while it is in flight get `Wait` (they wait for it rather than fail for want of keys, or
+//! start their own), for at most [`FETCH_WINDOW_SECS`] after it started.
 
 use super::KeySet;
+
+/// How long a fetch counts as in flight: past it (the fetch's own limit is 5 s), requests stop
+/// waiting for it.
+pub const FETCH_WINDOW_SECS: u64 = 10;
 
 /// How long keys are trusted and how often the issuer may be asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +89,9 @@ pub enum Lookup {
     /// Fetch the JWKS now, then call [`JwksCache::store`] or [`JwksCache::fetch_failed`], then
     /// verify with [`JwksCache::keys`].
     Fetch(FetchReason),
+    /// A fetch would be wanted and another request's is in flight: wait for it, then look up
+    /// again.
+    Wait,
     /// A fetch would be wanted but one was attempted less than the cooldown ago: verify with
     /// whatever [`JwksCache::keys`] has (an unknown `kid` then fails as unknown).
     Cooldown,
@@ -108,6 +117,7 @@ pub struct JwksCache {
     set: Option<KeySet>,
     fetched_at: u64,
     last_attempt: Option<u64>,
+    fetching_since: Option<u64>,
     stats: CacheStats,
 }
 
@@ -141,10 +151,17 @@ impl JwksCache {
             return Lookup::Hit;
         };
         self.stats.misses += 1;
+        if self
+            .fetching_since
+            .is_some_and(|since| now.abs_diff(since) < FETCH_WINDOW_SECS)
+        {
+            return Lookup::Wait;
+        }
         if self.in_cooldown(now) {
             return Lookup::Cooldown;
         }
         self.last_attempt = Some(now);
+        self.fetching_since = Some(now);
         self.stats.fetches += 1;
         Lookup::Fetch(reason)
     }
@@ -153,12 +170,14 @@ impl JwksCache {
     pub fn store(&mut self, now: u64, set: KeySet) {
         self.set = Some(set);
         self.fetched_at = now;
+        self.fetching_since = None;
     }
 
     /// Records that the fetch [`JwksCache::lookup`] asked for failed; the current set, if any,
     /// stays in use within `max_stale_secs`, and the next attempt waits for the cooldown.
     pub fn fetch_failed(&mut self, _now: u64) {
         self.stats.failures += 1;
+        self.fetching_since = None;
     }
 
     /// The keys to verify with now: the stored set while it is fresh or at most
@@ -177,7 +196,9 @@ impl JwksCache {
         self.stats
     }
 
-    fn is_fresh(&self, now: u64) -> bool {
+    /// Whether the set is within its freshness (a cached verification may be served without
+    /// asking the issuer again).
+    pub fn is_fresh(&self, now: u64) -> bool {
         now < self.fetched_at.saturating_add(self.policy.ttl_secs)
     }
 
@@ -312,6 +333,33 @@ mod tests {
         cache.fetch_failed(T0);
         assert_eq!(cache.lookup(T0 - 10, None), Lookup::Cooldown);
         assert!(matches!(cache.lookup(T0 - 100, None), Lookup::Fetch(_)));
+    }
+
+    #[test]
+    fn requests_during_a_fetch_wait_for_it() {
+        let mut cache = JwksCache::new();
+        assert_eq!(cache.lookup(T0, None), Lookup::Fetch(FetchReason::Empty));
+        // While it is in flight every request that needs keys waits, whatever its kid.
+        assert_eq!(cache.lookup(T0, None), Lookup::Wait);
+        assert_eq!(cache.lookup(T0 + 1, Some("test-eddsa")), Lookup::Wait);
+        cache.store(T0 + 1, jwks());
+        assert_eq!(cache.lookup(T0 + 1, Some("test-eddsa")), Lookup::Hit);
+        // A failed fetch ends the wait too: the next request meets the cooldown.
+        let expired = T0 + 1 + 600;
+        assert_eq!(
+            cache.lookup(expired, None),
+            Lookup::Fetch(FetchReason::Expired)
+        );
+        assert_eq!(cache.lookup(expired, None), Lookup::Wait);
+        cache.fetch_failed(expired + 1);
+        assert_eq!(cache.lookup(expired + 1, None), Lookup::Cooldown);
+        // A fetch that never reports back stops holding requests after the window.
+        let mut lost = JwksCache::new();
+        assert!(matches!(lost.lookup(T0, None), Lookup::Fetch(_)));
+        assert_eq!(lost.lookup(T0 + FETCH_WINDOW_SECS - 1, None), Lookup::Wait);
+        assert_eq!(lost.lookup(T0 + FETCH_WINDOW_SECS, None), Lookup::Cooldown);
+        assert!(!lost.is_fresh(T0));
+        assert!(cache.is_fresh(T0 + 2));
     }
 
     #[test]

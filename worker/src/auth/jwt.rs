@@ -14,7 +14,7 @@ use serde::{
 
 use super::{
     algorithm::HeaderAlg,
-    jwk::{Pick, PublicKey},
+    jwk::{KeyId, Pick, PublicKey},
     Algorithm, AuthError, KeySet, TokenPart,
 };
 
@@ -99,22 +99,41 @@ impl Verifier {
         token: &str,
         now_unix: u64,
     ) -> Result<Claims, AuthError> {
+        self.verify_with_key(keys, token, now_unix)
+            .map(|(claims, _)| claims)
+    }
+
+    /// [`Verifier::verify`], also naming the key that verified the token.
+    pub fn verify_keyed(&self, token: &str, now_unix: u64) -> Result<(Claims, KeyId), AuthError> {
+        match &self.keys {
+            Some(keys) => self.verify_with_key(keys, token, now_unix),
+            None => Err(AuthError::KeysUnavailable),
+        }
+    }
+
+    /// [`Verifier::verify_with`], also naming the key that verified the token.
+    pub fn verify_with_key(
+        &self,
+        keys: &KeySet,
+        token: &str,
+        now_unix: u64,
+    ) -> Result<(Claims, KeyId), AuthError> {
         let parts = split(token)?;
         let raw_header = decode(parts.header, TokenPart::Header)?;
         let header = parse_header(&raw_header)?;
         if !self.algorithms.contains(&header.alg) {
             return Err(AuthError::AlgorithmNotAllowed);
         }
-        let key = keys
-            .pick(header.kid.as_deref(), header.alg)
-            .map_err(|pick| match pick {
-                Pick::Unknown => AuthError::UnknownKey,
-                Pick::Ambiguous => AuthError::AmbiguousKey,
-                Pick::Mismatch => AuthError::KeyMismatch,
-            })?;
+        let (key, id) =
+            keys.pick(header.kid.as_deref(), header.alg)
+                .map_err(|pick| match pick {
+                    Pick::Unknown => AuthError::UnknownKey,
+                    Pick::Ambiguous => AuthError::AmbiguousKey,
+                    Pick::Mismatch => AuthError::KeyMismatch,
+                })?;
         verify_signature(key, parts.signing_input.as_bytes(), parts.signature)?;
         let claims = decode(parts.claims, TokenPart::Claims)?;
-        self.check_claims(&claims, now_unix)
+        Ok((self.check_claims(&claims, now_unix)?, *id))
     }
 
     fn check_claims(&self, raw: &[u8], now: u64) -> Result<Claims, AuthError> {

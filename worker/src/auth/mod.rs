@@ -41,8 +41,8 @@ mod tests;
 pub use algorithm::{parse_algorithms, Algorithm};
 pub use claims_cache::{ClaimsCache, DEFAULT_CACHE_ENTRIES};
 pub use error::{AuthError, KeyError, KeyLabel, TokenPart};
-pub use jwk::{KeySet, MAX_RSA_BITS, MIN_RSA_BITS};
-pub use jwks_cache::{CachePolicy, CacheStats, FetchReason, JwksCache, Lookup};
+pub use jwk::{KeyId, KeySet, MAX_RSA_BITS, MIN_RSA_BITS};
+pub use jwks_cache::{CachePolicy, CacheStats, FetchReason, JwksCache, Lookup, FETCH_WINDOW_SECS};
 pub use jwt::{token_kid, Claims, Verifier, LEEWAY_SECS, MAX_TOKEN_BYTES};
 
 /// Largest JWK or JWKS text accepted (configuration or a fetched body), in bytes. A real JWKS
