@@ -393,6 +393,7 @@ async fn error_from_response(resp: Response, timeouts: &Timeouts) -> Error {
     let rate_limit = RateLimitInfo::from_headers(|n| h.get(n).and_then(|v| v.to_str().ok()));
     let request_id = request_id(h);
     let retry_after = server_delay(h);
+    let should_retry = should_retry_header(h);
     let body = read_body(resp, timeouts.stream_idle, MAX_ERROR_BODY)
         .await
         .unwrap_or_default();
@@ -406,6 +407,7 @@ async fn error_from_response(resp: Response, timeouts: &Timeouts) -> Error {
         retry_after,
         rate_limit,
         body: None,
+        should_retry,
     };
     match serde_json::from_slice::<ErrorBody>(&body) {
         Ok(b) => {

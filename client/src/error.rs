@@ -138,6 +138,9 @@ pub struct HttpErrorDetails {
     pub rate_limit: RateLimitInfo,
     /// The raw body, kept when it was not OpenAI's error JSON.
     pub body: Option<String>,
+    /// The server's `x-should-retry` advice, when it gave one (the Worker says `false` for a
+    /// request the provider already did work for: a retry is charged again).
+    pub should_retry: Option<bool>,
 }
 
 impl HttpErrorDetails {
@@ -237,7 +240,9 @@ impl Error {
             | Error::Network { .. }
             | Error::Timeout { .. }
             | Error::StreamTruncated { .. } => true,
-            Error::Api(d) => is_retryable_status(d.status),
+            Error::Api(d) => d
+                .should_retry
+                .unwrap_or_else(|| is_retryable_status(d.status)),
             Error::Stream { code, .. } => !matches!(
                 code.as_deref(),
                 Some(codes::BUDGET_EXHAUSTED) | Some(codes::INSUFFICIENT_QUOTA)
@@ -278,6 +283,7 @@ mod tests {
             retry_after: Some(Duration::from_secs(12)),
             rate_limit: RateLimitInfo::default(),
             body: None,
+            should_retry: None,
         }));
         assert_eq!(e.to_string(), "rate limited: try again in 12 s");
         assert!(e.is_retryable());

@@ -269,6 +269,12 @@ async fn x_should_retry_false_forbids_retry() {
         let err = server.client().chat(&request()).await.expect_err("503");
         assert_eq!(err.status(), Some(503));
         assert_eq!(server.hits(), 1);
+        // The error keeps the advice, so an app's own retry loop sees it too.
+        assert!(!err.is_retryable(), "{err:?}");
+        match &err {
+            storycad_client::Error::Api(d) => assert_eq!(d.should_retry, Some(false)),
+            other => panic!("{other:?}"),
+        }
     })
     .await;
 }
