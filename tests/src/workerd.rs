@@ -385,6 +385,12 @@ impl Worker {
         self.pgid
     }
 
+    /// The port of the Worker's runtime itself, past wrangler's dev proxy: what a test that
+    /// measures the Worker's own buffering or timing talks to (see [`runtime_ports`]).
+    pub fn runtime_port(&self) -> Result<u16> {
+        runtime_ports(self.pgid, self.port).map(|(port, _)| port)
+    }
+
     /// Stops wrangler and its workerd (see the module docs) and reports how.
     pub fn stop(mut self) -> StopReport {
         self.stop_now()
@@ -661,7 +667,169 @@ fn ready_port(log: &str) -> Option<u16> {
 }
 
 /// Whether `GET /healthz` answers 200.
-fn health(port: u16) -> bool {
+/// A workerd process of a wrangler (or miniflare) process group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workerd {
+    /// Its pid.
+    pub pid: u32,
+    /// Whether it serves the public port: wrangler's dev proxy, not the Worker's runtime.
+    pub proxy: bool,
+    /// Its resident memory, KiB.
+    pub rss_kb: u64,
+}
+
+/// The processes of group `pgid` whose name contains `workerd`; the one whose command line
+/// serves 127.0.0.1:`public_port` is wrangler's dev proxy.
+pub fn workerds(pgid: i32, public_port: u16) -> Vec<Workerd> {
+    let mut out = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
+    let public = format!("entry=127.0.0.1:{public_port}");
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let pgrp = stat[close + 1..]
+            .split_whitespace()
+            .nth(2)
+            .and_then(|p| p.parse::<i32>().ok());
+        if pgrp != Some(pgid) || !comm.contains("workerd") {
+            continue;
+        }
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        let rss_kb = fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse::<u64>().ok())
+            });
+        if let Some(rss_kb) = rss_kb {
+            out.push(Workerd {
+                pid,
+                proxy: cmdline.split(' ').any(|a| a.ends_with(&public)),
+                rss_kb,
+            });
+        }
+    }
+    out
+}
+
+/// One TCP socket of this machine, as `/proc/net/tcp` lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSocket {
+    /// The local port.
+    pub local_port: u16,
+    /// The remote port (0 for a listening socket).
+    pub remote_port: u16,
+    /// Whether it is listening.
+    pub listening: bool,
+    /// Bytes written and not yet acknowledged by the peer (the send queue).
+    pub tx_queue: u64,
+    /// Bytes received and not yet read by the process (the receive queue).
+    pub rx_queue: u64,
+    /// The socket's inode (`/proc/<pid>/fd` links name it).
+    pub inode: u64,
+}
+
+/// Every TCP socket of this machine (IPv4 and IPv6), from `/proc/net/tcp{,6}`.
+pub fn tcp_sockets() -> Vec<TcpSocket> {
+    let mut out = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            // sl local_address rem_address st tx_queue:rx_queue tr:when retrnsmt uid timeout
+            // inode ...
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 {
+                continue;
+            }
+            let port = |addr: &str| {
+                addr.rsplit(':')
+                    .next()
+                    .and_then(|h| u16::from_str_radix(h, 16).ok())
+            };
+            let (Some(local_port), Some(remote_port)) = (port(f[1]), port(f[2])) else {
+                continue;
+            };
+            let (tx, rx) = f[4].split_once(':').unwrap_or(("0", "0"));
+            out.push(TcpSocket {
+                local_port,
+                remote_port,
+                listening: f[3] == "0A",
+                tx_queue: u64::from_str_radix(tx, 16).unwrap_or(0),
+                rx_queue: u64::from_str_radix(rx, 16).unwrap_or(0),
+                inode: f[9].parse().unwrap_or(0),
+            });
+        }
+    }
+    out
+}
+
+/// The TCP ports process `pid` listens on.
+pub fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<u64> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    l.to_str()?
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut ports: Vec<u16> = tcp_sockets()
+        .into_iter()
+        .filter(|s| s.listening && inodes.contains(&s.inode))
+        .map(|s| s.local_port)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// The Worker's runtime under wrangler dev (group `pgid`, public port `public_port`): the port
+/// that serves the Worker itself, without wrangler's dev proxy (which buffers answers and
+/// retries requests), and the runtime's other listening ports (its inspector among them).
+pub fn runtime_ports(pgid: i32, public_port: u16) -> Result<(u16, Vec<u16>)> {
+    let mut tried = Vec::new();
+    for w in workerds(pgid, public_port).iter().filter(|w| !w.proxy) {
+        let ports = listening_ports(w.pid);
+        for &port in &ports {
+            tried.push(port);
+            if health(port) {
+                return Ok((port, ports.into_iter().filter(|p| *p != port).collect()));
+            }
+        }
+    }
+    bail!("the Worker's runtime was not found (group {pgid}; ports tried: {tried:?})")
+}
+
+/// Whether `GET /healthz` on 127.0.0.1:`port` answers 200.
+pub fn health(port: u16) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
         return false;

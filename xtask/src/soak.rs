@@ -67,7 +67,9 @@ use serde_json::json;
 use storycad_e2e::{
     fake_provider::{FakeProvider, FakeProviderOptions},
     tokens::{self, DevKey},
-    workerd::{free_port, panic_lines, target_dir, Worker, WorkerOptions},
+    workerd::{
+        free_port, health, panic_lines, runtime_ports, target_dir, workerds, Worker, WorkerOptions,
+    },
 };
 
 use crate::{build, cmd};
@@ -341,6 +343,12 @@ impl Backend {
             .and_then(|v| v.split('"').nth(1))
             .context("wrangler.toml has no compatibility_date")?
             .to_owned();
+        // `compatibility_flags = ["a", "b"]` on one line.
+        let compatibility_flags: Vec<String> = toml
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("compatibility_flags"))
+            .map(|v| v.split('"').skip(1).step_by(2).map(str::to_owned).collect())
+            .unwrap_or_default();
         let config = json!({
             "node_modules": root.join("worker").join("node_modules"),
             "build": build,
@@ -349,6 +357,7 @@ impl Backend {
             "name": name,
             "persist": run_dir.join("state"),
             "compatibility_date": compatibility_date,
+            "compatibility_flags": compatibility_flags,
             "bindings": bindings,
         });
         let config_path = run_dir.join("miniflare.json");
@@ -379,7 +388,7 @@ impl Backend {
             kind: BackendKind::Miniflare(child),
         };
         let deadline = Instant::now() + Duration::from_secs(90);
-        while !healthz(port) {
+        while !health(port) {
             if Instant::now() > deadline {
                 let text = std::fs::read_to_string(&backend.log).unwrap_or_default();
                 backend.stop();
@@ -413,10 +422,12 @@ impl Backend {
                 let group = format!("-{}", self.group.pgid);
                 let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
                 let deadline = Instant::now() + Duration::from_secs(5);
-                while Instant::now() < deadline && !workerds(self.group).is_empty() {
+                while Instant::now() < deadline
+                    && !workerds(self.group.pgid, self.group.public_port).is_empty()
+                {
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                if !workerds(self.group).is_empty() {
+                if !workerds(self.group.pgid, self.group.public_port).is_empty() {
                     let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
                 }
                 let _ = child.kill();
@@ -871,71 +882,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A workerd process of the group.
-struct Workerd {
-    pid: u32,
-    /// Whether it serves the public port: wrangler's dev proxy.
-    proxy: bool,
-    rss_kb: u64,
-}
-
-/// The processes of group `pgid` whose name contains `workerd`.
-fn workerds(group: Group) -> Vec<Workerd> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    let public = format!("entry=127.0.0.1:{}", group.public_port);
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = &stat[open + 1..close];
-        let pgrp = stat[close + 1..]
-            .split_whitespace()
-            .nth(2)
-            .and_then(|p| p.parse::<i32>().ok());
-        if pgrp != Some(group.pgid) || !comm.contains("workerd") {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-            .unwrap_or_default();
-        let rss_kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.split_whitespace().next())
-                    .and_then(|v| v.parse::<u64>().ok())
-            });
-        if let Some(rss_kb) = rss_kb {
-            out.push(Workerd {
-                pid,
-                proxy: cmdline.split(' ').any(|a| a.ends_with(&public)),
-                rss_kb,
-            });
-        }
-    }
-    out
-}
-
 /// The RSS of the group's workerd processes, the runtime's and the dev proxy's apart.
 fn memory(group: Group) -> Sample {
     let mut s = Sample::default();
-    for w in workerds(group) {
+    for w in workerds(group.pgid, group.public_port) {
         let rss = if w.proxy {
             &mut s.proxy
         } else {
@@ -950,29 +900,9 @@ fn memory(group: Group) -> Sample {
 /// `http://127.0.0.1:PORT/v1` of the Worker's runtime itself: the port, among those the
 /// group's non-proxy workerd listens on, that answers `GET /healthz` with the Worker's 200.
 fn runtime_base(group: Group) -> Result<RuntimePorts> {
-    let pgid = group.pgid;
-    let runtimes: Vec<u32> = workerds(group)
-        .iter()
-        .filter(|w| !w.proxy)
-        .map(|w| w.pid)
-        .collect();
-    let mut tried = Vec::new();
-    for pid in runtimes {
-        let ports = listening_ports(pid);
-        for &port in &ports {
-            tried.push(port);
-            if healthz(port) {
-                return Ok(RuntimePorts {
-                    port,
-                    other_ports: ports.into_iter().filter(|p| *p != port).collect(),
-                });
-            }
-        }
-    }
-    bail!(
-        "the Worker's runtime was not found (group {pgid}; ports tried: {tried:?}); \
-         `--via-wrangler` goes through wrangler's dev proxy instead"
-    )
+    let (port, other_ports) = runtime_ports(group.pgid, group.public_port)
+        .context("`--via-wrangler` goes through wrangler's dev proxy instead of the runtime")?;
+    Ok(RuntimePorts { port, other_ports })
 }
 
 /// The Worker's runtime under wrangler dev: the port that serves it, and the runtime's others.
@@ -1046,63 +976,4 @@ fn collect_garbage(urls: &[String]) -> bool {
             }
         }
     }
-}
-
-/// The TCP ports `pid` listens on (IPv4 and IPv6).
-fn listening_ports(pid: u32) -> Vec<u16> {
-    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|dir| {
-            dir.flatten()
-                .filter_map(|e| std::fs::read_link(e.path()).ok())
-                .filter_map(|l| {
-                    l.to_str()?
-                        .strip_prefix("socket:[")?
-                        .strip_suffix(']')
-                        .map(str::to_owned)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut ports = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            // sl local_address rem_address st ... inode (10th field); st 0A is LISTEN.
-            if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
-                if let Some(port) = f[1]
-                    .rsplit(':')
-                    .next()
-                    .and_then(|h| u16::from_str_radix(h, 16).ok())
-                {
-                    ports.push(port);
-                }
-            }
-        }
-    }
-    ports.sort_unstable();
-    ports.dedup();
-    ports
-}
-
-/// Whether `GET /healthz` on 127.0.0.1:`port` answers 200 with the Worker's body.
-fn healthz(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let Ok(mut conn) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return false;
-    };
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(3)));
-    let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
-    let request =
-        format!("GET /healthz HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n\r\n");
-    if conn.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut answer = Vec::new();
-    let _ = conn.take(64 * 1024).read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer);
-    answer.starts_with("HTTP/1.1 200") && answer.contains(r#"{"status":"ok"}"#)
 }

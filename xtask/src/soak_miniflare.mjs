@@ -3,7 +3,7 @@
 //
 // usage: node soak_miniflare.mjs CONFIG_JSON_FILE
 // The file: {"node_modules", "build", "port", "inspector_port", "name", "persist",
-// "compatibility_date", "bindings": {NAME: TEXT}}. The inspector is open (no client attaches
+// "compatibility_date", "compatibility_flags", "bindings": {NAME: TEXT}}. The inspector is open (no client attaches
 // unless `soak_gc.mjs` asks for a garbage collection).
 // Prints `ready <url>` once the Worker answers, and runs until SIGTERM.
 import fs from "node:fs";
@@ -21,6 +21,7 @@ const mf = new Miniflare({
   ],
   modulesRoot: config.build,
   compatibilityDate: config.compatibility_date,
+  compatibilityFlags: config.compatibility_flags ?? [],
   bindings: config.bindings,
   durableObjects: { LIMITER: { className: "UserLimiter", useSQLite: true } },
   kvNamespaces: ["CACHE"],
