@@ -465,22 +465,66 @@ async fn header_injection_through_the_model(s: Arc<Suite>) {
     }
 }
 
-/// One request written byte for byte (reqwest would resolve `..` and `.` itself), read whole
-/// (`connection: close`).
+/// Whether `answer` holds a whole HTTP/1.1 response: its head, and the body its
+/// `content-length` or chunked encoding declares (none for a HEAD request or a 204/304; with
+/// no declaration the body runs to the end of the connection).
+fn answer_complete(answer: &[u8], head_request: bool) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    let Ok(httparse::Status::Complete(head_len)) = response.parse(answer) else {
+        return false;
+    };
+    let header = |name: &str| {
+        response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+    };
+    if head_request || matches!(response.code, Some(204 | 304)) {
+        return true;
+    }
+    let rest = &answer[head_len..];
+    if header("transfer-encoding").as_deref() == Some("chunked") {
+        return rest.ends_with(b"0\r\n\r\n");
+    }
+    match header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        Some(len) => rest.len() >= len,
+        None => false,
+    }
+}
+
+/// One request written byte for byte (reqwest would resolve `..` and `.` itself), its answer
+/// read to its end.
 async fn raw_request(s: &Suite, head: &str, body: &[u8]) -> Seen {
     let addr = s.url.trim_start_matches("http://").to_owned();
     let started = std::time::Instant::now();
+    // The connection is kept alive and the answer read to its declared end: wrangler dev's
+    // proxy (not the Worker, and not workerd) answers about one in ten POSTs sent with
+    // `connection: close` beside others with its own 503 "Your worker restarted mid-request",
+    // or "Cannot reconstruct a Request with a used body", without passing them on (measured
+    // with a JavaScript Worker that answers 200: 38 of 400; none on kept-alive connections).
     let exchange = async {
         let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
         let mut request = format!(
-            "{head}\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+            "{head}\r\nhost: {addr}\r\ncontent-length: {}\r\n\r\n",
             body.len()
         )
         .into_bytes();
         request.extend_from_slice(body);
         conn.write_all(&request).await.unwrap();
         let mut answer = Vec::new();
-        conn.read_to_end(&mut answer).await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = conn.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer_complete(&answer, head.starts_with("HEAD ")) {
+                break;
+            }
+        }
         answer
     };
     let answer = tokio::time::timeout(Duration::from_secs(30), exchange)
