@@ -21,8 +21,8 @@ use storycad_client::{ChatRequest, Error, Message};
 use storycad_e2e::{fake_provider::PROVIDER_COOKIE, tokens::Alg};
 use storycad_protocol::{FinishReason, StreamOptions};
 use support::{
-    chat_body, Suite, SuiteConfig, ANTHROPIC_ALIAS, ANTHROPIC_KEY, ANTHROPIC_MODEL, FALLBACK_ALIAS,
-    MAX_BODY_BYTES, OPENAI_ALIAS, OPENAI_KEY, OPENAI_MODEL, UPSTREAM_TIMEOUT,
+    chat_body, Suite, SuiteConfig, ANSWER_TIMEOUT, ANTHROPIC_ALIAS, ANTHROPIC_KEY, ANTHROPIC_MODEL,
+    FALLBACK_ALIAS, MAX_BODY_BYTES, OPENAI_ALIAS, OPENAI_KEY, OPENAI_MODEL, UPSTREAM_TIMEOUT,
 };
 
 fn main() -> ExitCode {
@@ -74,6 +74,7 @@ fn main() -> ExitCode {
                 client_retries_what_the_worker_marks_retryable,
                 fallback_moves_on_after_5xx_429_and_connection_errors,
                 fallback_stream_moves_on_before_the_first_byte,
+                no_fallback_after_the_provider_accepted_the_work,
                 no_fallback_after_a_400,
                 no_fallback_after_the_first_byte,
                 every_route_failing_gives_the_last_failure,
@@ -694,17 +695,22 @@ async fn invalid_json_from_upstream_is_502(s: Arc<Suite>) {
 }
 
 async fn hanging_upstream_is_504_after_the_timeout(s: Arc<Suite>) {
-    let started = Instant::now();
-    let seen = s
-        .chat(
-            Some(&s.token(Alg::EdDSA)),
-            &chat_body(OPENAI_ALIAS, "fault:hang", false),
-        )
-        .await;
-    seen.assert_error(504, "upstream_timeout");
-    let took = started.elapsed();
-    assert!(took >= UPSTREAM_TIMEOUT, "{took:?}");
-    assert!(took < UPSTREAM_TIMEOUT * 4, "{took:?}");
+    // A complete answer waits UPSTREAM_ANSWER_TIMEOUT_MS for its headers, a stream
+    // UPSTREAM_TIMEOUT_MS; either way the provider had the request: not worth a retry.
+    for (stream, limit) in [(false, ANSWER_TIMEOUT), (true, UPSTREAM_TIMEOUT)] {
+        let started = Instant::now();
+        let seen = s
+            .chat(
+                Some(&s.token(Alg::EdDSA)),
+                &chat_body(OPENAI_ALIAS, "fault:hang", stream),
+            )
+            .await;
+        seen.assert_error(504, "upstream_timeout");
+        assert_eq!(seen.header("x-should-retry"), Some("false"));
+        let took = started.elapsed();
+        assert!(took >= limit, "{took:?}");
+        assert!(took < limit * 4, "{took:?}");
+    }
 }
 
 async fn body_over_the_limit_is_413(s: Arc<Suite>) {
@@ -1036,7 +1042,7 @@ const OPENAI_PATH: &str = "/v1/chat/completions";
 const ANTHROPIC_PATH: &str = "/v1/messages";
 
 async fn fallback_moves_on_after_5xx_429_and_connection_errors(s: Arc<Suite>) {
-    for fault in ["503", "500", "429", "reset", "bad-json"] {
+    for fault in ["503", "500", "429", "reset"] {
         let nonce = s.nonce();
         let prompt = format!("fault@{OPENAI_MODEL}:{fault} {nonce}");
         let seen = s
@@ -1069,6 +1075,29 @@ async fn fallback_moves_on_after_5xx_429_and_connection_errors(s: Arc<Suite>) {
             ],
             "{line}"
         );
+    }
+}
+
+async fn no_fallback_after_the_provider_accepted_the_work(s: Arc<Suite>) {
+    // A 2xx whose body is cut or not JSON: the provider did the work; the caller's error,
+    // never a silent rerun on the next route, and not worth a retry either.
+    for fault in ["bad-json", "cut"] {
+        let nonce = s.nonce();
+        let prompt = format!("fault@{OPENAI_MODEL}:{fault} {nonce}");
+        let seen = s
+            .chat(
+                Some(&s.token(Alg::EdDSA)),
+                &chat_body(FALLBACK_ALIAS, &prompt, false),
+            )
+            .await;
+        seen.assert_error(502, "upstream_error");
+        assert_eq!(seen.header("x-should-retry"), Some("false"), "{fault}");
+        assert_eq!(
+            seen.header("x-storycad-route"),
+            Some(format!("openai:{OPENAI_MODEL}").as_str()),
+            "{fault}"
+        );
+        assert_eq!(paths(&s, &nonce), [OPENAI_PATH], "{fault}");
     }
 }
 

@@ -1,6 +1,6 @@
-//! Routing with fallback under workerd: a provider that fails (500, 429, connection refused)
-//! before the first byte hands the request to the next route of the alias's chain; a caller
-//! error (4xx) or anything after the first byte does not; every route failing is one clean
+//! Routing with fallback under workerd: a provider that fails without doing work (500, 429,
+//! connection refused) hands the request to the next route of the alias's chain; a caller
+//! error (4xx) or anything after the provider's 2xx does not; every route failing is one clean
 //! error; the log line lists every attempt. Plus the Anthropic wiring's request refusals.
 //!
 //! Providers: the suite's fake provider (OpenAI and Anthropic on one port) as `openai` and
@@ -100,7 +100,7 @@ fn main() -> ExitCode {
             all_routes_down_is_one_clean_error,
             caller_errors_do_not_fall_back,
             no_switch_after_the_first_byte,
-            stream_failing_before_its_first_byte_moves_on,
+            a_stream_failing_after_its_headers_does_not_move_on,
             anthropic_untranslatable_request_is_400,
             anthropic_tool_use_stream,
             anthropic_tool_use_answer,
@@ -499,28 +499,20 @@ async fn anthropic_tool_use_answer(s: Arc<Suite>) {
     assert_eq!(v["model"], ANTHROPIC_ALIAS);
 }
 
-async fn stream_failing_before_its_first_byte_moves_on(s: Arc<Suite>) {
+async fn a_stream_failing_after_its_headers_does_not_move_on(s: Arc<Suite>) {
     // Anthropic answers 200, then a stream that breaks before its first event is whole: the
-    // caller has received nothing, so the next route answers in full.
+    // provider had the request, so it is the caller's error (charged), not a silent rerun on
+    // the next route; the caller gets 200 and the error event.
     let nonce = unique(&s);
     let marker = format!("fault@{ANTHROPIC_MODEL}:bad-sse");
     let seen = ask(&s, ANTHROPIC_FIRST, &format!("{marker} {nonce} x"), true).await;
     assert_eq!(seen.status, 200);
-    let data = seen.sse_data();
-    assert_eq!(
-        data.last().map(String::as_str),
-        Some("[DONE]"),
-        "{}",
-        seen.text()
-    );
-    assert!(
-        !seen.text().contains("\"error\""),
-        "the failed first route leaked into the answer: {}",
-        seen.text()
-    );
+    let last: Value = serde_json::from_str(seen.sse_data().last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_error", "{}", seen.text());
+    assert!(!seen.text().contains("[DONE]"), "{}", seen.text());
     assert_eq!(
         seen.header("x-storycad-route"),
-        Some(format!("openai:{OPENAI_MODEL}").as_str())
+        Some(anthropic_route().as_str())
     );
     let paths: Vec<String> = s
         .provider
@@ -528,21 +520,18 @@ async fn stream_failing_before_its_first_byte_moves_on(s: Arc<Suite>) {
         .iter()
         .map(|r| r.path.clone())
         .collect();
-    assert_eq!(paths, ["/v1/messages", "/v1/chat/completions"]);
+    assert_eq!(paths, ["/v1/messages"]);
     let line = s.log_line(seen.header("x-request-id").unwrap()).await;
     let list = line["attempts"].as_array().unwrap();
-    assert_eq!(list.len(), 2, "{line}");
+    assert_eq!(list.len(), 1, "{line}");
     assert_eq!(list[0]["route"], anthropic_route());
     assert_eq!(list[0]["status"], 200, "{line}");
-    assert!(list[0]["error"].is_string(), "{line}");
-    assert_eq!(list[1]["status"], 200, "{line}");
-    assert!(line.get("error").is_none(), "{line}");
-    // The same failure on the last route is streamed as it is: 200, then the error event.
-    let nonce = unique(&s);
-    let seen = ask(&s, ANTHROPIC_ALIAS, &format!("fault:bad-sse {nonce}"), true).await;
-    assert_eq!(seen.status, 200);
-    let last: Value = serde_json::from_str(seen.sse_data().last().unwrap()).unwrap();
-    assert!(last["error"]["code"].is_string(), "{}", seen.text());
+    assert_eq!(line["error"], "upstream_error", "{line}");
+    // Charged the reservation: the prompt estimate and the 64 output tokens asked for.
+    let mut body = chat_body(ANTHROPIC_FIRST, &format!("{marker} {nonce} x"), true);
+    body["max_tokens"] = json!(64);
+    let reservation = (serde_json::to_vec(&body).unwrap().len() as u64).div_ceil(4) + 64;
+    assert_eq!(line["charged"], reservation, "{line}");
 }
 
 /// A word only this case's prompt holds. The suite's nonces end in a counter (`...x1`), which

@@ -12,17 +12,23 @@
 //!   and `error` code, and the user has exactly one line per attempt, each with that code; the
 //!   provider saw exactly one request per attempt;
 //! - (c) the limiter settled: `GET /v1/usage` for the user shows every stream slot free, one
-//!   request per attempt in the window, and the day's tokens charged as expected (nothing for an
-//!   HTTP error; for a stream that opened, what it produced, below what a reservation holds),
-//!   polled for at most 5 s;
+//!   request per attempt in the window, and the day's tokens charged as the ledger says:
+//!   nothing where the provider did no work (an error status, no connection); the reservation
+//!   (the prompt estimate plus the plan's 4,096 output tokens) where it accepted the work and
+//!   then failed (a cut, a bad or slow answer, no headers in time), and such an error is not
+//!   retried (`x-should-retry: false`); polled for at most 5 s;
 //! - (d) no provider key or provider address in the error the caller got; the same fault sent
 //!   once more without the client (another user, no retry), its answer checked on the wire
 //!   (OpenAI's error shape and `retry-after`, or a 200 event stream ending with the error event
-//!   and no `[DONE]`) and kept for the suite's checks, which run after the rows: no panic in
+//!   and no `[DONE]`), that user charged exactly the reservation of that body where the row
+//!   charges one, and kept for the suite's checks, which run after the rows: no panic in
 //!   workerd's log, no secret or provider address in any answer, no secret in the log.
 //!
 //! Every fault of the fake provider fires on every request that carries its marker, so a
 //! retried request fails the same way again: no row ends in a retried success.
+//!
+//! The Worker's `UPSTREAM_ANSWER_TIMEOUT_MS` is 3 s: a JSON answer whose headers take longer
+//! (hang, slow drip) is a 504 charged its reservation.
 //!
 //! Single-route aliases (`OPENAI_ALIAS`, `ANTHROPIC_ALIAS`) keep a fallback from hiding a fault.
 //! The Worker's `UPSTREAM_TIMEOUT_MS` is 2.5 s, so the hang and slow rows take 2.5 s per
@@ -46,8 +52,8 @@ use storycad_client::{ChatRequest, Client, Error, Message, RetryPolicy, Timeouts
 use storycad_e2e::tokens::{self, Alg};
 use storycad_protocol::UsageReport;
 use support::{
-    chat_body, Case, Suite, SuiteConfig, ANTHROPIC_ALIAS, ANTHROPIC_MODEL, OPENAI_ALIAS,
-    OPENAI_MODEL, UPSTREAM_TIMEOUT,
+    chat_body, Case, Suite, SuiteConfig, ANSWER_TIMEOUT, ANTHROPIC_ALIAS, ANTHROPIC_MODEL,
+    OPENAI_ALIAS, OPENAI_MODEL, UPSTREAM_TIMEOUT,
 };
 
 /// Which route a row goes through.
@@ -101,6 +107,8 @@ enum Outcome {
         /// The `retry-after` the error carries, in seconds.
         retry_after_secs: Option<u64>,
         attempts: usize,
+        /// Charged the reservation (the provider had the work), and so not retried.
+        charged: bool,
     },
     /// The stream opens (200) and, after `text` arrived, ends with the Worker's error event:
     /// `Error::Stream { code }`. Never retried (the caller may already hold part of it).
@@ -123,6 +131,14 @@ struct Row {
 }
 
 impl Row {
+    /// Whether the provider had the work: charged the reservation.
+    fn charges(&self) -> bool {
+        match self.expect {
+            Outcome::Http { charged, .. } => charged,
+            Outcome::StreamEvent { .. } => true,
+        }
+    }
+
     fn name(&self) -> String {
         format!(
             "{}/{}/{}",
@@ -142,7 +158,8 @@ const STREAM_TRUNCATED: &str = "stream_truncated";
 use Provider::{Anthropic, OpenAi};
 use Variant::{Api, RateLimited};
 
-/// An HTTP error: variant, status, code, `retry-after` seconds, attempts.
+/// An HTTP error where the provider did no work: variant, status, code, `retry-after`
+/// seconds, attempts; charged nothing.
 const fn http(
     variant: Variant,
     status: u16,
@@ -156,6 +173,19 @@ const fn http(
         code,
         retry_after_secs,
         attempts,
+        charged: false,
+    }
+}
+
+/// An HTTP error after the provider accepted the work: charged the reservation, one attempt.
+const fn charged(status: u16, code: &'static str) -> Outcome {
+    Outcome::Http {
+        variant: Variant::Api,
+        status,
+        code,
+        retry_after_secs: None,
+        attempts: 1,
+        charged: true,
     }
 }
 
@@ -187,13 +217,17 @@ const JSON: bool = false;
 /// (`"echo:"` and the marker, the first word of the prompt).
 const CUT_TEXT: &str = "echo: fault:cut";
 
+/// The plan's `max_output_tokens`: a reservation's output part.
+const MAX_OUTPUT: u64 = 4096;
+
 /// The slow drip: one content event every 4 s, past the Worker's 2.5 s idle timeout (a
 /// non-streamed answer waits 4 s per piece before its headers).
 const SLOW: &str = "fault:slow=4000";
 
-/// The matrix. Retried: 429 `rate_limit_exceeded`, 502, 503, 504 (the client's policy here:
-/// one retry), so each of those rows shows 2 attempts. A stream that has opened is never
-/// retried.
+/// The matrix. Retried: 429 `rate_limit_exceeded`, 502, 503 where the provider did no work
+/// (the client's policy here: one retry), so each of those rows shows 2 attempts. An error
+/// after the provider accepted the work is charged and says `x-should-retry: false`; a stream
+/// that has opened is never retried.
 #[rustfmt::skip]
 const ROWS: &[Row] = &[
     // provider  mode    fault                 marker                      expected outcome
@@ -203,11 +237,11 @@ const ROWS: &[Row] = &[
     row(OpenAi, JSON,   "503",                "fault:503",                http(Api, 503, UPSTREAM_ERROR, None, 2)),
     row(OpenAi, JSON,   "529",                "fault:529",                http(Api, 503, UPSTREAM_ERROR, None, 2)),
     row(OpenAi, JSON,   "reset",              "fault:reset",              http(Api, 502, UPSTREAM_ERROR, None, 2)),
-    row(OpenAi, JSON,   "cut",                "fault:cut",                http(Api, 502, UPSTREAM_ERROR, None, 2)),
-    row(OpenAi, JSON,   "slow-drip",          SLOW,                       http(Api, 504, UPSTREAM_TIMEOUT_CODE, None, 2)),
-    row(OpenAi, JSON,   "bad-sse",            "fault:bad-sse",            http(Api, 502, UPSTREAM_ERROR, None, 2)),
-    row(OpenAi, JSON,   "bad-json",           "fault:bad-json",           http(Api, 502, UPSTREAM_ERROR, None, 2)),
-    row(OpenAi, JSON,   "hang",               "fault:hang",               http(Api, 504, UPSTREAM_TIMEOUT_CODE, None, 2)),
+    row(OpenAi, JSON,   "cut",                "fault:cut",                charged(502, UPSTREAM_ERROR)),
+    row(OpenAi, JSON,   "slow-drip",          SLOW,                       charged(504, UPSTREAM_TIMEOUT_CODE)),
+    row(OpenAi, JSON,   "bad-sse",            "fault:bad-sse",            charged(502, UPSTREAM_ERROR)),
+    row(OpenAi, JSON,   "bad-json",           "fault:bad-json",           charged(502, UPSTREAM_ERROR)),
+    row(OpenAi, JSON,   "hang",               "fault:hang",               charged(504, UPSTREAM_TIMEOUT_CODE)),
 
     row(OpenAi, STREAM, "429-retry-after",    "fault:429=1",              http(RateLimited, 429, RATE_LIMITED, Some(1), 2)),
     row(OpenAi, STREAM, "429-no-retry-after", "fault:429-no-retry-after", http(RateLimited, 429, RATE_LIMITED, None, 2)),
@@ -219,7 +253,7 @@ const ROWS: &[Row] = &[
     row(OpenAi, STREAM, "slow-drip",          SLOW,                       event(UPSTREAM_TIMEOUT_CODE, "")),
     row(OpenAi, STREAM, "bad-sse",            "fault:bad-sse",            event(UPSTREAM_ERROR, "")),
     row(OpenAi, STREAM, "bad-json",           "fault:bad-json",           event(UPSTREAM_ERROR, "")),
-    row(OpenAi, STREAM, "hang",               "fault:hang",               http(Api, 504, UPSTREAM_TIMEOUT_CODE, None, 2)),
+    row(OpenAi, STREAM, "hang",               "fault:hang",               charged(504, UPSTREAM_TIMEOUT_CODE)),
 
     row(Anthropic, JSON,   "429-retry-after",    "fault:429=1",              http(RateLimited, 429, RATE_LIMITED, Some(1), 2)),
     row(Anthropic, JSON,   "429-no-retry-after", "fault:429-no-retry-after", http(RateLimited, 429, RATE_LIMITED, None, 2)),
@@ -227,11 +261,11 @@ const ROWS: &[Row] = &[
     row(Anthropic, JSON,   "503",                "fault:503",                http(Api, 503, UPSTREAM_ERROR, None, 2)),
     row(Anthropic, JSON,   "529",                "fault:529",                http(Api, 503, UPSTREAM_ERROR, None, 2)),
     row(Anthropic, JSON,   "reset",              "fault:reset",              http(Api, 502, UPSTREAM_ERROR, None, 2)),
-    row(Anthropic, JSON,   "cut",                "fault:cut",                http(Api, 502, UPSTREAM_ERROR, None, 2)),
-    row(Anthropic, JSON,   "slow-drip",          SLOW,                       http(Api, 504, UPSTREAM_TIMEOUT_CODE, None, 2)),
-    row(Anthropic, JSON,   "bad-sse",            "fault:bad-sse",            http(Api, 502, UPSTREAM_ERROR, None, 2)),
-    row(Anthropic, JSON,   "bad-json",           "fault:bad-json",           http(Api, 502, UPSTREAM_ERROR, None, 2)),
-    row(Anthropic, JSON,   "hang",               "fault:hang",               http(Api, 504, UPSTREAM_TIMEOUT_CODE, None, 2)),
+    row(Anthropic, JSON,   "cut",                "fault:cut",                charged(502, UPSTREAM_ERROR)),
+    row(Anthropic, JSON,   "slow-drip",          SLOW,                       charged(504, UPSTREAM_TIMEOUT_CODE)),
+    row(Anthropic, JSON,   "bad-sse",            "fault:bad-sse",            charged(502, UPSTREAM_ERROR)),
+    row(Anthropic, JSON,   "bad-json",           "fault:bad-json",           charged(502, UPSTREAM_ERROR)),
+    row(Anthropic, JSON,   "hang",               "fault:hang",               charged(504, UPSTREAM_TIMEOUT_CODE)),
 
     row(Anthropic, STREAM, "429-retry-after",    "fault:429=1",              http(RateLimited, 429, RATE_LIMITED, Some(1), 2)),
     row(Anthropic, STREAM, "429-no-retry-after", "fault:429-no-retry-after", http(RateLimited, 429, RATE_LIMITED, None, 2)),
@@ -243,7 +277,7 @@ const ROWS: &[Row] = &[
     row(Anthropic, STREAM, "slow-drip",          SLOW,                       event(UPSTREAM_TIMEOUT_CODE, "")),
     row(Anthropic, STREAM, "bad-sse",            "fault:bad-sse",            event(UPSTREAM_ERROR, "")),
     row(Anthropic, STREAM, "bad-json",           "fault:bad-json",           event(UPSTREAM_ERROR, "")),
-    row(Anthropic, STREAM, "hang",               "fault:hang",               http(Api, 504, UPSTREAM_TIMEOUT_CODE, None, 2)),
+    row(Anthropic, STREAM, "hang",               "fault:hang",               charged(504, UPSTREAM_TIMEOUT_CODE)),
 ];
 
 /// Every fault of the issue, each of which must have a row per provider and mode.
@@ -389,6 +423,7 @@ async fn run_row(s: Arc<Suite>, row: &'static Row) {
             code,
             retry_after_secs,
             attempts,
+            charged,
         } => {
             assert!(
                 streamed_text.is_none(),
@@ -409,7 +444,8 @@ async fn run_row(s: Arc<Suite>, row: &'static Row) {
                 details.body.is_none(),
                 "{name}: the error body is not OpenAI's error shape: {err:?}"
             );
-            assert!(err.is_retryable(), "{name}: {err:?}");
+            // Charged: the provider had the work, so the Worker says not to retry.
+            assert_eq!(err.is_retryable(), !charged, "{name}: {err:?}");
             (status, code, attempts)
         }
         Outcome::StreamEvent { code, text } => {
@@ -427,8 +463,14 @@ async fn run_row(s: Arc<Suite>, row: &'static Row) {
         }
     };
     if code == UPSTREAM_TIMEOUT_CODE {
-        // Each attempt waited out the Worker's upstream timeout, no more than a few times over.
-        let least = UPSTREAM_TIMEOUT * attempts as u32;
+        // Each attempt waited out the Worker's limit (a JSON answer's wait for headers, or a
+        // stream's), no more than a few times over.
+        let limit = if row.stream {
+            UPSTREAM_TIMEOUT
+        } else {
+            ANSWER_TIMEOUT
+        };
+        let least = limit * attempts as u32;
         assert!(
             took >= least,
             "{name}: failed after {took:?}, before {least:?}"
@@ -461,19 +503,25 @@ async fn run_row(s: Arc<Suite>, row: &'static Row) {
         "{name}: requests the provider received"
     );
 
-    // (c) The limiter settled.
+    // (c) The limiter settled: nothing where the provider did no work, else the reservation
+    // (the plan's 4,096 output tokens and the prompt estimate), as the log line says.
+    let charges = row.charges();
     let report = settled(&client, &name, |r| {
         let spent = r.tokens.limit - r.tokens.remaining;
         r.streams.remaining == r.streams.limit
-            && match row.expect {
-                // An HTTP error charges nothing.
-                Outcome::Http { .. } => spent == 0,
-                // A stream that opened is charged what it produced (at least the prompt
-                // estimate), never a reservation's size (the plan's 4096 output tokens).
-                Outcome::StreamEvent { .. } => spent > 0 && spent < 4096,
+            && if charges {
+                spent > MAX_OUTPUT && spent < MAX_OUTPUT + 1_000
+            } else {
+                spent == 0
             }
     })
     .await;
+    let spent = report.tokens.limit - report.tokens.remaining;
+    assert_eq!(
+        line["charged"].as_u64().unwrap_or(0),
+        spent,
+        "{name}: the log line's charge: {line}"
+    );
     assert_eq!(
         report.requests.limit - report.requests.remaining,
         attempts as u64,
@@ -488,21 +536,16 @@ async fn run_row(s: Arc<Suite>, row: &'static Row) {
 }
 
 /// The same fault once more without the client (another user, no retry): the answer as sent,
-/// kept for the suite's secret check, in OpenAI's error shape or ending with the error event.
+/// kept for the suite's secret check, in OpenAI's error shape or ending with the error event;
+/// that user charged the reservation of exactly this body where the row charges.
 async fn wire(s: &Suite, row: &Row) {
     let name = row.name();
     let nonce = s.nonce();
-    let token = tokens::mint(
-        s.keys.get(Alg::EdDSA),
-        &s.claims(&format!("fm-wire-{}-{nonce}", name.replace('/', "-"))),
-    );
+    let sub = format!("fm-wire-{}-{nonce}", name.replace('/', "-"));
+    let token = tokens::mint(s.keys.get(Alg::EdDSA), &s.claims(&sub));
     let text = format!("{} {nonce} alpha beta gamma", row.marker);
-    let seen = s
-        .chat(
-            Some(&token),
-            &chat_body(row.provider.alias(), &text, row.stream),
-        )
-        .await;
+    let body = chat_body(row.provider.alias(), &text, row.stream);
+    let seen = s.chat(Some(&token), &body).await;
     match row.expect {
         Outcome::Http {
             status,
@@ -537,6 +580,17 @@ async fn wire(s: &Suite, row: &Row) {
         }
     }
     assert_eq!(s.provider.requests_containing(&nonce).len(), 1, "{name}");
+    let reservation = if row.charges() {
+        let bytes = serde_json::to_vec(&body).unwrap().len() as u64;
+        MAX_OUTPUT + bytes.div_ceil(4)
+    } else {
+        0
+    };
+    let report = settled(&client_for(s, &sub), &name, |r| {
+        r.streams.remaining == r.streams.limit && r.tokens.limit - r.tokens.remaining == reservation
+    })
+    .await;
+    assert_eq!(report.requests.limit - report.requests.remaining, 1);
 }
 
 /// The user's chat log lines, once there are `expected` of them (at most 5 s), and checked to

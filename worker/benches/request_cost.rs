@@ -243,6 +243,8 @@ fn build_request(
     let mut call = parse_chat(body).expect("valid body");
     plan.check_model(config, &call.alias)
         .expect("model in plan");
+    plan.check_request(&mut call.body)
+        .expect("allowed by the plan");
     let output_cap = plan.cap_output(&mut call.body);
     black_box(estimate_tokens(body.len(), output_cap, &call.body));
     let routes = chain(config, &call.alias).expect("alias routed");
@@ -250,8 +252,15 @@ fn build_request(
         .iter()
         .find(|r| r.provider.kind == kind)
         .expect("a route of that provider");
-    let req = upstream_request(route, &call, PROVIDER_KEY, plan.max_output_tokens)
-        .expect("request builds");
+    let end_user = storycad_worker::upstream::end_user_id(PROVIDER_KEY.as_bytes(), &claims.sub);
+    let req = upstream_request(
+        route,
+        &call,
+        PROVIDER_KEY,
+        plan.max_output_tokens,
+        &end_user,
+    )
+    .expect("request builds");
     (req, call.include_usage)
 }
 
@@ -314,7 +323,9 @@ fn benches(c: &mut Criterion) {
     // (what the Worker does for a caller's second and later requests).
     {
         let token = token(&config, TestKey::Rs256);
-        let (claims, signer) = verifier.verify_keyed(&token, now()).expect("token verifies");
+        let (claims, signer) = verifier
+            .verify_keyed(&token, now())
+            .expect("token verifies");
         let mut cache = ClaimsCache::new(4096);
         cache.insert(ClaimsCache::key(&token), claims, signer, now());
         jwt.bench_function("cached", |b| {

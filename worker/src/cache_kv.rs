@@ -2,7 +2,6 @@
 //! caller never waits for it. What is cached, the key and the entry are decided in
 //! [`crate::cache`].
 
-use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{console_warn, Context, Env, KvStore};
 
 use crate::cache::{self, Cached};
@@ -25,11 +24,9 @@ impl Store {
     /// A store for `key`; `None` when the binding is missing (the cache then stays off).
     pub fn new(env: &Env, ctx: &Context, key: String, ttl: u64) -> Option<Store> {
         let kv = env.kv(BINDING).ok()?;
-        // Another handle on the same JS object (worker's Context is not Clone).
-        let js: &JsValue = ctx.as_ref().as_ref();
         Some(Store {
             kv,
-            ctx: Context::new(js.clone().unchecked_into()),
+            ctx: crate::entry::context_handle(ctx),
             key,
             ttl,
         })

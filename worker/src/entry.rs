@@ -1,28 +1,40 @@
-//! The wasm glue: the `fetch` event, `Env`, the upstream `Fetch` and the response stream.
-//! Every decision is delegated to the host-tested modules; this file only moves bytes and
-//! clocks between them and the runtime.
+//! The wasm glue: the `fetch` event, `Env`, the upstream `Fetch` and the response stream. Every
+//! decision is made by the host-tested modules ([`crate::lifecycle`] for a chat request); this
+//! file only moves bytes, clocks and signals between them and the runtime.
+//!
+//! A request runs as one `wait_until` task, from its first byte to its log line; the `fetch`
+//! handler only waits for the answer that task hands it. On Cloudflare a caller who hangs up
+//! ends the handler's invocation, while `wait_until` work goes on (up to 30 s), so the
+//! request's settlement and log line never depend on the handler being polled to its end. The
+//! hang-up itself reaches the task through the request's abort signal (the
+//! `enable_request_signal` compatibility flag) or the runtime dropping the answer's body.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use storycad_protocol::headers as names;
 use worker::js_sys::{self, Uint8Array};
-use worker::wasm_bindgen::JsValue;
+use worker::wasm_bindgen::closure::Closure;
+use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{
     console_log, event, AbortController, ByteStream, Context, Date, Delay, Env, Fetch, Headers,
-    Method, Request, RequestInit, Response,
+    Method, Request, RequestInit, RequestRedirect, Response,
 };
 
 use crate::auth_glue::Authenticator;
 use crate::cache::{self, Status as CacheStatus, StreamFold};
 use crate::cache_kv;
 use crate::config::{Config, ConfigError};
+use crate::detached::{self, Hangup, Outlet, BUFFER_BYTES};
 use crate::endpoints::{match_route, model_list, Endpoint};
 use crate::error::{AppError, UpstreamError};
-use crate::fallback::{self, Attempt};
+use crate::lifecycle::{AttemptEnd, Chat, Next};
 use crate::limiter::client::{Admission, Limiter};
 use crate::log::{request_id, RequestLog};
 use crate::plans::Plans;
@@ -32,7 +44,10 @@ use crate::provider::{
 use crate::relay::Outcome;
 use crate::request::{check_declared_length, parse_chat, BodyLimit, ChatCall};
 use crate::routing::{self, Route};
-use crate::upstream::{Completion, MAX_ANSWER_BYTES};
+use crate::upstream::{end_user_id, MAX_ANSWER_BYTES};
+
+/// The secret keying the end-user id sent to providers (optional).
+const USER_HASH_KEY: &str = "USER_HASH_KEY";
 
 /// Longest upstream error body read (enough for any provider's JSON error).
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -85,6 +100,12 @@ pub(crate) fn env_text(env: &Env, name: &str) -> Option<String> {
     js_sys::JSON::stringify(&value).ok()?.as_string()
 }
 
+/// Another handle on the request's context (workers-rs' `Context` is not `Clone`).
+pub(crate) fn context_handle(ctx: &Context) -> Context {
+    let js: &JsValue = ctx.as_ref().as_ref();
+    Context::new(js.clone().unchecked_into())
+}
+
 fn now_ms() -> u64 {
     Date::now().as_millis()
 }
@@ -95,8 +116,8 @@ fn random_u64() -> u64 {
     (hi << 32) | lo
 }
 
-/// The request's log line, written once: when the answer is complete, or when a stream ends
-/// (or is dropped because the caller went away).
+/// The request's log line, written once: when the answer is complete, when a stream ends, or
+/// when the request's task is dropped.
 struct LogLine {
     line: RequestLog,
     /// The caller's limits, for the `x-ratelimit-*` headers (set once the plan is known).
@@ -121,19 +142,125 @@ impl Drop for LogLine {
         if !self.written {
             self.line
                 .error
-                .get_or_insert_with(|| "client_closed".to_owned());
+                .get_or_insert_with(|| crate::lifecycle::CLIENT_CLOSED.to_owned());
             self.write();
         }
     }
 }
 
+type Log = Rc<RefCell<LogLine>>;
+
+/// The answer the request's task hands to the `fetch` handler.
+#[derive(Default)]
+struct ReplySlot {
+    response: Option<worker::Result<Response>>,
+    sent: bool,
+    waker: Option<Waker>,
+}
+
+struct Reply(Rc<RefCell<ReplySlot>>);
+
+impl Reply {
+    fn send(self, response: worker::Result<Response>) {
+        let waker = {
+            let mut slot = self.0.borrow_mut();
+            slot.response = Some(response);
+            slot.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        let waker = {
+            let mut slot = self.0.borrow_mut();
+            slot.sent = true;
+            slot.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+struct ReplyWait(Rc<RefCell<ReplySlot>>);
+
+impl Future for ReplyWait {
+    type Output = Option<worker::Result<Response>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let mut slot = self.0.borrow_mut();
+        if let Some(response) = slot.response.take() {
+            return Poll::Ready(Some(response));
+        }
+        if slot.sent {
+            return Poll::Ready(None);
+        }
+        slot.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Raises `hangup` when the runtime aborts the request's signal (the caller disconnected);
+/// stops listening when dropped.
+struct AbortWatch {
+    signal: worker::web_sys::AbortSignal,
+    _listener: Closure<dyn FnMut()>,
+}
+
+impl AbortWatch {
+    fn new(req: &Request, hangup: &Hangup) -> Option<AbortWatch> {
+        // Without the compatibility flag the property may be missing: then only the body's
+        // cancellation tells.
+        let value = js_sys::Reflect::get(req.inner(), &JsValue::from_str("signal")).ok()?;
+        if !value.is_object() {
+            return None;
+        }
+        let signal: worker::web_sys::AbortSignal = value.unchecked_into();
+        if signal.aborted() {
+            hangup.raise();
+            return None;
+        }
+        let raise = hangup.clone();
+        let listener = Closure::<dyn FnMut()>::new(move || raise.raise());
+        signal.set_onabort(Some(listener.as_ref().unchecked_ref()));
+        Some(AbortWatch {
+            signal,
+            _listener: listener,
+        })
+    }
+}
+
+impl Drop for AbortWatch {
+    fn drop(&mut self) {
+        self.signal.set_onabort(None);
+    }
+}
+
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let slot = Rc::new(RefCell::new(ReplySlot::default()));
+    let reply = Reply(Rc::clone(&slot));
+    ctx.wait_until(serve(req, env, context_handle(&ctx), reply));
+    match ReplyWait(slot).await {
+        Some(response) => response,
+        None => error_response(&AppError::Internal),
+    }
+}
+
+/// The whole request: the answer goes to `reply` as soon as it is ready; a stream is then
+/// relayed here to its end.
+async fn serve(req: Request, env: Env, ctx: Context, reply: Reply) {
     let started = now_ms();
+    let hangup = Hangup::new();
+    let _watch = AbortWatch::new(&req, &hangup);
     let header = |name: &str| req.headers().get(name).ok().flatten();
     let id = request_id(header("cf-ray").as_deref(), random_u64());
     let path = req.path();
-    let log = Rc::new(RefCell::new(LogLine {
+    let log: Log = Rc::new(RefCell::new(LogLine {
         // The method as sent: workers-rs maps a method it does not know (PROPFIND) to GET.
         line: RequestLog::new(&id, &req.inner().method(), &path),
         rate_limit: None,
@@ -141,14 +268,20 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         written: false,
     }));
 
-    let answer = handle(req, &env, &ctx, &id, &log).await;
-    let response = match answer {
-        Ok(r) => r,
+    let cx = Cx {
+        env: &env,
+        ctx: &ctx,
+        log: &log,
+        hangup: &hangup,
+    };
+    let (answer, pump) = match handle(req, &cx, &id).await {
+        Ok((response, pump)) => (Ok(response), pump),
         Err(e) => {
             log.borrow_mut().line.set_error(&e);
-            error_response(&e)
+            (error_response(&e), None)
         }
     };
+    let response = answer.and_then(|r| finish_headers(r, &id, &log, started));
     let response = match response {
         Ok(r) => r,
         Err(e) => {
@@ -157,76 +290,96 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
                 "{{\"request_id\":\"{id}\",\"error\":\"internal_error\",\"detail\":\"response: {}\"}}",
                 e.to_string().replace('"', "'")
             );
-            let mut log = log.borrow_mut();
-            log.line.set_error(&AppError::Internal);
-            error_response(&AppError::Internal)?
+            log.borrow_mut().line.set_error(&AppError::Internal);
+            reply.send(error_response(&AppError::Internal));
+            return;
         }
     };
+    reply.send(Ok(response));
+    if let Some(pump) = pump {
+        pump.run().await;
+    }
+}
+
+/// Adds the request id, limits, route and cache status to an answer, and writes the log line
+/// unless a stream is still to come.
+fn finish_headers(
+    response: Response,
+    id: &str,
+    log: &Log,
+    started: u64,
+) -> worker::Result<Response> {
     let headers = response.headers();
-    headers.set(names::REQUEST_ID, &id)?;
-    {
-        let mut log = log.borrow_mut();
-        for (name, value) in log.rate_limit.iter().flat_map(|info| info.to_headers()) {
-            headers.set(name, &value)?;
-        }
-        if let Some(route) = &log.line.route {
-            headers.set(names::ROUTE, route)?;
-        }
-        if let Some(cache) = log.line.cache {
-            headers.set(names::CACHE, cache)?;
-        }
-        if log.line.status == 0 {
-            log.line.status = response.status_code();
-        }
-        if !log.line.stream || log.line.error.is_some() {
-            log.line
-                .ttfb_ms
-                .get_or_insert(now_ms().saturating_sub(started));
-            log.write();
-        }
+    headers.set(names::REQUEST_ID, id)?;
+    let mut log = log.borrow_mut();
+    for (name, value) in log.rate_limit.iter().flat_map(|info| info.to_headers()) {
+        headers.set(name, &value)?;
+    }
+    if let Some(route) = &log.line.route {
+        headers.set(names::ROUTE, route)?;
+    }
+    if let Some(cache) = log.line.cache {
+        headers.set(names::CACHE, cache)?;
+    }
+    if log.line.status == 0 {
+        log.line.status = response.status_code();
+    }
+    if !log.line.stream || log.line.error.is_some() {
+        log.line
+            .ttfb_ms
+            .get_or_insert(now_ms().saturating_sub(started));
+        log.write();
     }
     Ok(response)
 }
 
+/// What every step of a request needs from the runtime.
+struct Cx<'a> {
+    env: &'a Env,
+    ctx: &'a Context,
+    log: &'a Log,
+    hangup: &'a Hangup,
+}
+
 async fn handle(
     mut req: Request,
-    env: &Env,
-    ctx: &Context,
+    cx: &Cx<'_>,
     request_id: &str,
-    log: &Rc<RefCell<LogLine>>,
-) -> Result<worker::Result<Response>, AppError> {
+) -> Result<(Response, Option<Pump>), AppError> {
     let method = req.inner().method();
     let endpoint = match_route(&method, &req.path())?;
     if endpoint == Endpoint::Health {
         // Liveness only: answers even when the configuration is broken, and reveals nothing.
-        return Ok(json_response(200, br#"{"status":"ok"}"#.to_vec()));
+        return json_response(200, br#"{"status":"ok"}"#.to_vec())
+            .map(|r| (r, None))
+            .map_err(|_| AppError::Internal);
     }
-    let isolate = isolate(env)?;
+    let isolate = isolate(cx.env)?;
     // Auth comes first: nothing of a rejected request is read, let alone sent upstream.
     let claims = isolate.auth.authenticate(&req, request_id).await?;
     let plan = isolate.plans.for_claim(claims.plan.as_deref())?;
-    let limiter = Limiter::new(env, &claims.sub, plan, isolate.plans.limits_enabled)?;
-    log.borrow_mut().line.sub = Some(claims.sub);
+    let limiter = Limiter::new(cx.env, &claims.sub, plan, isolate.plans.limits_enabled)?;
+    cx.log.borrow_mut().line.sub = Some(claims.sub);
     let config = &isolate.config;
     let answer = match endpoint {
         Endpoint::Models => serde_json::to_vec(&model_list(config, plan))
-            .map(|body| json_response(200, body))
-            .map_err(|_| AppError::Internal),
-        Endpoint::Usage => {
-            let snapshot = limiter.peek().await;
-            if limiter.enabled() && snapshot.is_none() {
-                Err(AppError::Internal)
-            } else {
+            .map_err(|_| AppError::Internal)
+            .and_then(|body| json_response(200, body).map_err(|_| AppError::Internal))
+            .map(|r| (r, None)),
+        Endpoint::Usage => match limiter.peek().await {
+            Ok(snapshot) => {
                 let report = crate::limiter::usage_report(plan, config, snapshot.as_ref());
                 serde_json::to_vec(&report)
-                    .map(|body| json_response(200, body))
                     .map_err(|_| AppError::Internal)
+                    .and_then(|body| json_response(200, body).map_err(|_| AppError::Internal))
+                    .map(|r| (r, None))
             }
-        }
+            Err(e) => Err(e),
+        },
         Endpoint::ChatCompletions => match read_body(&mut req, config.max_body_bytes).await {
             Ok(body) => {
                 let cache_header = req.headers().get(names::CACHE).ok().flatten();
-                chat(body, env, ctx, config, plan, &limiter, log, cache_header).await
+                chat(body, cx, config, plan, &limiter, cache_header).await
             }
             Err(e) => Err(e),
         },
@@ -235,9 +388,9 @@ async fn handle(
     // Every answer after auth shows the caller's limits (one more round trip only when the
     // request did not reach the limiter).
     if let Some(snapshot) = limiter.for_headers().await {
-        log.borrow_mut().rate_limit = Some(crate::limiter::rate_limit_info(&snapshot));
+        cx.log.borrow_mut().rate_limit = Some(crate::limiter::rate_limit_info(&snapshot));
     }
-    log.borrow_mut().line.limiter_ms = limiter.admit_ms();
+    cx.log.borrow_mut().line.limiter_ms = limiter.admit_ms();
     answer
 }
 
@@ -261,39 +414,54 @@ async fn read_body(req: &mut Request, limit: u64) -> Result<Vec<u8>, AppError> {
     Ok(body.into_bytes())
 }
 
-#[allow(clippy::too_many_arguments)]
-/// The request's context for the chat pipeline.
-struct ChatCtx<'a> {
-    env: &'a Env,
-    ctx: &'a Context,
-    /// The caller's `x-storycad-cache` header.
-    cache_header: Option<String>,
+/// A chat request's lifecycle with its admission: every step goes through here, so the
+/// admission always holds the charge as it stands. Dropped before its end (the caller left,
+/// the task was dropped), it tells the lifecycle the caller is gone first.
+struct Tracked {
+    chat: Chat,
+    admission: Admission,
+    log: Log,
 }
 
-#[allow(clippy::too_many_arguments)]
+impl Tracked {
+    fn step<T>(&mut self, f: impl FnOnce(&mut Chat, &mut RequestLog) -> T) -> T {
+        let mut log = self.log.borrow_mut();
+        let out = f(&mut self.chat, &mut log.line);
+        self.admission.set_charge(self.chat.charge());
+        if self.chat.is_over() {
+            log.line.charged = Some(self.chat.charge());
+        }
+        out
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if !self.chat.is_over() {
+            self.step(Chat::caller_gone);
+        }
+        // The admission is dropped next, settling with the charge just set.
+    }
+}
+
 async fn chat(
     body: Vec<u8>,
-    env: &Env,
-    ctx: &Context,
+    cx: &Cx<'_>,
     config: &Config,
     plan: &crate::plans::Plan,
     limiter: &Limiter,
-    log: &Rc<RefCell<LogLine>>,
     cache_header: Option<String>,
-) -> Result<worker::Result<Response>, AppError> {
-    let cx = ChatCtx {
-        env,
-        ctx,
-        cache_header,
-    };
+) -> Result<(Response, Option<Pump>), AppError> {
     let mut call = parse_chat(&body)?;
     let body_bytes = body.len();
     drop(body);
+    let log = cx.log;
     log.borrow_mut().line.alias = Some(crate::error::shorten(&call.alias, 64));
     // The plan: the model must be in it (403), the output is capped to its maximum.
     plan.check_model(config, &call.alias)?;
+    plan.check_request(&mut call.body)?;
     let output_cap = plan.cap_output(&mut call.body);
-    let (prompt_estimate, estimate) =
+    let (prompt_estimate, reservation) =
         crate::plans::estimate_tokens(body_bytes, output_cap, &call.body);
     let chain = routing::chain(config, &call.alias)?;
     if limiter.enabled() {
@@ -308,98 +476,212 @@ async fn chat(
         DEFAULT_MAX_OUTPUT_TOKENS
     };
 
-    let store = cache_store(config, &call, &chain, default_max_tokens, &cx, log);
+    let store = cache_store(config, &call, &chain, default_max_tokens, cx, &cache_header);
     if let Some(store) = &store {
         if let Some(hit) = store.lookup().await {
             // A cached answer costs a request, no tokens.
-            limiter.admit(ctx, 0, false).await?.settle(0);
-            return replay(hit, &call, log);
+            limiter.admit(cx.ctx, 0, false).await?.settle(0);
+            return replay(hit, &call, log).map(|r| (r, None));
         }
     }
-    // Admitted (or 429) by the caller's limiter; settles on every path from here (an error
-    // drops the admission, which settles at 0).
-    let admission = limiter.admit(ctx, estimate, call.stream).await?;
-
-    let timeout = Duration::from_millis(config.upstream_timeout_ms);
-    let last = chain.len().saturating_sub(1);
-    for (i, route) in chain.iter().enumerate() {
-        let label = route.label();
-        log.borrow_mut().line.route = Some(label.clone());
-        let started = attempt(route, &call, cx.env, timeout, default_max_tokens).await;
-        let (started, status) = match started {
-            Ok(s) => s,
-            Err((error, status)) => {
-                let mut log = log.borrow_mut();
-                log.line.upstream_status = status.or(log.line.upstream_status);
-                log.line
-                    .attempts
-                    .push(Attempt::failed(label, status, &error));
-                if i < last && fallback::moves_on(&error, status) {
-                    continue;
+    // Admitted (or 429) by the caller's limiter; from here the lifecycle decides what it
+    // settles for, on every path.
+    let admission = limiter.admit(cx.ctx, reservation, call.stream).await?;
+    let labels = chain.iter().map(Route::label).collect();
+    let mut tracked = Tracked {
+        chat: Chat::new(labels, prompt_estimate, reservation),
+        admission,
+        log: Rc::clone(log),
+    };
+    if cx.hangup.is_raised() {
+        tracked.step(Chat::caller_gone);
+        return Err(AppError::CallerGone);
+    }
+    let idle = Duration::from_millis(config.upstream_timeout_ms);
+    let to_headers = if call.stream {
+        idle
+    } else {
+        Duration::from_millis(config.answer_timeout_ms)
+    };
+    let mut next = tracked.step(|c, l| c.start(l)).map(Next::Try);
+    loop {
+        match next {
+            Some(Next::Try(i)) => {
+                let route = chain.get(i).ok_or(AppError::Internal)?;
+                let (end, response) =
+                    attempt(route, &call, cx, to_headers, default_max_tokens).await;
+                if matches!(end, Sent::CallerGone) {
+                    tracked.step(Chat::caller_gone);
+                    return Err(AppError::CallerGone);
                 }
-                return Err(error);
+                let Sent::Ended(end) = end else {
+                    return Err(AppError::Internal);
+                };
+                next = Some(tracked.step(|c, l| c.attempt_ended(end, l)));
+                if next == Some(Next::Read) {
+                    let (response, key) = response.ok_or(AppError::Internal)?;
+                    let upstream = Accepted {
+                        response,
+                        key,
+                        route,
+                    };
+                    return answer(upstream, &call, cx, tracked, idle, store).await;
+                }
+            }
+            Some(Next::Fail(error)) => return Err(error),
+            Some(Next::Read) | None => return Err(AppError::Internal),
+        }
+    }
+}
+
+/// How sending one attempt went.
+enum Sent {
+    /// The attempt ended (the provider's response comes with a 2xx).
+    Ended(AttemptEnd),
+    /// The caller went away first.
+    CallerGone,
+}
+
+/// One route tried: how it ended, and the provider's response (with the key it was sent with)
+/// when it answered 2xx.
+async fn attempt(
+    route: &Route<'_>,
+    call: &ChatCall,
+    cx: &Cx<'_>,
+    to_headers: Duration,
+    default_max_tokens: u32,
+) -> (Sent, Option<(Response, String)>) {
+    let ended = |end| (Sent::Ended(end), None);
+    let Some(key) = cx
+        .env
+        .secret(route.key_secret())
+        .map(|s| s.to_string())
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+    else {
+        let name = route.key_secret().to_owned();
+        return ended(AttemptEnd::NotSent(AppError::MissingSecret { name }));
+    };
+    // Keyed by USER_HASH_KEY when the operator set one, else by the provider key.
+    let hash_key = cx.env.secret(USER_HASH_KEY).map(|s| s.to_string()).ok();
+    let sub = cx.log.borrow().line.sub.clone().unwrap_or_default();
+    let end_user = end_user_id(hash_key.as_deref().unwrap_or(&key).as_bytes(), &sub);
+    let upstream = match upstream_request(route, call, &key, default_max_tokens, &end_user) {
+        Ok(u) => u,
+        Err(e) => return ended(AttemptEnd::NotSent(e)),
+    };
+    let mut response = match send(&upstream, to_headers, cx.hangup).await {
+        Ok(r) => r,
+        Err(SendError::CallerGone) => return (Sent::CallerGone, None),
+        Err(SendError::NoConnection) => return ended(AttemptEnd::NoConnection),
+        Err(SendError::NoAnswer) => return ended(AttemptEnd::NoAnswer),
+        Err(SendError::Internal) => return ended(AttemptEnd::NotSent(AppError::Internal)),
+    };
+    let status = response.status_code();
+    if (200..300).contains(&status) {
+        return (
+            Sent::Ended(AttemptEnd::Accepted { status }),
+            Some((response, key)),
+        );
+    }
+    let body = read_limited(&mut response, MAX_ERROR_BODY, to_headers)
+        .await
+        .unwrap_or_default();
+    let headers = response.headers();
+    let values: Vec<(String, String)> = [names::RETRY_AFTER, names::RETRY_AFTER_MS]
+        .iter()
+        .filter_map(|n| headers.get(n).ok().flatten().map(|v| ((*n).to_owned(), v)))
+        .collect();
+    let scrub = [key.as_str(), route.provider.base_url.as_str()];
+    let error = error_from_response(
+        route.provider.kind,
+        status,
+        |n| values.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()),
+        &body,
+        &scrub,
+    );
+    ended(AttemptEnd::Refused { status, error })
+}
+
+/// A provider's 2xx response, with the key and route it came through.
+struct Accepted<'a> {
+    response: Response,
+    key: String,
+    route: &'a Route<'a>,
+}
+
+/// The provider accepted the work: its complete answer, or its stream (relayed by the
+/// returned [`Pump`] once the caller has the answer's head).
+async fn answer(
+    upstream: Accepted<'_>,
+    call: &ChatCall,
+    cx: &Cx<'_>,
+    mut tracked: Tracked,
+    idle: Duration,
+    store: Option<cache_kv::Store>,
+) -> Result<(Response, Option<Pump>), AppError> {
+    let Accepted {
+        mut response,
+        key,
+        route,
+    } = upstream;
+    let kind = route.provider.kind;
+    let label = route.label();
+    let created = now_ms() / 1000;
+    if !call.stream {
+        let read = select(
+            Box::pin(read_limited(&mut response, MAX_ANSWER_BYTES, idle)),
+            cx.hangup.wait(),
+        )
+        .await;
+        let body = match read {
+            Either::Left((Ok(body), _)) => body,
+            Either::Left((Err(e), _)) => {
+                let e = match e {
+                    AppError::Upstream(u) => u,
+                    _ => UpstreamError::BadResponse,
+                };
+                return Err(tracked.step(|c, _| c.answer_failed(e)));
+            }
+            Either::Right(_) => {
+                tracked.step(Chat::caller_gone);
+                return Err(AppError::CallerGone);
             }
         };
-        if let Started::Stream(_, relay, _) = &started {
-            // The stream ended badly before anything was sent to the caller (its first bytes
-            // are held until now): the next route may answer in full.
-            match fallback::failed_stream(&relay.outcome()) {
-                Some(code) if i < last => {
-                    let mut log = log.borrow_mut();
-                    log.line.upstream_status = Some(status);
-                    log.line.attempts.push(Attempt {
-                        route: label,
-                        status: Some(status),
-                        error: Some(code),
-                    });
-                    continue;
-                }
-                _ => {}
-            }
-        }
-        {
-            let mut log = log.borrow_mut();
-            log.line.upstream_status = Some(status);
-            log.line
-                .attempts
-                .push(Attempt::answered(label.clone(), status));
-        }
-        return Ok(match started {
-            Started::Complete(answer) => {
-                log.borrow_mut().line.set_usage(answer.usage.as_ref());
-                admission.settle(crate::limiter::charge(
-                    answer.usage.as_ref(),
-                    prompt_estimate,
-                    answer.body.len() as u64 / 4,
-                ));
+        return match complete(kind, &body, &call.alias, created) {
+            Ok(answer) => {
+                tracked.step(|c, l| {
+                    c.answered(answer.usage.as_ref(), answer.body.len() as u64 / 4, l)
+                });
                 if let Some(store) = &store {
                     store.put(&label, &answer.body);
                 }
                 json_response(200, answer.body)
+                    .map(|r| (r, None))
+                    .map_err(|_| AppError::Internal)
             }
-            Started::Stream(upstream, relay, first) => {
-                let pump = Pump {
-                    upstream,
-                    relay,
-                    pending: Some(first),
-                    idle: timeout,
-                    log: Rc::clone(log),
-                    done: false,
-                    admission,
-                    prompt_estimate,
-                    cache: store.map(|s| (s, StreamFold::new(), call.alias.clone(), label)),
-                };
-                // The pump runs as a wait_until task, not inside the body: a caller who
-                // leaves mid-stream stops the body's pulls for good, and the log line and
-                // the admission's settle would never come (seen under workerd).
-                let (outlet, stream) = crate::detached::channel();
-                ctx.wait_until(pump.run(outlet));
-                Response::from_stream(stream).and_then(sse_response)
-            }
-        });
+            Err(e) => Err(tracked.step(|c, _| c.answer_failed(e))),
+        };
     }
-    // Config::from_lookup refuses empty chains.
-    Err(AppError::Internal)
+    let Ok(upstream) = response.stream() else {
+        return Err(tracked.step(|c, _| c.answer_failed(UpstreamError::BadResponse)));
+    };
+    let scrub = vec![key, route.provider.base_url.clone()];
+    let relay = Relay::new(kind, &call.alias, call.include_usage, scrub, created);
+    let (outlet, body) = detached::channel(cx.hangup);
+    let pump = Pump {
+        upstream,
+        relay,
+        outlet,
+        idle,
+        tracked,
+        hangup: cx.hangup.clone(),
+        cache: store.map(|s| (s, StreamFold::new(), call.alias.clone(), label)),
+    };
+    let response = Response::from_stream(body.map(Ok::<Vec<u8>, worker::Error>))
+        .and_then(sse_response)
+        .map_err(|_| AppError::Internal)?;
+    Ok((response, Some(pump)))
 }
 
 /// The cache entry's store when the request is cacheable (the log says `MISS`), else `None`
@@ -409,14 +691,14 @@ fn cache_store(
     call: &ChatCall,
     chain: &[Route<'_>],
     default_max_tokens: u32,
-    cx: &ChatCtx<'_>,
-    log: &Rc<RefCell<LogLine>>,
+    cx: &Cx<'_>,
+    cache_header: &Option<String>,
 ) -> Option<cache_kv::Store> {
     let store = cache::ttl(config.cache_ttl_seconds)
-        .filter(|_| cache::wants_cache(cx.cache_header.as_deref(), &call.body))
+        .filter(|_| cache::wants_cache(cache_header.as_deref(), &call.body))
         .and_then(|ttl| {
             let labels: Vec<String> = chain.iter().map(Route::label).collect();
-            let sub = log.borrow().line.sub.clone().unwrap_or_default();
+            let sub = cx.log.borrow().line.sub.clone().unwrap_or_default();
             let key = cache::key(
                 config.cache_scope,
                 &sub,
@@ -431,16 +713,12 @@ fn cache_store(
     } else {
         CacheStatus::Bypass
     };
-    log.borrow_mut().line.cache = Some(status.as_str());
+    cx.log.borrow_mut().line.cache = Some(status.as_str());
     store
 }
 
 /// A cache hit, as JSON or replayed as SSE; no provider is called.
-fn replay(
-    hit: crate::cache::Cached,
-    call: &ChatCall,
-    log: &Rc<RefCell<LogLine>>,
-) -> Result<worker::Result<Response>, AppError> {
+fn replay(hit: crate::cache::Cached, call: &ChatCall, log: &Log) -> Result<Response, AppError> {
     let response = if call.stream {
         let body = hit.sse_body(call.include_usage).ok_or(AppError::Internal)?;
         Response::from_bytes(body).and_then(sse_response)
@@ -454,7 +732,7 @@ fn replay(
     log.line.status = 200;
     log.line.ttfb_ms = Some(now_ms().saturating_sub(log.started));
     log.write();
-    Ok(response)
+    response.map_err(|_| AppError::Internal)
 }
 
 fn sse_response(r: Response) -> worker::Result<Response> {
@@ -464,206 +742,167 @@ fn sse_response(r: Response) -> worker::Result<Response> {
     Ok(r.with_status(200).with_headers(h))
 }
 
-/// A provider's 2xx answer, ready to send.
-enum Started {
-    /// A complete answer, already translated.
-    Complete(Completion),
-    /// A stream, with the relay for its provider and its first bytes for the caller (held, so
-    /// a stream failing before them can still fall back).
-    Stream(ByteStream, Relay, Vec<u8>),
-}
-
-/// One route tried: its 2xx answer (and status), or the error with the provider's status when
-/// it answered at all.
-async fn attempt(
-    route: &Route<'_>,
-    call: &ChatCall,
-    env: &Env,
-    timeout: Duration,
-    default_max_tokens: u32,
-) -> Result<(Started, u16), (AppError, Option<u16>)> {
-    let kind = route.provider.kind;
-    let key = env
-        .secret(route.key_secret())
-        .map(|s| s.to_string())
-        .ok()
-        .filter(|k| !k.trim().is_empty())
-        .ok_or_else(|| {
-            let name = route.key_secret().to_owned();
-            (AppError::MissingSecret { name }, None)
-        })?;
-    let upstream =
-        upstream_request(route, call, &key, default_max_tokens).map_err(|e| (e, None))?;
-    let scrub = vec![key, route.provider.base_url.clone()];
-
-    let mut response = send(&upstream, timeout).await.map_err(|e| (e, None))?;
-    let status = response.status_code();
-
-    if !(200..300).contains(&status) {
-        let body = read_limited(&mut response, MAX_ERROR_BODY, timeout)
-            .await
-            .unwrap_or_default();
-        let headers = response.headers();
-        let values: Vec<(String, String)> = [names::RETRY_AFTER, names::RETRY_AFTER_MS]
-            .iter()
-            .filter_map(|n| headers.get(n).ok().flatten().map(|v| ((*n).to_owned(), v)))
-            .collect();
-        let scrub_refs: Vec<&str> = scrub.iter().map(String::as_str).collect();
-        let error = error_from_response(
-            kind,
-            status,
-            |n| values.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()),
-            &body,
-            &scrub_refs,
-        );
-        return Err((error.into(), Some(status)));
-    }
-
-    let created = now_ms() / 1000;
-    if !call.stream {
-        let body = read_limited(&mut response, MAX_ANSWER_BYTES, timeout)
-            .await
-            .map_err(|e| (e, Some(status)))?;
-        let answer =
-            complete(kind, &body, &call.alias, created).map_err(|e| (e.into(), Some(status)))?;
-        return Ok((Started::Complete(answer), status));
-    }
-    let body = response
-        .stream()
-        .map_err(|_| (UpstreamError::BadResponse.into(), Some(status)))?;
-    let mut body = body;
-    let mut relay = Relay::new(kind, &call.alias, call.include_usage, scrub, created);
-    let mut first = Vec::new();
-    while first.is_empty() && !relay.is_closed() {
-        first = pull(&mut body, &mut relay, timeout).await;
-    }
-    Ok((Started::Stream(body, relay, first), status))
-}
-
-/// Moves one stream's bytes: upstream chunk -> relay -> caller, with an idle timeout. With a
-/// cache store, folds what the caller gets into a full answer and stores it if it completed.
+/// Relays one stream: upstream chunk -> relay -> the caller's queue, reading the provider only
+/// when the caller has room, with the idle limit on both sides. With a cache store, folds what
+/// the caller gets into a full answer and stores it if it completed.
 struct Pump {
     upstream: ByteStream,
     relay: Relay,
-    /// Bytes read before the answer started (the stream's first), sent first.
-    pending: Option<Vec<u8>>,
+    outlet: Outlet,
     idle: Duration,
-    log: Rc<RefCell<LogLine>>,
-    done: bool,
-    /// Settles when the stream ends, is cut, or is dropped: charged what was relayed so far.
-    admission: Admission,
-    prompt_estimate: u64,
+    tracked: Tracked,
+    hangup: Hangup,
     /// The store, the fold, the alias and the route.
     cache: Option<(cache_kv::Store, StreamFold, String, String)>,
 }
 
-impl Pump {
-    /// Relays the whole stream into `outlet`; stops reading the upstream as soon as the
-    /// caller's body is gone.
-    async fn run(mut self, outlet: crate::detached::Outlet) {
-        while let Some((Ok(bytes), pump)) = self.next().await {
-            self = pump;
-            if !outlet.send(bytes) {
-                self.log
-                    .borrow_mut()
-                    .line
-                    .error
-                    .get_or_insert_with(|| "client_closed".to_owned());
-                self.done = true;
-            }
-        }
-    }
+/// How waiting on the caller went.
+enum Caller {
+    Ready,
+    Gone,
+    Stalled,
+}
 
-    async fn next(mut self) -> Option<(worker::Result<Vec<u8>>, Pump)> {
+impl Pump {
+    async fn run(mut self) {
         loop {
-            let out = match self.pending.take() {
-                Some(first) => first,
-                None => {
-                    if self.done {
-                        self.finish_log();
-                        return None;
-                    }
-                    pull(&mut self.upstream, &mut self.relay, self.idle).await
-                }
-            };
-            if self.relay.is_closed() {
-                self.done = true;
+            match self.caller_ready().await {
+                Caller::Ready => {}
+                Caller::Gone => return self.caller_left(None),
+                Caller::Stalled => return self.caller_left(Some("client_stalled")),
             }
-            self.admission.set_charge(crate::limiter::charge(
-                self.relay.usage().as_ref(),
-                self.prompt_estimate,
-                self.relay.chunks(),
-            ));
+            let out = match pull(&mut self.upstream, &mut self.relay, self.idle, &self.hangup).await
+            {
+                Some(out) => out,
+                None => return self.caller_left(None),
+            };
             if !out.is_empty() {
                 if let Some((_, fold, _, _)) = &mut self.cache {
                     fold.feed(&out);
                 }
-                let mut log = self.log.borrow_mut();
+                let mut log = self.tracked.log.borrow_mut();
                 if log.line.ttfb_ms.is_none() {
                     log.line.ttfb_ms = Some(now_ms().saturating_sub(log.started));
                 }
                 drop(log);
-                return Some((Ok(out), self));
+                if !self.outlet.send(out) {
+                    return self.caller_left(None);
+                }
+            }
+            if self.relay.is_closed() {
+                return self.finish();
             }
         }
     }
 
-    fn finish_log(&mut self) {
+    /// Waits until the caller's queue has room; a timer only when it is full.
+    async fn caller_ready(&self) -> Caller {
+        if self.hangup.is_raised() {
+            return Caller::Gone;
+        }
+        if self.outlet.queued() < BUFFER_BYTES {
+            return Caller::Ready;
+        }
+        match select(self.outlet.room(), Delay::from(self.idle)).await {
+            Either::Left((true, _)) => Caller::Ready,
+            Either::Left((false, _)) => Caller::Gone,
+            Either::Right(_) => Caller::Stalled,
+        }
+    }
+
+    /// The caller went away (or stopped reading): the upstream is dropped (the runtime cancels
+    /// it) and the request charged as its lifecycle says.
+    fn caller_left(mut self, why: Option<&str>) {
+        if let Some(why) = why {
+            self.tracked.log.borrow_mut().line.error = Some(why.to_owned());
+        }
+        self.tracked.step(Chat::caller_gone);
+        self.tracked.log.borrow_mut().write();
+    }
+
+    fn finish(mut self) {
         let outcome = self.relay.outcome();
         let usage = self.relay.usage();
+        let last = self.relay.usage_is_final();
+        let produced = self.relay.chunks();
         if let (Some((store, fold, alias, route)), Outcome::Done) = (self.cache.take(), &outcome) {
             if let Some(answer) = fold.finish(&alias, usage.clone()) {
                 store.put(&route, &answer);
             }
         }
-        let mut log = self.log.borrow_mut();
-        log.line.set_usage(usage.as_ref());
-        match outcome {
-            Outcome::Done | Outcome::Open => {}
-            Outcome::Truncated => log.line.error = Some("stream_truncated".to_owned()),
-            Outcome::Failed(code) => log.line.error = Some(code),
+        self.tracked
+            .step(|c, l| c.stream_ended(&outcome, usage.as_ref(), last, produced, l));
+        self.tracked.log.borrow_mut().write();
+    }
+}
+
+/// One upstream read through the relay (with the idle limit): the bytes for the caller, maybe
+/// none yet; `None` when the caller went away meanwhile.
+async fn pull(
+    upstream: &mut ByteStream,
+    relay: &mut Relay,
+    idle: Duration,
+    hangup: &Hangup,
+) -> Option<Vec<u8>> {
+    let read = select(upstream.next(), Delay::from(idle));
+    match select(read, hangup.wait()).await {
+        Either::Left((Either::Left((Some(Ok(bytes)), _)), _)) => Some(relay.feed(&bytes)),
+        Either::Left((Either::Left((Some(Err(_)), _)), _)) => {
+            Some(relay.fail(&UpstreamError::Network))
         }
-        log.write();
+        Either::Left((Either::Left((None, _)), _)) => Some(relay.finish()),
+        Either::Left((Either::Right(_), _)) => Some(relay.fail(&UpstreamError::Timeout)),
+        Either::Right(_) => None,
     }
 }
 
-/// One upstream read through the relay (with the idle timeout): the bytes for the caller, maybe
-/// none yet.
-async fn pull(upstream: &mut ByteStream, relay: &mut Relay, idle: Duration) -> Vec<u8> {
-    match select(upstream.next(), Delay::from(idle)).await {
-        Either::Left((Some(Ok(bytes)), _)) => relay.feed(&bytes),
-        Either::Left((Some(Err(_)), _)) => relay.fail(&UpstreamError::Network),
-        Either::Left((None, _)) => relay.finish(),
-        Either::Right(_) => relay.fail(&UpstreamError::Timeout),
-    }
+/// Why no response came.
+enum SendError {
+    /// The connection failed before any headers.
+    NoConnection,
+    /// No headers within the limit.
+    NoAnswer,
+    /// The caller went away first.
+    CallerGone,
+    /// The request could not be built.
+    Internal,
 }
 
-/// Sends the upstream request; `Timeout` if no answer (headers) comes in time.
+/// Sends the upstream request and waits for its headers, at most `timeout`, and no longer than
+/// the caller stays (the fetch is aborted either way).
 async fn send(
     upstream: &crate::upstream::UpstreamRequest,
     timeout: Duration,
-) -> Result<Response, AppError> {
+    hangup: &Hangup,
+) -> Result<Response, SendError> {
     let headers = Headers::new();
     for (name, value) in &upstream.headers {
-        headers.set(name, value).map_err(|_| AppError::Internal)?;
+        headers.set(name, value).map_err(|_| SendError::Internal)?;
     }
     let mut init = RequestInit::new();
+    // A redirect is answered as the provider's error, never followed with the key.
     init.with_method(Method::Post)
         .with_headers(headers)
-        .with_body(Some(Uint8Array::from(upstream.body.as_slice()).into()));
-    let request = Request::new_with_init(&upstream.url, &init).map_err(|_| AppError::Internal)?;
+        .with_body(Some(Uint8Array::from(upstream.body.as_slice()).into()))
+        .with_redirect(RequestRedirect::Manual);
+    let request = Request::new_with_init(&upstream.url, &init).map_err(|_| SendError::Internal)?;
     let controller = AbortController::default();
     let signal = controller.signal();
     let fetch = Fetch::Request(request);
     let sent = Box::pin(fetch.send_with_signal(&signal));
+    let waited = select(Delay::from(timeout), hangup.wait());
     // Bound to a name so the borrowed futures are dropped before `fetch` and `signal`.
     #[allow(clippy::let_and_return)]
-    let result = match select(sent, Delay::from(timeout)).await {
+    let result = match select(sent, waited).await {
         Either::Left((Ok(response), _)) => Ok(response),
-        Either::Left((Err(_), _)) => Err(UpstreamError::Network.into()),
-        Either::Right(_) => {
+        Either::Left((Err(_), _)) => Err(SendError::NoConnection),
+        Either::Right((Either::Left(_), _)) => {
             controller.abort();
-            Err(UpstreamError::Timeout.into())
+            Err(SendError::NoAnswer)
+        }
+        Either::Right((Either::Right(_), _)) => {
+            controller.abort();
+            Err(SendError::CallerGone)
         }
     };
     result

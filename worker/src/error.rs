@@ -73,12 +73,19 @@ pub enum AppError {
     },
     /// The upstream failed.
     Upstream(UpstreamError),
+    /// The upstream failed after the provider accepted the work (2xx headers, or no answer in
+    /// time to a request it received): charged its reservation, so not worth an automatic retry
+    /// (`x-should-retry: false`), and never moved to the next route.
+    AfterWork(UpstreamError),
     /// The caller's plan refuses the request: unknown plan, model not included (403).
     Plan(crate::plans::PlanError),
     /// A per-user limit refuses the request (429).
     Limit(crate::limiter::Refusal),
     /// The user's limiter (its Durable Object) could not be reached: 503, worth retrying soon.
     LimiterUnavailable,
+    /// The caller went away before its answer was ready (499, as nginx logs it: no one reads
+    /// the answer; the log line says `client_closed`).
+    CallerGone,
     /// Anything else; details go to the log.
     Internal,
 }
@@ -135,9 +142,10 @@ impl AppError {
             AppError::UnsupportedMediaType => 415,
             AppError::InvalidJson { .. } | AppError::InvalidRequest { .. } => 400,
             AppError::Config(_) | AppError::MissingSecret { .. } | AppError::Internal => 500,
+            AppError::CallerGone => 499,
             AppError::ProviderUnsupported { .. } => 502,
             AppError::LimiterUnavailable => 503,
-            AppError::Upstream(u) => u.status(),
+            AppError::Upstream(u) | AppError::AfterWork(u) => u.status(),
             AppError::Plan(p) => p.status(),
             AppError::Limit(l) => l.status(),
         }
@@ -159,8 +167,9 @@ impl AppError {
             AppError::Config(_) | AppError::MissingSecret { .. } => codes::CONFIG_ERROR,
             AppError::ProviderUnsupported { .. } => codes::UPSTREAM_ERROR,
             AppError::Internal => codes::INTERNAL,
+            AppError::CallerGone => crate::lifecycle::CLIENT_CLOSED,
             AppError::LimiterUnavailable => codes::LIMITER_UNAVAILABLE,
-            AppError::Upstream(u) => u.code(),
+            AppError::Upstream(u) | AppError::AfterWork(u) => u.code(),
             AppError::Plan(p) => p.code(),
             AppError::Limit(l) => l.code(),
         }
@@ -236,12 +245,17 @@ impl AppError {
                 "This model's provider is not available yet.",
             ),
             AppError::Internal => ErrorBody::new(SERVER, INTERNAL, "Internal error."),
+            AppError::CallerGone => ErrorBody::new(
+                SERVER,
+                crate::lifecycle::CLIENT_CLOSED,
+                "The request was closed before its answer was ready.",
+            ),
             AppError::LimiterUnavailable => ErrorBody::new(
                 SERVER,
                 codes::LIMITER_UNAVAILABLE,
                 "Usage limits could not be checked just now; retry in a moment.",
             ),
-            AppError::Upstream(u) => u.body(),
+            AppError::Upstream(u) | AppError::AfterWork(u) => u.body(),
             AppError::Plan(p) => p.body(),
             AppError::Limit(l) => l.body(),
         }
@@ -274,6 +288,7 @@ impl AppError {
                 ..
             }) => vec![(headers::RETRY_AFTER, v.clone())],
             AppError::Limit(l) => l.headers(),
+            AppError::AfterWork(_) => vec![(headers::SHOULD_RETRY, "false".to_owned())],
             AppError::LimiterUnavailable => vec![(headers::RETRY_AFTER, "1".to_owned())],
             _ => Vec::new(),
         }

@@ -29,9 +29,11 @@ pub mod anthropic;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod detached;
 pub mod endpoints;
 pub mod error;
 pub mod fallback;
+pub mod lifecycle;
 pub mod limiter;
 pub mod log;
 pub mod plans;
@@ -47,7 +49,5 @@ pub mod upstream;
 mod auth_glue;
 #[cfg(target_arch = "wasm32")]
 mod cache_kv;
-#[cfg(target_arch = "wasm32")]
-mod detached;
 #[cfg(target_arch = "wasm32")]
 mod entry;

@@ -48,6 +48,9 @@ pub struct RequestLog {
     /// Completion tokens the provider counted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub completion_tokens: Option<u64>,
+    /// Tokens charged to the user's budget for this request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub charged: Option<u64>,
     /// The error code sent (or the stream's closing error).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

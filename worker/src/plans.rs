@@ -7,9 +7,16 @@
 //!           "max_output_tokens": 1024, "concurrent_streams": 2}}
 //! ```
 //!
-//! Every field is required and unknown fields are refused (a typo must not silently lift a
-//! limit). `models` lists aliases of `ROUTES`, or is `["*"]` for all of them. Numbers are whole
-//! and at least 1.
+//! Those five fields are required and unknown fields are refused (a typo must not silently lift
+//! a limit). `models` lists aliases of `ROUTES`, or is `["*"]` for all of them. Numbers are
+//! whole and at least 1. Optional:
+//!
+//! - `max_choices` (default 1): the most choices (`n`) one request may ask for; each is paid
+//!   for, so the reservation counts every one. Above it: 400 `invalid_value`, param `n`.
+//! - `allow` (default none): request fields that cost more or keep data at the provider, which
+//!   callers of this plan may set: `service_tier`, `store`, `web_search_options`
+//!   ([`GATED_FIELDS`]). A plan without one refuses it (400), except at its harmless default
+//!   (`store: false`, `service_tier: "auto"` or `"default"`), which is dropped.
 //!
 //! `DEFAULT_PLAN` names the plan of a token without a `plan` claim; unset, it is `free` if that
 //! plan exists, else the only plan. A token naming a plan `PLANS` lacks gets 403 `unknown_plan`.
@@ -53,7 +60,16 @@ pub struct Plan {
     pub max_output_tokens: u32,
     /// Streams open at once.
     pub concurrent_streams: u64,
+    /// The most choices (`n`) one request may ask for.
+    pub max_choices: u64,
+    /// The gated request fields ([`GATED_FIELDS`]) callers may set.
+    pub allow: Vec<String>,
 }
+
+/// Request fields a plan must allow: they cost more than their tokens (`service_tier`'s
+/// priority tiers, `web_search_options`' per-search fee) or keep the caller's data at the
+/// provider (`store`).
+pub const GATED_FIELDS: [&str; 3] = ["service_tier", "store", "web_search_options"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +79,14 @@ struct PlanSpec {
     tokens_per_day: u64,
     max_output_tokens: u32,
     concurrent_streams: u64,
+    #[serde(default = "one")]
+    max_choices: u64,
+    #[serde(default)]
+    allow: Vec<String>,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// Every plan, the default, and whether the limiter runs.
@@ -159,8 +183,9 @@ impl Plans {
                 config_error(
                     VAR,
                     format!(
-                        "plan {:?}: needs exactly models, requests_per_minute, tokens_per_day, \
-                         max_output_tokens, concurrent_streams ({})",
+                        "plan {:?}: needs models, requests_per_minute, tokens_per_day, \
+                         max_output_tokens, concurrent_streams, and may have max_choices and \
+                         allow, nothing else ({})",
                         shorten(name, 64),
                         shorten(&e.to_string(), 120)
                     ),
@@ -224,6 +249,7 @@ impl Plan {
             ("tokens_per_day", spec.tokens_per_day),
             ("max_output_tokens", u64::from(spec.max_output_tokens)),
             ("concurrent_streams", spec.concurrent_streams),
+            ("max_choices", spec.max_choices),
         ] {
             if n == 0 {
                 return Err(bad(format!("{field} must be at least 1")));
@@ -245,6 +271,17 @@ impl Plan {
             }
             Models::Only(spec.models)
         };
+        if let Some(field) = spec
+            .allow
+            .iter()
+            .find(|f| !GATED_FIELDS.contains(&f.as_str()))
+        {
+            return Err(bad(format!(
+                "allow: {:?} is not one of {}",
+                shorten(field, 64),
+                GATED_FIELDS.join(", ")
+            )));
+        }
         Ok(Plan {
             name: name.to_owned(),
             models,
@@ -252,6 +289,8 @@ impl Plan {
             tokens_per_day: spec.tokens_per_day,
             max_output_tokens: spec.max_output_tokens,
             concurrent_streams: spec.concurrent_streams,
+            max_choices: spec.max_choices,
+            allow: spec.allow,
         })
     }
 
@@ -286,6 +325,43 @@ impl Plan {
             tokens_per_day: self.tokens_per_day,
             concurrent_streams: self.concurrent_streams,
         }
+    }
+
+    /// Refuses what the plan does not allow in a request body: more choices than `max_choices`,
+    /// a gated field it does not list in `allow` (one at its harmless default is dropped).
+    pub fn check_request(&self, body: &mut Map<String, Value>) -> Result<(), AppError> {
+        let n = body.get("n").and_then(Value::as_u64).unwrap_or(1);
+        if n > self.max_choices {
+            return Err(AppError::InvalidRequest {
+                param: Some("n".to_owned()),
+                message: format!(
+                    "Your plan allows at most {} choice(s) per request (`n`).",
+                    self.max_choices
+                ),
+            });
+        }
+        for field in GATED_FIELDS {
+            if self.allow.iter().any(|a| a == field) {
+                continue;
+            }
+            let Some(value) = body.get(field) else {
+                continue;
+            };
+            let harmless = match (field, value) {
+                (_, Value::Null) => true,
+                ("store", Value::Bool(false)) => true,
+                ("service_tier", Value::String(tier)) => tier == "auto" || tier == "default",
+                _ => false,
+            };
+            if !harmless {
+                return Err(AppError::InvalidRequest {
+                    param: Some(field.to_owned()),
+                    message: format!("Your plan does not allow `{field}`."),
+                });
+            }
+            body.remove(field);
+        }
+        Ok(())
     }
 
     /// Applies the output cap to a request body: `max_tokens` and `max_completion_tokens` above
@@ -421,7 +497,7 @@ mod tests {
                 r#"{"free":{"models":[],"requests_per_minute":1}}"#.into(),
                 vec![],
                 "PLANS",
-                "needs exactly",
+                "needs models",
             ),
             (
                 format!(
@@ -430,7 +506,7 @@ mod tests {
                 ),
                 vec![],
                 "PLANS",
-                "needs exactly",
+                "needs models",
             ),
             (
                 format!(r#"{{"free":{}}}"#, plan(r#"["nope"]"#)),
@@ -454,7 +530,7 @@ mod tests {
                 format!(r#"{{"free":{}}}"#, plan("[]").replace(":1000,", ":-5,")),
                 vec![],
                 "PLANS",
-                "needs exactly",
+                "needs models",
             ),
             (
                 format!(r#"{{"a":{},"b":{}}}"#, plan("[]"), plan("[]")),
@@ -495,6 +571,73 @@ mod tests {
         assert!(free.check_model(&config, "no-such-alias").is_ok());
         let app: AppError = e.into();
         assert_eq!((app.status(), app.code()), (403, "model_not_allowed"));
+    }
+
+    #[test]
+    fn choices_and_gated_fields_follow_the_plan() {
+        let text = format!(
+            r#"{{"free":{},"pro":{}}}"#,
+            plan("[]"),
+            plan("[]").replace(
+                "\"concurrent_streams\":2",
+                r#""concurrent_streams":2,"max_choices":4,"allow":["store","service_tier"]"#
+            )
+        );
+        let p = plans_with(&text, &[]).unwrap();
+        let free = p.for_claim(None).unwrap();
+        let pro = p.for_claim(Some("pro")).unwrap();
+        assert_eq!((free.max_choices, free.allow.len()), (1, 0));
+        assert_eq!(pro.max_choices, 4);
+        let check = |plan: &Plan, body: Value| {
+            let Value::Object(mut map) = body else {
+                panic!()
+            };
+            plan.check_request(&mut map).map(|()| Value::Object(map))
+        };
+        // n: one by default, up to max_choices.
+        assert!(check(free, json!({"n": 1})).is_ok());
+        let e = check(free, json!({"n": 2})).unwrap_err();
+        assert_eq!((e.status(), e.code()), (400, "invalid_value"));
+        assert_eq!(e.body().error.param.as_deref(), Some("n"));
+        assert!(check(pro, json!({"n": 4})).is_ok());
+        assert!(check(pro, json!({"n": 5})).is_err());
+        // Gated fields: refused unless allowed; their harmless defaults are dropped.
+        for (field, value) in [
+            ("store", json!(true)),
+            ("service_tier", json!("priority")),
+            ("service_tier", json!("flex")),
+            ("web_search_options", json!({})),
+        ] {
+            let e = check(free, json!({ field: value })).unwrap_err();
+            assert_eq!(e.body().error.param.as_deref(), Some(field), "{field}");
+        }
+        for (field, value) in [
+            ("store", json!(false)),
+            ("service_tier", json!("auto")),
+            ("service_tier", json!("default")),
+            ("web_search_options", Value::Null),
+        ] {
+            let body = check(free, json!({ field: value, "model": "m" })).unwrap();
+            assert_eq!(body, json!({"model": "m"}), "{field}");
+        }
+        let body = check(pro, json!({"store": true, "service_tier": "priority"})).unwrap();
+        assert_eq!(body, json!({"store": true, "service_tier": "priority"}));
+        assert!(check(pro, json!({"web_search_options": {}})).is_err());
+        // A plan may only allow the gated fields, and max_choices is at least 1.
+        for (bad, why) in [
+            (r#""allow":["temperature"]"#, "not one of"),
+            (r#""max_choices":0"#, "at least 1"),
+        ] {
+            let text = format!(
+                r#"{{"free":{}}}"#,
+                plan("[]").replace(
+                    "\"concurrent_streams\":2",
+                    &format!(r#""concurrent_streams":2,{bad}"#)
+                )
+            );
+            let e = plans_with(&text, &[]).unwrap_err();
+            assert!(e.reason.contains(why), "{bad}: {e}");
+        }
     }
 
     fn capped(body: Value) -> (u64, Value) {

@@ -28,19 +28,24 @@ use crate::upstream::{chat_request, completion, Completion, UpstreamRequest, USE
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 4096;
 
 /// Builds the upstream request for `route`. `default_max_tokens`: the output cap Anthropic gets
-/// when the caller set none. A request Anthropic cannot honour is a 400 naming the field.
+/// when the caller set none; `end_user`: the end-user id the provider gets (see
+/// [`crate::upstream::end_user_id`]). A request Anthropic cannot honour is a 400 naming the
+/// field.
 pub fn upstream_request(
     route: &Route<'_>,
     call: &ChatCall,
     key: &str,
     default_max_tokens: u32,
+    end_user: &str,
 ) -> Result<UpstreamRequest, AppError> {
     match route.provider.kind {
-        ProviderKind::OpenAiCompatible => Ok(chat_request(route, call, key)),
+        ProviderKind::OpenAiCompatible => Ok(chat_request(route, call, key, end_user)),
         ProviderKind::Anthropic => {
             // parse_chat validated this same body against ChatRequest.
-            let typed: ChatRequest = serde_json::from_value(Value::Object(call.body.clone()))
+            let mut typed: ChatRequest = serde_json::from_value(Value::Object(call.body.clone()))
                 .map_err(|_| AppError::Internal)?;
+            // Anthropic's `metadata.user_id`.
+            typed.user = Some(end_user.to_owned());
             let body = anthropic::to_messages_body(&typed, route.model, default_max_tokens)
                 .map_err(|e| AppError::InvalidRequest {
                     param: Some(e.param),
@@ -223,6 +228,15 @@ impl Relay {
         }
     }
 
+    /// Whether [`Relay::usage`] is the provider's final count (OpenAI's usage chunk, Anthropic's
+    /// `message_delta`), not a running count or an estimate.
+    pub fn usage_is_final(&self) -> bool {
+        match self {
+            Relay::OpenAi(r) => r.usage().is_some(),
+            Relay::Anthropic(r) => r.translator().usage_is_final(),
+        }
+    }
+
     /// Chunks relayed (OpenAI; 0 for Anthropic, whose [`Relay::usage`] already estimates a cut
     /// stream's output).
     pub fn chunks(&self) -> u64 {
@@ -283,7 +297,7 @@ mod tests {
         let c = config();
         let call = parse_chat(body.to_string().as_bytes()).unwrap();
         let routes = chain(&c, "fast").unwrap();
-        let req = upstream_request(&routes[1], &call, KEY, default_max)?;
+        let req = upstream_request(&routes[1], &call, KEY, default_max, "u-test")?;
         let sent = serde_json::from_slice(&req.body).unwrap();
         Ok((req, sent))
     }
@@ -312,6 +326,7 @@ mod tests {
         assert_eq!(sent["max_tokens"], 1024, "the default cap when none is set");
         assert_eq!(sent["stream"], true);
         assert_eq!(sent["system"], "be brief");
+        assert_eq!(sent["metadata"]["user_id"], "u-test", "the end-user id");
         // The caller's own cap wins over the default.
         let (_, sent) = build(
             json!({"model":"fast","max_tokens":77,"messages":[{"role":"user","content":"hi"}]}),
@@ -351,7 +366,7 @@ mod tests {
         let call =
             parse_chat(br#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
         let routes = chain(&c, "fast").unwrap();
-        let req = upstream_request(&routes[0], &call, "sk-openai", 1024).unwrap();
+        let req = upstream_request(&routes[0], &call, "sk-openai", 1024, "u-test").unwrap();
         assert_eq!(req.url, "http://127.0.0.1:4010/v1/chat/completions");
         let sent: Value = serde_json::from_slice(&req.body).unwrap();
         assert_eq!(sent["model"], "gpt-4o-mini");

@@ -13,6 +13,48 @@ const MAX_MESSAGE: usize = 200;
 /// sent, and a body of thousands of tiny messages is refused before any work is spent on it.
 pub const MAX_MESSAGES: usize = 2048;
 
+/// The Chat Completions request fields the Worker passes on (OpenAI's API reference, 2026).
+/// Anything else is refused with 400, as OpenAI itself refuses an unrecognized argument: an
+/// unknown field could carry a provider feature nobody has priced. The plan gates some of
+/// these ([`crate::plans::GATED_FIELDS`]); `user` and `safety_identifier` are replaced by the
+/// Worker's own end-user id.
+pub const KNOWN_FIELDS: [&str; 34] = [
+    "model",
+    "messages",
+    "audio",
+    "frequency_penalty",
+    "function_call",
+    "functions",
+    "logit_bias",
+    "logprobs",
+    "max_completion_tokens",
+    "max_tokens",
+    "metadata",
+    "modalities",
+    "n",
+    "parallel_tool_calls",
+    "prediction",
+    "presence_penalty",
+    "prompt_cache_key",
+    "reasoning_effort",
+    "response_format",
+    "safety_identifier",
+    "seed",
+    "service_tier",
+    "stop",
+    "store",
+    "stream",
+    "stream_options",
+    "temperature",
+    "tool_choice",
+    "tools",
+    "top_logprobs",
+    "top_p",
+    "user",
+    "verbosity",
+    "web_search_options",
+];
+
 /// A validated chat request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatCall {
@@ -107,6 +149,15 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatCall, AppError> {
             message: "The body must be a JSON object.".to_owned(),
         });
     };
+    if let Some(field) = map.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
+        return Err(AppError::InvalidRequest {
+            param: Some(shorten(field, 64)),
+            message: format!(
+                "Unrecognized request argument supplied: {}",
+                shorten(field, 64)
+            ),
+        });
+    }
     // Validate against the typed request; the error's path names the bad field.
     let typed: ChatRequest = serde_path_to_error::deserialize(&Value::Object(map.clone()))
         .map_err(|e| {
@@ -212,6 +263,28 @@ mod tests {
             let e = parse(text).unwrap_err();
             assert_eq!((e.status(), e.code()), (400, "invalid_value"), "{text}");
             assert_eq!(e.body().error.param.as_deref(), param, "{text}");
+        }
+    }
+
+    #[test]
+    fn only_known_fields_pass() {
+        let ok = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0.1,
+            "logprobs":true,"top_logprobs":2,"seed":1,"metadata":{"k":"v"},"store":false}"#;
+        assert!(parse(ok).is_ok());
+        for field in [
+            "extra_body",
+            "provider",
+            "functions_v2",
+            "x".repeat(500).as_str(),
+        ] {
+            let text = format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"{field}":1}}"#
+            );
+            let e = parse(&text).unwrap_err();
+            assert_eq!((e.status(), e.code()), (400, "invalid_value"), "{field}");
+            let param = e.body().error.param.unwrap();
+            assert!(field.starts_with(param.trim_end_matches('…')), "{param}");
+            assert!(e.body().error.message.len() < 200);
         }
     }
 

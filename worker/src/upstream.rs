@@ -58,10 +58,48 @@ impl std::fmt::Debug for UpstreamRequest {
     }
 }
 
-/// Builds the Chat Completions request for `route` from the caller's validated `call`.
-pub fn chat_request(route: &Route<'_>, call: &ChatCall, key: &str) -> UpstreamRequest {
+/// The end-user id the Worker gives providers for user `sub`: a keyed hash (HMAC-SHA256 under
+/// `key`, the secret `USER_HASH_KEY`, else the provider key), so a provider's abuse report
+/// names a user the operator can find (by hashing their users' ids) and the provider cannot
+/// tell who it is.
+pub fn end_user_id(key: &[u8], sub: &str) -> String {
+    use hmac::{Hmac, Mac};
+    use std::fmt::Write;
+    let mut mac = match Hmac::<sha2::Sha256>::new_from_slice(key) {
+        Ok(mac) => mac,
+        // HMAC takes a key of any length; this arm is never taken.
+        Err(_) => return String::new(),
+    };
+    mac.update(b"storycad-end-user\0");
+    mac.update(sub.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    let mut id = String::with_capacity(34);
+    id.push_str("u-");
+    for b in &digest[..16] {
+        let _ = write!(id, "{b:02x}");
+    }
+    id
+}
+
+/// Builds the Chat Completions request for `route` from the caller's validated `call`; the
+/// end-user field is `end_user` (OpenAI's `safety_identifier`, the `user` of other
+/// OpenAI-compatible providers), whatever the caller sent.
+pub fn chat_request(
+    route: &Route<'_>,
+    call: &ChatCall,
+    key: &str,
+    end_user: &str,
+) -> UpstreamRequest {
     let mut body = call.body.clone();
     body.insert("model".to_owned(), Value::String(route.model.to_owned()));
+    body.remove("user");
+    body.remove("safety_identifier");
+    let field = if route.provider.name == crate::config::OPENAI {
+        "safety_identifier"
+    } else {
+        "user"
+    };
+    body.insert(field.to_owned(), Value::String(end_user.to_owned()));
     if call.stream {
         // Always ask for usage so the stream can be metered; the relay drops the usage chunk
         // when the caller did not ask for it.
@@ -128,6 +166,7 @@ mod tests {
     use crate::routing::resolve;
 
     const KEY: &str = "sk-test-provider-key";
+    const END_USER: &str = "u-0123456789abcdef0123456789abcdef";
 
     fn config() -> Config {
         test_config(&[
@@ -140,7 +179,7 @@ mod tests {
         let c = config();
         let call = parse_chat(body.to_string().as_bytes()).unwrap();
         let route = resolve(&c, &call.alias).unwrap();
-        let req = chat_request(&route, &call, KEY);
+        let req = chat_request(&route, &call, KEY, END_USER);
         let sent: Value = serde_json::from_slice(&req.body).unwrap();
         (req, sent)
     }
@@ -182,6 +221,9 @@ mod tests {
         assert_eq!(sent["model"], "gpt-4o-mini");
         let mut expected = body;
         expected["model"] = json!("gpt-4o-mini");
+        // The caller's `user` gives way to the Worker's end-user id.
+        expected.as_object_mut().unwrap().remove("user");
+        expected["safety_identifier"] = json!(END_USER);
         assert_eq!(sent, expected);
     }
 
@@ -207,6 +249,67 @@ mod tests {
         }
         let (_, sent) = build(json!({"model":"storycad-fast","messages":msgs}));
         assert!(sent.get("stream_options").is_none());
+    }
+
+    #[test]
+    fn the_end_user_id_is_a_keyed_hash_of_the_user() {
+        let a = end_user_id(b"key-1", "alice@example.com");
+        assert_eq!(a.len(), 34);
+        assert!(a.starts_with("u-") && a[2..].bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(!a.contains("alice"));
+        assert_eq!(a, end_user_id(b"key-1", "alice@example.com"), "stable");
+        assert_ne!(a, end_user_id(b"key-2", "alice@example.com"), "keyed");
+        assert_ne!(a, end_user_id(b"key-1", "bob@example.com"));
+        // RFC 4231 case 2's key and data, to pin the construction (HMAC-SHA256, first 16 bytes).
+        let mut mac_input = Vec::from(&b"storycad-end-user\0"[..]);
+        mac_input.extend_from_slice(b"what do ya want for nothing?");
+        assert_eq!(
+            end_user_id(b"Jefe", "what do ya want for nothing?"),
+            format!("u-{}", hex16(&hmac_sha256(b"Jefe", &mac_input)))
+        );
+    }
+
+    /// A plain HMAC-SHA256 (RFC 2104) to check the one above against.
+    fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut k = [0u8; 64];
+        k[..key.len()].copy_from_slice(key);
+        let inner: Vec<u8> = k
+            .iter()
+            .map(|b| b ^ 0x36)
+            .chain(data.iter().copied())
+            .collect();
+        let inner = Sha256::digest(&inner);
+        let outer: Vec<u8> = k
+            .iter()
+            .map(|b| b ^ 0x5c)
+            .chain(inner.iter().copied())
+            .collect();
+        Sha256::digest(&outer).into()
+    }
+
+    fn hex16(bytes: &[u8]) -> String {
+        bytes[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn other_providers_get_the_end_user_as_user() {
+        let c = test_config(&[
+            (
+                "PROVIDERS",
+                r#"{"local":{"base_url":"http://127.0.0.1:9/v1","key_secret":"K"}}"#,
+            ),
+            ("ROUTES", r#"{"l":["local:llama"]}"#),
+        ]);
+        let call = parse_chat(
+            br#"{"model":"l","user":"me","safety_identifier":"x","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .unwrap();
+        let route = resolve(&c, "l").unwrap();
+        let sent: Value =
+            serde_json::from_slice(&chat_request(&route, &call, KEY, END_USER).body).unwrap();
+        assert_eq!(sent["user"], END_USER);
+        assert!(sent.get("safety_identifier").is_none());
     }
 
     #[test]

@@ -131,6 +131,19 @@ pub(crate) fn tool_call(mut answer: Answer, id: String, name: String, last_user:
     answer
 }
 
+/// The answer turned into `bytes` of content in pieces of [`super::fault::BIG_PIECE`] bytes
+/// (`fault:big`): each piece a token, the last one shorter if need be; never cut by
+/// `max_tokens` (it exists to be large).
+pub(crate) fn big(mut answer: Answer, bytes: u64) -> Answer {
+    let piece = super::fault::BIG_PIECE;
+    let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+    answer.chunks = (0..bytes.div_ceil(piece))
+        .map(|i| "x".repeat(piece.min(bytes - i * piece)))
+        .collect();
+    answer.finish = Finish::Stop;
+    answer
+}
+
 pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

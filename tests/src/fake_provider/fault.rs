@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+/// The content of one piece of a `fault:big` stream, in bytes.
+pub const BIG_PIECE: usize = 1000;
+
 /// What the fake provider does wrong for one request.
 ///
 /// Chosen per request by the first word of the last user message: `fault:<name>` or
@@ -62,6 +65,18 @@ pub enum Fault {
     ToolCall,
     /// `fault:hang`: read the request, never answer (until the provider stops or the bound).
     Hang,
+    /// `fault:delay=<ms>`: the normal answer, after a silence of that long before its headers.
+    Delay {
+        /// The silence before the headers.
+        before: Duration,
+    },
+    /// `fault:big=<bytes>`: a stream of that many bytes of content (as fast as the reader takes
+    /// them) in pieces of [`BIG_PIECE`] bytes, each one token; the bytes written so far are
+    /// counted ([`crate::fake_provider::FakeProvider::bytes_sent`]). A JSON answer is one piece.
+    Big {
+        /// Content bytes to send.
+        bytes: u64,
+    },
     /// `fault:<anything else>`: answered 400 by the fake itself, so a typo fails loudly.
     Unknown(String),
 }
@@ -123,6 +138,12 @@ impl Fault {
             "stream-error" => Fault::StreamError,
             "tool-call" => Fault::ToolCall,
             "hang" => Fault::Hang,
+            "delay" => Fault::Delay {
+                before: Duration::from_millis(num(1000)),
+            },
+            "big" => Fault::Big {
+                bytes: num(1 << 20),
+            },
             other => Fault::Unknown(other.to_owned()),
         }
     }
@@ -170,5 +191,15 @@ mod tests {
             Some(Fault::Unavailable)
         );
         assert_eq!(Fault::parse("fault@m:reset"), Some(Fault::Reset));
+        assert_eq!(
+            Fault::parse("fault:delay=2000 x"),
+            Some(Fault::Delay {
+                before: Duration::from_millis(2000)
+            })
+        );
+        assert_eq!(
+            Fault::parse("fault:big=10000000"),
+            Some(Fault::Big { bytes: 10_000_000 })
+        );
     }
 }

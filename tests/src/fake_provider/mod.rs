@@ -98,6 +98,8 @@ impl Default for FakeProviderOptions {
 /// One request as the fake provider received it.
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
+    /// Its number (1 for the first this provider received).
+    pub number: u64,
     /// `POST`, ...
     pub method: String,
     /// The request target, e.g. `/v1/chat/completions`.
@@ -154,6 +156,8 @@ struct Shared {
     opts: FakeProviderOptions,
     requests: Mutex<Vec<RecordedRequest>>,
     counter: AtomicU64,
+    /// Body bytes written so far, per request number (`fault:big` streams only).
+    sent: Mutex<std::collections::HashMap<u64, Arc<AtomicU64>>>,
 }
 
 impl Shared {
@@ -187,6 +191,7 @@ impl FakeProvider {
             opts,
             requests: Mutex::new(Vec::new()),
             counter: AtomicU64::new(0),
+            sent: Mutex::new(std::collections::HashMap::new()),
         });
         let server = Background::start(port, "fake-provider", shared.clone(), handle)?;
         Ok(FakeProvider { server, shared })
@@ -221,6 +226,17 @@ impl FakeProvider {
             .filter(|r| r.contains(needle))
             .cloned()
             .collect()
+    }
+
+    /// The body bytes (chunked, as on the wire) written so far (to the socket: taken by the
+    /// kernel) for request `number`, for a `fault:big` stream's content; 0 for any other.
+    pub fn bytes_sent(&self, number: u64) -> u64 {
+        self.shared
+            .sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&number)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     /// How many requests were received.
@@ -361,6 +377,7 @@ impl Dialect {
 async fn handle(shared: Arc<Shared>, req: Request, mut conn: Conn) -> (Conn, After) {
     let n = shared.counter.fetch_add(1, Ordering::Relaxed) + 1;
     shared.requests().push(RecordedRequest {
+        number: n,
         method: req.method.clone(),
         path: req.path.clone(),
         headers: req.headers.clone(),
@@ -434,13 +451,24 @@ async fn handle(shared: Arc<Shared>, req: Request, mut conn: Conn) -> (Conn, Aft
     let rid = dialect.request_id_header();
     let hang = shared.opts.hang_limit;
     match fault {
-        None => {
+        None => normal(conn, dialect, &answer, &parsed, n).await,
+        Some(Fault::Delay { before }) => {
+            tokio::time::sleep(before).await;
+            normal(conn, dialect, &answer, &parsed, n).await
+        }
+        Some(Fault::Big { bytes }) => {
+            let answer = answer::big(answer, bytes);
             if parsed.stream {
                 let ev = dialect.events(&answer, parsed.include_usage);
-                stream(conn, ev, n, rid, None, false).await
+                let counter = Arc::new(AtomicU64::new(0));
+                shared
+                    .sent
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(n, counter.clone());
+                stream_counted(conn, ev, n, rid, None, false, Some(&counter)).await
             } else {
-                let r = Reply::json(200, dialect.json_body(&answer));
-                send(conn, &r, n, rid).await
+                normal(conn, dialect, &answer, &parsed, n).await
             }
         }
         Some(
@@ -601,17 +629,55 @@ async fn send(mut conn: Conn, reply: &Reply, n: u64, rid: &'static str) -> (Conn
     }
 }
 
+/// The answer as the request asked for it: a stream, or JSON.
+async fn normal(
+    conn: Conn,
+    dialect: Dialect,
+    answer: &answer::Answer,
+    parsed: &Parsed,
+    n: u64,
+) -> (Conn, After) {
+    let rid = dialect.request_id_header();
+    if parsed.stream {
+        let ev = dialect.events(answer, parsed.include_usage);
+        stream(conn, ev, n, rid, None, false).await
+    } else {
+        let r = Reply::json(200, dialect.json_body(answer));
+        send(conn, &r, n, rid).await
+    }
+}
+
 /// Sends a stream, one event per HTTP chunk; with `interval`, pauses before each content
 /// event. Ends the chunked body properly, or with `cut` closes the connection without its
 /// terminating chunk.
 async fn stream(
-    mut conn: Conn,
+    conn: Conn,
     ev: Events,
     n: u64,
     rid: &'static str,
     interval: Option<Duration>,
     cut: bool,
 ) -> (Conn, After) {
+    stream_counted(conn, ev, n, rid, interval, cut, None).await
+}
+
+/// [`stream`], adding each event's bytes to `sent` once written.
+async fn stream_counted(
+    mut conn: Conn,
+    ev: Events,
+    n: u64,
+    rid: &'static str,
+    interval: Option<Duration>,
+    cut: bool,
+    sent: Option<&AtomicU64>,
+) -> (Conn, After) {
+    // Bytes on the wire: the chunk, its size line and its CRLF.
+    let count = |e: &[u8]| {
+        if let Some(c) = sent {
+            let framing = format!("{:x}\r\n\r\n", e.len()).len();
+            c.fetch_add((e.len() + framing) as u64, Ordering::Relaxed);
+        }
+    };
     let mut headers = response_headers(ev.content_type, n, rid);
     headers.push(("cache-control", "no-cache".into()));
     if conn.start_chunked(200, &headers).await.is_err() {
@@ -629,6 +695,7 @@ async fn stream(
         if conn.chunk(e).await.is_err() {
             return (conn, After::Close);
         }
+        count(e);
     }
     for e in &ev.tail {
         if conn.chunk(e).await.is_err() {

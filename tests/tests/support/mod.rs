@@ -47,6 +47,8 @@ pub const FALLBACK_ALIAS: &str = "e2e-fallback";
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// `UPSTREAM_TIMEOUT_MS` of the test Worker.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(2500);
+/// `UPSTREAM_ANSWER_TIMEOUT_MS` of the test Worker (a complete answer's wait for headers).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_millis(3000);
 
 /// How a binary's Worker is configured.
 #[derive(Debug, Clone)]
@@ -173,6 +175,10 @@ impl Suite {
             "UPSTREAM_TIMEOUT_MS",
             UPSTREAM_TIMEOUT.as_millis().to_string(),
         )
+        .var(
+            "UPSTREAM_ANSWER_TIMEOUT_MS",
+            ANSWER_TIMEOUT.as_millis().to_string(),
+        )
         .var("CACHE_TTL_SECONDS", "0")
         .var("PLANS", plans().to_string())
         .secret("OPENAI_API_KEY", OPENAI_KEY)
@@ -237,6 +243,20 @@ impl Suite {
     /// A valid token signed with the fixture key for `alg`.
     pub fn token(&self, alg: Alg) -> String {
         tokens::mint(self.keys.get(alg), &self.claims("e2e-user"))
+    }
+
+    /// The address of the Worker's runtime itself, past wrangler's dev proxy (which reads an
+    /// answer as fast as it comes, whatever its own caller does).
+    pub fn runtime_addr(&self) -> std::net::SocketAddr {
+        let port = self
+            .worker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .expect("the Worker runs")
+            .runtime_port()
+            .expect("the Worker's runtime port");
+        std::net::SocketAddr::from(([127, 0, 0, 1], port))
     }
 
     /// The Worker's log so far.

@@ -181,6 +181,12 @@ impl StreamTranslator {
         ))
     }
 
+    /// Whether [`StreamTranslator::usage`] is Anthropic's final count (`message_delta` came),
+    /// not a running count or an estimate.
+    pub fn usage_is_final(&self) -> bool {
+        self.output_final
+    }
+
     /// The upstream message id (`msg_...`), once `message_start` came; the chunks carry it.
     pub fn id(&self) -> &str {
         &self.id

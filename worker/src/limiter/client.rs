@@ -3,19 +3,22 @@
 //!
 //! ```ignore
 //! let limiter = Limiter::new(env, &sub, plan, plans.limits_enabled)?;
-//! let admission = limiter.admit(ctx, tokens_estimate, stream).await?; // 429 when refused
-//! // ... the upstream call ...
-//! admission.settle(real_tokens); // or drop it: it settles with its fallback (0 by default)
+//! let mut admission = limiter.admit(ctx, reservation, stream).await?; // 429 when refused
+//! admission.set_charge(chat.charge()); // after every step of the request's lifecycle
+//! // ... dropped when the request ends, however it ends: it settles with the last charge
 //! ```
 //!
-//! An [`Admission`] settles exactly once, on every path: `settle`, or its drop (an error
-//! returned with `?`, a stream ended, cut or abandoned by the caller) with the last charge set by
-//! [`Admission::set_charge`]. The settlement then waits in the isolate ([`PENDING`], per user)
-//! for [`SETTLE_DELAY`]: the user's next admission or usage call from this isolate carries it
-//! (one round trip per request instead of two, the DO applies it before deciding); if none
-//! comes in time, a `Settle` call sends it. That last step was registered with `wait_until` at
-//! admission, so the runtime keeps the request alive until it is done. Other isolates see a
-//! settlement at most [`SETTLE_DELAY`] late.
+//! An [`Admission`] settles exactly once, when it is dropped (the request ended, failed, or its
+//! task was dropped), with the last charge set by [`Admission::set_charge`]. The settlement
+//! then waits in the isolate ([`Pending`], per user) for [`SETTLE_DELAY`]: the user's next
+//! admission or usage call from this isolate carries it (one round trip per request instead of
+//! two; the object applies it before deciding). If none comes in time, the request's settle
+//! task sends it, and sends it again after a failed call, until it is delivered or
+//! [`SETTLE_DEADLINE`] passes (the runtime ends a request's background work 30 s after its
+//! caller left). That task was registered with `wait_until` at admission, so the runtime keeps
+//! the request alive until it is done. Other isolates see a settlement at most
+//! [`SETTLE_DELAY`] late. A settlement never delivered leaves its ticket to lapse in the object,
+//! which charges the reservation.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -23,36 +26,93 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Duration;
 
 use worker::js_sys::Uint8Array;
 use worker::{
     console_log, Context, Date, Delay, Env, Method, ObjectNamespace, Request, RequestInit,
 };
 
+use super::pending::{CallId, Pending, Where};
 use super::{Call, Decision, Limits, Settlement, Snapshot};
 use crate::error::AppError;
 use crate::plans::Plan;
 
 /// How long a settlement waits in the isolate for the user's next call before it is sent alone.
-pub(crate) const SETTLE_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+pub(crate) const SETTLE_DELAY: Duration = Duration::from_millis(100);
+/// How long a settle task keeps trying to deliver its settlement.
+pub(crate) const SETTLE_DEADLINE: Duration = Duration::from_secs(20);
+/// The first pause after a failed settle call (doubled after each, up to a second).
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 thread_local! {
-    /// Settlements not yet sent, per user (`sub`).
-    static PENDING: RefCell<HashMap<String, Vec<Settlement>>> = RefCell::new(HashMap::new());
+    /// Settlements not yet delivered, per user (`sub`).
+    static PENDING: RefCell<HashMap<String, Pending>> = RefCell::new(HashMap::new());
 }
 
-/// Takes the settlements waiting for `sub`.
-fn take_pending(sub: &str) -> Vec<Settlement> {
-    PENDING.with(|p| p.borrow_mut().remove(sub).unwrap_or_default())
-}
-
-fn add_pending(sub: &str, settlement: Settlement) {
+fn with_pending<T>(sub: &str, f: impl FnOnce(&mut Pending) -> T) -> T {
     PENDING.with(|p| {
-        p.borrow_mut()
-            .entry(sub.to_owned())
-            .or_default()
-            .push(settlement);
+        let mut map = p.borrow_mut();
+        let pending = map.entry(sub.to_owned()).or_default();
+        let out = f(pending);
+        if pending.is_empty() {
+            map.remove(sub);
+        }
+        out
+    })
+}
+
+/// Makes a call carrying the user's waiting settlements; they are delivered when it is
+/// answered, put back when it fails.
+async fn call_carrying(
+    namespace: &ObjectNamespace,
+    sub: &str,
+    make: impl FnOnce(Vec<Settlement>) -> Call,
+) -> Result<Decision, AppError> {
+    let (id, settle): (CallId, Vec<Settlement>) = with_pending(sub, Pending::take);
+    let result = call(namespace, sub, &make(settle)).await;
+    with_pending(sub, |p| match &result {
+        Ok(_) => p.delivered(id),
+        Err(_) => p.failed(id),
     });
+    result
+}
+
+/// Delivers the settlement of `ticket` (already added to [`PENDING`]): after [`SETTLE_DELAY`],
+/// unless another call took it along, in a call of its own, resent after failures until
+/// [`SETTLE_DEADLINE`].
+async fn deliver(namespace: ObjectNamespace, sub: String, limits: Limits, ticket: u64) {
+    Delay::from(SETTLE_DELAY).await;
+    let deadline = Date::now().as_millis() + SETTLE_DEADLINE.as_millis() as u64;
+    let mut pause = RETRY_PAUSE;
+    loop {
+        match with_pending(&sub, |p| p.find(ticket)) {
+            Where::Delivered => return,
+            // Another call carries it: wait for its answer.
+            Where::Carried => Delay::from(Duration::from_millis(20)).await,
+            Where::Waiting => {
+                let sent =
+                    call_carrying(&namespace, &sub, |settle| Call::Settle { limits, settle }).await;
+                if sent.is_err() {
+                    Delay::from(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+        if Date::now().as_millis() >= deadline {
+            console_log!(
+                "{}",
+                serde_json::json!({
+                    "error": "settlement_undelivered",
+                    "sub": crate::error::shorten(&sub, 64),
+                    "ticket": ticket,
+                    "detail": "the limiter could not be reached; the ticket's lease will lapse \
+                               and charge its reservation",
+                })
+            );
+            return;
+        }
+    }
 }
 
 /// The limiter of one request's caller.
@@ -105,16 +165,13 @@ impl Limiter {
             return Ok(Admission::none());
         };
         let started = Date::now().as_millis();
-        let decision = call(
-            namespace,
-            &self.sub,
-            &Call::Admit {
-                limits: self.limits,
-                tokens: tokens_estimate,
-                stream,
-                settle: take_pending(&self.sub),
-            },
-        )
+        let (limits, sub) = (self.limits, self.sub.as_str());
+        let decision = call_carrying(namespace, sub, |settle| Call::Admit {
+            limits,
+            tokens: tokens_estimate,
+            stream,
+            settle,
+        })
         .await?;
         self.admit_ms
             .set(Some(Date::now().as_millis().saturating_sub(started)));
@@ -127,17 +184,11 @@ impl Limiter {
         };
         let slot = Rc::new(RefCell::new(Slot::default()));
         let settled = Settled(Rc::clone(&slot));
-        let (namespace, sub, limits) = (namespace.clone(), self.sub.clone(), self.limits);
+        let (namespace, sub) = (namespace.clone(), self.sub.clone());
         ctx.wait_until(async move {
             let tokens = settled.await;
-            add_pending(&sub, Settlement { ticket, tokens });
-            Delay::from(SETTLE_DELAY).await;
-            // Taken along by a later call meanwhile, or still here: then it goes alone (a
-            // failed call is logged; its tickets lapse in the object).
-            let settle = take_pending(&sub);
-            if !settle.is_empty() {
-                let _ = call(&namespace, &sub, &Call::Settle { limits, settle }).await;
-            }
+            with_pending(&sub, |p| p.add(Settlement { ticket, tokens }));
+            deliver(namespace, sub, limits, ticket).await;
         });
         Ok(Admission {
             slot: Some(slot),
@@ -150,29 +201,32 @@ impl Limiter {
         self.admit_ms.get()
     }
 
-    /// Every limit's state now (`None` when limits are off or the object cannot be reached).
-    pub async fn peek(&self) -> Option<Snapshot> {
-        let namespace = self.namespace.as_ref()?;
-        let decision = call(
-            namespace,
-            &self.sub,
-            &Call::Peek {
-                limits: self.limits,
-                settle: take_pending(&self.sub),
-            },
-        )
-        .await
-        .ok()?;
+    /// Every limit's state now, for a usage report (`None` when limits are off). Usage reports
+    /// have a rate limit of their own (`AppError::Limit`); an object that cannot be reached is
+    /// `AppError::LimiterUnavailable`, as for an admission.
+    pub async fn peek(&self) -> Result<Option<Snapshot>, AppError> {
+        let Some(namespace) = self.namespace.as_ref() else {
+            return Ok(None);
+        };
+        let limits = self.limits;
+        let decision =
+            call_carrying(namespace, &self.sub, |settle| Call::Peek { limits, settle }).await?;
         self.last.set(Some(decision.snapshot));
-        Some(decision.snapshot)
+        match decision.refusal {
+            Some(refusal) => Err(AppError::Limit(refusal)),
+            None => Ok(Some(decision.snapshot)),
+        }
     }
 
     /// The state the answer's `x-ratelimit-*` headers show: the last one seen by this request,
-    /// else a fresh `peek`.
+    /// else a fresh `peek` (none when it fails or is refused).
     pub async fn for_headers(&self) -> Option<Snapshot> {
         match self.last.get() {
             Some(s) => Some(s),
-            None => self.peek().await,
+            None => {
+                let _ = self.peek().await;
+                self.last.get()
+            }
         }
     }
 }
@@ -192,7 +246,8 @@ async fn call(namespace: &ObjectNamespace, sub: &str, call: &Call) -> Result<Dec
                 response.status_code()
             )));
         }
-        response.json::<Decision>().await
+        let text = response.text().await?;
+        serde_json::from_str::<Decision>(&text).map_err(|e| worker::Error::RustError(e.to_string()))
     }
     .await;
     result.map_err(|e| {
@@ -226,8 +281,8 @@ impl Admission {
         }
     }
 
-    /// What dropping this admission will charge (replaces the previous value): a stream sets it
-    /// as it goes, so a stream cut or abandoned is charged what it produced.
+    /// What dropping this admission will charge (replaces the previous value): the request's
+    /// lifecycle sets it at every step, so however the request ends it is charged as it stands.
     pub fn set_charge(&mut self, tokens: u64) {
         self.charge = tokens;
     }

@@ -4,20 +4,20 @@
 //! requests of one user arrive at once.
 //!
 //! State lives in memory (loaded from storage by the first call after the object starts) and in
-//! storage, so a restarted object goes on where it stopped. Decisions use the memory copy. The
-//! state is written when settlements arrive ([`super::should_write`]): always from a `Settle`
-//! (the isolate's flush after the user went quiet) or a `Peek`, at most once a second from an
-//! `Admit` that carries them; a write on an admission's path cost about 2 ms of its 4 under
-//! workerd. Each write holds everything since the last one, and an object is only evicted when
-//! idle (everything settled, flushed, so written); a crash loses at most the last second's
-//! settlements and the admissions in flight.
+//! storage. Decisions use the memory copy. The state is written before answering whenever a
+//! call changed what must survive a restart: a settlement charged, a lease lapsed
+//! ([`super::apply`]'s second value). An admission alone is not written (a write on an
+//! admission's path cost about 2 ms of its 4 under workerd): a restarted object numbers its
+//! tickets past any an earlier run could have issued and charges the settlements of those it
+//! lost when they come ([`UserState::restore`]); only their reservations are missing from the
+//! budget meanwhile.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 
 use worker::wasm_bindgen::JsValue;
 use worker::{durable_object, Date, DurableObject, Env, Request, Response, Result, State};
 
-use super::{apply, should_write, Call, UserState};
+use super::{apply, Call, UserState};
 
 /// The storage key of the state (JSON text).
 const KEY: &str = "state";
@@ -26,8 +26,6 @@ const KEY: &str = "state";
 pub struct UserLimiter {
     state: State,
     memory: RefCell<Option<UserState>>,
-    /// When the state was last written (Unix ms).
-    written_at: Cell<u64>,
 }
 
 impl DurableObject for UserLimiter {
@@ -35,42 +33,47 @@ impl DurableObject for UserLimiter {
         UserLimiter {
             state,
             memory: RefCell::new(None),
-            written_at: Cell::new(0),
         }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let Ok(call) = req.json::<Call>().await else {
+        // serde_json on the text, not the runtime's JSON: ticket ids are exact 64-bit numbers.
+        let text = req.text().await?;
+        let Ok(call) = serde_json::from_str::<Call>(&text) else {
             return Response::error("bad limiter call", 400);
         };
         if self.memory.borrow().is_none() {
             let stored = self.state.storage().get::<String>(KEY).await?;
-            let loaded = stored
-                .and_then(|text| serde_json::from_str::<UserState>(&text).ok())
-                .unwrap_or_default();
+            let stored = stored.and_then(|text| serde_json::from_str::<UserState>(&text).ok());
+            let restored = UserState::restore(stored, Date::now().as_millis());
             // Another call may have loaded it while this one waited.
-            self.memory.borrow_mut().get_or_insert(loaded);
+            self.memory.borrow_mut().get_or_insert(restored);
         }
         let (decision, text) = {
             let mut memory = self.memory.borrow_mut();
-            let state = memory.get_or_insert_with(UserState::default);
-            let before = state.clone();
             let now = Date::now().as_millis();
-            let decision = apply(state, now, &call);
-            let persist =
-                *state != before && should_write(&call, &decision, now, self.written_at.get());
-            if persist {
-                self.written_at.set(now);
-            }
-            let text = persist.then(|| serde_json::to_string(state).unwrap_or_default());
+            let state = memory.get_or_insert_with(|| UserState::restore(None, now));
+            let (decision, store) = apply(state, now, &call);
+            let text = store.then(|| serde_json::to_string(state).unwrap_or_default());
             (decision, text)
         };
         if let Some(text) = text {
-            self.state
+            let written = self
+                .state
                 .storage()
                 .put_raw(KEY, JsValue::from_str(&text))
-                .await?;
+                .await;
+            if let Err(e) = written {
+                // Memory holds what storage does not: forget it, so the next call starts from
+                // storage again and the Worker's resent settlements apply to that.
+                self.memory.borrow_mut().take();
+                return Err(e);
+            }
         }
-        Response::from_json(&decision)
+        let mut response = Response::ok(serde_json::to_string(&decision).unwrap_or_default())?;
+        response
+            .headers_mut()
+            .set("content-type", "application/json")?;
+        Ok(response)
     }
 }

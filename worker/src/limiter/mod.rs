@@ -8,6 +8,7 @@
 //!   after (in `wait_until`).
 
 pub mod core;
+pub mod pending;
 
 #[cfg(target_arch = "wasm32")]
 pub(crate) mod client;
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use storycad_protocol::ratelimit::RateLimitInfo;
 use storycad_protocol::{codes, headers, ErrorBody, LimitStatus, UsageReport};
 
-pub use self::core::{Decision, Level, Limits, Refusal, RefusalKind, Snapshot, UserState};
+pub use self::core::{Decision, Level, Limits, Refusal, RefusalKind, Settled, Snapshot, UserState};
 use crate::config::Config;
 use crate::plans::Plan;
 
@@ -82,47 +83,35 @@ impl Call {
 }
 
 /// Runs one call against a user's state: the whole of the Durable Object's logic. The call's
-/// settlements are applied first, so its decision sees them.
-pub fn apply(state: &mut UserState, now: u64, call: &Call) -> Decision {
+/// settlements are applied first, so its decision sees them. The second value says whether the
+/// state must be stored before the answer goes back: a settlement charged or a lease lapsed
+/// (an admission alone is not stored: see [`core`]'s restarts).
+pub fn apply(state: &mut UserState, now: u64, call: &Call) -> (Decision, bool) {
+    let mut store = false;
     for s in call.settlements() {
-        state.settle(now, s.ticket, s.tokens);
+        let (done, lapses) = state.settle(now, s.ticket, s.tokens);
+        store |= done.charged() || lapses > 0;
     }
-    match call {
+    let (decision, lapses) = match call {
         Call::Admit {
             limits,
             tokens,
             stream,
             ..
         } => state.admit(now, limits, *tokens, *stream),
-        Call::Settle { limits, .. } | Call::Peek { limits, .. } => Decision {
-            ticket: None,
-            refusal: None,
-            snapshot: state.peek(now, limits),
-        },
-    }
-}
-
-/// Whether the Durable Object should write its state after `call` changed it.
-///
-/// Settlements are what must survive a restart (an admission alone is replayed by its own
-/// settlement). A call that leaves no later call behind it (`Settle`, `Peek`, a refused `Admit`)
-/// writes whenever it applied settlements; an admitted request always settles later (in its own
-/// call or the next one), so an `Admit` carrying settlements writes at most once every
-/// [`WRITE_INTERVAL_MS`]: under steady traffic the write is off most requests' path.
-pub fn should_write(call: &Call, decision: &Decision, now: u64, last_write: u64) -> bool {
-    if call.settlements().is_empty() {
-        return false;
-    }
-    match call {
-        Call::Admit { .. } if decision.ticket.is_some() => {
-            now.saturating_sub(last_write) >= WRITE_INTERVAL_MS
+        Call::Peek { limits, .. } => state.peek_metered(now, limits),
+        Call::Settle { limits, .. } => {
+            let (snapshot, lapses) = state.peek(now, limits);
+            let decision = Decision {
+                ticket: None,
+                refusal: None,
+                snapshot,
+            };
+            (decision, lapses)
         }
-        _ => true,
-    }
+    };
+    (decision, store || lapses > 0)
 }
-
-/// The longest an admitted caller's settlements stay only in the object's memory.
-pub const WRITE_INTERVAL_MS: u64 = 1_000;
 
 /// The `x-ratelimit-*` headers of a snapshot: requests of the window, tokens of the day.
 pub fn rate_limit_info(s: &Snapshot) -> RateLimitInfo {
@@ -145,8 +134,10 @@ impl Refusal {
     /// `rate_limit_exceeded`, `budget_exhausted` or `concurrent_streams_exceeded`.
     pub fn code(&self) -> &'static str {
         match self.kind {
-            RefusalKind::Requests | RefusalKind::TokensInFlight => codes::RATE_LIMIT_EXCEEDED,
-            RefusalKind::Budget => codes::BUDGET_EXHAUSTED,
+            RefusalKind::Requests | RefusalKind::TokensInFlight | RefusalKind::Reports => {
+                codes::RATE_LIMIT_EXCEEDED
+            }
+            RefusalKind::Budget | RefusalKind::Reservation => codes::BUDGET_EXHAUSTED,
             RefusalKind::Streams => codes::TOO_MANY_STREAMS,
         }
     }
@@ -168,8 +159,18 @@ impl Refusal {
                 "Today's token budget ({} tokens) is spent. It resets at midnight UTC, in {secs} s.",
                 self.limit
             ),
+            RefusalKind::Reservation => format!(
+                "This request reserves {} tokens (its prompt estimate plus the output cap of \
+                 every choice); {} of today's budget ({} tokens) are left. Ask for fewer output \
+                 tokens or choices, or retry after midnight UTC, in {secs} s.",
+                self.asked, self.left, self.limit
+            ),
             RefusalKind::Streams => format!(
                 "Too many streams open at once (the limit is {}). Retry when one ends.",
+                self.limit
+            ),
+            RefusalKind::Reports => format!(
+                "Usage report limit reached: {} a minute. Retry in {secs} s.",
                 self.limit
             ),
         };
@@ -186,25 +187,10 @@ impl Refusal {
             ),
             (headers::RETRY_AFTER_MS, self.retry_after_ms.to_string()),
         ];
-        if self.kind == RefusalKind::Budget {
+        if matches!(self.kind, RefusalKind::Budget | RefusalKind::Reservation) {
             h.push((headers::SHOULD_RETRY, "false".to_owned()));
         }
         h
-    }
-}
-
-/// What a request is charged when it ends: the provider's counts when it reported them
-/// (prompt plus completion), else `prompt_estimate` plus `produced_estimate` (for a stream cut
-/// or failed before its usage chunk: one token per chunk relayed; for an answer without usage:
-/// a quarter of its bytes).
-pub fn charge(
-    usage: Option<&storycad_protocol::Usage>,
-    prompt_estimate: u64,
-    produced_estimate: u64,
-) -> u64 {
-    match usage {
-        Some(u) => u.prompt_tokens.saturating_add(u.completion_tokens),
-        None => prompt_estimate.saturating_add(produced_estimate),
     }
 }
 
@@ -263,36 +249,34 @@ mod tests {
 
     #[test]
     fn calls_round_trip_as_json_and_apply() {
+        let mut state = UserState::default();
+        let admit = Call::Admit {
+            limits: LIMITS,
+            tokens: 60,
+            stream: true,
+            settle: Vec::new(),
+        };
+        let (first, _) = apply(&mut state, 1_000, &admit);
+        let ticket = first.ticket.unwrap();
         let calls = [
-            Call::Admit {
-                limits: LIMITS,
-                tokens: 60,
-                stream: true,
-                settle: Vec::new(),
-            },
             Call::Settle {
                 limits: LIMITS,
-                settle: vec![Settlement {
-                    ticket: 0,
-                    tokens: 25,
-                }],
+                settle: vec![Settlement { ticket, tokens: 25 }],
             },
             Call::Peek {
                 limits: LIMITS,
                 settle: Vec::new(),
             },
         ];
-        let mut state = UserState::default();
-        let mut out = Vec::new();
+        let mut out = vec![first];
         for call in &calls {
             let text = serde_json::to_string(call).unwrap();
             let back: Call = serde_json::from_str(&text).unwrap();
             assert_eq!(&back, call);
-            let d = apply(&mut state, 1_000, &back);
+            let (d, _) = apply(&mut state, 1_000, &back);
             let d: Decision = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
             out.push(d);
         }
-        assert_eq!(out[0].ticket, Some(0));
         assert_eq!(out[0].snapshot.tokens.remaining, 40);
         assert_eq!(out[0].snapshot.streams.remaining, 0);
         assert_eq!(out[1].snapshot.tokens.remaining, 75);
@@ -310,15 +294,16 @@ mod tests {
             stream: true,
             settle,
         };
-        let first = apply(&mut state, 1_000, &admit(Vec::new()));
+        let (first, _) = apply(&mut state, 1_000, &admit(Vec::new()));
         let ticket = first.ticket.unwrap();
         // Without the first's settlement the only stream slot is taken.
         let mut without = state.clone();
         assert!(apply(&mut without, 1_100, &admit(Vec::new()))
+            .0
             .refusal
             .is_some());
         // Carrying it: the slot is free again and the real cost (10), not the 60 reserved, counts.
-        let second = apply(
+        let (second, _) = apply(
             &mut state,
             1_100,
             &admit(vec![Settlement { ticket, tokens: 10 }]),
@@ -331,63 +316,36 @@ mod tests {
     }
 
     #[test]
-    fn writes_follow_settlements_and_admits_write_at_most_once_a_second() {
-        let settled = vec![Settlement {
-            ticket: 1,
-            tokens: 5,
-        }];
-        let admitted = Decision {
-            ticket: Some(2),
-            refusal: None,
-            snapshot: UserState::default().peek(0, &LIMITS),
-        };
-        let answered = Decision {
-            ticket: None,
-            ..admitted
-        };
+    fn the_state_is_stored_when_a_charge_or_a_lapse_must_survive() {
+        let mut state = UserState::default();
         let admit = |settle: Vec<Settlement>| Call::Admit {
             limits: LIMITS,
-            tokens: 1,
+            tokens: 10,
             stream: false,
             settle,
         };
-        // Nothing settled: nothing to write.
-        assert!(!should_write(&admit(Vec::new()), &admitted, 10_000, 0));
+        // An admission alone: not stored.
+        let (d, store) = apply(&mut state, 1_000, &admit(Vec::new()));
+        assert!(!store);
+        let ticket = d.ticket.unwrap();
         let peek = Call::Peek {
             limits: LIMITS,
             settle: Vec::new(),
         };
-        assert!(!should_write(&peek, &answered, 10_000, 0));
-        // Settle and Peek with settlements, and a refused admit, always write.
+        assert!(!apply(&mut state, 1_001, &peek).1);
+        // Its settlement, whichever call carries it: stored.
+        let settle = vec![Settlement { ticket, tokens: 5 }];
+        assert!(apply(&mut state.clone(), 1_002, &admit(settle.clone())).1);
         let flush = Call::Settle {
             limits: LIMITS,
-            settle: settled.clone(),
+            settle: settle.clone(),
         };
-        assert!(should_write(&flush, &answered, 10_000, 9_999));
-        let peek = Call::Peek {
-            limits: LIMITS,
-            settle: settled.clone(),
-        };
-        assert!(should_write(&peek, &answered, 10_000, 9_999));
-        assert!(should_write(
-            &admit(settled.clone()),
-            &answered,
-            10_000,
-            9_999
-        ));
-        // An admitted request's own settlement comes later: its admit writes once a second.
-        assert!(!should_write(
-            &admit(settled.clone()),
-            &admitted,
-            10_000,
-            9_500
-        ));
-        assert!(should_write(
-            &admit(settled),
-            &admitted,
-            10_000,
-            10_000 - WRITE_INTERVAL_MS
-        ));
+        assert!(apply(&mut state, 1_002, &flush).1);
+        // The same settlement again changes nothing: not stored.
+        assert!(!apply(&mut state, 1_003, &flush).1);
+        // A lease that lapses is a charge: stored by whatever call sees it.
+        apply(&mut state, 2_000, &admit(Vec::new()));
+        assert!(apply(&mut state, 2_000 + core::LEASE_MS, &peek).1);
     }
 
     #[test]
@@ -401,13 +359,22 @@ mod tests {
                 "1",
             ),
             (RefusalKind::Budget, "budget_exhausted", 3_600_000, "3600"),
+            (
+                RefusalKind::Reservation,
+                "budget_exhausted",
+                3_600_000,
+                "3600",
+            ),
             (RefusalKind::Streams, "concurrent_streams_exceeded", 1, "1"),
+            (RefusalKind::Reports, "rate_limit_exceeded", 30_000, "30"),
         ];
         for (kind, code, ms, secs) in cases {
             let r = Refusal {
                 kind,
                 limit: 7,
                 retry_after_ms: ms,
+                asked: 9,
+                left: 3,
             };
             assert_eq!((r.status(), r.code()), (429, code));
             let body = r.body();
@@ -417,29 +384,28 @@ mod tests {
             let h = r.headers();
             assert!(h.contains(&("retry-after", secs.to_owned())), "{h:?}");
             assert!(h.contains(&("retry-after-ms", ms.to_string())));
-            assert_eq!(
-                h.contains(&("x-should-retry", "false".to_owned())),
-                kind == RefusalKind::Budget
-            );
-            assert_eq!(
-                codes::is_retryable_429(Some(r.code())),
-                kind != RefusalKind::Budget
-            );
+            let spent = matches!(kind, RefusalKind::Budget | RefusalKind::Reservation);
+            assert_eq!(h.contains(&("x-should-retry", "false".to_owned())), spent);
+            assert_eq!(codes::is_retryable_429(Some(r.code())), !spent);
         }
-    }
-
-    #[test]
-    fn charges() {
-        let usage = storycad_protocol::Usage::new(12, 30);
-        assert_eq!(charge(Some(&usage), 500, 9), 42);
-        assert_eq!(charge(None, 500, 9), 509);
-        assert_eq!(charge(None, u64::MAX, 9), u64::MAX);
+        let r = Refusal {
+            kind: RefusalKind::Reservation,
+            limit: 1000,
+            retry_after_ms: 1,
+            asked: 1234,
+            left: 567,
+        };
+        let message = r.body().error.message;
+        assert!(
+            message.contains("1234") && message.contains("567"),
+            "{message}"
+        );
     }
 
     #[test]
     fn headers_from_a_snapshot() {
         let mut s = UserState::default();
-        let d = s.admit(5_000, &LIMITS, 30, false);
+        let (d, _) = s.admit(5_000, &LIMITS, 30, false);
         let info = rate_limit_info(&d.snapshot);
         let h = info.to_headers();
         let get = |n: &str| h.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
@@ -465,7 +431,7 @@ mod tests {
         let plan = plans.for_claim(None).unwrap();
         let mut s = UserState::default();
         s.admit(0, &LIMITS, 30, true);
-        let snap = s.peek(10_000, &LIMITS);
+        let (snap, _) = s.peek(10_000, &LIMITS);
         let r = usage_report(plan, &config, Some(&snap));
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["object"], "usage");
