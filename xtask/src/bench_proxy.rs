@@ -13,8 +13,13 @@
 //! Each concurrent sender is its own user (its own token and limiter), as callers are in real
 //! use. Printed: p50/p90/p99 and requests/s per path at each concurrency, our Worker against
 //! the passthrough, and for streams the time to first byte and the total time; for each
-//! Worker, the CPU time its workerd processes used per request (from /proc: on a loaded
-//! machine wall times stretch, CPU time per request much less).
+//! Worker, the CPU time its workerd used per request (from /proc: on a loaded machine wall
+//! times stretch, CPU time per request much less).
+//!
+//! Each Worker runs under `wrangler dev`, but the requests go to its runtime's own port and only
+//! that workerd's CPU is counted: wrangler's dev proxy (a second workerd, in the path of
+//! `wrangler dev`'s public port) buffers answers and does work of its own that a deployed Worker
+//! does not have (TOOLCHAIN.md).
 
 use std::{
     path::{Path, PathBuf},
@@ -30,7 +35,7 @@ use serde_json::json;
 use storycad_e2e::{
     fake_provider::{FakeProvider, FakeProviderOptions},
     tokens::{self, Alg, TestKeys},
-    workerd::{workspace_root, Worker, WorkerOptions},
+    workerd::{workerds, workspace_root, Worker, WorkerOptions},
 };
 
 use crate::build;
@@ -213,20 +218,20 @@ pub fn measure(settings: &Settings) -> Result<Report> {
             vec!["unused".into()],
             upstream_model,
         )
-        .served_by(&passthrough),
-        Target::new(OURS, &worker.api_base(), tokens.clone(), "bench").served_by(&worker),
+        .served_by(&passthrough)?,
+        Target::new(OURS, &worker.api_base(), tokens.clone(), "bench").served_by(&worker)?,
         Target::new(OURS_NO_CACHE, &uncached.api_base(), tokens.clone(), "bench")
-            .served_by(&uncached),
+            .served_by(&uncached)?,
         Target::new(
             OURS_NO_LIMITS,
             &unlimited.api_base(),
             tokens.clone(),
             "bench",
         )
-        .served_by(&unlimited),
+        .served_by(&unlimited)?,
     ];
     if let Some(w) = &against {
-        targets.push(Target::new(OURS_AGAINST, &w.api_base(), tokens, "bench").served_by(w));
+        targets.push(Target::new(OURS_AGAINST, &w.api_base(), tokens, "bench").served_by(w)?);
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -282,8 +287,8 @@ struct Target {
     /// Bearer tokens; sender `i` uses token `i % len` (each sender is its own user).
     tokens: Arc<Vec<String>>,
     model: &'static str,
-    /// The wrangler process group serving it (its CPU time is measured), if any.
-    pgid: Option<i32>,
+    /// The runtime processes serving it (their CPU time is measured), if any.
+    runtime: Vec<u32>,
 }
 
 impl Target {
@@ -293,13 +298,21 @@ impl Target {
             url: format!("{api_base}/chat/completions"),
             tokens: Arc::new(tokens),
             model,
-            pgid: None,
+            runtime: Vec::new(),
         }
     }
 
-    fn served_by(mut self, worker: &Worker) -> Self {
-        self.pgid = Some(worker.pgid());
-        self
+    /// Sends to `worker`'s runtime directly (past wrangler's dev proxy) and measures that
+    /// runtime's CPU.
+    fn served_by(mut self, worker: &Worker) -> Result<Self> {
+        let port = worker.runtime_port()?;
+        self.url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+        self.runtime = workerds(worker.pgid(), worker.port())
+            .into_iter()
+            .filter(|w| !w.proxy)
+            .map(|w| w.pid)
+            .collect();
+        Ok(self)
     }
 
     fn body(&self, prompt: &str, stream: bool) -> String {
@@ -577,12 +590,13 @@ async fn interleaved(
         let n = batch.min(total - sent);
         for k in 0..targets.len() {
             let i = (k + round) % targets.len();
-            let cpu_before = targets[i].pgid.map(group_cpu);
+            let runtime = &targets[i].runtime;
+            let cpu_before = (!runtime.is_empty()).then(|| processes_cpu(runtime));
             let started = Instant::now();
             let timings = run_batch(http, &targets[i], &bodies[i], n, concurrency, stream).await?;
             samples[i].busy += started.elapsed();
-            if let (Some(pgid), Some(before)) = (targets[i].pgid, cpu_before) {
-                let used = group_cpu(pgid).saturating_sub(before);
+            if let Some(before) = cpu_before {
+                let used = processes_cpu(&targets[i].runtime).saturating_sub(before);
                 *samples[i].cpu.get_or_insert(Duration::ZERO) += used;
             }
             samples[i].timings.extend(timings);
@@ -630,34 +644,20 @@ async fn run_batch(
     Ok(all)
 }
 
-/// CPU time (user + system) used so far by the live workerd processes of process group `pgid`
-/// (wrangler's node process is left out: its work, relaying logs and reloads, is the dev tool's
-/// own), from `/proc/<pid>/stat` (clock ticks of 10 ms).
-fn group_cpu(pgid: i32) -> Duration {
+/// CPU time (user + system, all threads) used so far by processes `pids`, from
+/// `/proc/<pid>/stat` (clock ticks of 10 ms).
+fn processes_cpu(pids: &[u32]) -> Duration {
     let mut ticks = 0u64;
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Duration::ZERO;
-    };
-    for entry in dir.flatten() {
-        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
+    for pid in pids {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
         // After the `(comm)` field: state ppid pgrp session tty tpgid flags minflt cminflt
         // majflt cmajflt utime stime ...
-        let comm = text
-            .find('(')
-            .zip(text.rfind(')'))
-            .map_or("", |(a, b)| &text[a + 1..b]);
-        if comm != "workerd" {
-            continue;
-        }
         let Some(rest) = text.rfind(')').map(|i| &text[i + 1..]) else {
             continue;
         };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.get(2).and_then(|g| g.parse::<i32>().ok()) != Some(pgid) {
-            continue;
-        }
         for i in [11, 12] {
             ticks += fields
                 .get(i)

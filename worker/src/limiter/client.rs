@@ -12,12 +12,13 @@
 //! task was dropped), with the last charge set by [`Admission::set_charge`]. The settlement
 //! then waits in the isolate ([`Pending`], per user) for [`SETTLE_DELAY`]: the user's next
 //! admission or usage call from this isolate carries it (one round trip per request instead of
-//! two; the object applies it before deciding). If none comes in time, the request's settle
-//! task sends it, and sends it again after a failed call, until it is delivered or
-//! [`SETTLE_DEADLINE`] passes (the runtime ends a request's background work 30 s after its
-//! caller left). That task was registered with `wait_until` at admission, so the runtime keeps
-//! the request alive until it is done. Other isolates see a settlement at most
-//! [`SETTLE_DELAY`] late. A settlement never delivered leaves its ticket to lapse in the object,
+//! two; the object applies it before deciding, and stores it within a second). If none comes in
+//! time, or the object has not stored it within [`STORE_WAIT`], the request's settle task sends
+//! it in a `Settle` call (stored before the answer), and again after a failed call, until it is
+//! stored or [`SETTLE_DEADLINE`] passes (the runtime ends a request's background work 30 s after
+//! its caller left). That task was registered with `wait_until` at admission, so the runtime
+//! keeps the request alive until it is done. Other isolates see a settlement at most
+//! [`SETTLE_DELAY`] late. A settlement never stored leaves its ticket to lapse in the object,
 //! which charges the reservation.
 
 use std::cell::{Cell, RefCell};
@@ -40,6 +41,9 @@ use crate::plans::Plan;
 
 /// How long a settlement waits in the isolate for the user's next call before it is sent alone.
 pub(crate) const SETTLE_DELAY: Duration = Duration::from_millis(100);
+/// How long a settlement the object applied may wait for the object's next write before its
+/// settle task asks for one (the object writes at least once a second while calls come).
+const STORE_WAIT: Duration = Duration::from_millis(1_200);
 /// How long a settle task keeps trying to deliver its settlement.
 pub(crate) const SETTLE_DEADLINE: Duration = Duration::from_secs(20);
 /// The first pause after a failed settle call (doubled after each, up to a second).
@@ -63,7 +67,7 @@ fn with_pending<T>(sub: &str, f: impl FnOnce(&mut Pending) -> T) -> T {
 }
 
 /// Makes a call carrying the user's waiting settlements; they are delivered when it is
-/// answered, put back when it fails.
+/// answered with the object's state stored, put back when it fails or is not stored yet.
 async fn call_carrying(
     namespace: &ObjectNamespace,
     sub: &str,
@@ -71,26 +75,33 @@ async fn call_carrying(
 ) -> Result<Decision, AppError> {
     let (id, settle): (CallId, Vec<Settlement>) = with_pending(sub, Pending::take);
     let result = call(namespace, sub, &make(settle)).await;
+    let now = Date::now().as_millis();
     with_pending(sub, |p| match &result {
-        Ok(_) => p.delivered(id),
+        Ok(decision) => p.answered(id, decision.stored, now),
         Err(_) => p.failed(id),
     });
     result
 }
 
 /// Delivers the settlement of `ticket` (already added to [`PENDING`]): after [`SETTLE_DELAY`],
-/// unless another call took it along, in a call of its own, resent after failures until
-/// [`SETTLE_DEADLINE`].
+/// unless another call took it along (and the object stored it within [`STORE_WAIT`]), in a
+/// `Settle` call of its own, resent after failures until [`SETTLE_DEADLINE`].
 async fn deliver(namespace: ObjectNamespace, sub: String, limits: Limits, ticket: u64) {
     Delay::from(SETTLE_DELAY).await;
     let deadline = Date::now().as_millis() + SETTLE_DEADLINE.as_millis() as u64;
     let mut pause = RETRY_PAUSE;
     loop {
+        let now = Date::now().as_millis();
         match with_pending(&sub, |p| p.find(ticket)) {
             Where::Delivered => return,
-            // Another call carries it: wait for its answer.
+            // Another call carries it, or the object applied it and will store it with its next
+            // write: wait a little (on a timer of this request's own: a request may not await
+            // another's I/O).
             Where::Carried => Delay::from(Duration::from_millis(20)).await,
-            Where::Waiting => {
+            Where::Applied(at) if now.saturating_sub(at) < STORE_WAIT.as_millis() as u64 => {
+                Delay::from(Duration::from_millis(50)).await
+            }
+            Where::Waiting | Where::Applied(_) => {
                 let sent =
                     call_carrying(&namespace, &sub, |settle| Call::Settle { limits, settle }).await;
                 if sent.is_err() {

@@ -217,6 +217,10 @@ pub struct Decision {
     pub refusal: Option<Refusal>,
     /// The limits after the decision.
     pub snapshot: Snapshot,
+    /// Whether everything the object has applied, this call's settlements included, is stored
+    /// (a settlement stays with the isolate until a call carrying it says so).
+    #[serde(default)]
+    pub stored: bool,
 }
 
 /// What a settlement did.
@@ -354,6 +358,7 @@ impl UserState {
             ticket,
             refusal,
             snapshot: self.snapshot(now, limits),
+            stored: false,
         };
         (decision, lapsed)
     }
@@ -470,6 +475,7 @@ impl UserState {
             ticket: None,
             refusal,
             snapshot,
+            stored: false,
         };
         (decision, lapses)
     }

@@ -4,20 +4,18 @@
 //! requests of one user arrive at once.
 //!
 //! State lives in memory (loaded from storage by the first call after the object starts) and in
-//! storage. Decisions use the memory copy. The state is written before answering whenever a
-//! call changed what must survive a restart: a settlement charged, a lease lapsed
-//! ([`super::apply`]'s second value). An admission alone is not written (a write on an
-//! admission's path cost about 2 ms of its 4 under workerd): a restarted object numbers its
-//! tickets past any an earlier run could have issued and charges the settlements of those it
-//! lost when they come ([`UserState::restore`]); only their reservations are missing from the
-//! budget meanwhile.
+//! storage; the logic, what to store and when, is [`Ledger`] (host-tested). Decisions use the
+//! memory copy. A restarted object numbers its tickets past any an earlier run could have
+//! issued and charges the settlements of admissions it lost when they come
+//! ([`super::UserState::restore`]); an isolate holds every settlement until an answer says it
+//! is stored, so none is lost.
 
 use std::cell::RefCell;
 
 use worker::wasm_bindgen::JsValue;
 use worker::{durable_object, Date, DurableObject, Env, Request, Response, Result, State};
 
-use super::{apply, Call, UserState};
+use super::{Call, Ledger, UserState};
 
 /// The storage key of the state (JSON text).
 const KEY: &str = "state";
@@ -25,7 +23,7 @@ const KEY: &str = "state";
 #[durable_object]
 pub struct UserLimiter {
     state: State,
-    memory: RefCell<Option<UserState>>,
+    memory: RefCell<Option<Ledger>>,
 }
 
 impl DurableObject for UserLimiter {
@@ -45,17 +43,15 @@ impl DurableObject for UserLimiter {
         if self.memory.borrow().is_none() {
             let stored = self.state.storage().get::<String>(KEY).await?;
             let stored = stored.and_then(|text| serde_json::from_str::<UserState>(&text).ok());
-            let restored = UserState::restore(stored, Date::now().as_millis());
+            let restored = Ledger::restore(stored, Date::now().as_millis());
             // Another call may have loaded it while this one waited.
             self.memory.borrow_mut().get_or_insert(restored);
         }
+        let now = Date::now().as_millis();
         let (decision, text) = {
             let mut memory = self.memory.borrow_mut();
-            let now = Date::now().as_millis();
-            let state = memory.get_or_insert_with(|| UserState::restore(None, now));
-            let (decision, store) = apply(state, now, &call);
-            let text = store.then(|| serde_json::to_string(state).unwrap_or_default());
-            (decision, text)
+            let ledger = memory.get_or_insert_with(|| Ledger::restore(None, now));
+            ledger.call(now, &call)
         };
         if let Some(text) = text {
             let written = self
@@ -68,6 +64,9 @@ impl DurableObject for UserLimiter {
                 // storage again and the Worker's resent settlements apply to that.
                 self.memory.borrow_mut().take();
                 return Err(e);
+            }
+            if let Some(ledger) = self.memory.borrow_mut().as_mut() {
+                ledger.stored(now);
             }
         }
         let mut response = Response::ok(serde_json::to_string(&decision).unwrap_or_default())?;

@@ -82,15 +82,15 @@ impl Call {
     }
 }
 
-/// Runs one call against a user's state: the whole of the Durable Object's logic. The call's
-/// settlements are applied first, so its decision sees them. The second value says whether the
-/// state must be stored before the answer goes back: a settlement charged or a lease lapsed
-/// (an admission alone is not stored: see [`core`]'s restarts).
+/// Runs one call against a user's state. The call's settlements are applied first, so its
+/// decision sees them. The second value says whether the state changed in a way a restart must
+/// not lose: a settlement charged or a lease lapsed (an admission alone is not stored: see
+/// [`core`]'s restarts).
 pub fn apply(state: &mut UserState, now: u64, call: &Call) -> (Decision, bool) {
-    let mut store = false;
+    let mut changed = false;
     for s in call.settlements() {
         let (done, lapses) = state.settle(now, s.ticket, s.tokens);
-        store |= done.charged() || lapses > 0;
+        changed |= done.charged() || lapses > 0;
     }
     let (decision, lapses) = match call {
         Call::Admit {
@@ -106,11 +106,67 @@ pub fn apply(state: &mut UserState, now: u64, call: &Call) -> (Decision, bool) {
                 ticket: None,
                 refusal: None,
                 snapshot,
+                stored: false,
             };
             (decision, lapses)
         }
     };
-    (decision, store || lapses > 0)
+    (decision, changed || lapses > 0)
+}
+
+/// The longest an object holds charges only in memory while admissions keep coming.
+pub const WRITE_INTERVAL_MS: u64 = 1_000;
+
+/// The whole of the `UserLimiter` Durable Object's logic: the user's state, and whether some of
+/// it is not yet stored.
+///
+/// A `Settle` call (an isolate making a settlement durable: no other call came to carry it)
+/// stores what changed before answering. An `Admit` or `Peek` stores at most once every
+/// [`WRITE_INTERVAL_MS`]: a write on an admission's path cost about 2.6 ms of its 4 under
+/// workerd. Each answer says whether everything applied so far is stored
+/// ([`Decision::stored`]); the isolate keeps every settlement (and sends it again: it is applied
+/// once) until a call carrying it is answered `stored`. So a restart never loses a settlement,
+/// and under steady traffic the writes stay off most requests' path.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    state: UserState,
+    dirty: bool,
+    last_write: u64,
+}
+
+impl Ledger {
+    /// The ledger of an object starting at `now` from what was stored.
+    pub fn restore(stored: Option<UserState>, now: u64) -> Ledger {
+        Ledger {
+            state: UserState::restore(stored, now),
+            dirty: false,
+            last_write: now,
+        }
+    }
+
+    /// Runs `call`. With `Some(text)`, the state must be stored as `text` before the answer
+    /// goes (then [`Ledger::stored`]); the decision already says `stored: true` for that case.
+    pub fn call(&mut self, now: u64, call: &Call) -> (Decision, Option<String>) {
+        let (mut decision, changed) = apply(&mut self.state, now, call);
+        self.dirty |= changed;
+        let due = matches!(call, Call::Settle { .. })
+            || now.saturating_sub(self.last_write) >= WRITE_INTERVAL_MS;
+        let text =
+            (self.dirty && due).then(|| serde_json::to_string(&self.state).unwrap_or_default());
+        decision.stored = !self.dirty || text.is_some();
+        (decision, text)
+    }
+
+    /// The state given by [`Ledger::call`] was stored.
+    pub fn stored(&mut self, now: u64) {
+        self.dirty = false;
+        self.last_write = now;
+    }
+
+    /// The state.
+    pub fn state(&self) -> &UserState {
+        &self.state
+    }
 }
 
 /// The `x-ratelimit-*` headers of a snapshot: requests of the window, tokens of the day.
@@ -346,6 +402,58 @@ mod tests {
         // A lease that lapses is a charge: stored by whatever call sees it.
         apply(&mut state, 2_000, &admit(Vec::new()));
         assert!(apply(&mut state, 2_000 + core::LEASE_MS, &peek).1);
+    }
+
+    #[test]
+    fn the_ledger_stores_at_once_for_a_settle_call_and_once_a_second_for_admissions() {
+        let t0 = 1_000_000;
+        let mut ledger = Ledger::restore(None, t0);
+        let admit = |settle: Vec<Settlement>| Call::Admit {
+            limits: LIMITS,
+            tokens: 1,
+            stream: false,
+            settle,
+        };
+        // Nothing changed: nothing to store, and everything applied is stored.
+        let (d, text) = ledger.call(t0 + 10, &admit(Vec::new()));
+        assert!(text.is_none() && d.stored);
+        let first = d.ticket.unwrap();
+        let (d, _) = ledger.call(t0 + 20, &admit(Vec::new()));
+        let second = d.ticket.unwrap();
+        // A settlement carried by an admission within the second: applied, not stored yet.
+        let (d, text) = ledger.call(
+            t0 + 30,
+            &admit(vec![Settlement {
+                ticket: first,
+                tokens: 5,
+            }]),
+        );
+        assert!(text.is_none() && !d.stored);
+        // Carried again, it changes nothing, and is still not stored.
+        let (d, text) = ledger.call(
+            t0 + 40,
+            &admit(vec![Settlement {
+                ticket: first,
+                tokens: 5,
+            }]),
+        );
+        assert!(text.is_none() && !d.stored);
+        // A second after the last write, an admission stores everything.
+        let (d, text) = ledger.call(t0 + WRITE_INTERVAL_MS, &admit(Vec::new()));
+        let stored: UserState = serde_json::from_str(&text.unwrap()).unwrap();
+        assert!(d.stored);
+        assert_eq!(stored.used, 5);
+        ledger.stored(t0 + WRITE_INTERVAL_MS);
+        // A Settle call stores at once.
+        let settle = Call::Settle {
+            limits: LIMITS,
+            settle: vec![Settlement {
+                ticket: second,
+                tokens: 7,
+            }],
+        };
+        let (d, text) = ledger.call(t0 + WRITE_INTERVAL_MS + 1, &settle);
+        assert!(text.is_some() && d.stored);
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! The settlements one isolate holds for one user until the user's Durable Object has them.
+//! The settlements one isolate holds for one user until the user's Durable Object has stored
+//! them.
 //!
 //! A request's settlement waits here briefly so that the user's next call from this isolate
 //! (an admission, a usage report) carries it, saving a round trip; if none comes, the request's
-//! own settle task sends it. Either way it leaves this list only when a call that carried it
-//! was answered: a call that fails puts what it carried back, and the settle task sends it
-//! again. The object applies a settlement once whatever number of times it arrives (a call
-//! whose answer was lost may have been applied), so resending is always safe.
+//! own settle task sends it. It leaves this list only when a call that carried it is answered
+//! with the object's state stored ([`super::Decision::stored`]): a call that fails, or that the
+//! object answered without storing yet, leaves it here to be carried again. The object applies
+//! a settlement once however many times it arrives, so sending it again is always safe, and a
+//! restarted object that lost it in memory gets it again.
 //!
 //! No I/O here: the glue (`client`) makes the calls and reports how they went.
 
@@ -18,11 +20,13 @@ pub struct CallId(u64);
 /// Where a settlement is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Where {
-    /// Waiting for a call to carry it.
+    /// Waiting for a call to carry it; not applied yet.
     Waiting,
+    /// Applied by the object at this time (ms) but not yet stored; waiting to be carried again.
+    Applied(u64),
     /// Carried by a call not yet answered.
     Carried,
-    /// Delivered (or never added).
+    /// Stored by the object (or never added).
     Delivered,
 }
 
@@ -30,9 +34,10 @@ pub enum Where {
 struct Entry {
     settlement: Settlement,
     carried_by: Option<CallId>,
+    applied_at: Option<u64>,
 }
 
-/// The settlements of one user not yet delivered.
+/// The settlements of one user not yet stored by the object.
 #[derive(Debug, Default)]
 pub struct Pending {
     entries: Vec<Entry>,
@@ -45,10 +50,12 @@ impl Pending {
         self.entries.push(Entry {
             settlement,
             carried_by: None,
+            applied_at: None,
         });
     }
 
-    /// Every waiting settlement, now carried by the call this returns the id of.
+    /// Every settlement not carried by a call in flight, now carried by the call this returns
+    /// the id of.
     pub fn take(&mut self) -> (CallId, Vec<Settlement>) {
         self.calls += 1;
         let call = CallId(self.calls);
@@ -60,9 +67,21 @@ impl Pending {
         (call, out)
     }
 
-    /// `call` was answered: what it carried is delivered.
-    pub fn delivered(&mut self, call: CallId) {
-        self.entries.retain(|e| e.carried_by != Some(call));
+    /// `call` was answered at `now`: what it carried is delivered if the object says its state
+    /// is stored, else applied and waiting to be carried again.
+    pub fn answered(&mut self, call: CallId, stored: bool, now: u64) {
+        if stored {
+            self.entries.retain(|e| e.carried_by != Some(call));
+            return;
+        }
+        for e in self
+            .entries
+            .iter_mut()
+            .filter(|e| e.carried_by == Some(call))
+        {
+            e.carried_by = None;
+            e.applied_at.get_or_insert(now);
+        }
     }
 
     /// `call` failed: what it carried waits again.
@@ -79,11 +98,16 @@ impl Pending {
     /// Where the settlement of `ticket` is.
     pub fn find(&self, ticket: u64) -> Where {
         match self.entries.iter().find(|e| e.settlement.ticket == ticket) {
-            Some(Entry {
-                carried_by: None, ..
-            }) => Where::Waiting,
-            Some(_) => Where::Carried,
             None => Where::Delivered,
+            Some(Entry {
+                carried_by: Some(_),
+                ..
+            }) => Where::Carried,
+            Some(Entry {
+                applied_at: Some(at),
+                ..
+            }) => Where::Applied(*at),
+            Some(_) => Where::Waiting,
         }
     }
 
@@ -97,14 +121,14 @@ impl Pending {
 mod tests {
     use super::*;
     use crate::limiter::core::{Limits, UserState};
-    use crate::limiter::{apply, Call};
+    use crate::limiter::{Call, Ledger, WRITE_INTERVAL_MS};
 
     fn s(ticket: u64, tokens: u64) -> Settlement {
         Settlement { ticket, tokens }
     }
 
     #[test]
-    fn a_settlement_leaves_only_when_a_call_carrying_it_is_answered() {
+    fn a_settlement_leaves_only_when_a_call_carrying_it_is_answered_stored() {
         let mut p = Pending::default();
         p.add(s(1, 10));
         p.add(s(2, 20));
@@ -115,24 +139,32 @@ mod tests {
         p.add(s(3, 30));
         let (b, carried) = p.take();
         assert_eq!(carried, [s(3, 30)]);
-        // The first call fails: its settlements wait again; the second is answered.
+        // The first call fails: its settlements wait again; the second is answered, stored.
         p.failed(a);
-        p.delivered(b);
+        p.answered(b, true, 100);
         assert_eq!(
             (p.find(1), p.find(2), p.find(3)),
             (Where::Waiting, Where::Waiting, Where::Delivered)
         );
+        // Answered but not stored yet: applied, and carried again by the next call.
         let (c, carried) = p.take();
         assert_eq!(carried, [s(1, 10), s(2, 20)]);
-        p.delivered(c);
+        p.answered(c, false, 200);
+        assert_eq!(p.find(1), Where::Applied(200));
+        let (d, carried) = p.take();
+        assert_eq!(carried, [s(1, 10), s(2, 20)]);
+        p.answered(d, false, 300);
+        assert_eq!(p.find(2), Where::Applied(200), "applied first at 200");
+        let (e, _) = p.take();
+        p.answered(e, true, 400);
         assert!(p.is_empty());
         assert_eq!(p.find(1), Where::Delivered);
     }
 
-    /// Random interleavings of requests settling, calls carrying settlements, and the Durable
-    /// Object failing in every way (the call never arriving, or its answer lost after it was
-    /// applied), with settle tasks resending until delivered: every request is charged exactly
-    /// once.
+    /// Random interleavings of requests settling, calls carrying settlements, the Durable
+    /// Object answering stored or not, failing in every way (the call never arriving, its answer
+    /// lost after it was applied) and restarting (its memory back to what it stored), with
+    /// settle tasks sending until delivered: every request is charged exactly once.
     #[test]
     fn every_settlement_is_charged_once_whatever_the_object_does() {
         const LIMITS: Limits = Limits {
@@ -140,98 +172,110 @@ mod tests {
             tokens_per_day: u64::MAX,
             concurrent_streams: u64::MAX,
         };
-        let mut outcomes = [0usize; 3];
+        struct Object {
+            ledger: Ledger,
+            stored: Option<UserState>,
+        }
+        impl Object {
+            fn call(&mut self, now: u64, call: &Call) -> super::super::Decision {
+                let (decision, text) = self.ledger.call(now, call);
+                if let Some(text) = text {
+                    self.stored = Some(serde_json::from_str(&text).unwrap());
+                    self.ledger.stored(now);
+                }
+                decision
+            }
+            fn restart(&mut self, now: u64) {
+                self.ledger = Ledger::restore(self.stored.clone(), now);
+            }
+        }
+        let mut outcomes = [0usize; 4];
         for seed in 0..2_000u64 {
             let mut rng = fastrand::Rng::with_seed(seed);
-            let mut object = UserState::default();
+            let mut now = 1_000_000u64;
+            let mut object = Object {
+                ledger: Ledger::restore(None, now),
+                stored: None,
+            };
             let mut pending = Pending::default();
-            let mut in_flight: Vec<CallId> = Vec::new();
+            let mut in_flight: Vec<(CallId, Vec<Settlement>)> = Vec::new();
             let mut owed = 0u64;
             let mut tickets = Vec::new();
-            let now = 1_000;
-            let mut call =
-                |object: &mut UserState, pending: &mut Pending, rng: &mut fastrand::Rng| {
-                    let (id, settle) = pending.take();
-                    let outcome = rng.usize(0..3);
-                    outcomes[outcome] += 1;
-                    match outcome {
-                        // Answered.
-                        0 => {
-                            apply(
-                                object,
-                                now,
-                                &Call::Settle {
-                                    limits: LIMITS,
-                                    settle,
-                                },
-                            );
-                            pending.delivered(id);
-                        }
-                        // Never arrived.
-                        1 => pending.failed(id),
-                        // Applied, but the answer was lost.
-                        _ => {
-                            apply(
-                                object,
-                                now,
-                                &Call::Settle {
-                                    limits: LIMITS,
-                                    settle,
-                                },
-                            );
-                            pending.failed(id);
-                        }
-                    }
-                };
             for _ in 0..40 {
-                match rng.u8(0..4) {
-                    0 => {
-                        let (d, _) = object.admit(now, &LIMITS, 100, false);
-                        let ticket = d.ticket.expect("unlimited");
+                now += rng.u64(1..400);
+                match rng.u8(0..6) {
+                    0 | 1 => {
+                        let admit = Call::Admit {
+                            limits: LIMITS,
+                            tokens: 100,
+                            stream: false,
+                            settle: Vec::new(),
+                        };
+                        let ticket = object.call(now, &admit).ticket.expect("unlimited");
                         let tokens = rng.u64(0..100);
                         owed += tokens;
                         tickets.push(ticket);
                         pending.add(s(ticket, tokens));
                     }
-                    // Another request's call carries what waits, answered later or not.
-                    1 => {
-                        let (id, settle) = pending.take();
-                        apply(
-                            &mut object,
-                            now,
-                            &Call::Settle {
-                                limits: LIMITS,
-                                settle,
-                            },
-                        );
-                        in_flight.push(id);
-                    }
-                    2 if !in_flight.is_empty() => {
-                        let id = in_flight.swap_remove(rng.usize(0..in_flight.len()));
-                        if rng.bool() {
-                            pending.delivered(id);
-                        } else {
-                            pending.failed(id);
+                    // A call leaves with what waits; it is answered later, or fails.
+                    2 => in_flight.push(pending.take()),
+                    3 if !in_flight.is_empty() => {
+                        let (id, settle) = in_flight.swap_remove(rng.usize(0..in_flight.len()));
+                        let outcome = rng.usize(0..4);
+                        outcomes[outcome] += 1;
+                        let call = Call::Peek {
+                            limits: LIMITS,
+                            settle,
+                        };
+                        match outcome {
+                            // Answered.
+                            0 | 1 => {
+                                let d = object.call(now, &call);
+                                pending.answered(id, d.stored, now);
+                            }
+                            // Never arrived.
+                            2 => pending.failed(id),
+                            // Applied, but the answer was lost.
+                            _ => {
+                                object.call(now, &call);
+                                pending.failed(id);
+                            }
                         }
                     }
-                    _ => call(&mut object, &mut pending, &mut rng),
+                    4 => object.restart(now),
+                    _ => {}
                 }
             }
-            // Calls still in flight end, then each settle task resends until its ticket is
-            // delivered.
-            for id in in_flight.drain(..) {
+            // Calls still in flight fail; then each settle task sends a Settle call (which
+            // stores) until its ticket is delivered, the object failing now and then.
+            for (id, _) in in_flight.drain(..) {
                 pending.failed(id);
             }
             for t in &tickets {
                 let mut tries = 0;
                 while pending.find(*t) != Where::Delivered {
-                    call(&mut object, &mut pending, &mut rng);
+                    now += WRITE_INTERVAL_MS;
+                    let (id, settle) = pending.take();
+                    let call = Call::Settle {
+                        limits: LIMITS,
+                        settle,
+                    };
+                    if rng.u8(0..4) == 0 {
+                        pending.failed(id);
+                        object.restart(now);
+                    } else {
+                        let d = object.call(now, &call);
+                        assert!(d.stored, "a Settle call stores");
+                        pending.answered(id, d.stored, now);
+                    }
                     tries += 1;
                     assert!(tries < 1_000, "seed {seed}");
                 }
             }
             assert!(pending.is_empty(), "seed {seed}");
-            assert_eq!(object.used, owed, "seed {seed}");
+            // What the object stored, which is what a restart would come back to.
+            object.restart(now);
+            assert_eq!(object.ledger.state().used, owed, "seed {seed}");
         }
         assert!(outcomes.iter().all(|n| *n > 1_000), "{outcomes:?}");
     }
