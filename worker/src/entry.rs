@@ -785,7 +785,8 @@ impl Pump {
                     log.line.ttfb_ms = Some(now_ms().saturating_sub(log.started));
                 }
                 drop(log);
-                if !self.outlet.send(out) {
+                // The stream's end counts as the provider sent it, even if the caller is gone.
+                if !self.outlet.send(out) && !self.relay.is_closed() {
                     return self.caller_left(None);
                 }
             }
