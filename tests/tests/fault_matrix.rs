@@ -489,7 +489,7 @@ async fn run_row(s: Arc<Suite>, row: &'static Row) {
     assert_eq!(line["error"], code, "{name}: {line}");
     assert_eq!(line["stream"], row.stream, "{name}: {line}");
     assert_eq!(line["route"], row.provider.route(), "{name}: {line}");
-    let lines = user_lines(&s, &sub, attempts).await;
+    let lines = s.chat_lines(&sub, attempts).await;
     for l in &lines {
         assert_eq!(
             l["error"], code,
@@ -591,25 +591,6 @@ async fn wire(s: &Suite, row: &Row) {
     })
     .await;
     assert_eq!(report.requests.limit - report.requests.remaining, 1);
-}
-
-/// The user's chat log lines, once there are `expected` of them (at most 5 s), and checked to
-/// be exactly that many.
-async fn user_lines(s: &Suite, sub: &str, expected: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let lines: Vec<Value> = s
-            .worker_log()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(&l[l.find('{')?..]).ok())
-            .filter(|v| v["sub"] == sub && v["path"] == "/v1/chat/completions")
-            .collect();
-        if lines.len() >= expected || Instant::now() >= deadline {
-            assert_eq!(lines.len(), expected, "log lines of {sub}: {lines:?}");
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Polls `GET /v1/usage` (through the client) until `done` holds; at most 5 s.

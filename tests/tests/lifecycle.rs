@@ -145,24 +145,6 @@ async fn usage_until(
     }
 }
 
-/// The user's chat log lines (waits up to 5 s for `expected` of them, then checks exactly).
-async fn chat_lines(s: &Suite, sub: &str, expected: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let lines: Vec<Value> = s
-            .worker_log()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(&l[l.find('{')?..]).ok())
-            .filter(|v| v["sub"] == sub && v["path"] == "/v1/chat/completions")
-            .collect();
-        if lines.len() >= expected || Instant::now() >= deadline {
-            assert_eq!(lines.len(), expected, "log lines of {sub}: {lines:?}");
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Sends a chat request to `addr` on a connection of its own and returns it, unread.
 async fn open(
     addr: std::net::SocketAddr,
@@ -248,7 +230,7 @@ async fn hang_ups_before_the_first_byte_are_settled_and_charged(s: Arc<Suite>) {
     );
     // One log line each, each with its charge: what the provider reported, or the
     // reservation where the Worker cancelled it for the caller who left.
-    let lines = chat_lines(&s, &sub, 2).await;
+    let lines = s.chat_lines(&sub, 2).await;
     let charged: u64 = lines.iter().map(|l| l["charged"].as_u64().unwrap()).sum();
     assert_eq!(charged, spent(&report), "{lines:?}");
     for (line, body) in lines.iter().zip(&bodies) {
@@ -490,7 +472,7 @@ async fn a_stalled_reader_holds_at_most_the_buffer(s: Arc<Suite>) {
     let content = text.matches('x').count() as u64;
     assert!(content >= BIG, "{content} of {BIG} content bytes");
     assert!(text.contains("data: [DONE]"), "no [DONE]");
-    let lines = chat_lines(&s, &sub, 1).await;
+    let lines = s.chat_lines(&sub, 1).await;
     assert!(lines[0]["error"].is_null(), "{}", lines[0]);
     assert_eq!(
         lines[0]["completion_tokens"],

@@ -288,6 +288,25 @@ impl Suite {
         }
     }
 
+    /// User `sub`'s chat log lines, once there are `expected` of them (waits up to 5 s), checked
+    /// to be exactly that many.
+    pub async fn chat_lines(&self, sub: &str, expected: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines: Vec<Value> = self
+                .worker_log()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(&l[l.find('{')?..]).ok())
+                .filter(|v| v["sub"] == sub && v["path"] == "/v1/chat/completions")
+                .collect();
+            if lines.len() >= expected || Instant::now() >= deadline {
+                assert_eq!(lines.len(), expected, "log lines of {sub}: {lines:?}");
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends a request and reads the whole answer (a stream to its end), keeping it for the
     /// suite's secret check.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Seen {
