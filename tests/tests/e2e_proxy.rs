@@ -306,9 +306,23 @@ async fn anthropic_stream_through_the_client(s: Arc<Suite>) {
     assert_eq!(usage.completion_tokens, 1 + words(&prompt));
 }
 
+/// The end-user id the provider got: `u-` and 32 hex digits, the same for one user, never the
+/// user's id or what the caller put in `user`.
+fn end_user_id(id: Option<&Value>, sub: &str) -> String {
+    let id = id.and_then(Value::as_str).unwrap_or_default().to_owned();
+    assert!(
+        id.len() == 34 && id.starts_with("u-") && id[2..].bytes().all(|b| b.is_ascii_hexdigit()),
+        "end-user id {id:?}"
+    );
+    assert!(!id.contains(sub) && !id.contains("caller-user"), "{id}");
+    id
+}
+
 async fn provider_key_attached_and_caller_credentials_not_forwarded(s: Arc<Suite>) {
     let nonce = s.nonce();
     let token = s.token(Alg::ES256);
+    let mut body = chat_body(OPENAI_ALIAS, &nonce, false);
+    body["user"] = json!("caller-user");
     let seen = s
         .send(
             s.http
@@ -317,7 +331,7 @@ async fn provider_key_attached_and_caller_credentials_not_forwarded(s: Arc<Suite
                 .header("cookie", "session=caller-cookie-secret; theme=dark")
                 .header("x-api-key", "caller-x-api-key")
                 .header("openai-organization", "org-caller")
-                .json(&chat_body(OPENAI_ALIAS, &nonce, false)),
+                .json(&body),
         )
         .await;
     assert_eq!(seen.status, 200, "{}", seen.text());
@@ -352,6 +366,16 @@ async fn provider_key_attached_and_caller_credentials_not_forwarded(s: Arc<Suite
         );
     }
     assert!(!r.body_text().contains(&token));
+    // The provider's end-user field is the Worker's keyed hash of the user, not the caller's.
+    let sent = r.json().unwrap();
+    assert!(sent.get("user").is_none(), "{sent}");
+    let id = end_user_id(sent.get("safety_identifier"), "e2e-user");
+    // The same user gets the same id on the next request, and on the Anthropic route.
+    let nonce = s.nonce();
+    s.chat(Some(&token), &chat_body(OPENAI_ALIAS, &nonce, false))
+        .await;
+    let again = s.provider.requests_containing(&nonce)[0].json().unwrap();
+    assert_eq!(again["safety_identifier"], id.as_str());
 }
 
 async fn anthropic_gets_its_key_and_no_caller_credentials(s: Arc<Suite>) {
@@ -382,6 +406,9 @@ async fn anthropic_gets_its_key_and_no_caller_credentials(s: Arc<Suite>) {
             "the caller's JWT reached the provider in {name}"
         );
     }
+    // Anthropic's end-user field: metadata.user_id.
+    let sent = r.json().unwrap();
+    end_user_id(sent["metadata"].get("user_id"), "e2e-user");
 }
 
 async fn provider_cookies_are_not_relayed(s: Arc<Suite>) {

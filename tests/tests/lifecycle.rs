@@ -9,6 +9,7 @@
 //! - `n` above the plan's `max_choices` is refused; a reservation counts every choice, and a
 //!   reservation above what is left of the day is refused before anything goes upstream, the
 //!   first request of the day included.
+//! - Usage reports have a rate limit of their own (at least 120 a minute).
 //! - A caller that reads nothing for 10 s while the provider has 10 MB to send leaves the Worker
 //!   holding no more than its buffer: the provider can only write what the Worker reads; the
 //!   caller then gets the whole answer.
@@ -71,6 +72,7 @@ fn plans() -> Value {
         "small": plan(SMALL_DAY, 8, json!({})),
         "tiny": plan(TINY_DAY, 8, json!({})),
         "choices": plan(CHOICES_DAY, 8, json!({"max_choices": CHOICES})),
+        "slow": plan(1_000_000, 8, json!({"requests_per_minute": 10})),
     })
 }
 
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
         a_cut_answer_is_charged_and_never_rerun,
         choices_above_the_plan_are_refused_and_each_is_reserved,
         a_reservation_above_what_is_left_is_refused,
+        usage_reports_have_a_rate_limit_of_their_own,
     ];
     // Alone: it measures what the provider could write while the caller read nothing.
     cases.push(
@@ -394,6 +397,28 @@ async fn a_reservation_above_what_is_left_is_refused(s: Arc<Suite>) {
     let seen = s.chat(Some(&token), &small).await;
     assert_eq!(seen.status, 200, "{}", seen.text());
     assert_eq!(s.provider.requests_containing(&nonce).len(), 1);
+}
+
+async fn usage_reports_have_a_rate_limit_of_their_own(s: Arc<Suite>) {
+    // A plan of 10 requests a minute still allows 120 usage reports a minute, then 429; chat
+    // requests are not held back by them.
+    let (_, token) = user(&s, "reports", "slow");
+    for i in 0..120 {
+        let seen = s
+            .send(s.http.get(s.at("/v1/usage")).bearer_auth(&token))
+            .await;
+        assert_eq!(seen.status, 200, "report {i}: {}", seen.text());
+    }
+    let seen = s
+        .send(s.http.get(s.at("/v1/usage")).bearer_auth(&token))
+        .await;
+    let e = seen.assert_error(429, "rate_limit_exceeded");
+    assert!(e["message"].as_str().unwrap().contains("120"), "{e}");
+    assert!(seen.header("retry-after").is_some());
+    let seen = s
+        .chat(Some(&token), &chat_body(OPENAI_ALIAS, &s.nonce(), false))
+        .await;
+    assert_eq!(seen.status, 200, "{}", seen.text());
 }
 
 async fn a_stalled_reader_holds_at_most_the_buffer(s: Arc<Suite>) {
