@@ -508,14 +508,11 @@ async fn chat(
         match next {
             Some(Next::Try(i)) => {
                 let route = chain.get(i).ok_or(AppError::Internal)?;
-                let (end, response) =
-                    attempt(route, &call, cx, to_headers, default_max_tokens).await;
-                if matches!(end, Sent::CallerGone) {
+                let Some((end, response)) =
+                    attempt(route, &call, cx, to_headers, default_max_tokens).await
+                else {
                     tracked.step(Chat::caller_gone);
                     return Err(AppError::CallerGone);
-                }
-                let Sent::Ended(end) = end else {
-                    return Err(AppError::Internal);
                 };
                 next = Some(tracked.step(|c, l| c.attempt_ended(end, l)));
                 if next == Some(Next::Read) {
@@ -534,24 +531,16 @@ async fn chat(
     }
 }
 
-/// How sending one attempt went.
-enum Sent {
-    /// The attempt ended (the provider's response comes with a 2xx).
-    Ended(AttemptEnd),
-    /// The caller went away first.
-    CallerGone,
-}
-
 /// One route tried: how it ended, and the provider's response (with the key it was sent with)
-/// when it answered 2xx.
+/// when it answered 2xx; `None` when the caller went away first.
 async fn attempt(
     route: &Route<'_>,
     call: &ChatCall,
     cx: &Cx<'_>,
     to_headers: Duration,
     default_max_tokens: u32,
-) -> (Sent, Option<(Response, String)>) {
-    let ended = |end| (Sent::Ended(end), None);
+) -> Option<(AttemptEnd, Option<(Response, String)>)> {
+    let ended = |end| Some((end, None));
     let Some(key) = cx
         .env
         .secret(route.key_secret())
@@ -572,17 +561,14 @@ async fn attempt(
     };
     let mut response = match send(&upstream, to_headers, cx.hangup).await {
         Ok(r) => r,
-        Err(SendError::CallerGone) => return (Sent::CallerGone, None),
+        Err(SendError::CallerGone) => return None,
         Err(SendError::NoConnection) => return ended(AttemptEnd::NoConnection),
         Err(SendError::NoAnswer) => return ended(AttemptEnd::NoAnswer),
         Err(SendError::Internal) => return ended(AttemptEnd::NotSent(AppError::Internal)),
     };
     let status = response.status_code();
     if (200..300).contains(&status) {
-        return (
-            Sent::Ended(AttemptEnd::Accepted { status }),
-            Some((response, key)),
-        );
+        return Some((AttemptEnd::Accepted { status }, Some((response, key))));
     }
     let body = read_limited(&mut response, MAX_ERROR_BODY, to_headers)
         .await
