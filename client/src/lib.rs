@@ -55,7 +55,6 @@
 //! ```
 #![warn(missing_docs)]
 
-mod accumulate;
 mod client;
 mod config;
 mod error;
@@ -66,12 +65,12 @@ mod retry;
 mod stream;
 mod token;
 
-pub use accumulate::ResponseAccumulator;
 pub use client::Client;
 pub use config::{ClientBuilder, Timeouts};
 pub use error::{BoxError, Error, HttpErrorDetails, Result, TimeoutPhase};
 pub use response::{Completion, ResponseMeta};
 pub use retry::RetryPolicy;
+pub use storycad_protocol::ResponseAccumulator;
 pub use stream::ChatStream;
 pub use token::{AccessToken, FnTokenProvider, StaticToken, TokenError, TokenProvider};
 

@@ -20,11 +20,10 @@ use eventsource_stream::{EventStream, EventStreamError, Eventsource as _};
 use std::future::Future as _;
 
 use futures_util::{Stream, StreamExt as _};
-use storycad_protocol::{ChatChunk, ChatResponse, ErrorBody};
+use storycad_protocol::{ChatChunk, ChatResponse, ErrorBody, ResponseAccumulator};
 use tokio::time::{Instant, Sleep};
 
 use crate::{
-    accumulate::ResponseAccumulator,
     error::{Error, Result, TimeoutPhase},
     response::ResponseMeta,
 };

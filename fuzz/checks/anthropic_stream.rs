@@ -8,7 +8,10 @@
 //! `[DONE]`; the stream ends exactly once, with `[DONE]` or an error event, matching the outcome.
 
 use storycad_protocol::{ChatChunk, ErrorBody, Usage};
-use storycad_worker::{config::ProviderKind, provider::Relay, relay::Outcome};
+use storycad_worker::{
+    config::ProviderKind,
+    providers::{Outcome, Relay},
+};
 
 use crate::pieces::Input;
 

@@ -12,7 +12,10 @@ use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 use storycad_protocol::Usage;
-use storycad_worker::{config::ProviderKind, provider::Relay, relay::Outcome};
+use storycad_worker::{
+    config::ProviderKind,
+    providers::{Outcome, Relay},
+};
 
 use crate::pieces::Input;
 

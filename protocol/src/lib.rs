@@ -2,13 +2,15 @@
 //!
 //! Plain serde types for OpenAI-style Chat Completions (request, response, streaming chunk),
 //! OpenAI's error body, the models list, the `/v1/usage` body, and the names of the headers and
-//! JWT claims both ends rely on. No I/O: this crate builds for `wasm32-unknown-unknown` (the
+//! JWT claims both ends rely on; and [`ResponseAccumulator`], which folds a stream's chunks into
+//! the answer a non-streamed call would have returned. No I/O: this crate builds for `wasm32-unknown-unknown` (the
 //! Worker) and for native targets (the client).
 //!
 //! Every object keeps the fields it does not model in an `extra` map, so a field a provider adds
 //! tomorrow passes through the proxy and the client unchanged.
 #![warn(missing_docs)]
 
+mod accumulate;
 mod chat;
 mod error;
 pub mod headers;
@@ -16,6 +18,7 @@ mod models;
 pub mod ratelimit;
 mod usage;
 
+pub use accumulate::ResponseAccumulator;
 pub use chat::*;
 pub use error::*;
 pub use models::*;

@@ -30,13 +30,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
 use storycad_worker::auth::{Claims, ClaimsCache, Verifier};
+use storycad_worker::caller::request::parse_chat;
 use storycad_worker::config::{Config, ProviderKind};
 use storycad_worker::plans::{estimate_tokens, Plans};
-use storycad_worker::provider::{upstream_request, Relay};
-use storycad_worker::relay::Outcome;
-use storycad_worker::request::parse_chat;
-use storycad_worker::routing::chain;
-use storycad_worker::upstream::UpstreamRequest;
+use storycad_worker::providers::openai::UpstreamRequest;
+use storycad_worker::providers::routing::chain;
+use storycad_worker::providers::Outcome;
+use storycad_worker::providers::{upstream_request, Relay};
 
 #[allow(dead_code)]
 #[path = "../src/auth/test_signer.rs"]
@@ -252,7 +252,8 @@ fn build_request(
         .iter()
         .find(|r| r.provider.kind == kind)
         .expect("a route of that provider");
-    let end_user = storycad_worker::upstream::end_user_id(PROVIDER_KEY.as_bytes(), &claims.sub);
+    let end_user =
+        storycad_worker::providers::openai::end_user_id(PROVIDER_KEY.as_bytes(), &claims.sub);
     let req = upstream_request(
         route,
         &call,

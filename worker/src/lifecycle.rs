@@ -19,9 +19,9 @@
 use storycad_protocol::{codes, Usage};
 
 use crate::error::{AppError, UpstreamError};
-use crate::fallback::Attempt;
+use crate::log::Attempt;
 use crate::log::RequestLog;
-use crate::relay::Outcome;
+use crate::providers::Outcome;
 
 /// The tokens a finished answer costs: the provider's counts (prompt plus completion) when it
 /// reported them, else `prompt_estimate` plus `produced_estimate` (a quarter of a complete

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::error::AppError;
+
 /// The log line of one request, filled in as the request goes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RequestLog {
@@ -33,7 +35,7 @@ pub struct RequestLog {
     pub limiter_ms: Option<u64>,
     /// Every route tried, in order, with its status or error (fallback).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub attempts: Vec<crate::fallback::Attempt>,
+    pub attempts: Vec<crate::log::Attempt>,
     /// `HIT`, `MISS` or `BYPASS` (chat requests).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<&'static str>,
@@ -92,6 +94,40 @@ impl RequestLog {
     }
 }
 
+/// One provider tried for a request, as the log line lists it:
+/// `{"route":"openai:gpt-4o-mini","status":500}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    /// `provider:model`.
+    pub route: String,
+    /// The provider's HTTP status, when it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why the attempt failed (an error code), when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Attempt {
+    /// An attempt the provider answered with a usable `status`.
+    pub fn answered(route: String, status: u16) -> Self {
+        Attempt {
+            route,
+            status: Some(status),
+            error: None,
+        }
+    }
+
+    /// A failed attempt: the provider's status if it answered at all, and the error.
+    pub fn failed(route: String, status: Option<u16>, error: &AppError) -> Self {
+        Attempt {
+            route,
+            status,
+            error: Some(error.code().to_owned()),
+        }
+    }
+}
+
 /// A request id: `cf-ray` when Cloudflare set one (so our logs meet Cloudflare's), else 16 hex
 /// digits from `random`.
 pub fn request_id(cf_ray: Option<&str>, random: u64) -> String {
@@ -114,7 +150,11 @@ mod tests {
 
     use super::*;
     use crate::config::ConfigError;
-    use crate::error::AppError;
+    use crate::error::UpstreamError;
+
+    fn from_status(status: u16) -> AppError {
+        AppError::Upstream(UpstreamError::from_response(status, |_| None, b"{}", &[]))
+    }
 
     #[test]
     fn one_json_line_with_the_fields() {
@@ -162,5 +202,22 @@ mod tests {
         assert_eq!(request_id(None, 0xabc), "0000000000000abc");
         assert_eq!(request_id(Some("x\ny"), 1), "0000000000000001");
         assert_eq!(request_id(Some(""), 2), "0000000000000002");
+    }
+
+    #[test]
+    fn attempts_serialise_as_the_log_lists_them() {
+        let a = [
+            Attempt::failed("openai:gpt-4o-mini".into(), Some(500), &from_status(500)),
+            Attempt::failed(
+                "local:llama3".into(),
+                None,
+                &AppError::Upstream(UpstreamError::Network),
+            ),
+            Attempt::answered("anthropic:claude-haiku-4-5".into(), 200),
+        ];
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            r#"[{"route":"openai:gpt-4o-mini","status":500,"error":"upstream_error"},{"route":"local:llama3","error":"upstream_error"},{"route":"anthropic:claude-haiku-4-5","status":200}]"#
+        );
     }
 }

@@ -2,7 +2,9 @@
 
 use serde_json::{json, Value};
 use storycad_protocol::ChatRequest;
-use storycad_worker::anthropic::{to_messages_body, to_messages_request, TranslateError};
+use storycad_worker::providers::anthropic::{
+    to_messages_body, to_messages_request, TranslateError,
+};
 
 const MODEL: &str = "claude-haiku-4-5";
 

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 use storycad_protocol::{ChatResponse, FinishReason, Role};
-use storycad_worker::anthropic::{from_messages_response, map_error};
+use storycad_worker::providers::anthropic::{from_messages_response, map_error};
 
 const CREATED: u64 = 1_764_000_000;
 

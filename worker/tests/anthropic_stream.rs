@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 use storycad_protocol::{ChatChunk, ErrorBody, FinishReason, Role};
-use storycad_worker::anthropic::StreamTranslator;
+use storycad_worker::providers::anthropic::StreamTranslator;
 
 const CREATED: u64 = 1_764_000_000;
 const ALIAS: &str = "storycad-fast";

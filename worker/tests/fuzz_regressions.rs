@@ -105,7 +105,8 @@ fn worker_relay_number_out_of_f64_range_passes_as_sent() {
     let data = regression("worker_relay", "number_out_of_f64_range");
     worker_relay::check(&data);
     let input = pieces::Input::parse(&data);
-    let mut relay = storycad_worker::relay::StreamRelay::new(worker_relay::ALIAS, true, vec![]);
+    let mut relay =
+        storycad_worker::providers::openai::OpenAiStream::new(worker_relay::ALIAS, true, vec![]);
     let mut out = relay.feed(input.body);
     out.extend(relay.finish());
     let text = String::from_utf8(out).unwrap();
@@ -118,7 +119,8 @@ fn worker_relay_number_out_of_f64_range_passes_as_sent() {
 #[test]
 fn worker_relay_newline_inside_a_value_stays_on_one_data_line() {
     worker_relay::check(&regression("worker_relay", "newline_inside_a_value"));
-    let mut relay = storycad_worker::relay::StreamRelay::new(worker_relay::ALIAS, false, vec![]);
+    let mut relay =
+        storycad_worker::providers::openai::OpenAiStream::new(worker_relay::ALIAS, false, vec![]);
     let mut out = relay.feed(b"data: {\"choices\":[\ndata: {\"index\":0,\"delta\":{\"content\":\"x\"}}],\ndata: \"model\":\"gpt\"}\n\ndata: [DONE]\n\n");
     out.extend(relay.finish());
     assert_eq!(
@@ -136,7 +138,7 @@ fn anthropic_stream_bom_split_across_chunks_is_dropped() {
     anthropic_stream::check(&regression("anthropic_stream", "bom_split_across_chunks"));
     let body = b"\xEF\xBB\xBFevent: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"usage\":{\"input_tokens\":1}}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     for cut in 0..=4 {
-        let mut relay = storycad_worker::anthropic::AnthropicRelay::new("a", 1, false);
+        let mut relay = storycad_worker::providers::anthropic::AnthropicStream::new("a", 1, false);
         let mut out = relay.feed(&body[..cut]);
         out.extend(relay.feed(&body[cut..]));
         out.extend(relay.finish());

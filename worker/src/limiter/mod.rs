@@ -3,17 +3,13 @@
 //! - [`core`]: the state machine of one user (host-tested).
 //! - This module: the messages between the Worker and the `UserLimiter` Durable Object, and how
 //!   a decision becomes an answer (429 bodies, `retry-after`, `x-ratelimit-*`, `/v1/usage`).
-//! - `durable` (wasm only): the `UserLimiter` Durable Object, one per `sub`, bound as `LIMITER`.
-//! - `client` (wasm only): what the request pipeline calls: admit before the upstream, settle
-//!   after (in `wait_until`).
+//! - [`pending`]: the settlements an isolate holds until the object has stored them.
+//! - The runtime's side (wasm only, in `runtime`): the `UserLimiter` Durable Object, one per
+//!   `sub`, bound as `LIMITER` (`runtime/durable.rs`), and its client, what the request
+//!   pipeline calls (`runtime/limiter.rs`).
 
 pub mod core;
 pub mod pending;
-
-#[cfg(target_arch = "wasm32")]
-pub(crate) mod client;
-#[cfg(target_arch = "wasm32")]
-mod durable;
 
 use std::time::Duration;
 

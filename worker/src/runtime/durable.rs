@@ -7,7 +7,7 @@
 //! storage; the logic, what to store and when, is [`Ledger`] (host-tested). Decisions use the
 //! memory copy. A restarted object numbers its tickets past any an earlier run could have
 //! issued and charges the settlements of admissions it lost when they come
-//! ([`super::UserState::restore`]); an isolate holds every settlement until an answer says it
+//! ([`UserState::restore`]); an isolate holds every settlement until an answer says it
 //! is stored, so none is lost.
 
 use std::cell::RefCell;
@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use worker::wasm_bindgen::JsValue;
 use worker::{durable_object, Date, DurableObject, Env, Request, Response, Result, State};
 
-use super::{Call, Ledger, UserState};
+use crate::limiter::{Call, Ledger, UserState};
 
 /// The storage key of the state (JSON text).
 const KEY: &str = "state";

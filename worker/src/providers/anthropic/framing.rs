@@ -8,21 +8,21 @@
 use storycad_protocol::{codes, ErrorBody, Usage};
 
 use super::StreamTranslator;
-pub use crate::sse::MAX_EVENT_BYTES;
-use crate::sse::{Frame, SseFramer};
+pub use crate::providers::sse::MAX_EVENT_BYTES;
+use crate::providers::sse::{Frame, SseFramer};
 
 /// The relay for one Anthropic stream.
 #[derive(Debug)]
-pub struct AnthropicRelay {
+pub struct AnthropicStream {
     translator: StreamTranslator,
     framer: SseFramer,
 }
 
-impl AnthropicRelay {
+impl AnthropicStream {
     /// A relay answering as model `alias`, chunks stamped `created`; `include_usage`: the
     /// caller's `stream_options.include_usage`.
     pub fn new(alias: &str, created: u64, include_usage: bool) -> Self {
-        AnthropicRelay {
+        AnthropicStream {
             translator: StreamTranslator::new(alias, created, include_usage),
             framer: SseFramer::new(true, MAX_EVENT_BYTES),
         }

@@ -1,7 +1,7 @@
 //! The Anthropic relay (SSE framing + translation) on the recorded streams, at every chunking.
 
 use storycad_protocol::{ChatChunk, ErrorBody};
-use storycad_worker::anthropic::{AnthropicRelay, StreamTranslator, MAX_EVENT_BYTES};
+use storycad_worker::providers::anthropic::{AnthropicStream, StreamTranslator, MAX_EVENT_BYTES};
 
 const CREATED: u64 = 1_764_000_000;
 const ALIAS: &str = "storycad-fast";
@@ -21,8 +21,8 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn relay_in_pieces(body: &[u8], piece: usize) -> (Vec<u8>, AnthropicRelay) {
-    let mut relay = AnthropicRelay::new(ALIAS, CREATED, true);
+fn relay_in_pieces(body: &[u8], piece: usize) -> (Vec<u8>, AnthropicStream) {
+    let mut relay = AnthropicStream::new(ALIAS, CREATED, true);
     let mut out = Vec::new();
     for chunk in body.chunks(piece) {
         out.extend(relay.feed(chunk));
@@ -125,7 +125,7 @@ fn events_go_out_as_soon_as_their_blank_line_arrives() {
     let body = fixture("messages_stream_text.sse");
     let text = std::str::from_utf8(&body).unwrap();
     let first_end = text.find("\n\n").unwrap();
-    let mut relay = AnthropicRelay::new(ALIAS, CREATED, false);
+    let mut relay = AnthropicStream::new(ALIAS, CREATED, false);
     assert!(
         relay.feed(&body[..first_end + 1]).is_empty(),
         "not yet whole"
@@ -152,14 +152,14 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
 
 #[test]
 fn invalid_utf8_and_oversized_events_are_upstream_errors() {
-    let mut relay = AnthropicRelay::new(ALIAS, CREATED, false);
+    let mut relay = AnthropicStream::new(ALIAS, CREATED, false);
     let out = relay.feed(b"event: ping\ndata: \xff\xfe\n\n");
     assert!(String::from_utf8_lossy(&out).contains("upstream_error"));
     assert!(relay.is_closed());
     assert!(relay.feed(b"event: message_stop\n\n").is_empty());
     assert!(relay.finish().is_empty());
 
-    let mut relay = AnthropicRelay::new(ALIAS, CREATED, false);
+    let mut relay = AnthropicStream::new(ALIAS, CREATED, false);
     let mut out = Vec::new();
     let big = vec![b'a'; 1024 * 1024];
     out.extend(relay.feed(b"data: "));
@@ -174,7 +174,7 @@ fn invalid_utf8_and_oversized_events_are_upstream_errors() {
 #[test]
 fn fail_ends_an_open_stream_once() {
     let body = fixture("messages_stream_text.sse");
-    let mut relay = AnthropicRelay::new(ALIAS, CREATED, false);
+    let mut relay = AnthropicStream::new(ALIAS, CREATED, false);
     let mut out = relay.feed(&body[..400]);
     out.extend(relay.fail(ErrorBody::new(
         "server_error",

@@ -1,4 +1,24 @@
-//! Model alias -> provider, provider model and endpoint.
+//! Model alias -> provider, provider model and endpoint: the alias's fallback chain.
+//!
+//! `ROUTES` maps an alias to an ordered chain of `provider:model`. The Worker tries them in
+//! order and moves on only where the provider did no billable work ([`crate::lifecycle`]
+//! decides, and its table says what is charged):
+//!
+//! | failure | next route? |
+//! |---|---|
+//! | no connection, or a reset before headers | yes |
+//! | 429 (the provider's rate limit or quota) | yes |
+//! | 5xx, and Anthropic's 529 | yes |
+//! | the provider's key secret is not set | yes (that provider is unusable; the log says why) |
+//! | any other 4xx (401/403/404 included: the route or key is wrong, logged) | no |
+//! | the request cannot be translated for the provider (400) | no: the caller's request |
+//! | no headers in time after the request went out | no: the provider may be working on it |
+//! | anything after 2xx headers (a cut or bad body, a stream that fails) | no: the provider has the work |
+//!
+//! 4xx answers other than 429 are final: they describe the caller's request (or a broken
+//! route the operator must fix), and the next provider would most likely say the same.
+//! When every route fails, the caller gets the last failure, mapped as usual (OpenAI error
+//! shape, no upstream URL), and `x-storycad-route` names the last route tried.
 
 use crate::config::{Config, Provider, ProviderKind};
 use crate::error::AppError;

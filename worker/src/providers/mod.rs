@@ -3,23 +3,44 @@
 //! ([`error_from_response`]), its complete answers made ready for the caller ([`complete`]),
 //! and its stream relay ([`Relay`]).
 //!
-//! - OpenAI-compatible providers (`openai` and every `PROVIDERS` entry): passthrough, see
-//!   [`crate::upstream`] and [`crate::relay`].
-//! - Anthropic: translated by [`crate::anthropic`]. Its error answers go through
+//! - [`openai`]: OpenAI-compatible providers (`openai` and every `PROVIDERS` entry), passed
+//!   through.
+//! - [`anthropic`]: Anthropic, translated. Its error answers go through
 //!   [`anthropic::map_error`] and land in the same [`UpstreamError`] classes as OpenAI's, so a
 //!   caller sees the same status and code for the same failure whichever provider answered
 //!   (429 keeps `retry-after`; 529 and 503 become 503 with `retry-after` when sent).
 
+//! - [`routing`]: an alias's chain of routes; [`sse`]: the SSE framer both relays use.
+
+pub mod anthropic;
+pub mod openai;
+pub mod routing;
+pub mod sse;
+
 use serde_json::Value;
 use storycad_protocol::{codes, ChatRequest, ErrorBody, Usage};
 
-use crate::anthropic::{self, AnthropicRelay};
+use self::anthropic::AnthropicStream;
+use self::openai::{
+    chat_request, completion, Completion, OpenAiStream, UpstreamRequest, USER_AGENT,
+};
+use self::routing::Route;
+use crate::caller::request::ChatCall;
 use crate::config::ProviderKind;
 use crate::error::{scrub_message, shorten, AppError, UpstreamError};
-use crate::relay::{Outcome, StreamRelay};
-use crate::request::ChatCall;
-use crate::routing::Route;
-use crate::upstream::{chat_request, completion, Completion, UpstreamRequest, USER_AGENT};
+
+/// How the stream ended (or that it has not yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Still relaying.
+    Open,
+    /// `[DONE]` was relayed.
+    Done,
+    /// The upstream ended without `[DONE]`; a `stream_truncated` error event was sent.
+    Truncated,
+    /// The upstream sent an error event, or failed; an error event with this code was sent.
+    Failed(String),
+}
 
 /// The output-token cap sent to Anthropic (which requires one) when the caller set none.
 ///
@@ -29,7 +50,7 @@ pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 4096;
 
 /// Builds the upstream request for `route`. `default_max_tokens`: the output cap Anthropic gets
 /// when the caller set none; `end_user`: the end-user id the provider gets (see
-/// [`crate::upstream::end_user_id`]). A request Anthropic cannot honour is a 400 naming the
+/// [`crate::providers::openai::end_user_id`]). A request Anthropic cannot honour is a 400 naming the
 /// field.
 pub fn upstream_request(
     route: &Route<'_>,
@@ -158,9 +179,9 @@ pub fn complete(
 #[derive(Debug)]
 pub enum Relay {
     /// OpenAI passthrough.
-    OpenAi(StreamRelay),
+    OpenAi(OpenAiStream),
     /// Anthropic translation.
-    Anthropic(AnthropicRelay),
+    Anthropic(AnthropicStream),
 }
 
 impl Relay {
@@ -175,10 +196,10 @@ impl Relay {
     ) -> Self {
         match kind {
             ProviderKind::OpenAiCompatible => {
-                Relay::OpenAi(StreamRelay::new(alias, include_usage, scrub))
+                Relay::OpenAi(OpenAiStream::new(alias, include_usage, scrub))
             }
             ProviderKind::Anthropic => {
-                Relay::Anthropic(AnthropicRelay::new(alias, created, include_usage))
+                Relay::Anthropic(AnthropicStream::new(alias, created, include_usage))
             }
         }
     }
@@ -268,9 +289,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::caller::request::parse_chat;
     use crate::config::{test_config, Config};
-    use crate::request::parse_chat;
-    use crate::routing::chain;
+    use crate::providers::routing::chain;
 
     const KEY: &str = concat!("sk-", "ant-test-key-0123456789");
 

@@ -8,27 +8,15 @@
 
 use storycad_protocol::{codes, ErrorBody, Usage};
 
+use super::rewrite::RawObject;
 use crate::error::{scrub_message, shorten, UpstreamError};
-use crate::rewrite::RawObject;
-pub use crate::sse::MAX_EVENT_BYTES;
-use crate::sse::{Frame, SseFramer};
-
-/// How the stream ended (or that it has not yet).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Still relaying.
-    Open,
-    /// `[DONE]` was relayed.
-    Done,
-    /// The upstream ended without `[DONE]`; a `stream_truncated` error event was sent.
-    Truncated,
-    /// The upstream sent an error event, or failed; an error event with this code was sent.
-    Failed(String),
-}
+pub use crate::providers::sse::MAX_EVENT_BYTES;
+use crate::providers::sse::{Frame, SseFramer};
+use crate::providers::Outcome;
 
 /// The relay for one stream.
 #[derive(Debug)]
-pub struct StreamRelay {
+pub struct OpenAiStream {
     alias: String,
     forward_usage: bool,
     scrub: Vec<String>,
@@ -38,11 +26,11 @@ pub struct StreamRelay {
     chunks: u64,
 }
 
-impl StreamRelay {
+impl OpenAiStream {
     /// A relay answering as `alias`. `forward_usage`: whether the caller asked for the usage
     /// chunk. `scrub`: strings that must never reach the caller (the key, the base URL).
     pub fn new(alias: &str, forward_usage: bool, scrub: Vec<String>) -> Self {
-        StreamRelay {
+        OpenAiStream {
             alias: alias.to_owned(),
             forward_usage,
             scrub,
@@ -241,12 +229,12 @@ mod tests {
         .unwrap()
     }
 
-    fn relay(forward_usage: bool) -> StreamRelay {
-        StreamRelay::new(ALIAS, forward_usage, vec!["sk-secret-key".into()])
+    fn relay(forward_usage: bool) -> OpenAiStream {
+        OpenAiStream::new(ALIAS, forward_usage, vec!["sk-secret-key".into()])
     }
 
     /// Feeds `input` in pieces cut at `cuts`, then ends it.
-    fn run_cut(r: &mut StreamRelay, input: &[u8], cuts: &[usize]) -> Vec<u8> {
+    fn run_cut(r: &mut OpenAiStream, input: &[u8], cuts: &[usize]) -> Vec<u8> {
         let mut out = Vec::new();
         let mut start = 0;
         for &c in cuts {
@@ -258,7 +246,7 @@ mod tests {
         out
     }
 
-    fn run(r: &mut StreamRelay, input: &[u8]) -> Vec<u8> {
+    fn run(r: &mut OpenAiStream, input: &[u8]) -> Vec<u8> {
         run_cut(r, input, &[])
     }
 

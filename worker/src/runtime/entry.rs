@@ -27,24 +27,25 @@ use worker::{
     Method, Request, RequestInit, RequestRedirect, Response,
 };
 
-use crate::auth_glue::Authenticator;
+use super::auth::Authenticator;
+use super::context_handle;
+use super::kv;
+use super::limiter::{Admission, Limiter};
 use crate::cache::{self, Status as CacheStatus, StreamFold};
-use crate::cache_kv;
+use crate::caller::body::{self, Hangup, Outlet, BUFFER_BYTES};
+use crate::caller::endpoints::{match_route, model_list, Endpoint};
+use crate::caller::request::{check_declared_length, parse_chat, BodyLimit, ChatCall};
 use crate::config::{Config, ConfigError};
-use crate::detached::{self, Hangup, Outlet, BUFFER_BYTES};
-use crate::endpoints::{match_route, model_list, Endpoint};
 use crate::error::{AppError, UpstreamError};
 use crate::lifecycle::{AttemptEnd, Chat, Next};
-use crate::limiter::client::{Admission, Limiter};
 use crate::log::{request_id, RequestLog};
 use crate::plans::Plans;
-use crate::provider::{
+use crate::providers::openai::{end_user_id, MAX_ANSWER_BYTES};
+use crate::providers::routing::{self, Route};
+use crate::providers::Outcome;
+use crate::providers::{
     complete, error_from_response, upstream_request, Relay, DEFAULT_MAX_OUTPUT_TOKENS,
 };
-use crate::relay::Outcome;
-use crate::request::{check_declared_length, parse_chat, BodyLimit, ChatCall};
-use crate::routing::{self, Route};
-use crate::upstream::{end_user_id, MAX_ANSWER_BYTES};
 
 /// The secret keying the end-user id sent to providers (optional).
 const USER_HASH_KEY: &str = "USER_HASH_KEY";
@@ -98,12 +99,6 @@ pub(crate) fn env_text(env: &Env, name: &str) -> Option<String> {
         return Some(s);
     }
     js_sys::JSON::stringify(&value).ok()?.as_string()
-}
-
-/// Another handle on the request's context (workers-rs' `Context` is not `Clone`).
-pub(crate) fn context_handle(ctx: &Context) -> Context {
-    let js: &JsValue = ctx.as_ref().as_ref();
-    Context::new(js.clone().unchecked_into())
 }
 
 fn now_ms() -> u64 {
@@ -395,7 +390,7 @@ async fn handle(
 }
 
 async fn read_body(req: &mut Request, limit: u64) -> Result<Vec<u8>, AppError> {
-    crate::request::check_content_type(
+    crate::caller::request::check_content_type(
         req.headers().get("content-type").ok().flatten().as_deref(),
     )?;
     let declared = req.headers().get("content-length").ok().flatten();
@@ -465,7 +460,7 @@ async fn chat(
         crate::plans::estimate_tokens(body_bytes, output_cap, &call.body);
     let chain = routing::chain(config, &call.alias)?;
     if limiter.enabled() {
-        crate::request::check_prompt_fits(prompt_estimate, plan.tokens_per_day)?;
+        crate::caller::request::check_prompt_fits(prompt_estimate, plan.tokens_per_day)?;
     }
     log.borrow_mut().line.stream = call.stream;
     // Anthropic needs an output cap: the plan's, when the caller set none (cap_output sets one
@@ -604,7 +599,7 @@ async fn answer(
     cx: &Cx<'_>,
     mut tracked: Tracked,
     idle: Duration,
-    store: Option<cache_kv::Store>,
+    store: Option<kv::Store>,
 ) -> Result<(Response, Option<Pump>), AppError> {
     let Accepted {
         mut response,
@@ -654,7 +649,7 @@ async fn answer(
     };
     let scrub = vec![key, route.provider.base_url.clone()];
     let relay = Relay::new(kind, &call.alias, call.include_usage, scrub, created);
-    let (outlet, body) = detached::channel(cx.hangup);
+    let (outlet, body) = body::channel(cx.hangup);
     let pump = Pump {
         upstream,
         relay,
@@ -679,7 +674,7 @@ fn cache_store(
     default_max_tokens: u32,
     cx: &Cx<'_>,
     cache_header: &Option<String>,
-) -> Option<cache_kv::Store> {
+) -> Option<kv::Store> {
     let store = cache::ttl(config.cache_ttl_seconds)
         .filter(|_| cache::wants_cache(cache_header.as_deref(), &call.body))
         .and_then(|ttl| {
@@ -692,7 +687,7 @@ fn cache_store(
                 default_max_tokens,
                 &call.body,
             );
-            cache_kv::Store::new(cx.env, cx.ctx, key, ttl)
+            kv::Store::new(cx.env, cx.ctx, key, ttl)
         });
     let status = if store.is_some() {
         CacheStatus::Miss
@@ -739,7 +734,7 @@ struct Pump {
     tracked: Tracked,
     hangup: Hangup,
     /// The store, the fold, the alias and the route.
-    cache: Option<(cache_kv::Store, StreamFold, String, String)>,
+    cache: Option<(kv::Store, StreamFold, String, String)>,
 }
 
 /// How waiting on the caller went.
@@ -858,7 +853,7 @@ enum SendError {
 /// Sends the upstream request and waits for its headers, at most `timeout`, and no longer than
 /// the caller stays (the fetch is aborted either way).
 async fn send(
-    upstream: &crate::upstream::UpstreamRequest,
+    upstream: &crate::providers::openai::UpstreamRequest,
     timeout: Duration,
     hangup: &Hangup,
 ) -> Result<Response, SendError> {

@@ -26,7 +26,7 @@ impl Store {
         let kv = env.kv(BINDING).ok()?;
         Some(Store {
             kv,
-            ctx: crate::entry::context_handle(ctx),
+            ctx: crate::runtime::context_handle(ctx),
             key,
             ttl,
         })

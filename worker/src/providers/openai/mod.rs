@@ -5,13 +5,18 @@
 //! caller's `Authorization` (our JWT), cookies, `cf-*` and `x-forwarded-*` headers cannot reach
 //! the provider. Only the body travels, with `model` replaced.
 
+pub mod rewrite;
+pub mod stream;
+
+pub use stream::OpenAiStream;
+
 use serde_json::Value;
 use storycad_protocol::Usage;
 
+use self::rewrite::RawObject;
+use crate::caller::request::ChatCall;
 use crate::error::UpstreamError;
-use crate::request::ChatCall;
-use crate::rewrite::RawObject;
-use crate::routing::Route;
+use crate::providers::routing::Route;
 
 /// The `user-agent` the Worker sends upstream.
 pub const USER_AGENT: &str = concat!("storycad-llm-proxy/", env!("CARGO_PKG_VERSION"));
@@ -160,10 +165,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::caller::request::parse_chat;
     use crate::config::test_config;
     use crate::config::Config;
-    use crate::request::parse_chat;
-    use crate::routing::resolve;
+    use crate::providers::routing::resolve;
 
     const KEY: &str = "sk-test-provider-key";
     const END_USER: &str = "u-0123456789abcdef0123456789abcdef";

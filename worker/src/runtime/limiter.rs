@@ -34,9 +34,9 @@ use worker::{
     console_log, Context, Date, Delay, Env, Method, ObjectNamespace, Request, RequestInit,
 };
 
-use super::pending::{CallId, Pending, Where};
-use super::{Call, Decision, Limits, Settlement, Snapshot};
 use crate::error::AppError;
+use crate::limiter::pending::{CallId, Pending, Where};
+use crate::limiter::{Call, Decision, Limits, Settlement, Snapshot};
 use crate::plans::Plan;
 
 /// How long a settlement waits in the isolate for the user's next call before it is sent alone.

@@ -2,14 +2,17 @@
 
 use std::collections::BTreeMap;
 
-use storycad_protocol::{
+use crate::{
     ChatChunk, ChatResponse, Choice, Extra, FinishReason, FunctionCall, ResponseMessage, Role,
     ToolCall, Usage,
 };
 
 /// Folds [`ChatChunk`]s into the [`ChatResponse`] a non-streamed call would have returned:
 /// text and refusals concatenated per choice, tool-call pieces merged by their `index`, the
-/// last `finish_reason`, and the usage chunk.
+/// last `finish_reason`, and the usage chunk. A choice's `content` is its text; `null` when it
+/// has no text but tool calls (a role chunk's `"content": ""` does not make a tool call a text
+/// answer), or no content at all. The client (a stream's `collect`) and the Worker's cache (a
+/// relayed stream stored as one answer) both fold with it.
 #[derive(Debug, Default, Clone)]
 pub struct ResponseAccumulator {
     id: String,
@@ -24,6 +27,8 @@ pub struct ResponseAccumulator {
 struct ChoiceState {
     role: Option<Role>,
     content: Option<String>,
+    /// Whether some content was not empty.
+    has_text: bool,
     refusal: Option<String>,
     tool_calls: BTreeMap<u32, ToolCall>,
     finish_reason: Option<FinishReason>,
@@ -60,6 +65,7 @@ impl ResponseAccumulator {
                 state.role = d.role;
             }
             if let Some(text) = &d.content {
+                state.has_text |= !text.is_empty();
                 state.content.get_or_insert_with(String::new).push_str(text);
             }
             if let Some(text) = &d.refusal {
@@ -104,7 +110,7 @@ impl ResponseAccumulator {
                 index,
                 message: ResponseMessage {
                     role: s.role.unwrap_or(Role::Assistant),
-                    content: s.content,
+                    content: s.content.filter(|_| s.has_text || s.tool_calls.is_empty()),
                     refusal: s.refusal,
                     tool_calls: (!s.tool_calls.is_empty())
                         .then(|| s.tool_calls.into_values().collect()),

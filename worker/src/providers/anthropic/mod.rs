@@ -10,17 +10,17 @@
 //!   [`ChatResponse`](storycad_protocol::ChatResponse).
 //! - [`map_error`]: an Anthropic error answer becomes the status and OpenAI error body we send.
 //! - [`StreamTranslator`]: parsed Anthropic SSE events become OpenAI `data:` lines, ending with
-//!   `data: [DONE]` or an error event, never silently. [`AnthropicRelay`] wraps it with the SSE
+//!   `data: [DONE]` or an error event, never silently. [`AnthropicStream`] wraps it with the SSE
 //!   framing: upstream bytes in (any chunking), caller bytes out.
 //!
 //! Mapping decisions that a caller can observe are documented on each function.
 
-mod relay;
+mod framing;
 mod request;
 mod response;
 mod stream;
 
-pub use relay::{AnthropicRelay, MAX_EVENT_BYTES};
+pub use framing::{AnthropicStream, MAX_EVENT_BYTES};
 pub use request::{
     to_messages_body, to_messages_request, ImageSource, InputBlock, InputMessage, MessagesRequest,
     Metadata, ToolChoiceOut, ToolDef, ToolResultContent,

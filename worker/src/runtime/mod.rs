@@ -1,0 +1,24 @@
+//! The Worker on the runtime (wasm only): every `await` on workerd lives here, every decision
+//! in the host-tested modules.
+//!
+//! - `entry`: the `fetch` event and the request's task (auth, the endpoints, the chat pipeline
+//!   driven by [`crate::lifecycle`], the stream pump).
+//! - `auth`: the bearer token checked against `JWT_PUBLIC_JWK` or a fetched JWKS.
+//! - `limiter`: the client of the user's Durable Object (admit, usage reports, settlements).
+//! - `durable`: the `UserLimiter` Durable Object.
+//! - `kv`: the response cache's KV reads and writes.
+
+mod auth;
+mod durable;
+mod entry;
+mod kv;
+pub(crate) mod limiter;
+
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::Context;
+
+/// Another handle on the request's context (workers-rs' `Context` is not `Clone`).
+pub(crate) fn context_handle(ctx: &Context) -> Context {
+    let js: &JsValue = ctx.as_ref().as_ref();
+    Context::new(js.clone().unchecked_into())
+}
