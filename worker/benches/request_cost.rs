@@ -8,7 +8,7 @@
 //!
 //! - `config/parse`: what an isolate does once: `Config::from_lookup` over wrangler.toml's
 //!   top-level `[vars]` plus `JWT_PUBLIC_JWK` (the three-key fixture JWKS: RSA-2048, P-256,
-//!   Ed25519), then `Plans::from_config`.
+//!   Ed25519), `PLANS` with it.
 //! - `jwt/RS256`, `jwt/ES256`, `jwt/EdDSA`: one valid token verified by the configured
 //!   verifier, as every request does (the token is signed once, outside the timing).
 //! - `request/openai`, `request/anthropic`: a typical StoryCAD chat body through `parse_chat`,
@@ -99,10 +99,8 @@ fn lookup(vars: &[(String, String)]) -> impl Fn(&str) -> Option<String> + '_ {
     move |name| vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
 }
 
-fn load(vars: &[(String, String)]) -> (Config, Plans) {
-    let config = Config::from_lookup(lookup(vars)).expect("wrangler.toml's vars parse");
-    let plans = Plans::from_config(&config, lookup(vars)).expect("wrangler.toml's plans parse");
-    (config, plans)
+fn load(vars: &[(String, String)]) -> Config {
+    Config::from_lookup(lookup(vars)).expect("wrangler.toml's vars parse")
 }
 
 fn now() -> u64 {
@@ -283,7 +281,8 @@ fn verifier(config: &Config) -> Verifier {
 
 fn benches(c: &mut Criterion) {
     let vars = wrangler_vars();
-    let (config, plans) = load(&vars);
+    let config = load(&vars);
+    let plans = &config.plans;
     let verifier = verifier(&config);
     let body = chat_body();
     let streams = [
@@ -296,7 +295,7 @@ fn benches(c: &mut Criterion) {
         .verify(&token(&config, TestKey::Rs256), now())
         .expect("token verifies");
     for (kind, stream) in &streams {
-        let (_, include_usage) = build_request(&config, &plans, &claims, &body, *kind);
+        let (_, include_usage) = build_request(&config, plans, &claims, &body, *kind);
         let (sent, outcome) = relay(*kind, include_usage, &pieces(stream));
         assert_eq!(outcome, Outcome::Done, "{kind:?}");
         assert!(sent > stream.len() / 4, "{kind:?}: {sent} bytes out");
@@ -351,7 +350,7 @@ fn benches(c: &mut Criterion) {
         ("anthropic", ProviderKind::Anthropic),
     ] {
         request.bench_function(name, |b| {
-            b.iter(|| build_request(&config, &plans, &claims, black_box(&body), kind))
+            b.iter(|| build_request(&config, plans, &claims, black_box(&body), kind))
         });
     }
     request.finish();
@@ -376,7 +375,7 @@ fn benches(c: &mut Criterion) {
                     .verify(black_box(&token), now())
                     .expect("token verifies");
                 let (req, include_usage) =
-                    build_request(&config, &plans, &claims, black_box(&body), *kind);
+                    build_request(&config, plans, &claims, black_box(&body), *kind);
                 black_box(req);
                 relay(*kind, include_usage, black_box(&pieces))
             })

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::auth::{parse_algorithms, Algorithm, KeySet, Verifier};
 
@@ -138,8 +137,8 @@ pub struct Config {
     pub providers: BTreeMap<String, Provider>,
     /// Alias -> fallback chain (never empty).
     pub routes: BTreeMap<String, Vec<RouteTarget>>,
-    /// `PLANS`, kept as JSON until the plan logic reads it: plan name -> settings.
-    pub plans: BTreeMap<String, Value>,
+    /// `PLANS`, with `DEFAULT_PLAN` and `LIMITS_ENABLED`.
+    pub plans: crate::plans::Plans,
     /// `CACHE_TTL_SECONDS`.
     pub cache_ttl_seconds: u64,
     /// `CACHE_SCOPE`: `user` (default) or `shared`.
@@ -246,10 +245,12 @@ impl Config {
             None => return Err(ConfigError::new("ROUTES", "is required")),
         };
 
-        let plans = match get("PLANS") {
-            Some(text) => parse_plans(&text)?,
-            None => BTreeMap::new(),
-        };
+        let plans = crate::plans::Plans::parse(
+            get("PLANS").as_deref(),
+            get("DEFAULT_PLAN").as_deref(),
+            get("LIMITS_ENABLED").as_deref(),
+            &routes,
+        )?;
 
         Ok(Config {
             jwt,
@@ -474,29 +475,8 @@ fn parse_routes(
     Ok(routes)
 }
 
-/// `PLANS` must be a JSON object of objects; the limiter gives the fields their meaning.
-fn parse_plans(text: &str) -> Result<BTreeMap<String, Value>, ConfigError> {
-    const VAR: &str = "PLANS";
-    let plans: BTreeMap<String, Value> = serde_json::from_str(text).map_err(|e| {
-        ConfigError::new(
-            VAR,
-            format!(
-                "must be a JSON object of plan -> settings ({})",
-                json_problem(&e)
-            ),
-        )
-    })?;
-    if let Some((name, _)) = plans.iter().find(|(_, v)| !v.is_object()) {
-        return Err(ConfigError::new(
-            VAR,
-            format!("plan {name:?} must be a JSON object"),
-        ));
-    }
-    Ok(plans)
-}
-
 /// Where the JSON went wrong, without quoting the text (it may hold a secret pasted by mistake).
-fn json_problem(e: &serde_json::Error) -> String {
+pub(crate) fn json_problem(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     let what = match e.classify() {
         Category::Syntax | Category::Eof => "invalid JSON",
@@ -511,13 +491,19 @@ fn json_problem(e: &serde_json::Error) -> String {
 pub(crate) const TEST_JWK: &str =
     include_str!("../tests/fixtures/keys/test-only-eddsa.public.jwk.json");
 
-/// A configuration for unit tests: valid JWT settings, the given variables on top.
+/// The `PLANS` of [`test_config`] unless the test sets its own: one plan of every alias.
+#[cfg(test)]
+pub(crate) const TEST_PLANS: &str = r#"{"free":{"models":["*"],"requests_per_minute":60,
+    "tokens_per_day":100000,"max_output_tokens":1024,"concurrent_streams":2}}"#;
+
+/// A configuration for unit tests: valid JWT settings and plans, the given variables on top.
 #[cfg(test)]
 pub(crate) fn test_config(vars: &[(&str, &str)]) -> Config {
     let base = [
         ("JWT_PUBLIC_JWK", TEST_JWK),
         ("JWT_ISSUER", "iss"),
         ("JWT_AUDIENCE", "aud"),
+        ("PLANS", TEST_PLANS),
     ];
     Config::from_lookup(|n| {
         vars.iter()
@@ -546,6 +532,7 @@ mod tests {
             ("JWT_AUDIENCE", "storycad".to_owned()),
             ("ROUTES", ROUTES.to_owned()),
             ("PROVIDERS", PROVIDERS.to_owned()),
+            ("PLANS", TEST_PLANS.to_owned()),
         ])
     }
 
@@ -589,7 +576,8 @@ mod tests {
         assert_eq!(c.jwt.issuer, "https://issuer.example");
         assert_eq!(c.jwt.audience, "storycad");
         assert_eq!(c.jwt.cache_entries, crate::auth::DEFAULT_CACHE_ENTRIES);
-        assert!(c.plans.is_empty());
+        assert_eq!(c.plans.default_plan(), "free");
+        assert!(c.plans.limits_enabled);
     }
 
     #[test]
@@ -649,7 +637,7 @@ mod tests {
         vars.insert("UPSTREAM_TIMEOUT_MS", "1500".into());
         vars.insert("JWT_ALGORITHMS", "EdDSA".into());
         vars.insert("JWT_CACHE_ENTRIES", "0".into());
-        vars.insert("PLANS", r#"{"free":{"requests_per_minute":10}}"#.into());
+        vars.insert("PLANS", TEST_PLANS.replace(":60,", ":10,"));
         let c = load(&vars).unwrap();
         assert_eq!(c.jwt.cache_entries, 0);
         assert_eq!(c.providers[OPENAI].base_url, "http://127.0.0.1:4010/v1");
@@ -657,7 +645,12 @@ mod tests {
         assert_eq!(c.cache_ttl_seconds, 300);
         assert_eq!(c.upstream_timeout_ms, 1500);
         assert_eq!(c.jwt.algorithms, [Algorithm::EdDSA]);
-        assert_eq!(c.plans["free"]["requests_per_minute"], 10);
+        assert_eq!(c.plans.for_claim(None).unwrap().requests_per_minute, 10);
+        // PLANS is required, and parsed here with the rest.
+        vars.remove("PLANS");
+        assert_eq!(load(&vars).unwrap_err().var, "PLANS");
+        vars.insert("PLANS", r#"{"free":{"requests_per_minute":10}}"#.into());
+        assert_eq!(load(&vars).unwrap_err().var, "PLANS");
     }
 
     #[test]

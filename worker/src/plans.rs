@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use storycad_protocol::{codes, ErrorBody};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{json_problem, Config, ConfigError, RouteTarget};
 use crate::error::{shorten, AppError};
 use crate::limiter::Limits;
 
@@ -166,35 +166,55 @@ fn config_error(var: &str, reason: impl Into<String>) -> ConfigError {
 }
 
 impl Plans {
-    /// The plans of `config` (its `PLANS`), with `DEFAULT_PLAN` and `LIMITS_ENABLED` read
-    /// through `var`.
-    pub fn from_config(
-        config: &Config,
-        var: impl Fn(&str) -> Option<String>,
+    /// Parses `PLANS` (`text`), checking every plan's aliases against `routes`, with
+    /// `DEFAULT_PLAN` and `LIMITS_ENABLED` (each `None` when unset). [`Config::from_lookup`]
+    /// calls it: the plans are parsed once, with the rest of the configuration.
+    pub fn parse(
+        text: Option<&str>,
+        default_plan: Option<&str>,
+        limits_enabled: Option<&str>,
+        routes: &BTreeMap<String, Vec<RouteTarget>>,
     ) -> Result<Plans, ConfigError> {
         const VAR: &str = "PLANS";
-        let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
-        if config.plans.is_empty() {
+        let specs: BTreeMap<String, Value> = match text {
+            Some(text) => serde_json::from_str(text).map_err(|e| {
+                config_error(
+                    VAR,
+                    format!(
+                        "must be a JSON object of plan -> settings ({})",
+                        json_problem(&e)
+                    ),
+                )
+            })?,
+            None => BTreeMap::new(),
+        };
+        if specs.is_empty() {
             return Err(config_error(VAR, "is required and must define a plan"));
         }
         let mut plans = BTreeMap::new();
-        for (name, value) in &config.plans {
-            let spec: PlanSpec = serde_json::from_value(value.clone()).map_err(|e| {
+        for (name, value) in specs {
+            if !value.is_object() {
+                return Err(config_error(
+                    VAR,
+                    format!("plan {:?} must be a JSON object", shorten(&name, 64)),
+                ));
+            }
+            let spec: PlanSpec = serde_json::from_value(value).map_err(|e| {
                 config_error(
                     VAR,
                     format!(
                         "plan {:?}: needs models, requests_per_minute, tokens_per_day, \
                          max_output_tokens, concurrent_streams, and may have max_choices and \
                          allow, nothing else ({})",
-                        shorten(name, 64),
+                        shorten(&name, 64),
                         shorten(&e.to_string(), 120)
                     ),
                 )
             })?;
-            let plan = Plan::from_spec(name, spec, config)?;
-            plans.insert(name.clone(), plan);
+            let plan = Plan::from_spec(&name, spec, routes)?;
+            plans.insert(name, plan);
         }
-        let default = match get("DEFAULT_PLAN") {
+        let default = match default_plan {
             Some(name) => {
                 let name = name.trim().to_owned();
                 if !plans.contains_key(&name) {
@@ -214,7 +234,7 @@ impl Plans {
                 ))
             }
         };
-        let limits_enabled = match get("LIMITS_ENABLED").map(|v| v.trim().to_ascii_lowercase()) {
+        let limits_enabled = match limits_enabled.map(|v| v.trim().to_ascii_lowercase()) {
             None => true,
             Some(v) if v == "true" || v == "1" => true,
             Some(v) if v == "false" || v == "0" => false,
@@ -242,7 +262,11 @@ impl Plans {
 }
 
 impl Plan {
-    fn from_spec(name: &str, spec: PlanSpec, config: &Config) -> Result<Plan, ConfigError> {
+    fn from_spec(
+        name: &str,
+        spec: PlanSpec,
+        routes: &BTreeMap<String, Vec<RouteTarget>>,
+    ) -> Result<Plan, ConfigError> {
         let bad = |why: String| config_error("PLANS", format!("plan {name:?}: {why}"));
         for (field, n) in [
             ("requests_per_minute", spec.requests_per_minute),
@@ -262,7 +286,7 @@ impl Plan {
             Models::All
         } else {
             for alias in &spec.models {
-                if !config.routes.contains_key(alias) {
+                if !routes.contains_key(alias) {
                     return Err(bad(format!(
                         "model {:?} is not an alias of ROUTES",
                         shorten(alias, 64)
@@ -429,12 +453,18 @@ mod tests {
     }
 
     fn plans_with(plans: &str, vars: &[(&str, &str)]) -> Result<Plans, ConfigError> {
-        let config = test_config(&[("ROUTES", ROUTES), ("PLANS", plans)]);
-        Plans::from_config(&config, |n| {
+        let routes = test_config(&[("ROUTES", ROUTES)]).routes;
+        let var = |n: &str| {
             vars.iter()
                 .find(|(k, _)| *k == n)
                 .map(|(_, v)| v.to_string())
-        })
+        };
+        Plans::parse(
+            Some(plans),
+            var("DEFAULT_PLAN").as_deref(),
+            var("LIMITS_ENABLED").as_deref(),
+            &routes,
+        )
     }
 
     #[test]
@@ -562,8 +592,7 @@ mod tests {
     fn models_outside_the_plan_are_403_unknown_ones_pass_to_routing() {
         let text = format!(r#"{{"free":{}}}"#, plan(r#"["fast"]"#));
         let config = test_config(&[("ROUTES", ROUTES), ("PLANS", &text)]);
-        let p = Plans::from_config(&config, |_| None).unwrap();
-        let free = p.for_claim(None).unwrap();
+        let free = config.plans.for_claim(None).unwrap();
         assert!(free.check_model(&config, "fast").is_ok());
         let e = free.check_model(&config, "smart").unwrap_err();
         assert_eq!((e.status(), e.code()), (403, "model_not_allowed"));

@@ -104,7 +104,7 @@ mod tests {
                     "max_output_tokens":1,"concurrent_streams":1}}"#,
             ),
         ]);
-        let plans = crate::plans::Plans::from_config(&config, |_| None).unwrap();
+        let plans = &config.plans;
         let pro = model_list(&config, plans.for_claim(Some("pro")).unwrap());
         let ids: Vec<_> = pro.data.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c"]);

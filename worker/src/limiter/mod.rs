@@ -291,7 +291,6 @@ pub fn usage_report(plan: &Plan, config: &Config, snapshot: Option<&Snapshot>) -
 mod tests {
     use super::*;
     use crate::config::test_config;
-    use crate::plans::Plans;
 
     const LIMITS: Limits = Limits {
         requests_per_minute: 2,
@@ -531,8 +530,7 @@ mod tests {
                     "max_output_tokens":50,"concurrent_streams":1}}"#,
             ),
         ]);
-        let plans = Plans::from_config(&config, |_| None).unwrap();
-        let plan = plans.for_claim(None).unwrap();
+        let plan = config.plans.for_claim(None).unwrap();
         let mut s = UserState::default();
         s.admit(0, &LIMITS, 30, true);
         let (snap, _) = s.peek(10_000, &LIMITS);

@@ -39,7 +39,6 @@ use crate::config::{Config, ConfigError};
 use crate::error::{AppError, UpstreamError};
 use crate::lifecycle::{AttemptEnd, Chat, Next};
 use crate::log::{request_id, RequestLog};
-use crate::plans::Plans;
 use crate::providers::openai::{end_user_id, MAX_ANSWER_BYTES};
 use crate::providers::routing::{self, Route};
 use crate::providers::Outcome;
@@ -57,7 +56,6 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 struct Isolate {
     config: Config,
     auth: Authenticator,
-    plans: Plans,
 }
 
 thread_local! {
@@ -76,12 +74,7 @@ fn isolate(env: &Env) -> Result<Rc<Isolate>, AppError> {
                     config.jwt.jwks_url.clone(),
                     config.jwt.cache_entries,
                 );
-                let plans = Plans::from_config(&config, |name| env_text(env, name))?;
-                Ok(Rc::new(Isolate {
-                    config,
-                    auth,
-                    plans,
-                }))
+                Ok(Rc::new(Isolate { config, auth }))
             })
         });
         loaded.clone().map_err(AppError::Config)
@@ -352,8 +345,9 @@ async fn handle(
     let isolate = isolate(cx.env)?;
     // Auth comes first: nothing of a rejected request is read, let alone sent upstream.
     let claims = isolate.auth.authenticate(&req, request_id).await?;
-    let plan = isolate.plans.for_claim(claims.plan.as_deref())?;
-    let limiter = Limiter::new(cx.env, &claims.sub, plan, isolate.plans.limits_enabled)?;
+    let plans = &isolate.config.plans;
+    let plan = plans.for_claim(claims.plan.as_deref())?;
+    let limiter = Limiter::new(cx.env, &claims.sub, plan, plans.limits_enabled)?;
     cx.log.borrow_mut().line.sub = Some(claims.sub);
     let config = &isolate.config;
     let answer = match endpoint {
