@@ -1,5 +1,7 @@
-//! One JSON log line per request. It holds ids, names, numbers and codes: never a token, a key,
-//! or any prompt or completion text.
+//! One JSON log line per request ([`RequestLog`]), and the Worker's other log lines
+//! ([`Event`]: what the operator should know that is not one request's answer), each one JSON
+//! object. They hold ids, names, numbers and codes: never a token, a key, or any prompt or
+//! completion text.
 
 use serde::Serialize;
 
@@ -128,6 +130,57 @@ impl Attempt {
     }
 }
 
+/// A log line that is not a request's own: `{"event":"<name>", ...}` with the request it
+/// happened in, the user, and a detail for the operator, where there are some.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// What happened (`jwks_fetch_failed`, `limiter_unavailable`, ...).
+    pub event: &'static str,
+    /// The request it happened in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The user it concerns (cut short).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// For the operator (cut short).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Event {
+    /// An event named `event`.
+    pub fn new(event: &'static str) -> Event {
+        Event {
+            event,
+            ..Event::default()
+        }
+    }
+
+    /// In request `id`.
+    pub fn in_request(mut self, id: &str) -> Event {
+        self.request_id = Some(crate::error::shorten(id, 64));
+        self
+    }
+
+    /// About user `sub`.
+    pub fn for_user(mut self, sub: &str) -> Event {
+        self.sub = Some(crate::error::shorten(sub, 64));
+        self
+    }
+
+    /// With `detail`.
+    pub fn with_detail(mut self, detail: &str) -> Event {
+        self.detail = Some(crate::error::shorten(detail, 300));
+        self
+    }
+
+    /// The line: one JSON object, no newline inside.
+    pub fn to_line(&self) -> String {
+        // Strings only: serialising cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 /// A request id: `cf-ray` when Cloudflare set one (so our logs meet Cloudflare's), else 16 hex
 /// digits from `random`.
 pub fn request_id(cf_ray: Option<&str>, random: u64) -> String {
@@ -202,6 +255,21 @@ mod tests {
         assert_eq!(request_id(None, 0xabc), "0000000000000abc");
         assert_eq!(request_id(Some("x\ny"), 1), "0000000000000001");
         assert_eq!(request_id(Some(""), 2), "0000000000000002");
+    }
+
+    #[test]
+    fn events_are_one_json_line_of_what_they_have() {
+        let line = Event::new("limiter_unavailable")
+            .for_user(&"u".repeat(500))
+            .with_detail("call: status 500\nand more")
+            .to_line();
+        assert!(!line.contains('\n'));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["event"], "limiter_unavailable");
+        assert!(v["sub"].as_str().unwrap().len() < 100);
+        assert!(v.get("request_id").is_none());
+        let v: Value = serde_json::from_str(&Event::new("x").in_request("abc").to_line()).unwrap();
+        assert_eq!(v, serde_json::json!({"event": "x", "request_id": "abc"}));
     }
 
     #[test]

@@ -5,18 +5,16 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use futures_util::future::{select, Either};
-use futures_util::StreamExt;
-use worker::{
-    console_log, AbortController, Date, Delay, Fetch, Headers, Method, Request, RequestInit,
-    RequestRedirect,
-};
+use worker::{console_log, Date, Delay, Headers, Method, Request, RequestInit, RequestRedirect};
+
+use super::fetch::{fetch, read_capped, FetchError, ReadError};
 
 use crate::auth::{
     bearer_token, token_kid, AuthError, Claims, ClaimsCache, FetchReason, JwksCache, KeyId, KeySet,
     Lookup, Verifier, MAX_JWKS_BYTES, MAX_TOKEN_BYTES,
 };
-use crate::error::{shorten, AppError};
+use crate::error::AppError;
+use crate::log::Event;
 
 /// Longest wait for the issuer's JWKS.
 const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -143,17 +141,15 @@ impl Authenticator {
 }
 
 fn log_fetch_failure(request_id: &str, reason: FetchReason, problem: &str) {
-    let line = serde_json::json!({
-        "request_id": request_id,
-        "event": "jwks_fetch_failed",
-        "reason": reason.as_str(),
-        "detail": shorten(problem, 200),
-    });
-    console_log!("{line}");
+    let event = Event::new("jwks_fetch_failed")
+        .in_request(request_id)
+        .with_detail(&format!("{}: {problem}", reason.as_str()));
+    console_log!("{}", event.to_line());
 }
 
 /// GETs the JWKS: 200, at most `MAX_JWKS_BYTES`, within `JWKS_TIMEOUT`, parsed.
 async fn fetch_jwks(url: &str) -> Result<KeySet, String> {
+    let started = Date::now().as_millis();
     let headers = Headers::new();
     headers
         .set("accept", "application/json")
@@ -164,40 +160,31 @@ async fn fetch_jwks(url: &str) -> Result<KeySet, String> {
         .with_headers(headers)
         .with_redirect(RequestRedirect::Manual);
     let request = Request::new_with_init(url, &init).map_err(|e| e.to_string())?;
-    let controller = AbortController::default();
-    let signal = controller.signal();
-    let fetch = Fetch::Request(request);
-    let read = async {
-        let mut response = fetch
-            .send_with_signal(&signal)
-            .await
-            .map_err(|_| "the JWKS request failed".to_owned())?;
-        let status = response.status_code();
-        if status != 200 {
-            return Err(format!("the JWKS answered HTTP {status}"));
-        }
-        let mut stream = response
-            .stream()
-            .map_err(|_| "the JWKS answer has no body".to_owned())?;
-        let mut body = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|_| "the JWKS body could not be read".to_owned())?;
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(format!("the JWKS is larger than {MAX_JWKS_BYTES} bytes"));
+    let mut response = fetch(request, JWKS_TIMEOUT, None)
+        .await
+        .map_err(|e| match e {
+            FetchError::NoAnswer => "the JWKS did not answer in time".to_owned(),
+            FetchError::NoConnection | FetchError::CallerGone => {
+                "the JWKS request failed".to_owned()
             }
-            body.extend_from_slice(&chunk);
-        }
-        let text = String::from_utf8(body).map_err(|_| "the JWKS is not UTF-8".to_owned())?;
-        KeySet::from_json(&text).map_err(|e| e.to_string())
-    };
-    // Bound to a name so the borrowed futures are dropped before `fetch` and `signal`.
-    #[allow(clippy::let_and_return)]
-    let result = match select(Box::pin(read), Delay::from(JWKS_TIMEOUT)).await {
-        Either::Left((result, _)) => result,
-        Either::Right(_) => {
-            controller.abort();
-            Err("the JWKS did not answer in time".to_owned())
-        }
-    };
-    result
+        })?;
+    let status = response.status_code();
+    if status != 200 {
+        return Err(format!("the JWKS answered HTTP {status}"));
+    }
+    // What is left of the time limit.
+    let spent = Duration::from_millis(Date::now().as_millis().saturating_sub(started));
+    let body = read_capped(
+        response.stream().ok(),
+        MAX_JWKS_BYTES as u64,
+        Some(JWKS_TIMEOUT.saturating_sub(spent)),
+    )
+    .await
+    .map_err(|e| match e {
+        ReadError::TooLarge => format!("the JWKS is larger than {MAX_JWKS_BYTES} bytes"),
+        ReadError::Broken => "the JWKS body could not be read".to_owned(),
+        ReadError::Timeout => "the JWKS did not answer in time".to_owned(),
+    })?;
+    let text = String::from_utf8(body).map_err(|_| "the JWKS is not UTF-8".to_owned())?;
+    KeySet::from_json(&text).map_err(|e| e.to_string())
 }

@@ -23,22 +23,23 @@ use worker::js_sys::{self, Uint8Array};
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{
-    console_log, event, AbortController, ByteStream, Context, Date, Delay, Env, Fetch, Headers,
-    Method, Request, RequestInit, RequestRedirect, Response,
+    console_log, event, ByteStream, Context, Date, Delay, Env, Headers, Method, Request,
+    RequestInit, RequestRedirect, Response,
 };
 
 use super::auth::Authenticator;
 use super::context_handle;
+use super::fetch::{fetch, read_capped, FetchError, ReadError};
 use super::kv;
 use super::limiter::{Admission, Limiter};
 use crate::cache::{self, Status as CacheStatus, StreamFold};
 use crate::caller::body::{self, Hangup, Outlet, BUFFER_BYTES};
 use crate::caller::endpoints::{match_route, model_list, Endpoint};
-use crate::caller::request::{check_declared_length, parse_chat, BodyLimit, ChatCall};
+use crate::caller::request::{check_declared_length, parse_chat, ChatCall};
 use crate::config::{Config, ConfigError};
 use crate::error::{AppError, UpstreamError};
 use crate::lifecycle::{AttemptEnd, Chat, Next};
-use crate::log::{request_id, RequestLog};
+use crate::log::{request_id, Event, RequestLog};
 use crate::providers::openai::{end_user_id, MAX_ANSWER_BYTES};
 use crate::providers::routing::{self, Route};
 use crate::providers::Outcome;
@@ -273,11 +274,12 @@ async fn serve(req: Request, env: Env, ctx: Context, reply: Reply) {
     let response = match response {
         Ok(r) => r,
         Err(e) => {
-            // Building the answer itself failed: say so plainly, still as JSON.
-            console_log!(
-                "{{\"request_id\":\"{id}\",\"error\":\"internal_error\",\"detail\":\"response: {}\"}}",
-                e.to_string().replace('"', "'")
-            );
+            // Building the answer itself failed: the request's line says internal_error, this
+            // one why.
+            let event = Event::new("response_failed")
+                .in_request(&id)
+                .with_detail(&e.to_string());
+            console_log!("{}", event.to_line());
             log.borrow_mut().line.set_error(&AppError::Internal);
             reply.send(error_response(&AppError::Internal));
             return;
@@ -389,18 +391,14 @@ async fn read_body(req: &mut Request, limit: u64) -> Result<Vec<u8>, AppError> {
     )?;
     let declared = req.headers().get("content-length").ok().flatten();
     check_declared_length(declared.as_deref(), limit)?;
-    let mut body = BodyLimit::new(limit);
-    let Ok(mut stream) = req.stream() else {
-        // No body at all.
-        return Ok(Vec::new());
-    };
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| AppError::InvalidJson {
-            message: "the request body could not be read".to_owned(),
-        })?;
-        body.push(&chunk)?;
-    }
-    Ok(body.into_bytes())
+    read_capped(req.stream().ok(), limit, None)
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge => AppError::BodyTooLarge { limit },
+            ReadError::Broken | ReadError::Timeout => AppError::InvalidJson {
+                message: "the request body could not be read".to_owned(),
+            },
+        })
 }
 
 /// A chat request's lifecycle with its admission: every step goes through here, so the
@@ -548,18 +546,20 @@ async fn attempt(
         Ok(u) => u,
         Err(e) => return ended(AttemptEnd::NotSent(e)),
     };
-    let mut response = match send(&upstream, to_headers, cx.hangup).await {
+    let Ok(request) = upstream_fetch_request(&upstream) else {
+        return ended(AttemptEnd::NotSent(AppError::Internal));
+    };
+    let mut response = match fetch(request, to_headers, Some(cx.hangup)).await {
         Ok(r) => r,
-        Err(SendError::CallerGone) => return None,
-        Err(SendError::NoConnection) => return ended(AttemptEnd::NoConnection),
-        Err(SendError::NoAnswer) => return ended(AttemptEnd::NoAnswer),
-        Err(SendError::Internal) => return ended(AttemptEnd::NotSent(AppError::Internal)),
+        Err(FetchError::CallerGone) => return None,
+        Err(FetchError::NoConnection) => return ended(AttemptEnd::NoConnection),
+        Err(FetchError::NoAnswer) => return ended(AttemptEnd::NoAnswer),
     };
     let status = response.status_code();
     if (200..300).contains(&status) {
         return Some((AttemptEnd::Accepted { status }, Some((response, key))));
     }
-    let body = read_limited(&mut response, MAX_ERROR_BODY, to_headers)
+    let body = read_upstream(&mut response, MAX_ERROR_BODY, to_headers)
         .await
         .unwrap_or_default();
     let headers = response.headers();
@@ -605,19 +605,13 @@ async fn answer(
     let created = now_ms() / 1000;
     if !call.stream {
         let read = select(
-            Box::pin(read_limited(&mut response, MAX_ANSWER_BYTES, idle)),
+            Box::pin(read_upstream(&mut response, MAX_ANSWER_BYTES, idle)),
             cx.hangup.wait(),
         )
         .await;
         let body = match read {
             Either::Left((Ok(body), _)) => body,
-            Either::Left((Err(e), _)) => {
-                let e = match e {
-                    AppError::Upstream(u) => u,
-                    _ => UpstreamError::BadResponse,
-                };
-                return Err(tracked.step(|c, _| c.answer_failed(e)));
-            }
+            Either::Left((Err(e), _)) => return Err(tracked.step(|c, _| c.answer_failed(e))),
             Either::Right(_) => {
                 tracked.step(Chat::caller_gone);
                 return Err(AppError::CallerGone);
@@ -832,28 +826,13 @@ async fn pull(
     }
 }
 
-/// Why no response came.
-enum SendError {
-    /// The connection failed before any headers.
-    NoConnection,
-    /// No headers within the limit.
-    NoAnswer,
-    /// The caller went away first.
-    CallerGone,
-    /// The request could not be built.
-    Internal,
-}
-
-/// Sends the upstream request and waits for its headers, at most `timeout`, and no longer than
-/// the caller stays (the fetch is aborted either way).
-async fn send(
+/// The upstream request, ready for the runtime's `fetch`.
+fn upstream_fetch_request(
     upstream: &crate::providers::openai::UpstreamRequest,
-    timeout: Duration,
-    hangup: &Hangup,
-) -> Result<Response, SendError> {
+) -> worker::Result<Request> {
     let headers = Headers::new();
     for (name, value) in &upstream.headers {
-        headers.set(name, value).map_err(|_| SendError::Internal)?;
+        headers.set(name, value)?;
     }
     let mut init = RequestInit::new();
     // A redirect is answered as the provider's error, never followed with the key.
@@ -861,53 +840,22 @@ async fn send(
         .with_headers(headers)
         .with_body(Some(Uint8Array::from(upstream.body.as_slice()).into()))
         .with_redirect(RequestRedirect::Manual);
-    let request = Request::new_with_init(&upstream.url, &init).map_err(|_| SendError::Internal)?;
-    let controller = AbortController::default();
-    let signal = controller.signal();
-    let fetch = Fetch::Request(request);
-    let sent = Box::pin(fetch.send_with_signal(&signal));
-    let waited = select(Delay::from(timeout), hangup.wait());
-    // Bound to a name so the borrowed futures are dropped before `fetch` and `signal`.
-    #[allow(clippy::let_and_return)]
-    let result = match select(sent, waited).await {
-        Either::Left((Ok(response), _)) => Ok(response),
-        Either::Left((Err(_), _)) => Err(SendError::NoConnection),
-        Either::Right((Either::Left(_), _)) => {
-            controller.abort();
-            Err(SendError::NoAnswer)
-        }
-        Either::Right((Either::Right(_), _)) => {
-            controller.abort();
-            Err(SendError::CallerGone)
-        }
-    };
-    result
+    Request::new_with_init(&upstream.url, &init)
 }
 
-/// Reads a whole upstream body, at most `limit` bytes, within `timeout`.
-async fn read_limited(
+/// An upstream body, at most `limit` bytes within `timeout`, as the provider's failure.
+async fn read_upstream(
     response: &mut Response,
     limit: usize,
     timeout: Duration,
-) -> Result<Vec<u8>, AppError> {
-    let mut stream = response.stream().map_err(|_| UpstreamError::BadResponse)?;
-    let read = async {
-        let mut body = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|_| UpstreamError::Network)?;
-            if body.len() + chunk.len() > limit {
-                return Err(UpstreamError::BadResponse);
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
-    };
-    #[allow(clippy::let_and_return)]
-    let result = match select(Box::pin(read), Delay::from(timeout)).await {
-        Either::Left((result, _)) => result.map_err(AppError::from),
-        Either::Right(_) => Err(UpstreamError::Timeout.into()),
-    };
-    result
+) -> Result<Vec<u8>, UpstreamError> {
+    read_capped(response.stream().ok(), limit as u64, Some(timeout))
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge => UpstreamError::BadResponse,
+            ReadError::Broken => UpstreamError::Network,
+            ReadError::Timeout => UpstreamError::Timeout,
+        })
 }
 
 fn json_response(status: u16, body: Vec<u8>) -> worker::Result<Response> {

@@ -2,9 +2,10 @@
 //! caller never waits for it. What is cached, the key and the entry are decided in
 //! [`crate::cache`].
 
-use worker::{console_warn, Context, Env, KvStore};
+use worker::{console_log, Context, Env, KvStore};
 
 use crate::cache::{self, Cached};
+use crate::log::Event;
 
 /// The KV binding (wrangler.toml's `[[kv_namespaces]]`).
 pub const BINDING: &str = "CACHE";
@@ -52,8 +53,9 @@ impl Store {
                 Err(e) => Err(e),
             };
             if let Err(e) = written {
-                // Not a request's log line: a note for the operator (the key is a hash).
-                console_warn!("cache write failed for {key}: {e}");
+                // The key is a hash: nothing of the request in it.
+                let event = Event::new("cache_write_failed").with_detail(&format!("{key}: {e}"));
+                console_log!("{}", event.to_line());
             }
         });
     }

@@ -37,6 +37,7 @@ use worker::{
 use crate::error::AppError;
 use crate::limiter::pending::{CallId, Pending, Where};
 use crate::limiter::{Call, Decision, Limits, Settlement, Snapshot};
+use crate::log::Event;
 use crate::plans::Plan;
 
 /// How long a settlement waits in the isolate for the user's next call before it is sent alone.
@@ -111,16 +112,13 @@ async fn deliver(namespace: ObjectNamespace, sub: String, limits: Limits, ticket
             }
         }
         if Date::now().as_millis() >= deadline {
-            console_log!(
-                "{}",
-                serde_json::json!({
-                    "error": "settlement_undelivered",
-                    "sub": crate::error::shorten(&sub, 64),
-                    "ticket": ticket,
-                    "detail": "the limiter could not be reached; the ticket's lease will lapse \
-                               and charge its reservation",
-                })
-            );
+            let event = Event::new("settlement_undelivered")
+                .for_user(&sub)
+                .with_detail(&format!(
+                    "ticket {ticket}: the limiter could not be reached; the ticket's lease will \
+                 lapse and charge its reservation"
+                ));
+            console_log!("{}", event.to_line());
             return;
         }
     }
@@ -268,14 +266,10 @@ async fn call(namespace: &ObjectNamespace, sub: &str, call: &Call) -> Result<Dec
 }
 
 fn log_failure(sub: &str, what: &str, e: &worker::Error) {
-    console_log!(
-        "{}",
-        serde_json::json!({
-            "error": "limiter_unavailable",
-            "sub": crate::error::shorten(sub, 64),
-            "detail": format!("{what}: {}", crate::error::shorten(&e.to_string(), 200)),
-        })
-    );
+    let event = Event::new("limiter_unavailable")
+        .for_user(sub)
+        .with_detail(&format!("{what}: {e}"));
+    console_log!("{}", event.to_line());
 }
 
 /// An admitted request: settles once, when settled or dropped.

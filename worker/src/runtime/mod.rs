@@ -7,10 +7,13 @@
 //! - `limiter`: the client of the user's Durable Object (admit, usage reports, settlements).
 //! - `durable`: the `UserLimiter` Durable Object.
 //! - `kv`: the response cache's KV reads and writes.
+//! - `fetch`: a fetch with a time limit and a capped body read, for providers, the JWKS and the
+//!   caller's body.
 
 mod auth;
 mod durable;
 mod entry;
+mod fetch;
 mod kv;
 pub(crate) mod limiter;
 

@@ -1,0 +1,96 @@
+//! The runtime's HTTP reads, one of each: a fetch that gives up after a time limit (or when the
+//! caller goes away), and a body read with a size cap and a time limit. Providers' answers, the
+//! issuer's JWKS and the caller's own request body all go through these.
+
+use std::time::Duration;
+
+use futures_util::future::{pending, select, Either};
+use futures_util::StreamExt;
+use worker::{AbortController, ByteStream, Delay, Fetch, Request, Response};
+
+use crate::caller::body::Hangup;
+use crate::caller::request::BodyLimit;
+
+/// Why a fetch gave no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FetchError {
+    /// The connection failed before any headers.
+    NoConnection,
+    /// No headers within the time limit.
+    NoAnswer,
+    /// The caller went away first.
+    CallerGone,
+}
+
+/// Sends `request` and waits for its headers, at most `timeout`, and, with a `hangup`, no
+/// longer than the caller stays; the fetch is aborted when it gives up.
+pub(crate) async fn fetch(
+    request: Request,
+    timeout: Duration,
+    hangup: Option<&Hangup>,
+) -> Result<Response, FetchError> {
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let fetch = Fetch::Request(request);
+    let sent = Box::pin(fetch.send_with_signal(&signal));
+    let gone = async {
+        match hangup {
+            Some(h) => h.wait().await,
+            None => pending::<()>().await,
+        }
+    };
+    let waited = select(Delay::from(timeout), Box::pin(gone));
+    // Bound to a name so the borrowed futures are dropped before `fetch` and `signal`.
+    #[allow(clippy::let_and_return)]
+    let result = match select(sent, waited).await {
+        Either::Left((Ok(response), _)) => Ok(response),
+        Either::Left((Err(_), _)) => Err(FetchError::NoConnection),
+        Either::Right((Either::Left(_), _)) => {
+            controller.abort();
+            Err(FetchError::NoAnswer)
+        }
+        Either::Right((Either::Right(_), _)) => {
+            controller.abort();
+            Err(FetchError::CallerGone)
+        }
+    };
+    result
+}
+
+/// Why a body read failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadError {
+    /// More than the cap.
+    TooLarge,
+    /// The body broke off.
+    Broken,
+    /// It did not end within the time limit.
+    Timeout,
+}
+
+/// Reads a whole body (none: empty), at most `limit` bytes, within `timeout` when one is
+/// given.
+pub(crate) async fn read_capped(
+    body: Option<ByteStream>,
+    limit: u64,
+    timeout: Option<Duration>,
+) -> Result<Vec<u8>, ReadError> {
+    let Some(mut stream) = body else {
+        return Ok(Vec::new());
+    };
+    let read = async move {
+        let mut body = BodyLimit::new(limit);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| ReadError::Broken)?;
+            body.push(&chunk).map_err(|_| ReadError::TooLarge)?;
+        }
+        Ok(body.into_bytes())
+    };
+    let Some(timeout) = timeout else {
+        return read.await;
+    };
+    match select(Box::pin(read), Delay::from(timeout)).await {
+        Either::Left((result, _)) => result,
+        Either::Right(_) => Err(ReadError::Timeout),
+    }
+}
