@@ -1,7 +1,7 @@
 //! Stream-parsing throughput: storycad-client against async-openai, in one run.
 //!
 //! Serves a 10,000-chunk stream built from the recorded OpenAI chunks in
-//! `tests/fixtures/chat_stream_parallel_tool_calls_usage.sse` from 127.0.0.1, reads it to the end
+//! `fixtures/openai/chat_stream_parallel_tool_calls_usage.sse` from 127.0.0.1, reads it to the end
 //! with both clients, interleaved over several rounds, and prints chunks/s for each, the median
 //! of the rounds, and the ratio ours/theirs. Nothing passes or fails on absolute times.
 //!
@@ -39,7 +39,7 @@ fn arg(name: &str, default: usize) -> usize {
 fn stream_body(n: usize) -> Vec<u8> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/chat_stream_parallel_tool_calls_usage.sse"
+        "/../fixtures/openai/chat_stream_parallel_tool_calls_usage.sse"
     );
     let text = std::fs::read_to_string(path).expect("fixture");
     let events: Vec<&str> = text.lines().filter(|l| l.starts_with("data: {")).collect();

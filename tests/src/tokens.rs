@@ -292,7 +292,7 @@ pub fn jwks(keys: &[&SigningKey]) -> Value {
     json!({"keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>()})
 }
 
-/// The test keys in `tests/fixtures/keys/` (one private JWK per algorithm).
+/// The test keys in the workspace's `fixtures/keys/` (one private JWK per algorithm).
 #[derive(Debug)]
 pub struct TestKeys {
     /// The RS256 key.
@@ -307,6 +307,7 @@ impl TestKeys {
     /// Where the fixture keys live.
     pub fn dir() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
             .join("fixtures")
             .join("keys")
     }

@@ -12,10 +12,8 @@ use serde_json::{json, Value};
 use storycad_e2e::fake_provider::{FakeProvider, FakeProviderOptions, PROVIDER_COOKIE};
 use storycad_protocol::{ChatChunk, ChatResponse, FinishReason};
 
-const OPENAI_RECORDED: &str =
-    include_str!("../fixtures/provider/openai/chat_stream_text_usage.sse");
-const ANTHROPIC_RECORDED: &str =
-    include_str!("../fixtures/provider/anthropic/messages_stream_text.sse");
+const OPENAI_RECORDED: &str = include_str!("../../fixtures/openai/chat_stream_text_usage.sse");
+const ANTHROPIC_RECORDED: &str = include_str!("../../fixtures/anthropic/messages_stream_text.sse");
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -104,10 +102,8 @@ async fn openai_json_answer_echoes_with_documented_usage() {
         .unwrap()
         .contains(PROVIDER_COOKIE));
     let v: Value = r.json().await.unwrap();
-    let recorded: Value = serde_json::from_str(include_str!(
-        "../fixtures/provider/openai/chat_completion.json"
-    ))
-    .unwrap();
+    let recorded: Value =
+        serde_json::from_str(include_str!("../../fixtures/openai/chat_completion.json")).unwrap();
     assert_eq!(keys(&v), keys(&recorded));
     let resp: ChatResponse = serde_json::from_value(v).unwrap();
     assert_eq!(resp.text(), "echo: hello brave new world");
@@ -256,7 +252,7 @@ async fn anthropic_json_answer() {
         .await
         .unwrap();
     let recorded: Value = serde_json::from_str(include_str!(
-        "../fixtures/provider/anthropic/messages_response.json"
+        "../../fixtures/anthropic/messages_response.json"
     ))
     .unwrap();
     assert_eq!(keys(&v), keys(&recorded));

@@ -15,8 +15,7 @@
 //!   the plan (`check_model`, `cap_output`, `estimate_tokens`), `routing::chain` and
 //!   `upstream_request` for the route of that provider.
 //! - `relay/openai_200_chunks`, `relay/anthropic_200_chunks`: a 200-content-chunk upstream
-//!   stream, built from the recorded shapes in `tests/fixtures` (copies of the protocol crate's
-//!   provider fixtures), fed through the provider `Relay` in network-sized pieces, then
+//!   stream, built from the recorded shapes in the workspace's `fixtures/`, fed through the provider `Relay` in network-sized pieces, then
 //!   `finish`.
 //! - `total/openai_stream`, `total/anthropic_stream`: the per-request path with the
 //!   configuration already parsed: RS256 verification + plan + request build + relay of the
@@ -46,8 +45,8 @@ use test_signer::{fixture, sign, TestKey};
 
 /// The Worker's own wrangler.toml: the bench parses what a deployment parses.
 const WRANGLER_TOML: &str = include_str!("../wrangler.toml");
-const OPENAI_STREAM: &str = include_str!("../tests/fixtures/openai/chat_stream_text_usage.sse");
-const ANTHROPIC_STREAM: &str = include_str!("../tests/fixtures/anthropic/messages_stream_text.sse");
+const OPENAI_STREAM: &str = include_str!("../../fixtures/openai/chat_stream_text_usage.sse");
+const ANTHROPIC_STREAM: &str = include_str!("../../fixtures/anthropic/messages_stream_text.sse");
 
 /// Content chunks per relayed stream.
 const CONTENT_CHUNKS: usize = 200;

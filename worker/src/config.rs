@@ -489,7 +489,7 @@ pub(crate) fn json_problem(e: &serde_json::Error) -> String {
 /// The test-only public key the unit tests configure.
 #[cfg(test)]
 pub(crate) const TEST_JWK: &str =
-    include_str!("../tests/fixtures/keys/test-only-eddsa.public.jwk.json");
+    include_str!("../../fixtures/keys/test-only-eddsa.public.jwk.json");
 
 /// The `PLANS` of [`test_config`] unless the test sets its own: one plan of every alias.
 #[cfg(test)]
@@ -701,7 +701,7 @@ mod tests {
             );
         }
         // A private JWK pasted by mistake is refused without echoing its material.
-        let private = include_str!("../tests/fixtures/keys/test-only-eddsa.private.jwk.json");
+        let private = include_str!("../../fixtures/keys/test-only-eddsa.private.jwk.json");
         let e = err_with("JWT_PUBLIC_JWK", private);
         let d: serde_json::Value = serde_json::from_str(private).unwrap();
         assert!(!e.to_string().contains(d["d"].as_str().unwrap()), "{e}");

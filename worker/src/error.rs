@@ -528,11 +528,7 @@ mod tests {
     const BASE: &str = "http://10.1.2.3:4010/v1";
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/fixtures/openai/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
+        crate::fixture(&format!("openai/{name}"))
     }
 
     fn classify(status: u16, headers: &[(&str, &str)], body: &[u8]) -> UpstreamError {

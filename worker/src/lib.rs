@@ -38,3 +38,10 @@ pub mod providers;
 
 #[cfg(target_arch = "wasm32")]
 mod runtime;
+
+/// A file of the workspace's `fixtures/` (recorded provider answers), for unit tests.
+#[cfg(test)]
+pub(crate) fn fixture(path: &str) -> Vec<u8> {
+    let full = format!("{}/../fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+}

@@ -15,7 +15,7 @@ const STREAMS: [&str; 5] = [
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!(
-        "{}/tests/fixtures/anthropic/{name}",
+        "{}/../fixtures/anthropic/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))

@@ -8,7 +8,7 @@ const CREATED: u64 = 1_764_000_000;
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!(
-        "{}/tests/fixtures/anthropic/{name}",
+        "{}/../fixtures/anthropic/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))

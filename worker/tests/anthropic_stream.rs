@@ -9,7 +9,7 @@ const ALIAS: &str = "storycad-fast";
 
 fn fixture(name: &str) -> String {
     let path = format!(
-        "{}/tests/fixtures/anthropic/{name}",
+        "{}/../fixtures/anthropic/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))

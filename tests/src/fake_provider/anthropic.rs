@@ -1,5 +1,5 @@
 //! Anthropic's `POST /v1/messages`, shaped like the recorded answers
-//! (fixtures/provider/anthropic, from anthropic-sdk-python's recordings): `event:` lines,
+//! (the workspace's `fixtures/anthropic`, from anthropic-sdk-python's recordings): `event:` lines,
 //! `message_start` ... `message_stop`, a ping, and each `data:` JSON padded with spaces before
 //! its closing brace, as the real API does.
 
@@ -224,34 +224,29 @@ pub(crate) fn fault_reply(fault: &Fault) -> Reply {
     match fault {
         Fault::RateLimited { retry_after_secs } => Reply::json(
             429,
-            include_bytes!("../../fixtures/provider/anthropic/error_429_rate_limit_error.json")
-                .to_vec(),
+            include_bytes!("../../../fixtures/anthropic/error_429_rate_limit_error.json").to_vec(),
         )
         .header("retry-after", retry_after_secs.to_string())
         .header("x-should-retry", "true".into()),
         Fault::RateLimitedNoRetryAfter => Reply::json(
             429,
-            include_bytes!("../../fixtures/provider/anthropic/error_429_rate_limit_error.json")
-                .to_vec(),
+            include_bytes!("../../../fixtures/anthropic/error_429_rate_limit_error.json").to_vec(),
         ),
         Fault::BadRequest => Reply::json(
             400,
-            include_bytes!(
-                "../../fixtures/provider/anthropic/error_400_invalid_request_error.json"
-            )
-            .to_vec(),
+            include_bytes!("../../../fixtures/anthropic/error_400_invalid_request_error.json")
+                .to_vec(),
         ),
         Fault::Unauthorized => Reply::json(
             401,
-            include_bytes!("../../fixtures/provider/anthropic/error_401_authentication_error.json")
+            include_bytes!("../../../fixtures/anthropic/error_401_authentication_error.json")
                 .to_vec(),
         ),
         Fault::ServerError => Reply::json(500, error_body("api_error", "Internal server error")),
         Fault::Unavailable => Reply::json(503, error_body("api_error", "Service unavailable")),
         Fault::Overloaded => Reply::json(
             529,
-            include_bytes!("../../fixtures/provider/anthropic/error_529_overloaded_error.json")
-                .to_vec(),
+            include_bytes!("../../../fixtures/anthropic/error_529_overloaded_error.json").to_vec(),
         )
         .header("x-should-retry", "true".into()),
         other => invalid(&format!("fake provider: unknown fault {other:?}")),

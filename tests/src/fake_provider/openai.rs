@@ -1,5 +1,5 @@
 //! OpenAI's `POST /v1/chat/completions`, shaped like the recorded answers
-//! (fixtures/provider/openai, from openai-python's recordings).
+//! (the workspace's `fixtures/openai`, from openai-python's recordings).
 
 use serde_json::{json, Value};
 
@@ -210,14 +210,12 @@ pub(crate) fn json_content_type() -> &'static str {
 pub(crate) fn fault_reply(fault: &Fault) -> Reply {
     let fixture = |name: &str| -> Vec<u8> {
         match name {
-            "429" => {
-                include_bytes!("../../fixtures/provider/openai/error_429_rate_limit_exceeded.json")
-                    .to_vec()
+            "429" => include_bytes!("../../../fixtures/openai/error_429_rate_limit_exceeded.json")
+                .to_vec(),
+            "500" => {
+                include_bytes!("../../../fixtures/openai/error_500_server_error.json").to_vec()
             }
-            "500" => include_bytes!("../../fixtures/provider/openai/error_500_server_error.json")
-                .to_vec(),
-            _ => include_bytes!("../../fixtures/provider/openai/error_401_invalid_api_key.json")
-                .to_vec(),
+            _ => include_bytes!("../../../fixtures/openai/error_401_invalid_api_key.json").to_vec(),
         }
     };
     let simple = |status: u16, message: &str, kind: &str| {

@@ -1,4 +1,4 @@
-//! Test-only token signing with the committed fixture keys (`tests/fixtures/keys/test-only-*`).
+//! Test-only token signing with the committed fixture keys (`fixtures/keys/test-only-*`).
 //!
 //! Compiled into the unit tests (`#[cfg(test)]`) and, by `#[path]`, into `examples/jwt_bench.rs`;
 //! never into the Worker. It depends on nothing in the crate, only on the crypto crates.
@@ -11,28 +11,28 @@ use serde_json::Value;
 pub fn fixture(name: &str) -> &'static str {
     match name {
         "test-only-rs256.public.jwk.json" => {
-            include_str!("../../tests/fixtures/keys/test-only-rs256.public.jwk.json")
+            include_str!("../../../fixtures/keys/test-only-rs256.public.jwk.json")
         }
         "test-only-rs256.private.jwk.json" => {
-            include_str!("../../tests/fixtures/keys/test-only-rs256.private.jwk.json")
+            include_str!("../../../fixtures/keys/test-only-rs256.private.jwk.json")
         }
         "test-only-es256.public.jwk.json" => {
-            include_str!("../../tests/fixtures/keys/test-only-es256.public.jwk.json")
+            include_str!("../../../fixtures/keys/test-only-es256.public.jwk.json")
         }
         "test-only-es256.private.jwk.json" => {
-            include_str!("../../tests/fixtures/keys/test-only-es256.private.jwk.json")
+            include_str!("../../../fixtures/keys/test-only-es256.private.jwk.json")
         }
         "test-only-eddsa.public.jwk.json" => {
-            include_str!("../../tests/fixtures/keys/test-only-eddsa.public.jwk.json")
+            include_str!("../../../fixtures/keys/test-only-eddsa.public.jwk.json")
         }
         "test-only-eddsa.private.jwk.json" => {
-            include_str!("../../tests/fixtures/keys/test-only-eddsa.private.jwk.json")
+            include_str!("../../../fixtures/keys/test-only-eddsa.private.jwk.json")
         }
         "test-only-p384.public.jwk.json" => {
-            include_str!("../../tests/fixtures/keys/test-only-p384.public.jwk.json")
+            include_str!("../../../fixtures/keys/test-only-p384.public.jwk.json")
         }
         "test-only-jwks.public.json" => {
-            include_str!("../../tests/fixtures/keys/test-only-jwks.public.json")
+            include_str!("../../../fixtures/keys/test-only-jwks.public.json")
         }
         other => panic!("no fixture {other}"),
     }

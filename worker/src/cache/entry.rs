@@ -201,14 +201,7 @@ mod tests {
 
     use super::*;
     use crate::cache::StreamFold;
-
-    fn fixture(path: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/fixtures/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use crate::fixture;
 
     fn fold_all(sse: &[u8], alias: &str, usage: Option<Usage>) -> Option<ChatResponse> {
         let mut f = StreamFold::new();

@@ -93,15 +93,8 @@ mod tests {
 
     use super::*;
     use crate::config::ProviderKind;
+    use crate::fixture;
     use crate::providers::Relay;
-
-    fn fixture(path: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/fixtures/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
 
     /// Runs a recorded upstream stream through the provider's relay and folds what the caller
     /// would receive.

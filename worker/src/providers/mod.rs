@@ -291,6 +291,7 @@ mod tests {
     use super::*;
     use crate::caller::request::parse_chat;
     use crate::config::{test_config, Config};
+    use crate::fixture;
     use crate::providers::routing::chain;
 
     const KEY: &str = concat!("sk-", "ant-test-key-0123456789");
@@ -304,14 +305,6 @@ mod tests {
                 r#"{"fast":["openai:gpt-4o-mini","anthropic:claude-haiku-4-5"]}"#,
             ),
         ])
-    }
-
-    fn fixture(path: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/fixtures/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
     }
 
     fn build(body: Value, default_max: u32) -> Result<(UpstreamRequest, Value), AppError> {

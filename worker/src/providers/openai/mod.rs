@@ -319,11 +319,7 @@ mod tests {
 
     #[test]
     fn completion_gets_the_alias_and_usage() {
-        let raw = std::fs::read(format!(
-            "{}/tests/fixtures/openai/chat_completion.json",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
+        let raw = crate::fixture("openai/chat_completion.json");
         let c = completion(&raw, "storycad-fast").unwrap();
         let v: Value = serde_json::from_slice(&c.body).unwrap();
         let mut expected: Value = serde_json::from_slice(&raw).unwrap();

@@ -222,11 +222,7 @@ mod tests {
     const ALIAS: &str = "storycad-fast";
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/fixtures/openai/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
+        crate::fixture(&format!("openai/{name}"))
     }
 
     fn relay(forward_usage: bool) -> OpenAiStream {
