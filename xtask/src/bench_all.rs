@@ -52,10 +52,7 @@ const HOST_COSTS: &[(&str, &str)] = &[
     ),
 ];
 
-pub fn run(args: &[String]) -> Result<()> {
-    let record = args.iter().any(|a| a == "--record");
-    let proxy_args: Vec<String> = args.iter().filter(|a| *a != "--record").cloned().collect();
-    let settings = bench_proxy::settings(&proxy_args)?;
+pub fn run(record: bool, settings: &bench_proxy::Settings) -> Result<()> {
     let started = std::time::Instant::now();
     let load_before = load_average();
 
@@ -79,7 +76,7 @@ pub fn run(args: &[String]) -> Result<()> {
         &fs::read_to_string(&client_summary).context("the client bench wrote no summary")?,
     )?;
 
-    let proxy = bench_proxy::measure(&settings)?;
+    let proxy = bench_proxy::measure(settings)?;
     bench_proxy::print(&proxy);
 
     let mut md = String::new();
@@ -87,7 +84,7 @@ pub fn run(args: &[String]) -> Result<()> {
     println!("\n{md}");
     fs::write(out_dir.join("summary.md"), &md)?;
     if record {
-        let doc = document(&md, &proxy_args, load_before, started.elapsed())?;
+        let doc = document(&md, load_before, started.elapsed())?;
         fs::write(workspace_root().join("BENCHMARKS.md"), doc)?;
         println!("recorded in BENCHMARKS.md");
     }
@@ -183,12 +180,7 @@ fn load_average() -> String {
 }
 
 /// BENCHMARKS.md: the machine, the command, then the tables.
-fn document(
-    tables: &str,
-    args: &[String],
-    load_before: String,
-    took: std::time::Duration,
-) -> Result<String> {
+fn document(tables: &str, load_before: String, took: std::time::Duration) -> Result<String> {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -212,11 +204,8 @@ fn document(
             .and_then(|t| serde_json::from_str::<Value>(&t).ok())
             .and_then(|v| v["version"].as_str().map(str::to_owned))
             .unwrap_or_else(|| "?".into());
-    let command = if args.is_empty() {
-        "cargo xtask bench --record".to_owned()
-    } else {
-        format!("cargo xtask bench --record {}", args.join(" "))
-    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = format!("cargo xtask {}", args.join(" "));
     let mut doc = String::new();
     writeln!(doc, "# Benchmarks\n")?;
     writeln!(

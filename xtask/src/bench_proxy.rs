@@ -45,48 +45,27 @@ const AUDIENCE: &str = "storycad-bench";
 const PROVIDER_KEY: &str = "bench-provider-key";
 
 /// Settings from the command line.
+#[derive(clap::Args)]
 pub struct Settings {
-    /// Requests per path and concurrency (`--requests`, default 500).
+    /// Requests per path and concurrency.
+    #[arg(long, default_value_t = 500, value_parser = at_least_one())]
     pub requests: usize,
-    /// Words of the streamed answer (`--stream-words`, default 199: 200 content chunks).
+    /// Words of the streamed answer (199: 200 content chunks).
+    #[arg(long, default_value_t = 199)]
     pub stream_words: usize,
-    /// Concurrencies measured (`--concurrency 1,16,64`).
+    /// Concurrencies measured, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64",
+          value_parser = at_least_one())]
     pub concurrency: Vec<usize>,
-    /// Another build of the Worker (a copy of `worker/build` made at another commit) to
-    /// measure beside this one, same settings (`--against DIR`): before/after in one run.
-    pub against: Option<std::path::PathBuf>,
+    /// Another build of the Worker (a copy of worker/build made at another commit) to measure
+    /// beside this one, same settings: before/after in one run.
+    #[arg(long, value_name = "DIR")]
+    pub against: Option<PathBuf>,
 }
 
-pub fn settings(args: &[String]) -> Result<Settings> {
-    let mut s = Settings {
-        requests: 500,
-        stream_words: 199,
-        concurrency: vec![1, 16, 64],
-        against: None,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value =
-            || -> Result<&String> { it.next().with_context(|| format!("{a} needs a value")) };
-        let number =
-            |v: &str| -> Result<usize> { v.parse().with_context(|| format!("{a} needs a number")) };
-        match a.as_str() {
-            "--requests" => s.requests = number(value()?)?,
-            "--stream-words" => s.stream_words = number(value()?)?,
-            "--against" => s.against = Some(value()?.into()),
-            "--concurrency" => {
-                s.concurrency = value()?
-                    .split(',')
-                    .map(|c| number(c.trim()))
-                    .collect::<Result<_>>()?;
-                if s.concurrency.contains(&0) {
-                    bail!("--concurrency values must be at least 1");
-                }
-            }
-            other => bail!("unknown argument {other}"),
-        }
-    }
-    Ok(s)
+/// A whole number of 1 or more.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
 /// One path's figures at one concurrency (milliseconds, requests/s).
@@ -128,9 +107,8 @@ pub const OURS_NO_CACHE: &str = "our Worker, no token cache";
 pub const OURS_NO_LIMITS: &str = "our Worker, limiter off";
 pub const OURS_AGAINST: &str = "our Worker, --against build";
 
-pub fn run(args: &[String]) -> Result<()> {
-    let settings = settings(args)?;
-    let report = measure(&settings)?;
+pub fn run(settings: &Settings) -> Result<()> {
+    let report = measure(settings)?;
     print(&report);
     Ok(())
 }

@@ -29,52 +29,35 @@ const RSS_LIMIT_MB: u32 = 2048;
 /// Seconds one input may take before libFuzzer calls it a hang.
 const TIMEOUT_SECS: u32 = 10;
 
-struct Options {
-    minutes: f64,
-    targets: Vec<&'static str>,
-    sanitizer: String,
+#[derive(clap::Args)]
+pub struct Options {
+    /// Minutes each target runs.
+    #[arg(long, value_parser = positive_minutes)]
+    pub minutes: f64,
+    /// One target instead of all of them.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(TARGETS))]
+    pub target: Option<String>,
+    /// libFuzzer's sanitizer.
+    #[arg(long, default_value = "none", value_parser = ["none", "address"])]
+    pub sanitizer: String,
 }
 
-fn options(args: &[String]) -> Result<Options> {
-    let usage = "usage: cargo xtask fuzz --minutes N [--target NAME] [--sanitizer none|address]";
-    let mut minutes = None;
-    let mut targets: Vec<&'static str> = TARGETS.to_vec();
-    let mut sanitizer = "none".to_owned();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || {
-            it.next()
-                .with_context(|| format!("{a} needs a value\n{usage}"))
-        };
-        match a.as_str() {
-            "--minutes" => {
-                let m: f64 = value()?
-                    .parse()
-                    .with_context(|| format!("--minutes takes a number\n{usage}"))?;
-                if !(m > 0.0 && m.is_finite()) {
-                    bail!("--minutes must be above 0");
-                }
-                minutes = Some(m);
-            }
-            "--target" => {
-                let name = value()?;
-                let Some(t) = TARGETS.iter().find(|t| *t == name) else {
-                    bail!("no fuzz target `{name}` (targets: {})", TARGETS.join(", "));
-                };
-                targets = vec![*t];
-            }
-            "--sanitizer" => sanitizer = value()?.clone(),
-            other => bail!("unknown argument `{other}`\n{usage}"),
-        }
+impl Options {
+    /// The targets to run, in order.
+    pub fn targets(&self) -> Vec<&'static str> {
+        TARGETS
+            .into_iter()
+            .filter(|t| self.target.as_deref().is_none_or(|name| name == *t))
+            .collect()
     }
-    let Some(minutes) = minutes else {
-        bail!("{usage}");
-    };
-    Ok(Options {
-        minutes,
-        targets,
-        sanitizer,
-    })
+}
+
+/// Minutes, above 0 (fractions allowed).
+pub fn positive_minutes(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(m) if m > 0.0 && m.is_finite() => Ok(m),
+        _ => Err("a number of minutes above 0".into()),
+    }
 }
 
 /// `cargo +nightly ...` in `fuzz/`, without the outer (stable) cargo's environment.
@@ -126,20 +109,19 @@ struct Report {
     ok: bool,
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let opts = options(args)?;
+pub fn run(opts: &Options) -> Result<()> {
     check_nightly()?;
     ensure_cargo_fuzz()?;
     let fuzz = root().join("fuzz");
     let mut build = nightly_cargo();
     build.args(["fuzz", "build", "--sanitizer", &opts.sanitizer]);
-    if let [only] = opts.targets.as_slice() {
+    if let Some(only) = &opts.target {
         build.arg(only);
     }
     cmd::run(&mut build)?;
     let mut reports = Vec::new();
-    for target in &opts.targets {
-        reports.push(run_target(target, &opts)?);
+    for target in opts.targets() {
+        reports.push(run_target(target, opts)?);
     }
     println!(
         "\n{:<18} {:>8} {:>14} {:>8}",

@@ -1,13 +1,5 @@
-//! `cargo xtask <task>`: the project's tasks, in Rust rather than shell scripts.
-//!
-//! - `setup`: install what is missing (apt packages, cargo tools, npm packages), idempotently.
-//! - `build-worker`: build the Worker's release bundle (skipped when it is up to date).
-//! - `test`: setup, `cargo fmt --check`, clippy with `-D warnings`, the bundle, every test.
-//! - `dev`: the Worker under workerd with a fake provider (or real keys), and the chat REPL.
-//! - `bench [client|proxy|ffi]`: benchmarks that print ratios measured side by side; alone,
-//!   all of them and one summary table.
-//! - `fuzz --minutes N [--target NAME]`: the fuzz targets in `fuzz/`, one after another.
-//! - `soak`: the Worker under steady streaming load for N minutes, watching workerd's memory.
+//! `cargo xtask <task>`: the project's tasks, in Rust rather than shell scripts. `cargo xtask
+//! help` (or `<task> --help`) lists them with their options, from the definitions below.
 
 mod bench_all;
 mod bench_proxy;
@@ -20,71 +12,169 @@ mod setup;
 mod soak;
 mod test;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
 
-const USAGE: &str = "usage: cargo xtask <task>
+/// The project's tasks.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
 
-tasks:
-  setup          install what is missing (apt, cargo tools, npm packages); idempotent
-  build-worker   build the Worker's release bundle into worker/build (skipped when up to date)
-  test           setup, fmt --check, clippy -D warnings, build-worker, every test
-  dev            the Worker under workerd + fake provider (or real keys) + the chat REPL
-  bench          every benchmark below (release builds) and one summary table: proxy
-                 latency, the Worker's host CPU cost (criterion), wasm size against its
-                 budget (fails above 1 MB gzipped), client parsing
-                 [--record: write BENCHMARKS.md] [the proxy options below]
-  bench client   client SSE parsing: ours vs async-openai on the same stream
-  bench proxy    latency the Worker adds: vs the fake provider directly and vs a JavaScript
-                 passthrough Worker on the same workerd
-                 [--requests N (500)] [--stream-words N (199)] [--concurrency 1,16,64]
-                 [--against DIR: a copy of worker/build from another commit, measured beside]
-  bench ffi      per-chunk cost: Python bindings' next() loop vs the Rust client
-  fuzz           the fuzz targets (nightly, cargo-fuzz; installed if missing), one at a time
-                 --minutes N [--target NAME] [--sanitizer none|address]
-  soak           streaming load on the Worker under workerd; fails on any error or on
-                 workerd RSS growth >= 10% [--minutes N (10)] [--users N (32)]
-                 [--via-wrangler | --miniflare] [--no-limits] [--no-stream] [--warm-up S]
-";
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing (apt packages, cargo tools, npm packages); idempotent.
+    Setup,
+    /// Build the Worker's release bundle into worker/build (skipped when up to date).
+    BuildWorker {
+        /// Build even when the bundle is up to date.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Setup, `cargo fmt --check`, clippy -D warnings, build-worker, every test.
+    Test {
+        /// Passed on to `cargo test --workspace` (after `--`: `cargo xtask test -- --nocapture`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        cargo_test: Vec<String>,
+    },
+    /// The Worker under workerd with a fake provider (or real keys), and the chat REPL.
+    Dev,
+    /// Benchmarks that print ratios measured side by side (alone: all of them, one table).
+    ///
+    /// Alone, every benchmark (release builds) and one summary table: proxy latency, the
+    /// Worker's host CPU cost (criterion), wasm size against its budget (fails above 1 MB
+    /// gzipped), client parsing.
+    Bench(Bench),
+    /// The fuzz targets in fuzz/ (nightly, cargo-fuzz; installed if missing), one at a time.
+    Fuzz(fuzz::Options),
+    /// Streaming load on the Worker under workerd, watching its memory.
+    ///
+    /// Fails on any error, a panic in the Worker's log, or workerd RSS growth of 10% or more.
+    Soak(soak::Settings),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Bench {
+    #[command(subcommand)]
+    only: Option<OneBench>,
+    /// Write the summary, with the machine and the command, to BENCHMARKS.md.
+    #[arg(long)]
+    record: bool,
+    #[command(flatten)]
+    proxy: bench_proxy::Settings,
+}
+
+#[derive(Subcommand)]
+enum OneBench {
+    /// Client SSE parsing: ours vs async-openai on the same stream.
+    Client,
+    /// Latency the Worker adds: vs the fake provider directly and vs a JavaScript passthrough
+    /// Worker on the same workerd.
+    Proxy(bench_proxy::Settings),
+    /// Per-chunk cost: the Python bindings' next() loop vs the Rust client.
+    Ffi,
+}
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Err(e) = run(&args) {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli.task) {
         eprintln!("xtask: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(args: &[String]) -> Result<()> {
-    let task = args.first().map(String::as_str).unwrap_or("help");
-    let rest = args.get(1..).unwrap_or_default();
+fn run(task: Task) -> Result<()> {
     match task {
-        "setup" => setup::run(),
-        "build-worker" => build::worker(rest.iter().any(|a| a == "--force")),
-        "test" => test::run(rest),
-        "dev" => dev::run(),
-        "bench" => bench(rest),
-        "fuzz" => fuzz::run(rest),
-        "soak" => soak::run(rest),
-        "help" | "-h" | "--help" => {
-            print!("{USAGE}");
-            Ok(())
-        }
-        other => bail!("unknown task `{other}`\n\n{USAGE}"),
+        Task::Setup => setup::run(),
+        Task::BuildWorker { force } => build::worker(force),
+        Task::Test { cargo_test } => test::run(&cargo_test),
+        Task::Dev => dev::run(),
+        Task::Bench(Bench {
+            only: None,
+            record,
+            proxy,
+        }) => bench_all::run(record, &proxy),
+        Task::Bench(Bench {
+            only: Some(one), ..
+        }) => match one {
+            OneBench::Client => {
+                let mut c = cmd::cargo();
+                c.args(["bench", "-p", "storycad-client", "--bench", "stream_parse"]);
+                cmd::run(&mut c)
+            }
+            OneBench::Proxy(settings) => bench_proxy::run(&settings),
+            OneBench::Ffi => python::bench(),
+        },
+        Task::Fuzz(options) => fuzz::run(&options),
+        Task::Soak(settings) => soak::run(&settings),
     }
 }
 
-fn bench(args: &[String]) -> Result<()> {
-    match args.first().map(String::as_str) {
-        None => bench_all::run(&[]),
-        Some("all") => bench_all::run(&args[1..]),
-        Some(a) if a.starts_with("--") => bench_all::run(args),
-        Some("proxy") => bench_proxy::run(&args[1..]),
-        Some("ffi") => python::bench(),
-        Some("client") => {
-            let mut c = cmd::cargo();
-            c.args(["bench", "-p", "storycad-client", "--bench", "stream_parse"]);
-            cmd::run(&mut c)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(line: &str) -> Result<Task, clap::Error> {
+        Cli::try_parse_from(std::iter::once("xtask").chain(line.split_whitespace())).map(|c| c.task)
+    }
+
+    #[test]
+    fn options_reach_their_task() {
+        let Ok(Task::Bench(b)) = parse("bench --record --requests 40 --concurrency 1,8") else {
+            panic!("bench with options did not parse");
+        };
+        assert!(b.record && b.only.is_none());
+        assert_eq!((b.proxy.requests, b.proxy.concurrency), (40, vec![1, 8]));
+        let Ok(Task::Bench(b)) = parse("bench proxy --stream-words 9") else {
+            panic!("bench proxy did not parse");
+        };
+        let Some(OneBench::Proxy(p)) = b.only else {
+            panic!("bench proxy is not the proxy bench");
+        };
+        assert_eq!((p.requests, p.stream_words), (500, 9));
+        let Ok(Task::Test { cargo_test }) = parse("test -p storycad-worker -- --nocapture") else {
+            panic!("test with cargo arguments did not parse");
+        };
+        assert_eq!(cargo_test, ["-p", "storycad-worker", "--", "--nocapture"]);
+        let Ok(Task::Soak(s)) = parse("soak --minutes 0.5 --miniflare --no-stream") else {
+            panic!("soak did not parse");
+        };
+        assert_eq!(
+            (s.minutes, s.users, s.miniflare, s.no_stream),
+            (0.5, 32, true, true)
+        );
+        let Ok(Task::Fuzz(f)) = parse("fuzz --minutes 2 --target jwt") else {
+            panic!("fuzz did not parse");
+        };
+        assert_eq!((f.targets(), f.sanitizer.as_str()), (vec!["jwt"], "none"));
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        for line in [
+            "bench --concurrency 0",
+            "bench --requests many",
+            "bench client --record",
+            "soak --via-wrangler --miniflare",
+            "soak --users 0",
+            "soak --minutes 0",
+            "soak --minutes 2000",
+            "fuzz",
+            "fuzz --minutes 1 --target nope",
+            "fuzz --minutes -1",
+            "fuzz --minutes 1 --sanitizer memory",
+            "unknown-task",
+        ] {
+            assert!(parse(line).is_err(), "`{line}` was accepted");
         }
-        _ => bail!("usage: cargo xtask bench [--record] | bench <client|proxy|ffi>"),
     }
 }

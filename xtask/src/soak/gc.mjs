@@ -2,7 +2,7 @@
 // DevTools inspector (`HeapProfiler.collectGarbage`), so memory that is only waiting for a
 // major GC is told apart from memory that is kept.
 //
-// usage: node soak_gc.mjs NODE_MODULES WS_URL...
+// usage: node gc.mjs NODE_MODULES WS_URL...
 // Tries each URL in turn; prints `gc <url>` and exits 0 once one collected, exits 1 if none did.
 import path from "node:path";
 import { createRequire } from "node:module";

@@ -1,10 +1,10 @@
 // `cargo xtask soak --miniflare`: the built Worker under workerd through miniflare alone, with
 // no DevTools inspector and no dev proxy (what `wrangler dev` adds around the runtime).
 //
-// usage: node soak_miniflare.mjs CONFIG_JSON_FILE
+// usage: node miniflare.mjs CONFIG_JSON_FILE
 // The file: {"node_modules", "build", "port", "inspector_port", "name", "persist",
 // "compatibility_date", "compatibility_flags", "bindings": {NAME: TEXT}}. The inspector is open (no client attaches
-// unless `soak_gc.mjs` asks for a garbage collection).
+// unless `gc.mjs` asks for a garbage collection).
 // Prints `ready <url>` once the Worker answers, and runs until SIGTERM.
 import fs from "node:fs";
 import path from "node:path";
