@@ -4,13 +4,56 @@ mod support;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use storycad_client::{Error, RetryPolicy};
+use storycad_client::{Completion, Error, RetryPolicy};
 use support::{bounded, fixture, request, Action, TestServer};
 
 const OK_JSON: &str = r#"{"id":"c1","object":"chat.completion","created":1,"model":"storycad-fast","choices":[{"index":0,"message":{"role":"assistant","content":"hi there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
 
 fn ok() -> Action {
     Action::json(200, OK_JSON)
+}
+
+/// One chat with the default client against a server that answers `first`, then a success.
+async fn chat_after(first: Action) -> (TestServer, storycad_client::Result<Completion>) {
+    let server = TestServer::start(vec![first, ok()]).await;
+    let outcome = server.client().chat(&request()).await;
+    (server, outcome)
+}
+
+/// `first` is retried: the chat succeeds on the second attempt. The server, for its record.
+async fn retried(first: Action) -> (TestServer, Completion) {
+    let (server, outcome) = chat_after(first).await;
+    let done = outcome.expect("retried to success");
+    assert_eq!(done.meta.attempts, 2);
+    assert_eq!(server.hits(), 2);
+    (server, done)
+}
+
+/// `first` is retried after a wait: how long, between the two attempts' arrivals.
+async fn wait_before_retry(first: Action) -> Duration {
+    let (server, _) = retried(first).await;
+    let reqs = server.requests();
+    reqs[1].at - reqs[0].at
+}
+
+/// `first` is the chat's error, without a retry.
+async fn not_retried(first: Action) -> Error {
+    let (server, outcome) = chat_after(first).await;
+    let err = outcome.expect_err("an error");
+    assert_eq!(server.hits(), 1, "not retried: {err:?}");
+    err
+}
+
+/// A server that answers `every` on every connection: the chat's error after 2 retries.
+async fn fails_after_retries(every: Action) -> Error {
+    let server = TestServer::start_with(vec![], Some(every)).await;
+    let err = server
+        .client()
+        .chat(&request())
+        .await
+        .expect_err("an error");
+    assert_eq!(server.hits(), 3, "1 attempt + 2 retries");
+    err
 }
 
 #[tokio::test]
@@ -196,16 +239,12 @@ async fn rate_limit_headers_exposed_on_429() {
 #[tokio::test]
 async fn retry_after_seconds_is_honoured() {
     bounded(async {
-        let server = TestServer::start(vec![
-            Action::error(429, "rate_limit_exceeded", &[("retry-after", "1")]),
-            ok(),
-        ])
+        let gap = wait_before_retry(Action::error(
+            429,
+            "rate_limit_exceeded",
+            &[("retry-after", "1")],
+        ))
         .await;
-        let done = server.client().chat(&request()).await.expect("chat");
-        assert_eq!(done.meta.attempts, 2);
-        let reqs = server.requests();
-        assert_eq!(reqs.len(), 2);
-        let gap = reqs[1].at - reqs[0].at;
         assert!(gap >= Duration::from_millis(950), "waited only {gap:?}");
         assert!(gap < Duration::from_secs(3), "waited {gap:?}");
     })
@@ -215,19 +254,12 @@ async fn retry_after_seconds_is_honoured() {
 #[tokio::test]
 async fn retry_after_ms_is_honoured_before_retry_after() {
     bounded(async {
-        let server = TestServer::start(vec![
-            Action::error(
-                429,
-                "rate_limit_exceeded",
-                &[("retry-after-ms", "300"), ("retry-after", "30")],
-            ),
-            ok(),
-        ])
+        let gap = wait_before_retry(Action::error(
+            429,
+            "rate_limit_exceeded",
+            &[("retry-after-ms", "300"), ("retry-after", "30")],
+        ))
         .await;
-        let done = server.client().chat(&request()).await.expect("chat");
-        assert_eq!(done.meta.attempts, 2);
-        let reqs = server.requests();
-        let gap = reqs[1].at - reqs[0].at;
         assert!(
             gap >= Duration::from_millis(280) && gap < Duration::from_secs(2),
             "gap {gap:?}"
@@ -241,15 +273,12 @@ async fn retry_after_http_date_is_honoured() {
     bounded(async {
         // HTTP dates have whole seconds: 2 s ahead means a wait of 1 to 2 s.
         let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(2));
-        let server = TestServer::start(vec![
-            Action::error(503, "upstream_error", &[("retry-after", &date)]),
-            ok(),
-        ])
+        let gap = wait_before_retry(Action::error(
+            503,
+            "upstream_error",
+            &[("retry-after", &date)],
+        ))
         .await;
-        let done = server.client().chat(&request()).await.expect("chat");
-        assert_eq!(done.meta.attempts, 2);
-        let reqs = server.requests();
-        let gap = reqs[1].at - reqs[0].at;
         assert!(
             gap >= Duration::from_millis(900) && gap < Duration::from_millis(2600),
             "gap {gap:?}"
@@ -261,14 +290,13 @@ async fn retry_after_http_date_is_honoured() {
 #[tokio::test]
 async fn x_should_retry_false_forbids_retry() {
     bounded(async {
-        let server = TestServer::start(vec![
-            Action::error(503, "upstream_error", &[("x-should-retry", "false")]),
-            ok(),
-        ])
+        let err = not_retried(Action::error(
+            503,
+            "upstream_error",
+            &[("x-should-retry", "false")],
+        ))
         .await;
-        let err = server.client().chat(&request()).await.expect_err("503");
         assert_eq!(err.status(), Some(503));
-        assert_eq!(server.hits(), 1);
         // The error keeps the advice, so an app's own retry loop sees it too.
         assert!(!err.is_retryable(), "{err:?}");
         match &err {
@@ -282,13 +310,12 @@ async fn x_should_retry_false_forbids_retry() {
 #[tokio::test]
 async fn x_should_retry_true_forces_retry_of_400() {
     bounded(async {
-        let server = TestServer::start(vec![
-            Action::error(400, "invalid_value", &[("x-should-retry", "true")]),
-            ok(),
-        ])
+        retried(Action::error(
+            400,
+            "invalid_value",
+            &[("x-should-retry", "true")],
+        ))
         .await;
-        let done = server.client().chat(&request()).await.expect("chat");
-        assert_eq!(done.meta.attempts, 2);
     })
     .await;
 }
@@ -296,11 +323,8 @@ async fn x_should_retry_true_forces_retry_of_400() {
 #[tokio::test]
 async fn status_500_then_success_is_retried() {
     bounded(async {
-        let server = TestServer::start(vec![Action::error(500, "internal_error", &[]), ok()]).await;
-        let done = server.client().chat(&request()).await.expect("chat");
+        let (_, done) = retried(Action::error(500, "internal_error", &[])).await;
         assert_eq!(done.text(), "hi there");
-        assert_eq!(done.meta.attempts, 2);
-        assert_eq!(server.hits(), 2);
     })
     .await;
 }
@@ -308,13 +332,10 @@ async fn status_500_then_success_is_retried() {
 #[tokio::test]
 async fn retries_stop_after_max_retries() {
     bounded(async {
-        let server =
-            TestServer::start_with(vec![], Some(Action::error(502, "upstream_error", &[]))).await;
-        let err = server.client().chat(&request()).await.expect_err("502s");
+        let err = fails_after_retries(Action::error(502, "upstream_error", &[])).await;
         assert_eq!(err.status(), Some(502));
         assert!(matches!(err, Error::Api(_)));
         assert!(err.is_retryable());
-        assert_eq!(server.hits(), 3, "1 attempt + 2 retries");
     })
     .await;
 }
@@ -322,18 +343,17 @@ async fn retries_stop_after_max_retries() {
 #[tokio::test]
 async fn status_400_is_not_retried() {
     bounded(async {
-        let server = TestServer::start(vec![
-            Action::error(400, "invalid_value", &[("x-request-id", "req-400")]),
-            ok(),
-        ])
+        let err = not_retried(Action::error(
+            400,
+            "invalid_value",
+            &[("x-request-id", "req-400")],
+        ))
         .await;
-        let err = server.client().chat(&request()).await.expect_err("400");
         assert!(matches!(err, Error::Api(_)));
         assert_eq!(err.status(), Some(400));
         assert_eq!(err.code(), Some("invalid_value"));
         assert_eq!(err.request_id(), Some("req-400"));
         assert!(!err.is_retryable());
-        assert_eq!(server.hits(), 1);
     })
     .await;
 }
@@ -341,17 +361,16 @@ async fn status_400_is_not_retried() {
 #[tokio::test]
 async fn budget_exhausted_429_is_not_retried() {
     bounded(async {
-        let server = TestServer::start(vec![
-            Action::error(429, "budget_exhausted", &[("retry-after", "3600")]),
-            ok(),
-        ])
+        let err = not_retried(Action::error(
+            429,
+            "budget_exhausted",
+            &[("retry-after", "3600")],
+        ))
         .await;
-        let err = server.client().chat(&request()).await.expect_err("429");
         assert!(matches!(err, Error::BudgetExhausted(_)), "{err:?}");
         assert_eq!(err.retry_after(), Some(Duration::from_secs(3600)));
         assert!(!err.is_retryable());
         assert_eq!(err.to_string(), "budget exhausted: try again in 3600 s");
-        assert_eq!(server.hits(), 1);
     })
     .await;
 }
@@ -359,15 +378,13 @@ async fn budget_exhausted_429_is_not_retried() {
 #[tokio::test]
 async fn insufficient_quota_429_is_not_retried() {
     bounded(async {
-        let server = TestServer::start(vec![
-            Action::json(429, &fixture("error_429_insufficient_quota.json")),
-            ok(),
-        ])
+        let err = not_retried(Action::json(
+            429,
+            &fixture("error_429_insufficient_quota.json"),
+        ))
         .await;
-        let err = server.client().chat(&request()).await.expect_err("429");
         assert!(matches!(err, Error::BudgetExhausted(_)), "{err:?}");
         assert_eq!(err.code(), Some("insufficient_quota"));
-        assert_eq!(server.hits(), 1);
     })
     .await;
 }
@@ -375,16 +392,15 @@ async fn insufficient_quota_429_is_not_retried() {
 #[tokio::test]
 async fn server_delay_above_max_is_returned_not_slept() {
     bounded(async {
-        let server = TestServer::start(vec![
-            Action::error(503, "upstream_error", &[("retry-after", "90")]),
-            ok(),
-        ])
-        .await;
         let started = Instant::now();
-        let err = server.client().chat(&request()).await.expect_err("503");
+        let err = not_retried(Action::error(
+            503,
+            "upstream_error",
+            &[("retry-after", "90")],
+        ))
+        .await;
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(err.retry_after(), Some(Duration::from_secs(90)));
-        assert_eq!(server.hits(), 1);
 
         // The limit is the policy's: 1 s allows a 2 s wait no more.
         let server = TestServer::start(vec![
@@ -409,10 +425,7 @@ async fn server_delay_above_max_is_returned_not_slept() {
 #[tokio::test]
 async fn reset_before_headers_then_success() {
     bounded(async {
-        let server = TestServer::start(vec![Action::reset(), ok()]).await;
-        let done = server.client().chat(&request()).await.expect("chat");
-        assert_eq!(done.meta.attempts, 2);
-        assert_eq!(server.hits(), 2);
+        retried(Action::reset()).await;
     })
     .await;
 }
@@ -420,11 +433,9 @@ async fn reset_before_headers_then_success() {
 #[tokio::test]
 async fn reset_every_time_is_a_network_error() {
     bounded(async {
-        let server = TestServer::start_with(vec![], Some(Action::reset())).await;
-        let err = server.client().chat(&request()).await.expect_err("resets");
+        let err = fails_after_retries(Action::reset()).await;
         assert!(matches!(err, Error::Network { .. }), "{err:?}");
         assert!(err.is_retryable());
-        assert_eq!(server.hits(), 3);
     })
     .await;
 }

@@ -30,6 +30,21 @@ async fn drain(mut s: ChatStream) -> (String, Vec<ChatChunk>, Option<Error>) {
     (text, chunks, None)
 }
 
+/// Opens a stream with the default client.
+async fn open(server: &TestServer) -> ChatStream {
+    server
+        .client()
+        .chat_stream(&request())
+        .await
+        .expect("stream")
+}
+
+/// Serves `answer`, opens a stream with the default client and reads it to its end.
+async fn read(answer: Action) -> (String, Vec<ChatChunk>, Option<Error>) {
+    let server = TestServer::start(vec![answer]).await;
+    drain(open(&server).await).await
+}
+
 #[tokio::test]
 async fn sse_success_yields_chunks_until_done() {
     bounded(async {
@@ -43,11 +58,7 @@ async fn sse_success_yields_chunks_until_done() {
             )],
         )])
         .await;
-        let stream = server
-            .client()
-            .chat_stream(&request())
-            .await
-            .expect("stream");
+        let stream = open(&server).await;
         assert_eq!(stream.meta().status, 200);
         assert_eq!(stream.meta().request_id.as_deref(), Some("req-s1"));
         assert_eq!(stream.meta().rate_limit.remaining_tokens, Some(777));
@@ -74,13 +85,7 @@ async fn comments_and_keep_alives_are_skipped() {
             text_event("Hello"),
             text_event(", world")
         );
-        let server = TestServer::start(vec![Action::sse(body)]).await;
-        let stream = server
-            .client()
-            .chat_stream(&request())
-            .await
-            .expect("stream");
-        let (text, chunks, err) = drain(stream).await;
+        let (text, chunks, err) = read(Action::sse(body)).await;
         assert!(err.is_none(), "{err:?}");
         assert_eq!(text, "Hello, world");
         assert_eq!(chunks.len(), 2);
@@ -98,17 +103,11 @@ async fn stream_delivered_one_byte_per_write() {
             ": note",
             text_event("café ☕")
         );
-        let server = TestServer::start(vec![Action::sse_steps(
+        let (text, _, err) = read(Action::sse_steps(
             &[],
             vec![Step::WriteBytewise(body.into_bytes())],
-        )])
+        ))
         .await;
-        let stream = server
-            .client()
-            .chat_stream(&request())
-            .await
-            .expect("stream");
-        let (text, _, err) = drain(stream).await;
         assert!(err.is_none(), "{err:?}");
         assert_eq!(text, "Grüße, café ☕");
     })
@@ -120,26 +119,14 @@ async fn final_event_without_trailing_blank_line_is_not_lost() {
     bounded(async {
         // `[DONE]` with no newline at all, right before the end of the body.
         let body = format!("{}{}data: [DONE]", text_event("a"), text_event("b"));
-        let server = TestServer::start(vec![Action::sse(body)]).await;
-        let stream = server
-            .client()
-            .chat_stream(&request())
-            .await
-            .expect("stream");
-        let (text, _, err) = drain(stream).await;
+        let (text, _, err) = read(Action::sse(body)).await;
         assert!(err.is_none(), "{err:?}");
         assert_eq!(text, "ab");
 
         // A last chunk ended by a single newline is delivered; the missing [DONE] is reported.
         let last = text_event("c");
         let body = format!("{}{}", text_event("a"), last.trim_end_matches('\n'));
-        let server = TestServer::start(vec![Action::sse(format!("{body}\n"))]).await;
-        let stream = server
-            .client()
-            .chat_stream(&request())
-            .await
-            .expect("stream");
-        let (text, _, err) = drain(stream).await;
+        let (text, _, err) = read(Action::sse(format!("{body}\n"))).await;
         assert_eq!(text, "ac");
         assert!(
             matches!(err, Some(Error::StreamTruncated { .. })),
@@ -153,17 +140,11 @@ async fn final_event_without_trailing_blank_line_is_not_lost() {
 async fn end_of_body_without_done_is_stream_truncated() {
     bounded(async {
         let body = format!("{}{}", text_event("partial "), text_event("answer"));
-        let server = TestServer::start(vec![Action::sse_steps(
+        let (text, _, err) = read(Action::sse_steps(
             &[("x-request-id", "req-cut")],
             vec![Step::Write(body.into_bytes())],
-        )])
+        ))
         .await;
-        let stream = server
-            .client()
-            .chat_stream(&request())
-            .await
-            .expect("stream");
-        let (text, _, err) = drain(stream).await;
         assert_eq!(text, "partial answer");
         let err = err.expect("an error, not a silent end");
         assert!(matches!(err, Error::StreamTruncated { .. }), "{err:?}");
@@ -178,13 +159,7 @@ async fn cut_mid_event_is_stream_truncated() {
     bounded(async {
         let full = text_event("second");
         let body = format!("{}{}", text_event("first"), &full[..full.len() / 2]);
-        let server = TestServer::start(vec![Action::sse(body)]).await;
-        let stream = server
-            .client()
-            .chat_stream(&request())
-            .await
-            .expect("stream");
-        let (text, _, err) = drain(stream).await;
+        let (text, _, err) = read(Action::sse(body)).await;
         assert_eq!(text, "first");
         assert!(
             matches!(err, Some(Error::StreamTruncated { .. })),
@@ -200,17 +175,11 @@ async fn chunked_body_cut_mid_stream_is_stream_truncated() {
         // Chunked encoding closed without its last chunk: a transport error, not a clean end.
         let mut body = chunk(text_event("first").as_bytes());
         body.extend(chunk(b"data: {\"id\":\"c1\",\"choi"));
-        let server = TestServer::start(vec![Action::sse_steps(
+        let (text, _, err) = read(Action::sse_steps(
             &[("transfer-encoding", "chunked")],
             vec![Step::Write(body)],
-        )])
+        ))
         .await;
-        let stream = server
-            .client()
-            .chat_stream(&request())
-            .await
-            .expect("stream");
-        let (text, _, err) = drain(stream).await;
         assert_eq!(text, "first");
         match err {
             Some(Error::StreamTruncated { source, .. }) => {
@@ -229,13 +198,10 @@ async fn error_event_mid_stream_is_a_typed_error() {
             "{}data: {{\"error\":{{\"message\":\"upstream went away\",\"type\":\"server_error\",\"code\":\"upstream_error\",\"param\":null}}}}\n\n",
             text_event("Once upon")
         );
-        let server = TestServer::start(vec![Action::sse_steps(
+        let (text, _, err) = read(Action::sse_steps(
             &[("x-request-id", "req-ev")],
             vec![Step::Write(body.into_bytes())],
-        )])
-        .await;
-        let stream = server.client().chat_stream(&request()).await.expect("stream");
-        let (text, _, err) = drain(stream).await;
+        )).await;
         assert_eq!(text, "Once upon");
         match err {
             Some(Error::Stream {
@@ -312,11 +278,7 @@ async fn dropping_the_stream_closes_the_connection() {
             ],
         )])
         .await;
-        let mut stream = server
-            .client()
-            .chat_stream(&request())
-            .await
-            .expect("stream");
+        let mut stream = open(&server).await;
         let first = stream.next().await.expect("an item").expect("a chunk");
         assert_eq!(first.text(), Some("first"));
         assert!(
@@ -368,11 +330,7 @@ async fn truncated_stream_is_not_retried_once_returned() {
             Action::sse(format!("{}data: [DONE]\n\n", text_event("whole"))),
         ])
         .await;
-        let stream = server
-            .client()
-            .chat_stream(&request())
-            .await
-            .expect("stream");
+        let stream = open(&server).await;
         let (_, _, err) = drain(stream).await;
         assert!(matches!(err, Some(Error::StreamTruncated { .. })));
         assert_eq!(server.hits(), 1);
@@ -387,11 +345,7 @@ async fn accumulator_merges_tool_calls_by_index() {
             "chat_stream_parallel_tool_calls_usage.sse",
         ))])
         .await;
-        let stream = server
-            .client()
-            .chat_stream(&request())
-            .await
-            .expect("stream");
+        let stream = open(&server).await;
         let response = stream.collect_response().await.expect("whole stream");
         assert_eq!(response.id, "chatcmpl-ABfwAwrNePHUgBBezonVC6MX3zd63");
         assert_eq!(response.object, "chat.completion");
