@@ -21,8 +21,9 @@ use storycad_client::{ChatRequest, Error, Message};
 use storycad_e2e::{fake_provider::PROVIDER_COOKIE, tokens::Alg};
 use storycad_protocol::{FinishReason, StreamOptions};
 use support::{
-    chat_body, Suite, SuiteConfig, ANSWER_TIMEOUT, ANTHROPIC_ALIAS, ANTHROPIC_KEY, ANTHROPIC_MODEL,
-    FALLBACK_ALIAS, MAX_BODY_BYTES, OPENAI_ALIAS, OPENAI_KEY, OPENAI_MODEL, UPSTREAM_TIMEOUT,
+    chat_body, drain, Suite, SuiteConfig, ANSWER_TIMEOUT, ANTHROPIC_ALIAS, ANTHROPIC_KEY,
+    ANTHROPIC_MODEL, FALLBACK_ALIAS, MAX_BODY_BYTES, OPENAI_ALIAS, OPENAI_KEY, OPENAI_MODEL,
+    UPSTREAM_TIMEOUT,
 };
 
 fn main() -> ExitCode {
@@ -102,26 +103,33 @@ fn words(s: &str) -> u64 {
     s.split_whitespace().count() as u64
 }
 
+/// A complete answer through `alias` and `route`: the fake's echo of `prompt`, ending with
+/// `stop`, with the fake's documented counts (words of every message; 1 + words of the last).
+fn assert_echo(answer: &storycad_client::Completion, alias: &str, route: &str, prompt: &str) {
+    assert_eq!(answer.text(), format!("echo: {prompt}"));
+    assert_eq!(answer.model, alias, "the caller sees the alias");
+    assert_eq!(answer.choices[0].finish_reason, Some(FinishReason::Stop));
+    let usage = answer.usage.clone().unwrap();
+    assert_eq!(usage.prompt_tokens, 3 + words(prompt));
+    assert_eq!(usage.completion_tokens, 1 + words(prompt));
+    assert_eq!(answer.meta.route.as_deref(), Some(route));
+}
+
 async fn chat_through_the_client(s: Arc<Suite>) {
     let nonce = s.nonce();
     let prompt = format!("{nonce} tell me a story");
     let answer = s.client().chat(&user(&prompt)).await.unwrap();
-    assert_eq!(answer.text(), format!("echo: {prompt}"));
-    assert_eq!(answer.model, OPENAI_ALIAS, "the caller sees the alias");
-    assert_eq!(answer.choices[0].finish_reason, Some(FinishReason::Stop));
-    let usage = answer.usage.clone().unwrap();
-    // The fake provider's documented counts: words of every message; 1 + words of the last.
-    assert_eq!(usage.prompt_tokens, 3 + words(&prompt));
-    assert_eq!(usage.completion_tokens, 1 + words(&prompt));
+    assert_echo(
+        &answer,
+        OPENAI_ALIAS,
+        &format!("openai:{OPENAI_MODEL}"),
+        &prompt,
+    );
     assert!(answer
         .meta
         .request_id
         .as_deref()
         .is_some_and(|id| !id.is_empty()));
-    assert_eq!(
-        answer.meta.route.as_deref(),
-        Some(format!("openai:{OPENAI_MODEL}").as_str())
-    );
     let sent = s.provider.requests_containing(&nonce);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].path, "/v1/chat/completions");
@@ -140,8 +148,17 @@ async fn stream_through_the_client(s: Arc<Suite>) {
         include_usage: Some(true),
         ..Default::default()
     });
-    let mut stream = s.client().chat_stream(&req).await.unwrap();
+    let stream = s.client().chat_stream(&req).await.unwrap();
     assert!(stream.meta().request_id.is_some());
+    let chunks = echoed_stream(stream, OPENAI_ALIAS, &prompt).await;
+    // role + 5 content + finish + usage.
+    assert_eq!(chunks, 1 + (1 + words(&prompt)) + 1 + 1);
+}
+
+/// Reads a stream whose request asked for usage and was routed through `alias`: every chunk
+/// names the alias; the text is the fake's echo of `prompt`, ending with `stop`, and the usage
+/// event has the fake's counts. Returns the number of chunks.
+async fn echoed_stream(mut stream: storycad_client::ChatStream, alias: &str, prompt: &str) -> u64 {
     let mut text = String::new();
     let mut usage = None;
     let mut finish = None;
@@ -149,10 +166,8 @@ async fn stream_through_the_client(s: Arc<Suite>) {
     while let Some(item) = stream.next().await {
         let chunk = item.unwrap();
         chunks += 1;
-        assert_eq!(chunk.model, OPENAI_ALIAS);
-        if let Some(t) = chunk.text() {
-            text.push_str(t);
-        }
+        assert_eq!(chunk.model, alias);
+        text.push_str(chunk.text().unwrap_or(""));
         if let Some(f) = chunk.choices.first().and_then(|c| c.finish_reason.clone()) {
             finish = Some(f);
         }
@@ -162,11 +177,10 @@ async fn stream_through_the_client(s: Arc<Suite>) {
     }
     assert_eq!(text, format!("echo: {prompt}"));
     assert_eq!(finish, Some(FinishReason::Stop));
-    // role + 5 content + finish + usage.
-    assert_eq!(chunks, 1 + (1 + words(&prompt)) + 1 + 1);
     let usage = usage.expect("the usage event, as asked");
-    assert_eq!(usage.prompt_tokens, 3 + words(&prompt));
-    assert_eq!(usage.completion_tokens, 1 + words(&prompt));
+    assert_eq!(usage.prompt_tokens, 3 + words(prompt));
+    assert_eq!(usage.completion_tokens, 1 + words(prompt));
+    chunks
 }
 
 async fn stream_wire_shape(s: Arc<Suite>) {
@@ -197,12 +211,7 @@ async fn stream_wire_shape(s: Arc<Suite>) {
 
 async fn usage_event_only_when_asked(s: Arc<Suite>) {
     let nonce = s.nonce();
-    let seen = s
-        .chat(
-            Some(&s.token(Alg::EdDSA)),
-            &chat_body(OPENAI_ALIAS, &nonce, true),
-        )
-        .await;
+    let seen = s.ask(OPENAI_ALIAS, &nonce, true).await;
     assert_eq!(seen.status, 200);
     assert!(
         seen.sse_data().iter().all(|d| !d.contains("\"usage\"")),
@@ -254,16 +263,8 @@ async fn anthropic_chat_through_the_client(s: Arc<Suite>) {
     let nonce = s.nonce();
     let prompt = format!("{nonce} hello claude");
     let answer = s.client().chat(&anthropic_req(&prompt)).await.unwrap();
-    assert_eq!(answer.text(), format!("echo: {prompt}"));
-    assert_eq!(answer.model, ANTHROPIC_ALIAS);
-    assert_eq!(answer.choices[0].finish_reason, Some(FinishReason::Stop));
-    let usage = answer.usage.clone().unwrap();
-    assert_eq!(usage.prompt_tokens, 3 + words(&prompt));
-    assert_eq!(usage.completion_tokens, 1 + words(&prompt));
-    assert_eq!(
-        answer.meta.route.as_deref(),
-        Some(format!("anthropic:{ANTHROPIC_MODEL}").as_str())
-    );
+    let route = format!("anthropic:{ANTHROPIC_MODEL}");
+    assert_echo(&answer, ANTHROPIC_ALIAS, &route, &prompt);
     let sent = s.provider.requests_containing(&nonce);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].path, "/v1/messages");
@@ -284,26 +285,8 @@ async fn anthropic_stream_through_the_client(s: Arc<Suite>) {
         include_usage: Some(true),
         ..Default::default()
     });
-    let mut stream = s.client().chat_stream(&req).await.unwrap();
-    let mut text = String::new();
-    let mut usage = None;
-    let mut finish = None;
-    while let Some(item) = stream.next().await {
-        let chunk = item.unwrap();
-        assert_eq!(chunk.model, ANTHROPIC_ALIAS);
-        text.push_str(chunk.text().unwrap_or(""));
-        if let Some(f) = chunk.choices.first().and_then(|c| c.finish_reason.clone()) {
-            finish = Some(f);
-        }
-        if chunk.usage.is_some() {
-            usage = chunk.usage.clone();
-        }
-    }
-    assert_eq!(text, format!("echo: {prompt}"));
-    assert_eq!(finish, Some(FinishReason::Stop));
-    let usage = usage.expect("usage, as asked");
-    assert_eq!(usage.prompt_tokens, 3 + words(&prompt));
-    assert_eq!(usage.completion_tokens, 1 + words(&prompt));
+    let stream = s.client().chat_stream(&req).await.unwrap();
+    echoed_stream(stream, ANTHROPIC_ALIAS, &prompt).await;
 }
 
 /// The end-user id the provider got: `u-` and 32 hex digits, the same for one user, never the
@@ -413,12 +396,7 @@ async fn anthropic_gets_its_key_and_no_caller_credentials(s: Arc<Suite>) {
 
 async fn provider_cookies_are_not_relayed(s: Arc<Suite>) {
     for stream in [false, true] {
-        let seen = s
-            .chat(
-                Some(&s.token(Alg::EdDSA)),
-                &chat_body(OPENAI_ALIAS, &s.nonce(), stream),
-            )
-            .await;
+        let seen = s.ask(OPENAI_ALIAS, &s.nonce(), stream).await;
         assert_eq!(seen.status, 200);
         for value in seen.headers.get_all("set-cookie") {
             assert!(
@@ -429,16 +407,10 @@ async fn provider_cookies_are_not_relayed(s: Arc<Suite>) {
     }
 }
 
-/// Drains a client stream: the text received and the error that ended it, if any.
-async fn drain(mut stream: storycad_client::ChatStream) -> (String, Option<Error>) {
-    let mut text = String::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(c) => text.push_str(c.text().unwrap_or("")),
-            Err(e) => return (text, Some(e)),
-        }
-    }
-    (text, None)
+/// Opens a stream of `req` with the suite's client and reads it to its end: the text and
+/// the error that ended it, if any.
+async fn stream_text(s: &Suite, req: &ChatRequest) -> (String, Option<Error>) {
+    drain(s.client().chat_stream(req).await.unwrap()).await
 }
 
 fn assert_stream_failed(s: &Suite, err: Option<Error>) -> Error {
@@ -452,63 +424,37 @@ fn assert_stream_failed(s: &Suite, err: Option<Error>) -> Error {
 }
 
 async fn cut_stream_is_an_error_for_the_client(s: Arc<Suite>) {
-    let stream = s
-        .client()
-        .chat_stream(&user("fault:cut alpha beta gamma delta"))
-        .await
-        .unwrap();
-    let (text, err) = drain(stream).await;
+    let (text, err) = stream_text(&s, &user("fault:cut alpha beta gamma delta")).await;
     assert_eq!(
         text, "echo: fault:cut",
         "the two events sent before the cut"
     );
     assert_stream_failed(&s, err);
     // On the wire: an error event, no [DONE].
-    let seen = s
-        .chat(
-            Some(&s.token(Alg::EdDSA)),
-            &chat_body(OPENAI_ALIAS, "fault:cut alpha beta", true),
-        )
-        .await;
-    let data = seen.sse_data();
-    assert!(!data.iter().any(|d| d == "[DONE]"), "{}", seen.text());
-    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    let e = s
+        .ask(OPENAI_ALIAS, "fault:cut alpha beta", true)
+        .await
+        .stream_error();
     // The connection broke mid-body: a truncation or an upstream failure, as an event.
-    let code = last["error"]["code"].as_str().unwrap_or("");
+    let code = e["code"].as_str().unwrap_or("");
     assert!(
         ["stream_truncated", "upstream_error"].contains(&code),
-        "{last}"
+        "{e}"
     );
 }
 
 async fn early_clean_end_is_stream_truncated(s: Arc<Suite>) {
     // The upstream ends its body properly but before its last events.
     let seen = s
-        .chat(
-            Some(&s.token(Alg::EdDSA)),
-            &chat_body(OPENAI_ALIAS, "fault:cut-clean alpha beta", true),
-        )
+        .ask(OPENAI_ALIAS, "fault:cut-clean alpha beta", true)
         .await;
-    assert_eq!(seen.status, 200);
-    let data = seen.sse_data();
-    assert!(!data.iter().any(|d| d == "[DONE]"), "{}", seen.text());
-    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
-    assert_eq!(last["error"]["code"], "stream_truncated", "{last}");
-    let stream = s
-        .client()
-        .chat_stream(&user("fault:cut-clean alpha beta"))
-        .await
-        .unwrap();
-    assert_stream_failed(&s, drain(stream).await.1);
+    assert_eq!(seen.stream_error()["code"], "stream_truncated");
+    let (_, err) = stream_text(&s, &user("fault:cut-clean alpha beta")).await;
+    assert_stream_failed(&s, err);
 }
 
 async fn anthropic_cut_stream_is_an_error_for_the_client(s: Arc<Suite>) {
-    let stream = s
-        .client()
-        .chat_stream(&anthropic_req("fault:cut alpha beta gamma"))
-        .await
-        .unwrap();
-    let (_, err) = drain(stream).await;
+    let (_, err) = stream_text(&s, &anthropic_req("fault:cut alpha beta gamma")).await;
     assert_stream_failed(&s, err);
 }
 
@@ -521,58 +467,31 @@ async fn anthropic_upstream_error_event_is_an_error_for_the_client(s: Arc<Suite>
 }
 
 async fn upstream_error_event(s: &Suite, req: ChatRequest) {
-    {
-        let stream = s.client().chat_stream(&req).await.unwrap();
-        let (text, err) = drain(stream).await;
-        assert!(text.starts_with("echo:"), "{text}");
-        let err = assert_stream_failed(s, err);
-        assert!(matches!(err, Error::Stream { .. }), "{err:?}");
-    }
+    let (text, err) = stream_text(s, &req).await;
+    assert!(text.starts_with("echo:"), "{text}");
+    let err = assert_stream_failed(s, err);
+    assert!(matches!(err, Error::Stream { .. }), "{err:?}");
 }
 
 async fn garbage_stream_ends_with_an_error_event(s: Arc<Suite>) {
-    let seen = s
-        .chat(
-            Some(&s.token(Alg::EdDSA)),
-            &chat_body(OPENAI_ALIAS, "fault:bad-sse", true),
-        )
-        .await;
-    assert_eq!(seen.status, 200);
-    let data = seen.sse_data();
-    assert!(!data.iter().any(|d| d == "[DONE]"), "{}", seen.text());
-    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
-    assert!(last["error"]["code"].is_string(), "{}", seen.text());
-    let stream = s
-        .client()
-        .chat_stream(&user("fault:bad-sse"))
+    s.ask(OPENAI_ALIAS, "fault:bad-sse", true)
         .await
-        .unwrap();
-    assert_stream_failed(&s, drain(stream).await.1);
+        .stream_error();
+    let (_, err) = stream_text(&s, &user("fault:bad-sse")).await;
+    assert_stream_failed(&s, err);
 }
 
 async fn stalled_stream_ends_with_a_timeout_event(s: Arc<Suite>) {
     let started = Instant::now();
-    let seen = s
-        .chat(
-            Some(&s.token(Alg::EdDSA)),
-            &chat_body(OPENAI_ALIAS, "fault:stall", true),
-        )
-        .await;
-    assert_eq!(seen.status, 200);
-    let last: Value = serde_json::from_str(seen.sse_data().last().unwrap()).unwrap();
-    assert_eq!(last["error"]["code"], "upstream_timeout", "{}", seen.text());
+    let seen = s.ask(OPENAI_ALIAS, "fault:stall", true).await;
+    assert_eq!(seen.stream_error()["code"], "upstream_timeout");
     let took = started.elapsed();
     assert!(took >= UPSTREAM_TIMEOUT, "{took:?}");
     assert!(took < UPSTREAM_TIMEOUT * 4, "{took:?}");
 }
 
 async fn upstream_429_keeps_retry_after(s: Arc<Suite>) {
-    let seen = s
-        .chat(
-            Some(&s.token(Alg::EdDSA)),
-            &chat_body(OPENAI_ALIAS, "fault:429=3", false),
-        )
-        .await;
+    let seen = s.ask(OPENAI_ALIAS, "fault:429=3", false).await;
     seen.assert_error(429, "rate_limit_exceeded");
     assert_eq!(seen.header("retry-after"), Some("3"));
     match s.client().chat(&user("fault:429=3")).await {
@@ -589,12 +508,7 @@ async fn upstream_429_keeps_retry_after(s: Arc<Suite>) {
 }
 
 async fn upstream_429_without_retry_after(s: Arc<Suite>) {
-    let seen = s
-        .chat(
-            Some(&s.token(Alg::EdDSA)),
-            &chat_body(OPENAI_ALIAS, "fault:429-no-retry-after", true),
-        )
-        .await;
+    let seen = s.ask(OPENAI_ALIAS, "fault:429-no-retry-after", true).await;
     seen.assert_error(429, "rate_limit_exceeded");
     assert!(seen.header("retry-after").is_none());
 }
@@ -662,12 +576,7 @@ async fn rejected_key(s: &Suite, alias: &str) {
 }
 
 async fn provider_400_is_passed_on_scrubbed(s: Arc<Suite>) {
-    let seen = s
-        .chat(
-            Some(&s.token(Alg::EdDSA)),
-            &chat_body(OPENAI_ALIAS, "fault:400", false),
-        )
-        .await;
+    let seen = s.ask(OPENAI_ALIAS, "fault:400", false).await;
     let e = seen.assert_error(400, "invalid_value");
     assert_eq!(e["param"], "temperature");
     leaky_400(&s, OPENAI_ALIAS).await;
@@ -699,23 +608,13 @@ async fn leaky_400(s: &Suite, alias: &str) {
 
 async fn reset_before_headers_is_502(s: Arc<Suite>) {
     for stream in [false, true] {
-        let seen = s
-            .chat(
-                Some(&s.token(Alg::EdDSA)),
-                &chat_body(OPENAI_ALIAS, "fault:reset", stream),
-            )
-            .await;
+        let seen = s.ask(OPENAI_ALIAS, "fault:reset", stream).await;
         seen.assert_error(502, "upstream_error");
     }
 }
 
 async fn invalid_json_from_upstream_is_502(s: Arc<Suite>) {
-    let seen = s
-        .chat(
-            Some(&s.token(Alg::EdDSA)),
-            &chat_body(OPENAI_ALIAS, "fault:bad-json", false),
-        )
-        .await;
+    let seen = s.ask(OPENAI_ALIAS, "fault:bad-json", false).await;
     seen.assert_error(502, "upstream_error");
     let err = s.client().chat(&user("fault:bad-json")).await.unwrap_err();
     assert_eq!(err.status(), Some(502), "{err:?}");
@@ -726,12 +625,7 @@ async fn hanging_upstream_is_504_after_the_timeout(s: Arc<Suite>) {
     // UPSTREAM_TIMEOUT_MS; either way the provider had the request: not worth a retry.
     for (stream, limit) in [(false, ANSWER_TIMEOUT), (true, UPSTREAM_TIMEOUT)] {
         let started = Instant::now();
-        let seen = s
-            .chat(
-                Some(&s.token(Alg::EdDSA)),
-                &chat_body(OPENAI_ALIAS, "fault:hang", stream),
-            )
-            .await;
+        let seen = s.ask(OPENAI_ALIAS, "fault:hang", stream).await;
         seen.assert_error(504, "upstream_timeout");
         assert_eq!(seen.header("x-should-retry"), Some("false"));
         let took = started.elapsed();
@@ -743,12 +637,7 @@ async fn hanging_upstream_is_504_after_the_timeout(s: Arc<Suite>) {
 async fn body_over_the_limit_is_413(s: Arc<Suite>) {
     let nonce = s.nonce();
     let big = format!("{nonce} {}", "x".repeat(MAX_BODY_BYTES + 100));
-    let seen = s
-        .chat(
-            Some(&s.token(Alg::EdDSA)),
-            &chat_body(OPENAI_ALIAS, &big, false),
-        )
-        .await;
+    let seen = s.ask(OPENAI_ALIAS, &big, false).await;
     seen.assert_error(413, "body_too_large");
     assert!(s.provider.requests_containing(&nonce).is_empty());
 }
@@ -783,12 +672,7 @@ async fn chunked_body_over_the_limit_is_413(s: Arc<Suite>) {
     // The Worker must be answering again by the second.
     let mut statuses = Vec::new();
     for _ in 0..2 {
-        let after = s
-            .chat(
-                Some(&s.token(Alg::EdDSA)),
-                &chat_body(OPENAI_ALIAS, "after", false),
-            )
-            .await;
+        let after = s.ask(OPENAI_ALIAS, "after", false).await;
         statuses.push(after.status);
         if after.status == 200 {
             break;
@@ -812,12 +696,7 @@ async fn chunked_body_over_the_limit_is_413(s: Arc<Suite>) {
 async fn body_under_the_limit_passes(s: Arc<Suite>) {
     let nonce = s.nonce();
     let text = format!("{nonce} {}", "z".repeat(MAX_BODY_BYTES - 600));
-    let seen = s
-        .chat(
-            Some(&s.token(Alg::EdDSA)),
-            &chat_body(OPENAI_ALIAS, &text, false),
-        )
-        .await;
+    let seen = s.ask(OPENAI_ALIAS, &text, false).await;
     assert_eq!(
         seen.status,
         200,
@@ -878,12 +757,7 @@ async fn invalid_fields_are_400_naming_the_field(s: Arc<Suite>) {
 }
 
 async fn unknown_model_is_404(s: Arc<Suite>) {
-    let seen = s
-        .chat(
-            Some(&s.token(Alg::EdDSA)),
-            &chat_body("no-such-model", &s.nonce(), false),
-        )
-        .await;
+    let seen = s.ask("no-such-model", &s.nonce(), false).await;
     let e = seen.assert_error(404, "model_not_found");
     assert_eq!(e["param"], "model");
     match s
@@ -1044,8 +918,7 @@ async fn parallel_streams(s: Arc<Suite>) {
         let client = client.clone();
         let prompt = format!("{nonce} p{i} x y");
         tasks.push(tokio::spawn(async move {
-            let stream = client.chat_stream(&user(&prompt)).await.unwrap();
-            let (text, err) = drain(stream).await;
+            let (text, err) = drain(client.chat_stream(&user(&prompt)).await.unwrap()).await;
             assert!(err.is_none(), "{err:?}");
             assert_eq!(text, format!("echo: {prompt}"));
         }));
@@ -1072,12 +945,7 @@ async fn fallback_moves_on_after_5xx_429_and_connection_errors(s: Arc<Suite>) {
     for fault in ["503", "500", "429", "reset"] {
         let nonce = s.nonce();
         let prompt = format!("fault@{OPENAI_MODEL}:{fault} {nonce}");
-        let seen = s
-            .chat(
-                Some(&s.token(Alg::EdDSA)),
-                &chat_body(FALLBACK_ALIAS, &prompt, false),
-            )
-            .await;
+        let seen = s.ask(FALLBACK_ALIAS, &prompt, false).await;
         assert_eq!(seen.status, 200, "{fault}: {}", seen.text());
         assert_eq!(
             seen.json()["choices"][0]["message"]["content"],
@@ -1111,12 +979,7 @@ async fn no_fallback_after_the_provider_accepted_the_work(s: Arc<Suite>) {
     for fault in ["bad-json", "cut"] {
         let nonce = s.nonce();
         let prompt = format!("fault@{OPENAI_MODEL}:{fault} {nonce}");
-        let seen = s
-            .chat(
-                Some(&s.token(Alg::EdDSA)),
-                &chat_body(FALLBACK_ALIAS, &prompt, false),
-            )
-            .await;
+        let seen = s.ask(FALLBACK_ALIAS, &prompt, false).await;
         seen.assert_error(502, "upstream_error");
         assert_eq!(seen.header("x-should-retry"), Some("false"), "{fault}");
         assert_eq!(
@@ -1147,13 +1010,10 @@ async fn fallback_stream_moves_on_before_the_first_byte(s: Arc<Suite>) {
 async fn no_fallback_after_a_400(s: Arc<Suite>) {
     let nonce = s.nonce();
     let seen = s
-        .chat(
-            Some(&s.token(Alg::EdDSA)),
-            &chat_body(
-                FALLBACK_ALIAS,
-                &format!("fault@{OPENAI_MODEL}:400 {nonce}"),
-                false,
-            ),
+        .ask(
+            FALLBACK_ALIAS,
+            &format!("fault@{OPENAI_MODEL}:400 {nonce}"),
+            false,
         )
         .await;
     seen.assert_error(400, "invalid_value");
@@ -1163,18 +1023,13 @@ async fn no_fallback_after_a_400(s: Arc<Suite>) {
 async fn no_fallback_after_the_first_byte(s: Arc<Suite>) {
     let nonce = s.nonce();
     let seen = s
-        .chat(
-            Some(&s.token(Alg::EdDSA)),
-            &chat_body(
-                FALLBACK_ALIAS,
-                &format!("fault@{OPENAI_MODEL}:cut {nonce} a b"),
-                true,
-            ),
+        .ask(
+            FALLBACK_ALIAS,
+            &format!("fault@{OPENAI_MODEL}:cut {nonce} a b"),
+            true,
         )
         .await;
-    assert_eq!(seen.status, 200);
-    let last: Value = serde_json::from_str(seen.sse_data().last().unwrap()).unwrap();
-    assert!(last["error"]["code"].is_string(), "{}", seen.text());
+    seen.stream_error();
     assert_eq!(
         paths(&s, &nonce),
         [OPENAI_PATH],
@@ -1185,10 +1040,7 @@ async fn no_fallback_after_the_first_byte(s: Arc<Suite>) {
 async fn every_route_failing_gives_the_last_failure(s: Arc<Suite>) {
     let nonce = s.nonce();
     let seen = s
-        .chat(
-            Some(&s.token(Alg::EdDSA)),
-            &chat_body(FALLBACK_ALIAS, &format!("fault:500 {nonce}"), false),
-        )
+        .ask(FALLBACK_ALIAS, &format!("fault:500 {nonce}"), false)
         .await;
     seen.assert_error(502, "upstream_error");
     assert_eq!(

@@ -122,6 +122,40 @@ impl Seen {
         );
         e
     }
+
+    /// The error event that ended an event stream: a 200 whose stream has no `[DONE]` and
+    /// ends with `{"error": {..., "code": "..."}}`. Returns the error object.
+    pub fn stream_error(&self) -> Value {
+        assert_eq!(self.status, 200, "body: {}", self.text());
+        let data = self.sse_data();
+        assert!(!data.iter().any(|d| d == "[DONE]"), "{}", self.text());
+        let last: Value = data
+            .last()
+            .and_then(|d| serde_json::from_str(d).ok())
+            .unwrap_or_else(|| panic!("the stream does not end with an event: {}", self.text()));
+        let e = last
+            .get("error")
+            .unwrap_or_else(|| panic!("the last event is not an error: {last}"))
+            .clone();
+        assert!(e["code"].is_string(), "{last}");
+        e
+    }
+}
+
+/// Reads a client stream to its end: the text received and the error that ended it (`None`:
+/// it ended with `[DONE]`).
+pub async fn drain(
+    mut stream: storycad_client::ChatStream,
+) -> (String, Option<storycad_client::Error>) {
+    use futures_util::StreamExt;
+    let mut text = String::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(c) => text.push_str(c.text().unwrap_or("")),
+            Err(e) => return (text, Some(e)),
+        }
+    }
+    (text, None)
 }
 
 pub struct Suite {
@@ -348,6 +382,16 @@ impl Suite {
             rb = rb.bearer_auth(t);
         }
         self.send(rb).await
+    }
+
+    /// `POST /v1/chat/completions` of [`chat_body`] (`alias`, `text`, `stream`) with a valid
+    /// EdDSA token: the common request of a case.
+    pub async fn ask(&self, alias: &str, text: &str, stream: bool) -> Seen {
+        self.chat(
+            Some(&self.token(Alg::EdDSA)),
+            &chat_body(alias, text, stream),
+        )
+        .await
     }
 
     /// A client of the Worker with a valid EdDSA token and no retries.
