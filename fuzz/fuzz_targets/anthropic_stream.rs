@@ -5,5 +5,7 @@
 mod anthropic_stream;
 #[path = "../checks/pieces.rs"]
 mod pieces;
+#[path = "../checks/relay.rs"]
+mod relay;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| anthropic_stream::check(data));

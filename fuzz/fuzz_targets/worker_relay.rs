@@ -3,6 +3,8 @@
 
 #[path = "../checks/pieces.rs"]
 mod pieces;
+#[path = "../checks/relay.rs"]
+mod relay;
 #[path = "../checks/worker_relay.rs"]
 mod worker_relay;
 

@@ -11,6 +11,8 @@ mod anthropic_stream;
 mod jwt;
 #[path = "../../fuzz/checks/pieces.rs"]
 mod pieces;
+#[path = "../../fuzz/checks/relay.rs"]
+mod relay;
 #[allow(dead_code)]
 #[path = "../src/auth/test_signer.rs"]
 mod test_signer;
