@@ -103,6 +103,14 @@ fn words(s: &str) -> u64 {
     s.split_whitespace().count() as u64
 }
 
+/// The body of the one request carrying `nonce` the provider got, at `path`.
+fn sent_once(s: &Suite, nonce: &str, path: &str) -> Value {
+    let sent = s.provider.requests_containing(nonce);
+    assert_eq!(sent.len(), 1, "requests carrying {nonce}");
+    assert_eq!(sent[0].path, path);
+    sent[0].json().unwrap()
+}
+
 /// A complete answer through `alias` and `route`: the fake's echo of `prompt`, ending with
 /// `stop`, with the fake's documented counts (words of every message; 1 + words of the last).
 fn assert_echo(answer: &storycad_client::Completion, alias: &str, route: &str, prompt: &str) {
@@ -130,10 +138,7 @@ async fn chat_through_the_client(s: Arc<Suite>) {
         .request_id
         .as_deref()
         .is_some_and(|id| !id.is_empty()));
-    let sent = s.provider.requests_containing(&nonce);
-    assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].path, "/v1/chat/completions");
-    let body = sent[0].json().unwrap();
+    let body = sent_once(&s, &nonce, OPENAI_PATH);
     assert_eq!(
         body["model"], OPENAI_MODEL,
         "the alias becomes the provider's model"
@@ -143,16 +148,21 @@ async fn chat_through_the_client(s: Arc<Suite>) {
 async fn stream_through_the_client(s: Arc<Suite>) {
     let nonce = s.nonce();
     let prompt = format!("{nonce} one two three");
-    let mut req = user(&prompt);
-    req.stream_options = Some(StreamOptions {
-        include_usage: Some(true),
-        ..Default::default()
-    });
+    let req = with_usage(user(&prompt));
     let stream = s.client().chat_stream(&req).await.unwrap();
     assert!(stream.meta().request_id.is_some());
     let chunks = echoed_stream(stream, OPENAI_ALIAS, &prompt).await;
     // role + 5 content + finish + usage.
     assert_eq!(chunks, 1 + (1 + words(&prompt)) + 1 + 1);
+}
+
+/// `req`, asking for the usage chunk at the end of its stream.
+fn with_usage(mut req: ChatRequest) -> ChatRequest {
+    req.stream_options = Some(StreamOptions {
+        include_usage: Some(true),
+        ..Default::default()
+    });
+    req
 }
 
 /// Reads a stream whose request asked for usage and was routed through `alias`: every chunk
@@ -265,10 +275,7 @@ async fn anthropic_chat_through_the_client(s: Arc<Suite>) {
     let answer = s.client().chat(&anthropic_req(&prompt)).await.unwrap();
     let route = format!("anthropic:{ANTHROPIC_MODEL}");
     assert_echo(&answer, ANTHROPIC_ALIAS, &route, &prompt);
-    let sent = s.provider.requests_containing(&nonce);
-    assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].path, "/v1/messages");
-    let body = sent[0].json().unwrap();
+    let body = sent_once(&s, &nonce, ANTHROPIC_PATH);
     assert_eq!(body["model"], ANTHROPIC_MODEL);
     assert_eq!(body["max_tokens"], 200);
     assert!(
@@ -280,11 +287,7 @@ async fn anthropic_chat_through_the_client(s: Arc<Suite>) {
 async fn anthropic_stream_through_the_client(s: Arc<Suite>) {
     let nonce = s.nonce();
     let prompt = format!("{nonce} stream please");
-    let mut req = anthropic_req(&prompt);
-    req.stream_options = Some(StreamOptions {
-        include_usage: Some(true),
-        ..Default::default()
-    });
+    let req = with_usage(anthropic_req(&prompt));
     let stream = s.client().chat_stream(&req).await.unwrap();
     echoed_stream(stream, ANTHROPIC_ALIAS, &prompt).await;
 }

@@ -22,8 +22,10 @@
 //!   fold that makes an entry of a stream.
 //! - [`error`]: one error type, mapped to status, OpenAI error body and headers.
 //! - [`log`]: the one JSON log line per request, and the other events the Worker logs.
-//! - `runtime` (wasm only): the `fetch` event, the request's task, the `UserLimiter` Durable
-//!   Object and its client, the KV and JWKS I/O. It awaits; the modules above decide.
+//! - `runtime` (wasm only): the `fetch` event and the request's task (`entry`), the one
+//!   subrequest with a time limit and capped body read (`fetch`), the `UserLimiter` Durable
+//!   Object (`durable`) and its client (`limiter`), the KV (`kv`) and JWKS (`auth`) I/O. It
+//!   awaits; the modules above decide.
 
 pub mod auth;
 pub mod cache;

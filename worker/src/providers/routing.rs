@@ -82,8 +82,10 @@ pub fn chain<'a>(config: &'a Config, alias: &str) -> Result<Vec<Route<'a>>, AppE
         .collect()
 }
 
-/// The first entry of `alias`'s chain (fallback to the next entries comes later).
-pub fn resolve<'a>(config: &'a Config, alias: &str) -> Result<Route<'a>, AppError> {
+/// The first entry of `alias`'s chain: the tests' shortcut to one route (a request takes the
+/// whole [`chain`], falling back along it).
+#[cfg(test)]
+pub(crate) fn resolve<'a>(config: &'a Config, alias: &str) -> Result<Route<'a>, AppError> {
     chain(config, alias)?
         .into_iter()
         .next()
