@@ -5,6 +5,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use crate::{
     client::{Client, Inner},
     error::{Error, Result},
+    network::{redact, Network},
     retry::{RetryBudget, RetryPolicy},
     token::{AccessToken, FnTokenProvider, StaticToken, TokenCache, TokenError, TokenProvider},
 };
@@ -43,6 +44,7 @@ pub struct ClientBuilder {
     timeouts: Timeouts,
     refresh_ahead: Duration,
     user_agent: String,
+    network: Network,
 }
 
 impl Default for ClientBuilder {
@@ -54,6 +56,7 @@ impl Default for ClientBuilder {
             timeouts: Timeouts::default(),
             refresh_ahead: Duration::from_secs(60),
             user_agent: concat!("storycad-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+            network: Network::default(),
         }
     }
 }
@@ -66,6 +69,10 @@ impl std::fmt::Debug for ClientBuilder {
             .field("retry", &self.retry)
             .field("timeouts", &self.timeouts)
             .field("refresh_ahead", &self.refresh_ahead)
+            .field("system_trust", &self.network.system_trust)
+            .field("extra_roots", &self.network.extra_roots.len())
+            .field("proxy", &self.network.proxy.as_deref().map(redact))
+            .field("system_proxy", &self.network.system_proxy)
             .finish()
     }
 }
@@ -122,6 +129,39 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether the operating system decides which servers are trusted (default: yes): the
+    /// CryptoAPI chain engine on Windows, the Security framework on macOS, the system's CA
+    /// bundle on Linux, so roots an administrator installed (a company's TLS-inspecting proxy)
+    /// and Windows' on-demand roots work as in a browser. Off: Mozilla's bundled roots and the
+    /// [extra ones](Self::add_root_certificates_pem) only.
+    pub fn system_trust(mut self, on: bool) -> Self {
+        self.network.system_trust = on;
+        self
+    }
+
+    /// Also trusts these root certificates: PEM text with one or more `BEGIN CERTIFICATE`
+    /// blocks (e.g. a company's TLS-inspecting proxy's CA). May be called more than once. A
+    /// text without a certificate fails [`build`](Self::build).
+    pub fn add_root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.network.extra_roots.push(pem.into());
+        self
+    }
+
+    /// Sends every request through this HTTP proxy (`http://host:port`, with `user:password@`
+    /// when it asks for them), whatever the system's settings say.
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.network.proxy = Some(url.into());
+        self
+    }
+
+    /// Whether the system's proxy settings apply when no [`proxy`](Self::proxy) is given
+    /// (default: yes): `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, and on Windows and
+    /// macOS the proxy set in the system's settings.
+    pub fn system_proxy(mut self, on: bool) -> Self {
+        self.network.system_proxy = on;
+        self
+    }
+
     /// The client, or [`Error::Config`] when the URL is missing or bad or there is no token.
     pub fn build(self) -> Result<Client> {
         let base = self
@@ -142,7 +182,10 @@ impl ClientBuilder {
         let http = reqwest::Client::builder()
             .connect_timeout(self.timeouts.connect)
             .user_agent(self.user_agent)
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        let http = self
+            .network
+            .apply(http)?
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         let url = |path: &str| format!("{base}{path}");

@@ -13,6 +13,9 @@
 //!   the connection.
 //! - **Errors**: one [`Error`] enum keeping status, code, request id, `retry-after` and
 //!   rate-limit headers.
+//! - **Networks**: the operating system's certificate store and proxy settings by default
+//!   (a company's TLS-inspecting proxy and the Windows proxy setting work as in a browser), with
+//!   extra root certificates, an explicit proxy, or either turned off on the [`ClientBuilder`].
 //! - **Tracing**: one `storycad_request` span per call (method, path, model, stream, request id),
 //!   an `attempt` span (`n`) inside it per HTTP attempt, and a
 //!   `debug!` event per retry decision. Token values are never logged.
@@ -60,6 +63,7 @@ mod config;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod network;
 mod response;
 mod retry;
 mod stream;

@@ -2,6 +2,8 @@
 //! and timing: one scripted [`Action`] per accepted connection, every request recorded.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex},
