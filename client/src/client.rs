@@ -16,6 +16,7 @@ use tracing::{debug, field, Instrument as _};
 use crate::{
     config::{ClientBuilder, Timeouts},
     error::{is_retryable_status, Error, HttpErrorDetails, Result, TimeoutPhase},
+    options::RequestOptions,
     response::{request_id, Completion, ResponseMeta},
     retry::{server_delay, should_retry_header, RetryBudget, RetryPolicy},
     stream::ChatStream,
@@ -64,11 +65,27 @@ impl Client {
     /// Retries cover everything up to the answer's headers; a connection lost while the body is
     /// read is returned as [`Error::Network`] (retryable by the caller with the same request).
     pub async fn chat(&self, req: &ChatRequest) -> Result<Completion> {
+        self.chat_with(req, &RequestOptions::default()).await
+    }
+
+    /// [`chat`](Self::chat) with extra headers and the caller's ids ([`RequestOptions`]).
+    pub async fn chat_with(
+        &self,
+        req: &ChatRequest,
+        options: &RequestOptions,
+    ) -> Result<Completion> {
+        let extra = options.header_map()?;
         let body = request_body(req, false)?;
         let span = request_span("POST", "/chat/completions", &req.model, false);
         async {
             let (resp, attempts) = self
-                .send(Method::POST, &self.inner.chat_url, Some(body), false)
+                .send(
+                    Method::POST,
+                    &self.inner.chat_url,
+                    Some(body),
+                    false,
+                    &extra,
+                )
                 .await?;
             let (response, meta) = self.read_json(resp, attempts).await?;
             Ok(Completion { response, meta })
@@ -80,10 +97,21 @@ impl Client {
     /// `POST /chat/completions` with `stream: true`. Returns once the answer's headers arrived:
     /// HTTP errors (after retries) come back here, never as the stream's first item.
     pub async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream> {
+        self.chat_stream_with(req, &RequestOptions::default()).await
+    }
+
+    /// [`chat_stream`](Self::chat_stream) with extra headers and the caller's ids
+    /// ([`RequestOptions`]).
+    pub async fn chat_stream_with(
+        &self,
+        req: &ChatRequest,
+        options: &RequestOptions,
+    ) -> Result<ChatStream> {
+        let extra = options.header_map()?;
         let body = request_body(req, true)?;
         let span = request_span("POST", "/chat/completions", &req.model, true);
         let (resp, attempts) = self
-            .send(Method::POST, &self.inner.chat_url, Some(body), true)
+            .send(Method::POST, &self.inner.chat_url, Some(body), true, &extra)
             .instrument(span.clone())
             .await?;
         let meta = ResponseMeta::from_headers(resp.status().as_u16(), resp.headers(), attempts);
@@ -108,7 +136,9 @@ impl Client {
     async fn get_json<T: DeserializeOwned>(&self, url: &str, path: &str) -> Result<T> {
         let span = request_span("GET", path, "", false);
         async {
-            let (resp, attempts) = self.send(Method::GET, url, None, false).await?;
+            let (resp, attempts) = self
+                .send(Method::GET, url, None, false, &HeaderMap::new())
+                .await?;
             Ok(self.read_json(resp, attempts).await?.0)
         }
         .instrument(span)
@@ -142,6 +172,7 @@ impl Client {
         url: &str,
         body: Option<Bytes>,
         streaming: bool,
+        extra: &HeaderMap,
     ) -> Result<(Response, u32)> {
         let mut state = Attempts {
             // One key per logical request, so the server can drop a duplicate of a retried POST.
@@ -154,11 +185,21 @@ impl Client {
             state.attempt += 1;
             let span = tracing::info_span!("attempt", n = state.attempt);
             let next = self
-                .attempt(&method, url, body.as_ref(), streaming, &mut state)
+                .attempt(&method, url, body.as_ref(), streaming, extra, &mut state)
                 .instrument(span)
                 .await;
             match next {
-                Next::Done(result) => return result.map(|r| (r, state.attempt)),
+                Next::Done(result) => {
+                    // On the request's span (the current one here), not the attempt's.
+                    let id = result
+                        .as_ref()
+                        .ok()
+                        .and_then(|r| r.headers().get(headers::REQUEST_ID));
+                    if let Some(id) = id.and_then(|v| v.to_str().ok()) {
+                        tracing::Span::current().record("request_id", id);
+                    }
+                    return result.map(|r| (r, state.attempt));
+                }
                 Next::Again => {}
                 Next::RetryAfter(wait) => tokio::time::sleep(wait).await,
             }
@@ -172,6 +213,7 @@ impl Client {
         url: &str,
         body: Option<&Bytes>,
         streaming: bool,
+        extra: &HeaderMap,
         state: &mut Attempts,
     ) -> Next {
         let inner = &*self.inner;
@@ -184,6 +226,7 @@ impl Client {
         let mut rb = inner
             .http
             .request(method.clone(), url)
+            .headers(extra.clone())
             .bearer_auth(&*token.value)
             .header(headers::IDEMPOTENCY_KEY, &state.idempotency_key);
         if streaming {
@@ -206,9 +249,6 @@ impl Client {
                 let status = resp.status().as_u16();
                 if resp.status().is_success() {
                     inner.budget.on_success();
-                    if let Some(id) = resp.headers().get(headers::REQUEST_ID) {
-                        tracing::Span::current().record("request_id", field::debug(id));
-                    }
                     debug!(attempt, status, "answered");
                     return Next::Done(Ok(resp));
                 }

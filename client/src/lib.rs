@@ -64,6 +64,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod network;
+mod options;
 mod response;
 mod retry;
 mod stream;
@@ -72,6 +73,7 @@ mod token;
 pub use client::Client;
 pub use config::{ClientBuilder, Timeouts};
 pub use error::{BoxError, Error, HttpErrorDetails, Result, TimeoutPhase};
+pub use options::RequestOptions;
 pub use response::{Completion, ResponseMeta};
 pub use retry::RetryPolicy;
 pub use storycad_protocol::ResponseAccumulator;

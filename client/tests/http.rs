@@ -575,3 +575,35 @@ async fn builder_rejects_bad_config() {
         .expect_err("no token");
     assert!(matches!(err, Error::Config(_)));
 }
+
+#[tokio::test]
+async fn request_options_reach_every_attempt_and_bad_ones_send_nothing() {
+    bounded(async {
+        let server = TestServer::start(vec![Action::error(503, "server_error", &[]), ok()]).await;
+        let client = server.client();
+        let options = storycad_client::RequestOptions::new()
+            .request_id("collab-7")
+            .traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .header("x-storycad-cache", "off");
+        let done = client
+            .chat_with(&request(), &options)
+            .await
+            .expect("retried");
+        assert_eq!(done.meta.attempts, 2);
+        for r in server.requests() {
+            assert_eq!(r.header("x-request-id"), Some("collab-7"));
+            assert_eq!(r.header("x-storycad-cache"), Some("off"));
+            assert!(r.header("traceparent").is_some());
+            assert_eq!(r.header("authorization"), Some("Bearer test-token"));
+        }
+        let stream = client
+            .chat_stream_with(
+                &request(),
+                &storycad_client::RequestOptions::new().header("authorization", "Bearer x"),
+            )
+            .await;
+        assert!(matches!(stream, Err(Error::Config(_))));
+        assert_eq!(server.hits(), 2, "nothing sent for a bad option");
+    })
+    .await;
+}

@@ -71,6 +71,7 @@ fn main() -> ExitCode {
                 unknown_routes_are_404,
                 wrong_methods_are_405,
                 request_ids_are_unique_and_logged,
+                the_callers_ids_are_logged_and_reach_openai,
                 parallel_streams,
                 client_retries_what_the_worker_marks_retryable,
                 fallback_moves_on_after_5xx_429_and_connection_errors,
@@ -143,6 +144,59 @@ async fn chat_through_the_client(s: Arc<Suite>) {
         body["model"], OPENAI_MODEL,
         "the alias becomes the provider's model"
     );
+}
+
+/// The caller's `x-request-id` and `traceparent` (sent through the client's
+/// `RequestOptions`) are in the Worker's log line beside its own id; OpenAI gets the id as its
+/// `x-client-request-id`, Anthropic (which has no such header) nothing; other per-request
+/// headers work (`x-storycad-cache: off`).
+async fn the_callers_ids_are_logged_and_reach_openai(s: Arc<Suite>) {
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    for (alias, stream) in [(OPENAI_ALIAS, false), (ANTHROPIC_ALIAS, true)] {
+        let nonce = s.nonce();
+        let mut req = user(&format!("{nonce} hello"));
+        req.model = alias.to_owned();
+        let options = storycad_client::RequestOptions::new()
+            .request_id(format!("collab-{nonce}"))
+            .traceparent(format!("00-{trace}-00f067aa0ba902b7-01"))
+            .header("x-storycad-cache", "off");
+        let client = s.client();
+        let meta = if stream {
+            let mut st = client.chat_stream_with(&req, &options).await.unwrap();
+            while let Some(item) = st.next().await {
+                item.unwrap();
+            }
+            st.meta().clone()
+        } else {
+            client.chat_with(&req, &options).await.unwrap().meta
+        };
+        assert_eq!(meta.cache.as_deref(), Some("BYPASS"), "{alias}");
+        let worker_id = meta.request_id.unwrap();
+        assert_ne!(
+            worker_id,
+            format!("collab-{nonce}"),
+            "the answer keeps the Worker's id"
+        );
+        let line = s.log_line(&worker_id).await;
+        assert_eq!(
+            line["client_request_id"],
+            format!("collab-{nonce}"),
+            "{line}"
+        );
+        assert_eq!(line["trace_id"], trace, "{line}");
+        let sent = s.provider.requests_containing(&nonce);
+        assert_eq!(sent.len(), 1, "{alias}");
+        let upstream_id = sent[0].header("x-client-request-id");
+        if alias == OPENAI_ALIAS {
+            assert_eq!(upstream_id, Some(format!("collab-{nonce}").as_str()));
+        } else {
+            assert_eq!(upstream_id, None);
+        }
+        assert!(
+            sent[0].header("traceparent").is_none(),
+            "caller headers are not copied"
+        );
+    }
 }
 
 async fn stream_through_the_client(s: Arc<Suite>) {

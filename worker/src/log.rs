@@ -16,6 +16,12 @@ pub struct RequestLog {
     pub method: String,
     /// The URL path (no query: a query could carry anything).
     pub path: String,
+    /// The caller's own `x-request-id`, when it sent one that looks like an id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_request_id: Option<String>,
+    /// The trace id of the caller's `traceparent`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// The caller's `sub`, once the token is verified.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,

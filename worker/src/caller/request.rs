@@ -66,6 +66,64 @@ pub struct ChatCall {
     pub include_usage: bool,
     /// The body as sent, every field kept, for forwarding.
     pub body: Map<String, Value>,
+    /// The caller's id for this request ([`Correlation::upstream_id`]), sent to the provider
+    /// where it has a header for it.
+    pub correlation: Option<String>,
+}
+
+/// The caller's own ids for a request, as it sent them: `x-request-id` and the trace id of a
+/// W3C `traceparent`. The log line carries them beside the Worker's id. One that does not
+/// look like an id (too long, spaces, control characters, a malformed `traceparent`) is
+/// dropped, never an error: a correlation id must not fail a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Correlation {
+    /// `x-request-id`: at most 128 of `A-Z a-z 0-9 - _ . : / + = @`.
+    pub client_request_id: Option<String>,
+    /// The 32 hex digits of `traceparent`'s trace id.
+    pub trace_id: Option<String>,
+}
+
+impl Correlation {
+    /// From the request's `x-request-id` and `traceparent` headers.
+    pub fn from_headers(x_request_id: Option<&str>, traceparent: Option<&str>) -> Self {
+        let id_char = |c: char| c.is_ascii_alphanumeric() || "-_.:/+=@".contains(c);
+        let client_request_id = x_request_id
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(id_char))
+            .map(str::to_owned);
+        Correlation {
+            client_request_id,
+            trace_id: traceparent.and_then(trace_id),
+        }
+    }
+
+    /// The id the provider gets: the caller's request id, else its trace id.
+    pub fn upstream_id(&self) -> Option<&str> {
+        self.client_request_id
+            .as_deref()
+            .or(self.trace_id.as_deref())
+    }
+}
+
+/// The trace id of a `traceparent` (`version-traceid-parentid-flags`, W3C Trace Context): 32
+/// lower-case hex digits, not all zero, in version `00` or a later version's same layout.
+fn trace_id(traceparent: &str) -> Option<String> {
+    let mut parts = traceparent.trim().split('-');
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && (parts.next().is_none() || version != "00");
+    valid.then(|| trace.to_owned())
 }
 
 /// Checks the declared `content-type` before any byte is read: `application/json` (any case,
@@ -184,6 +242,7 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatCall, AppError> {
         ));
     }
     Ok(ChatCall {
+        correlation: None,
         stream: typed.is_stream(),
         include_usage: typed
             .stream_options
@@ -431,5 +490,61 @@ mod tests {
         let mut b = BodyLimit::new(10);
         b.push(b"abc").unwrap();
         assert_eq!(b.into_bytes(), b"abc");
+    }
+
+    #[test]
+    fn correlation_ids_are_kept_when_they_look_like_ids() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let c = Correlation::from_headers(Some(" req-42:a/b "), Some(tp));
+        assert_eq!(c.client_request_id.as_deref(), Some("req-42:a/b"));
+        assert_eq!(
+            c.trace_id.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(c.upstream_id(), Some("req-42:a/b"));
+        let only_trace = Correlation::from_headers(None, Some(tp));
+        assert_eq!(
+            only_trace.upstream_id(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        // A later version may add fields after the flags.
+        let v1 = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more";
+        assert!(Correlation::from_headers(None, Some(v1)).trace_id.is_some());
+        assert_eq!(
+            Correlation::from_headers(None, None),
+            Correlation::default()
+        );
+    }
+
+    #[test]
+    fn odd_correlation_ids_are_dropped_not_refused() {
+        let long = "a".repeat(129);
+        for bad in [
+            "",
+            "two words",
+            "tab\there",
+            "quote\"",
+            "é",
+            long.as_str(),
+            "a\r\nb",
+        ] {
+            let c = Correlation::from_headers(Some(bad), None);
+            assert_eq!(c.client_request_id, None, "{bad:?}");
+        }
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "garbage",
+        ] {
+            assert_eq!(
+                Correlation::from_headers(None, Some(bad)).trace_id,
+                None,
+                "{bad}"
+            );
+        }
     }
 }

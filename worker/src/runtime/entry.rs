@@ -35,7 +35,7 @@ use super::limiter::{Admission, Limiter};
 use crate::cache::{self, Status as CacheStatus, StreamFold};
 use crate::caller::body::{self, Hangup, Outlet, BUFFER_BYTES};
 use crate::caller::endpoints::{match_route, model_list, Endpoint};
-use crate::caller::request::{check_declared_length, parse_chat, ChatCall};
+use crate::caller::request::{check_declared_length, parse_chat, ChatCall, Correlation};
 use crate::config::{Config, ConfigError};
 use crate::error::{AppError, UpstreamError};
 use crate::lifecycle::{AttemptEnd, Chat, Next};
@@ -249,9 +249,16 @@ async fn serve(req: Request, env: Env, ctx: Context, reply: Reply) {
     let header = |name: &str| req.headers().get(name).ok().flatten();
     let id = request_id(header("cf-ray").as_deref(), random_u64());
     let path = req.path();
+    let correlation = Correlation::from_headers(
+        header("x-request-id").as_deref(),
+        header("traceparent").as_deref(),
+    );
+    // The method as sent: workers-rs maps a method it does not know (PROPFIND) to GET.
+    let mut line = RequestLog::new(&id, &req.inner().method(), &path);
+    line.client_request_id = correlation.client_request_id;
+    line.trace_id = correlation.trace_id;
     let log: Log = Rc::new(RefCell::new(LogLine {
-        // The method as sent: workers-rs maps a method it does not know (PROPFIND) to GET.
-        line: RequestLog::new(&id, &req.inner().method(), &path),
+        line,
         rate_limit: None,
         started,
         written: false,
@@ -443,7 +450,11 @@ async fn chat(
     let body_bytes = body.len();
     drop(body);
     let log = cx.log;
-    log.borrow_mut().line.alias = Some(crate::error::shorten(&call.alias, 64));
+    {
+        let line = &mut log.borrow_mut().line;
+        line.alias = Some(crate::error::shorten(&call.alias, 64));
+        call.correlation = line.client_request_id.clone().or(line.trace_id.clone());
+    }
     // The plan: the model must be in it (403), the output is capped to its maximum.
     plan.check_model(config, &call.alias)?;
     plan.check_request(&mut call.body)?;

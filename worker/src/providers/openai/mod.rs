@@ -125,7 +125,7 @@ pub fn chat_request(
     } else {
         "application/json"
     };
-    UpstreamRequest {
+    let mut request = UpstreamRequest {
         url: route.endpoint(),
         headers: vec![
             ("content-type", "application/json".to_owned()),
@@ -134,8 +134,19 @@ pub fn chat_request(
             ("user-agent", USER_AGENT.to_owned()),
         ],
         body,
+    };
+    // OpenAI logs a caller-supplied id (`X-Client-Request-Id`, ASCII, at most 512 characters)
+    // beside its own; other OpenAI-compatible providers document no such header.
+    if let Some(id) = call.correlation.as_deref() {
+        if route.provider.name == crate::config::OPENAI {
+            request.headers.push((CLIENT_REQUEST_ID, id.to_owned()));
+        }
     }
+    request
 }
+
+/// OpenAI's header for the caller's own request id.
+pub const CLIENT_REQUEST_ID: &str = "x-client-request-id";
 
 /// A complete answer made ready for the caller.
 #[derive(Debug, Clone, PartialEq)]
@@ -315,6 +326,36 @@ mod tests {
             serde_json::from_slice(&chat_request(&route, &call, KEY, END_USER).body).unwrap();
         assert_eq!(sent["user"], END_USER);
         assert!(sent.get("safety_identifier").is_none());
+    }
+
+    #[test]
+    fn the_callers_request_id_reaches_openai_only() {
+        let header = |req: &UpstreamRequest| {
+            req.headers
+                .iter()
+                .find(|(k, _)| *k == CLIENT_REQUEST_ID)
+                .map(|(_, v)| v.clone())
+        };
+        let c = test_config(&[
+            (
+                "PROVIDERS",
+                r#"{"local":{"base_url":"http://127.0.0.1:9/v1","key_secret":"K"}}"#,
+            ),
+            (
+                "ROUTES",
+                r#"{"storycad-fast":["openai:gpt-4o-mini"],"l":["local:llama"]}"#,
+            ),
+        ]);
+        for (alias, expected) in [("storycad-fast", Some("req-7")), ("l", None)] {
+            let body =
+                format!(r#"{{"model":"{alias}","messages":[{{"role":"user","content":"hi"}}]}}"#);
+            let mut call = parse_chat(body.as_bytes()).unwrap();
+            let route = resolve(&c, alias).unwrap();
+            assert_eq!(header(&chat_request(&route, &call, KEY, END_USER)), None);
+            call.correlation = Some("req-7".to_owned());
+            let req = chat_request(&route, &call, KEY, END_USER);
+            assert_eq!(header(&req).as_deref(), expected, "{alias}");
+        }
     }
 
     #[test]
