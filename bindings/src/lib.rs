@@ -15,6 +15,9 @@
 //! - The tokio runtime: one multi-thread runtime inside the library ([`runtime`]). Every call's
 //!   work runs there; the host's threads only poll a join handle or a channel, so no call
 //!   blocks them.
+//! - Logging (`log`): [`set_logger`] forwards the client's `tracing` events, as
+//!   [`LogRecord`]s, to a host-implemented [`Logger`] (in C#, an `ILogger` adapter), filtered
+//!   by a [`LogLevel`] before they are formatted; [`clear_logger`] stops it.
 #![warn(missing_docs)]
 // CollaboratorError is the FFI's error record (about 200 bytes, one per failed call, serialised
 // into a buffer at the boundary); boxing it would change the foreign API, not the cost.
@@ -22,6 +25,7 @@
 
 mod client;
 mod error;
+mod log;
 mod runtime;
 mod stream;
 mod token;
@@ -29,6 +33,7 @@ pub mod types;
 
 pub use client::{ClientConfig, CollaboratorClient, RetrySettings};
 pub use error::{CollaboratorError, TimeoutPhase};
+pub use log::{clear_logger, set_logger, LogLevel, LogRecord, Logger};
 pub use stream::ChatStream;
 pub use token::{AccessToken, TokenError, TokenProvider};
 
