@@ -1,6 +1,9 @@
 //! [`CollaboratorClient`]: the client's calls, run on the library's runtime.
 
-use std::sync::Arc;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use storycad_client::{Client, RetryPolicy, Timeouts};
 
@@ -32,6 +35,58 @@ pub struct ClientConfig {
     /// The `user-agent` header (default `storycad-client/<version>`).
     #[uniffi(default = None)]
     pub user_agent: Option<String>,
+    /// Send every request through this HTTP proxy (`http://host:port`, with `user:password@`
+    /// when it asks for them), whatever the system's settings say.
+    #[uniffi(default = None)]
+    pub proxy_url: Option<String>,
+    /// Use the system's proxy settings when `proxy_url` is absent (default true):
+    /// `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`, and the proxy set in Windows' or macOS's
+    /// settings (not PAC scripts).
+    #[uniffi(default = None)]
+    pub system_proxy: Option<bool>,
+    /// Root certificates to trust besides the system's (PEM, one or more `BEGIN CERTIFICATE`
+    /// blocks), e.g. a company's TLS-inspecting proxy's CA.
+    #[uniffi(default = None)]
+    pub extra_root_certificates_pem: Option<String>,
+    /// Let the operating system decide which servers are trusted (default true); false:
+    /// Mozilla's bundled roots and `extra_root_certificates_pem` only.
+    #[uniffi(default = None)]
+    pub system_trust: Option<bool>,
+}
+
+/// What one call sends beside its body: extra headers (e.g. `x-storycad-cache: off`), and the
+/// caller's own ids, which the Worker logs beside its own request id and passes to the provider
+/// where it can (OpenAI's `X-Client-Request-Id`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, uniffi::Record)]
+pub struct RequestOptions {
+    /// Extra headers. The client's own (`authorization`, `content-type`, `accept`,
+    /// `idempotency-key`, ...) cannot be replaced: the call fails with `InvalidRequest`.
+    #[uniffi(default = [])]
+    pub headers: HashMap<String, String>,
+    /// `x-request-id`: the caller's id for this request.
+    #[uniffi(default = None)]
+    pub request_id: Option<String>,
+    /// A W3C `traceparent` (the Worker logs its trace id).
+    #[uniffi(default = None)]
+    pub traceparent: Option<String>,
+}
+
+impl From<RequestOptions> for storycad_client::RequestOptions {
+    fn from(o: RequestOptions) -> Self {
+        // Sorted, so the same options always send the same headers in the same order.
+        let headers: BTreeMap<String, String> = o.headers.into_iter().collect();
+        let mut out = storycad_client::RequestOptions::new();
+        for (name, value) in headers {
+            out = out.header(name, value);
+        }
+        if let Some(id) = o.request_id {
+            out = out.request_id(id);
+        }
+        if let Some(tp) = o.traceparent {
+            out = out.traceparent(tp);
+        }
+        out
+    }
 }
 
 /// The retry policy; each field left out keeps the client's default.
@@ -111,6 +166,18 @@ impl CollaboratorClient {
         if let Some(ua) = config.user_agent {
             builder = builder.user_agent(ua);
         }
+        if let Some(url) = config.proxy_url {
+            builder = builder.proxy(url);
+        }
+        if let Some(on) = config.system_proxy {
+            builder = builder.system_proxy(on);
+        }
+        if let Some(pem) = config.extra_root_certificates_pem {
+            builder = builder.add_root_certificates_pem(pem);
+        }
+        if let Some(on) = config.system_trust {
+            builder = builder.system_trust(on);
+        }
         // reqwest's connector belongs to a runtime: build it inside ours.
         let _in_runtime = runtime().enter();
         let client = builder.build()?;
@@ -119,10 +186,20 @@ impl CollaboratorClient {
 
     /// The whole answer at once (`stream` is off whatever the request says).
     pub async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, CollaboratorError> {
+        self.chat_with_options(request, RequestOptions::default())
+            .await
+    }
+
+    /// [`chat`](Self::chat) with extra headers and the caller's ids.
+    pub async fn chat_with_options(
+        &self,
+        request: ChatRequest,
+        options: RequestOptions,
+    ) -> Result<ChatResponse, CollaboratorError> {
         let client = self.client.clone();
         on_runtime(async move {
             let req = request.into_protocol(false)?;
-            Ok(client.chat(&req).await?.into())
+            Ok(client.chat_with(&req, &options.into()).await?.into())
         })
         .await
     }
@@ -133,10 +210,20 @@ impl CollaboratorClient {
         &self,
         request: ChatRequest,
     ) -> Result<Arc<ChatStream>, CollaboratorError> {
+        self.chat_stream_with_options(request, RequestOptions::default())
+            .await
+    }
+
+    /// [`chat_stream`](Self::chat_stream) with extra headers and the caller's ids.
+    pub async fn chat_stream_with_options(
+        &self,
+        request: ChatRequest,
+        options: RequestOptions,
+    ) -> Result<Arc<ChatStream>, CollaboratorError> {
         let client = self.client.clone();
         on_runtime(async move {
             let req = request.into_protocol(true)?;
-            let stream = client.chat_stream(&req).await?;
+            let stream = client.chat_stream_with(&req, &options.into()).await?;
             Ok(ChatStream::start(stream))
         })
         .await

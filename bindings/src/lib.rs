@@ -31,7 +31,7 @@ mod stream;
 mod token;
 pub mod types;
 
-pub use client::{ClientConfig, CollaboratorClient, RetrySettings};
+pub use client::{ClientConfig, CollaboratorClient, RequestOptions, RetrySettings};
 pub use error::{CollaboratorError, TimeoutPhase};
 pub use log::{clear_logger, set_logger, LogLevel, LogRecord, Logger};
 pub use stream::ChatStream;
