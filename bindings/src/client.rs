@@ -61,8 +61,10 @@ pub struct ClientConfig {
 pub struct RequestOptions {
     /// Extra headers. The client's own (`authorization`, `content-type`, `accept`,
     /// `idempotency-key`, ...) cannot be replaced: the call fails with `InvalidRequest`.
-    #[uniffi(default = [])]
-    pub headers: HashMap<String, String>,
+    /// Optional rather than an empty map by default: uniffi-bindgen-cs gives a map's default
+    /// as `null`, which C# would then fail to send.
+    #[uniffi(default = None)]
+    pub headers: Option<HashMap<String, String>>,
     /// `x-request-id`: the caller's id for this request.
     #[uniffi(default = None)]
     pub request_id: Option<String>,
@@ -74,7 +76,7 @@ pub struct RequestOptions {
 impl From<RequestOptions> for storycad_client::RequestOptions {
     fn from(o: RequestOptions) -> Self {
         // Sorted, so the same options always send the same headers in the same order.
-        let headers: BTreeMap<String, String> = o.headers.into_iter().collect();
+        let headers: BTreeMap<String, String> = o.headers.into_iter().flatten().collect();
         let mut out = storycad_client::RequestOptions::new();
         for (name, value) in headers {
             out = out.header(name, value);

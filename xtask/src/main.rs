@@ -1,14 +1,22 @@
 //! `cargo xtask <task>`: the project's tasks, in Rust rather than shell scripts. `cargo xtask
 //! help` (or `<task> --help`) lists them with their options, from the definitions below.
 
+// The Worker's own tasks (dev server, benchmarks, soak) drive workerd and the fake provider
+// (storycad-e2e), which are Unix-only. The others build on Windows too, so `cargo xtask csharp`
+// runs from Visual Studio there.
+#[cfg(unix)]
 mod bench_all;
+#[cfg(unix)]
 mod bench_proxy;
 mod build;
 mod cmd;
+mod csharp;
+#[cfg(unix)]
 mod dev;
 mod fuzz;
 mod python;
 mod setup;
+#[cfg(unix)]
 mod soak;
 mod test;
 
@@ -40,21 +48,31 @@ enum Task {
         cargo_test: Vec<String>,
     },
     /// The Worker under workerd with a fake provider (or real keys), and the chat REPL.
+    #[cfg(unix)]
     Dev,
     /// Benchmarks that print ratios measured side by side (alone: all of them, one table).
     ///
     /// Alone, every benchmark (release builds) and one summary table: proxy latency, the
     /// Worker's host CPU cost (criterion), wasm size against its budget (fails above 1 MB
     /// gzipped), client parsing.
+    #[cfg(unix)]
     Bench(Bench),
     /// The fuzz targets in fuzz/ (nightly, cargo-fuzz; installed if missing), one at a time.
     Fuzz(fuzz::Options),
+    /// The C# bindings: build storycad-ffi, generate them with uniffi-bindgen-cs, copy the
+    /// library to bindings/csharp's runtimes/<RID>/native.
+    ///
+    /// What the class library's build runs when its generated bindings are missing (from
+    /// Visual Studio too: no shell needed). Needs uniffi-bindgen-cs v0.11.0+v0.31.0.
+    Csharp(csharp::Options),
     /// Streaming load on the Worker under workerd, watching its memory.
     ///
     /// Fails on any error, a panic in the Worker's log, or workerd RSS growth of 10% or more.
+    #[cfg(unix)]
     Soak(soak::Settings),
 }
 
+#[cfg(unix)]
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Bench {
@@ -67,6 +85,7 @@ struct Bench {
     proxy: bench_proxy::Settings,
 }
 
+#[cfg(unix)]
 #[derive(Subcommand)]
 enum OneBench {
     /// Client SSE parsing: ours vs async-openai on the same stream.
@@ -91,12 +110,15 @@ fn run(task: Task) -> Result<()> {
         Task::Setup => setup::run(),
         Task::BuildWorker { force } => build::worker(force),
         Task::Test { cargo_test } => test::run(&cargo_test),
+        #[cfg(unix)]
         Task::Dev => dev::run(),
+        #[cfg(unix)]
         Task::Bench(Bench {
             only: None,
             record,
             proxy,
         }) => bench_all::run(record, &proxy),
+        #[cfg(unix)]
         Task::Bench(Bench {
             only: Some(one), ..
         }) => match one {
@@ -109,6 +131,8 @@ fn run(task: Task) -> Result<()> {
             OneBench::Ffi => python::bench(),
         },
         Task::Fuzz(options) => fuzz::run(&options),
+        Task::Csharp(options) => csharp::run(&options),
+        #[cfg(unix)]
         Task::Soak(settings) => soak::run(&settings),
     }
 }
@@ -127,6 +151,7 @@ mod tests {
         Cli::try_parse_from(std::iter::once("xtask").chain(line.split_whitespace())).map(|c| c.task)
     }
 
+    #[cfg(unix)]
     #[test]
     fn options_reach_their_task() {
         let Ok(Task::Bench(b)) = parse("bench --record --requests 40 --concurrency 1,8") else {
@@ -159,6 +184,18 @@ mod tests {
     }
 
     #[test]
+    fn csharp_options_parse() {
+        let Ok(Task::Csharp(c)) = parse("csharp --release --rid win-arm64") else {
+            panic!("csharp with options did not parse");
+        };
+        assert_eq!((c.release, c.rid.as_deref()), (true, Some("win-arm64")));
+        let Ok(Task::Csharp(c)) = parse("csharp") else {
+            panic!("csharp alone did not parse");
+        };
+        assert_eq!((c.release, c.rid), (false, None));
+    }
+
+    #[test]
     fn bad_options_are_refused() {
         for line in [
             "bench --concurrency 0",
@@ -172,6 +209,8 @@ mod tests {
             "fuzz --minutes 1 --target nope",
             "fuzz --minutes -1",
             "fuzz --minutes 1 --sanitizer memory",
+            "csharp --rid win-x86",
+            "csharp --rid",
             "unknown-task",
         ] {
             assert!(parse(line).is_err(), "`{line}` was accepted");

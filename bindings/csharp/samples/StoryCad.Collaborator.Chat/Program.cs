@@ -5,7 +5,9 @@
 //
 // The token may also come from STORYCAD_TOKEN, the base URL from STORYCAD_BASE_URL, the model
 // from --model or STORYCAD_MODEL. Answers stream as they arrive; Ctrl-C stops the answer being
-// generated, not the REPL. Commands: /model NAME, /models, /reset, /usage, /help, /quit.
+// generated, not the REPL. Commands: /model NAME, /models, /reset, /usage, /help, /quit, and
+// /ask TEXT, /sk TEXT: one question through Microsoft.Extensions.AI's IChatClient or through
+// Semantic Kernel, with a function the model may call (Routes.cs).
 
 using System.Text;
 using StoryCad.Collaborator;
@@ -13,6 +15,7 @@ using StoryCad.Collaborator.Ffi;
 
 const string Help = """
     commands: /model NAME  /models  /reset  /usage  /help  /quit
+              /ask TEXT (through IChatClient)  /sk TEXT (through Semantic Kernel); both may call count_words
     anything else is sent as your message; Ctrl-C stops an answer, Ctrl-D (Ctrl-Z on Windows) or /quit leaves
     """;
 
@@ -87,6 +90,30 @@ while (true)
                 break;
             case "/usage":
                 await ShowUsageAsync(client);
+                break;
+            case "/ask" or "/sk" when parts.Length == 2:
+                using (var cts = new CancellationTokenSource())
+                {
+                    Volatile.Write(ref answering, cts);
+                    try
+                    {
+                        await (parts[0] == "/ask"
+                            ? Routes.AskAsync(client, model, parts[1], cts.Token)
+                            : Routes.AskKernelAsync(client, model, parts[1], cts.Token));
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        Console.WriteLine("\n(stopped)");
+                    }
+                    catch (CollaboratorException e)
+                    {
+                        Console.WriteLine($"\nerror: {Describe(e)}");
+                    }
+                    finally
+                    {
+                        Volatile.Write(ref answering, null);
+                    }
+                }
                 break;
             default:
                 Console.WriteLine($"unknown command {parts[0]}; /help lists them");

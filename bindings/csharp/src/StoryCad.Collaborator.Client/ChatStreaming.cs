@@ -20,47 +20,38 @@ public static class ChatStreaming
     /// server stops generating) and throws <see cref="OperationCanceledException"/>; so does
     /// leaving the loop early, without the exception.
     /// </summary>
-    public static async IAsyncEnumerable<ChatChunk> StreamChatAsync(
+    public static IAsyncEnumerable<ChatChunk> StreamChatAsync(
         this CollaboratorClient client,
         ChatRequest request,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default) =>
+        StreamChatCoreAsync(client, request, null, cancellationToken);
+
+    /// <summary>
+    /// <see cref="StreamChatAsync(CollaboratorClient, ChatRequest, CancellationToken)"/> with
+    /// per-request <paramref name="options"/>: extra headers, the request id, a <c>traceparent</c>.
+    /// </summary>
+    public static IAsyncEnumerable<ChatChunk> StreamChatAsync(
+        this CollaboratorClient client,
+        ChatRequest request,
+        RequestOptions options,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return StreamChatCoreAsync(client, request, options, cancellationToken);
+    }
+
+    private static async IAsyncEnumerable<ChatChunk> StreamChatCoreAsync(
+        CollaboratorClient client,
+        ChatRequest request,
+        RequestOptions? options,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(client);
         ArgumentNullException.ThrowIfNull(request);
-        cancellationToken.ThrowIfCancellationRequested();
-        Task<ChatStream> opening = client.ChatStream(request);
-        ChatStream stream;
-        try
+        using ChatStream stream = await client.ChatStreamAsync(request, options, cancellationToken).ConfigureAwait(false);
+        await foreach (ChatChunk chunk in stream.ReadAllAsync(cancellationToken).ConfigureAwait(false))
         {
-            stream = await opening.WaitAsync(cancellationToken).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-        {
-            // A call in flight cannot be withdrawn from Rust: close its stream when it arrives.
-            _ = opening.ContinueWith(
-                static t =>
-                {
-                    if (t.IsCompletedSuccessfully)
-                    {
-                        t.Result.Cancel();
-                        t.Result.Dispose();
-                    }
-                    else
-                    {
-                        _ = t.Exception; // observed: the caller has gone
-                    }
-                },
-                CancellationToken.None,
-                TaskContinuationOptions.ExecuteSynchronously,
-                TaskScheduler.Default);
-            throw;
-        }
-        using (stream)
-        {
-            await foreach (ChatChunk chunk in stream.ReadAllAsync(cancellationToken).ConfigureAwait(false))
-            {
-                yield return chunk;
-            }
+            yield return chunk;
         }
     }
 

@@ -1,8 +1,10 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using StoryCad.Collaborator;
+using Microsoft.Extensions.AI;
 using StoryCad.Collaborator.Ffi;
 using Xunit;
+using ChatResponse = StoryCad.Collaborator.Ffi.ChatResponse;
 
 namespace StoryCad.Collaborator.Tests;
 
@@ -173,5 +175,42 @@ public sealed class FakeProviderTests
             texts[i] = text;
         })).WaitAsync(Deadline);
         Assert.All(Enumerable.Range(0, 20), i => Assert.Equal($"echo: stream {i} x", texts[i]));
+    }
+
+    [Fact]
+    public async Task TheChatClientAnswersWholeAndStreamed()
+    {
+        using CollaboratorClient client = _fake.Client();
+        IChatClient chat = new CollaboratorChatClient(client, "storycad-fast");
+        Microsoft.Extensions.AI.ChatResponse whole = await chat.GetResponseAsync("hello there").WaitAsync(Deadline);
+        Assert.Equal("echo: hello there", whole.Text);
+        Assert.Equal(ChatFinishReason.Stop, whole.FinishReason);
+        Assert.Equal(5L, whole.Usage?.TotalTokenCount);
+
+        using var cts = new CancellationTokenSource(Deadline);
+        var updates = new List<ChatResponseUpdate>();
+        await foreach (ChatResponseUpdate update in chat.GetStreamingResponseAsync("one two three", cancellationToken: cts.Token))
+        {
+            updates.Add(update);
+        }
+        Microsoft.Extensions.AI.ChatResponse streamed = updates.ToChatResponse();
+        Assert.Equal("echo: one two three", streamed.Text);
+        Assert.Equal(ChatFinishReason.Stop, streamed.FinishReason);
+        Assert.Equal((3L, 4L, 7L), (streamed.Usage!.InputTokenCount, streamed.Usage.OutputTokenCount, streamed.Usage.TotalTokenCount));
+    }
+
+    [Fact]
+    public async Task TheFakeProvidersToolCallBecomesAFunctionCall()
+    {
+        using CollaboratorClient client = _fake.Client();
+        IChatClient chat = new CollaboratorChatClient(client, "storycad-fast");
+        AIFunction shout = AIFunctionFactory.Create((string text) => text.ToUpperInvariant(), "shout", "Shouts the text.");
+        Microsoft.Extensions.AI.ChatResponse response = await chat
+            .GetResponseAsync("fault:tool-call make it loud", new ChatOptions { Tools = [shout] })
+            .WaitAsync(Deadline);
+        FunctionCallContent call = Assert.Single(response.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>());
+        Assert.Equal("shout", call.Name);
+        Assert.Equal("make it loud", call.Arguments!["text"]!.ToString());
+        Assert.Equal(ChatFinishReason.ToolCalls, response.FinishReason);
     }
 }
