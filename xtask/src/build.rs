@@ -11,10 +11,10 @@ use std::{
     time::Instant,
 };
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::{
-    cmd::{self, cargo_bin, root},
+    cmd::{self, cargo_bin, cargo_tool, root},
     setup::{self, fnv1a, WasmToolchain},
 };
 
@@ -33,7 +33,7 @@ pub fn worker(force: bool) -> Result<()> {
         return Ok(());
     }
     let started = Instant::now();
-    let mut c = worker_build_command(setup::wasm_toolchain());
+    let mut c = worker_build_command(setup::wasm_toolchain()?)?;
     cmd::run(&mut c)?;
     fs::write(&stamp, fingerprint)?;
     eprintln!(
@@ -44,10 +44,10 @@ pub fn worker(force: bool) -> Result<()> {
     Ok(())
 }
 
-fn worker_build_command(toolchain: WasmToolchain) -> Command {
+fn worker_build_command(toolchain: WasmToolchain) -> Result<Command> {
     let root = root();
     let node_modules = root.join("worker").join("node_modules");
-    let mut c = Command::new(cargo_bin().join("worker-build"));
+    let mut c = Command::new(cargo_tool("worker-build"));
     // release tuned for size: see [profile.wasm-release] in the root Cargo.toml.
     c.args(["--profile", "wasm-release"])
         .current_dir(root.join("worker"));
@@ -65,20 +65,80 @@ fn worker_build_command(toolchain: WasmToolchain) -> Command {
     ] {
         c.env_remove(var);
     }
+    // binaryen's wasm-opt is a node script: on Windows only npm's .cmd wrapper runs it.
+    let wasm_opt = if cfg!(windows) {
+        node_modules.join(".bin").join("wasm-opt.cmd")
+    } else {
+        node_modules.join("binaryen").join("bin").join("wasm-opt")
+    };
     c.env("CARGO_TARGET_DIR", root.join("target").join("wasm"))
-        .env("WASM_BINDGEN_BIN", cargo_bin().join("wasm-bindgen"))
-        .env(
-            "ESBUILD_BIN",
-            node_modules.join("@esbuild/linux-x64/bin/esbuild"),
-        )
-        .env("WASM_OPT_BIN", node_modules.join("binaryen/bin/wasm-opt"));
+        .env("WASM_BINDGEN_BIN", cargo_tool("wasm-bindgen"))
+        .env("ESBUILD_BIN", esbuild_bin(&node_modules)?)
+        .env("WASM_OPT_BIN", wasm_opt);
     if toolchain == WasmToolchain::Debian {
         let path = format!("/usr/bin:/usr/sbin:/bin:{}", cargo_bin().display());
         c.env("PATH", path)
             .env("RUSTC_BOOTSTRAP", "1")
             .env("CARGO_UNSTABLE_BUILD_STD", "std,panic_abort");
     }
-    c
+    Ok(c)
+}
+
+/// esbuild's npm package for this machine (`@esbuild/darwin-arm64`, `@esbuild/win32-x64`...),
+/// from Rust's names for the OS and architecture.
+fn esbuild_package(os: &str, arch: &str) -> Option<String> {
+    let os = match os {
+        "macos" => "darwin",
+        "windows" => "win32",
+        "linux" | "freebsd" | "netbsd" | "openbsd" | "android" => os,
+        _ => return None,
+    };
+    let arch = match arch {
+        "x86_64" => "x64",
+        "aarch64" => "arm64",
+        "x86" => "ia32",
+        "arm" => "arm",
+        "loongarch64" => "loong64",
+        "riscv64" => "riscv64",
+        "s390x" => "s390x",
+        "powerpc64" => "ppc64",
+        _ => return None,
+    };
+    Some(format!("@esbuild/{os}-{arch}"))
+}
+
+/// The esbuild binary npm installed for this machine (wrangler's dependency). worker-build
+/// would download one otherwise.
+fn esbuild_bin(node_modules: &Path) -> Result<PathBuf> {
+    let (os, arch) = (std::env::consts::OS, std::env::consts::ARCH);
+    let Some(package) = esbuild_package(os, arch) else {
+        bail!("esbuild publishes no binary for {os}-{arch}, which the Worker's build needs");
+    };
+    // Windows packages hold `esbuild.exe` at their root, the others `bin/esbuild`.
+    let inside = if os == "windows" {
+        PathBuf::from("esbuild.exe")
+    } else {
+        Path::new("bin").join("esbuild")
+    };
+    // Hoisted, or under wrangler when another package pins a different esbuild.
+    let candidates = [
+        node_modules.join(&package),
+        node_modules
+            .join("wrangler")
+            .join("node_modules")
+            .join(&package),
+    ];
+    candidates
+        .iter()
+        .map(|dir| dir.join(&inside))
+        .find(|bin| bin.is_file())
+        .with_context(|| {
+            format!(
+                "{} is missing: esbuild's binary for this machine ({package}) is not installed; \
+                 run `cargo xtask setup` (its `npm ci` installs it)",
+                candidates[0].join(&inside).display()
+            )
+        })
 }
 
 /// The built wasm's size, raw and gzipped, for the log.
@@ -145,9 +205,9 @@ fn inputs_fingerprint() -> Result<u64> {
         all.push(0);
     }
     // How it is built counts too: the toolchain, and the build command's arguments.
-    let toolchain = setup::wasm_toolchain();
+    let toolchain = setup::wasm_toolchain()?;
     all.extend_from_slice(format!("{toolchain:?}").as_bytes());
-    all.extend_from_slice(cmd::describe(&worker_build_command(toolchain)).as_bytes());
+    all.extend_from_slice(cmd::describe(&worker_build_command(toolchain)?).as_bytes());
     Ok(fnv1a(&all))
 }
 
@@ -161,4 +221,25 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn esbuild_package_follows_npm_names() {
+        for (os, arch, package) in [
+            ("linux", "x86_64", "@esbuild/linux-x64"),
+            ("linux", "aarch64", "@esbuild/linux-arm64"),
+            ("macos", "aarch64", "@esbuild/darwin-arm64"),
+            ("macos", "x86_64", "@esbuild/darwin-x64"),
+            ("windows", "x86_64", "@esbuild/win32-x64"),
+            ("windows", "aarch64", "@esbuild/win32-arm64"),
+        ] {
+            assert_eq!(esbuild_package(os, arch).as_deref(), Some(package));
+        }
+        assert_eq!(esbuild_package("solaris", "x86_64"), None);
+        assert_eq!(esbuild_package("linux", "mips"), None);
+    }
 }

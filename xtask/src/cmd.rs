@@ -57,11 +57,22 @@ pub fn describe(c: &Command) -> String {
     s
 }
 
+/// npm as a program to start: on Windows it is a batch file, which `Command` finds only by
+/// its full name.
+pub const NPM: &str = if cfg!(windows) { "npm.cmd" } else { "npm" };
+
 /// `$CARGO_HOME/bin`, where `cargo install` puts tools.
 pub fn cargo_bin() -> PathBuf {
     if let Some(home) = std::env::var_os("CARGO_HOME") {
         return PathBuf::from(home).join("bin");
     }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    let home = std::env::var_os("HOME")
+        .or_else(|| std::env::var_os("USERPROFILE"))
+        .unwrap_or_else(|| "/root".into());
     PathBuf::from(home).join(".cargo").join("bin")
+}
+
+/// A tool `cargo install` put in [`cargo_bin`] (`worker-build`, `worker-build.exe` on Windows).
+pub fn cargo_tool(name: &str) -> PathBuf {
+    cargo_bin().join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
 }

@@ -135,5 +135,8 @@ fn port() -> u16 {
 }
 
 fn repl_binary() -> PathBuf {
-    target_dir().join("debug").join("examples").join("chat")
+    target_dir()
+        .join("debug")
+        .join("examples")
+        .join(format!("chat{}", std::env::consts::EXE_SUFFIX))
 }

@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::{self, cargo_bin, output, root};
+use crate::cmd::{self, output, root};
 
 /// Every target in `fuzz/fuzz_targets/`.
 pub const TARGETS: [&str; 4] = ["client_sse", "worker_relay", "anthropic_stream", "jwt"];
@@ -90,7 +90,7 @@ fn check_nightly() -> Result<()> {
 
 /// Installs cargo-fuzz unless it is there already.
 fn ensure_cargo_fuzz() -> Result<()> {
-    let installed = output(Command::new(cargo_bin().join("cargo-fuzz")).arg("--version"))
+    let installed = output(Command::new(cmd::cargo_tool("cargo-fuzz")).arg("--version"))
         .or_else(|| output(Command::new("cargo-fuzz").arg("--version")));
     if installed.is_some() {
         return Ok(());

@@ -21,7 +21,7 @@ mod soak;
 mod test;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 /// The project's tasks.
 #[derive(Parser)]
@@ -33,7 +33,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what is missing (apt packages, cargo tools, npm packages); idempotent.
+    /// Install what is missing (the wasm32 target via rustup, else Debian packages; cargo tools;
+    /// npm packages; the Python venv) and check Node.js and Python; idempotent.
     Setup,
     /// Build the Worker's release bundle into worker/build (skipped when up to date).
     BuildWorker {
@@ -73,7 +74,7 @@ enum Task {
 }
 
 #[cfg(unix)]
-#[derive(Args)]
+#[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Bench {
     #[command(subcommand)]

@@ -25,6 +25,7 @@ use crate::{
 /// pytest's whole run; the tests bound each of their own waits far below this.
 const TEST_DEADLINE: Duration = Duration::from_secs(300);
 /// The benchmark's whole run.
+#[cfg(unix)]
 const BENCH_DEADLINE: Duration = Duration::from_secs(540);
 
 fn python_dir() -> PathBuf {
@@ -64,7 +65,26 @@ pub fn setup_venv() -> Result<()> {
         let system = ["python3", "python"]
             .into_iter()
             .find(|p| cmd::have(p))
-            .context("python3 is not installed (needed for the Python bindings' tests)")?;
+            .with_context(|| {
+                format!(
+                    "python3 is not installed (the Python bindings' tests need it): {}",
+                    if cfg!(windows) {
+                        "`winget install Python.Python.3.12`, or https://www.python.org"
+                    } else if cfg!(target_os = "macos") {
+                        "`brew install python`, or https://www.python.org"
+                    } else {
+                        "install the distribution's python3 (and python3-venv on Debian/Ubuntu)"
+                    }
+                )
+            })?;
+        // Debian and Ubuntu ship `venv` and `ensurepip` apart from python3.
+        if cmd::output(Command::new(system).args(["-c", "import ensurepip, venv"])).is_none() {
+            bail!(
+                "{system} cannot create a virtual environment (its `venv` or `ensurepip` module \
+                 is missing): on Debian/Ubuntu `sudo apt-get install python3-venv`, then run \
+                 setup again"
+            );
+        }
         cmd::run(
             Command::new(system)
                 .args(["-m", "venv"])
@@ -183,7 +203,8 @@ pub fn test() -> Result<()> {
 }
 
 /// The streaming benchmark: the Python bindings' `next()` loop against the Rust client on the
-/// same long stream, interleaved in one run (release builds).
+/// same long stream, interleaved in one run (release builds). `cargo xtask bench` is Unix-only.
+#[cfg(unix)]
 pub fn bench() -> Result<()> {
     setup_venv()?;
     let (module_dir, fake) = build_and_generate(true)?;

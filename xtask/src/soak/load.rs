@@ -155,7 +155,7 @@ pub async fn drive(
                 let alias = ALIASES[(user + n) % ALIASES.len()];
                 let nonce = format!("u{user}n{n}z");
                 let t0 = Instant::now();
-                let streamed = stream.then_some(n % 2 == 0);
+                let streamed = stream.then_some(n.is_multiple_of(2));
                 match request_once(&http, &url, &token, alias, &nonce, streamed).await {
                     Ok(()) => lock(&done).push(Done {
                         at: started.elapsed(),
