@@ -67,10 +67,11 @@ pub(crate) struct ForeignTokens(pub(crate) Arc<dyn TokenProvider>);
 impl ClientTokenProvider for ForeignTokens {
     async fn token(&self) -> Result<storycad_client::AccessToken, storycad_client::TokenError> {
         match self.0.token().await {
-            Ok(t) => Ok(storycad_client::AccessToken {
-                token: t.token,
-                expires_at: t.expires_at,
-            }),
+            Ok(t) => {
+                let mut token = storycad_client::AccessToken::new(t.token);
+                token.expires_at = t.expires_at;
+                Ok(token)
+            }
             Err(TokenError::Failed { message }) => Err(storycad_client::TokenError::new(message)),
         }
     }

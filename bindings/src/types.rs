@@ -45,6 +45,9 @@ impl From<p::Role> for Role {
             p::Role::User => Role::User,
             p::Role::Assistant => Role::Assistant,
             p::Role::Tool => Role::Tool,
+            // A role storycad-protocol learns before this enum does: only answers carry a
+            // role across, and an answer is the assistant's.
+            _ => Role::Assistant,
         }
     }
 }
@@ -70,15 +73,12 @@ pub struct Message {
 
 impl From<Message> for p::Message {
     fn from(m: Message) -> Self {
-        p::Message {
-            role: m.role.into(),
-            content: m.content.map(p::Content::Text),
-            name: m.name,
-            tool_calls: (!m.tool_calls.is_empty())
-                .then(|| m.tool_calls.into_iter().map(Into::into).collect()),
-            tool_call_id: m.tool_call_id,
-            extra: p::Extra::new(),
-        }
+        let mut message = p::Message::with_content(m.role.into(), m.content.map(p::Content::Text));
+        message.name = m.name;
+        message.tool_calls =
+            (!m.tool_calls.is_empty()).then(|| m.tool_calls.into_iter().map(Into::into).collect());
+        message.tool_call_id = m.tool_call_id;
+        message
     }
 }
 
@@ -95,14 +95,7 @@ pub struct ToolCall {
 
 impl From<ToolCall> for p::ToolCall {
     fn from(c: ToolCall) -> Self {
-        p::ToolCall {
-            id: c.id,
-            kind: "function".to_owned(),
-            function: p::FunctionCall {
-                name: c.name,
-                arguments: c.arguments,
-            },
-        }
+        p::ToolCall::function(c.id, p::FunctionCall::new(c.name, c.arguments))
     }
 }
 
@@ -154,10 +147,7 @@ impl From<ToolChoice> for p::ToolChoice {
             ToolChoice::None => p::ToolChoice::Mode("none".to_owned()),
             ToolChoice::Auto => p::ToolChoice::Mode("auto".to_owned()),
             ToolChoice::Required => p::ToolChoice::Mode("required".to_owned()),
-            ToolChoice::Function { name } => p::ToolChoice::Named(p::NamedToolChoice {
-                kind: "function".to_owned(),
-                function: p::FunctionName { name },
-            }),
+            ToolChoice::Function { name } => p::ToolChoice::function(name),
         }
     }
 }
@@ -222,16 +212,11 @@ impl ChatRequest {
                     .as_deref()
                     .map(|s| json_arg(&format!("the parameters of tool {:?}", t.name), s))
                     .transpose()?;
-                Ok(p::Tool {
-                    kind: "function".to_owned(),
-                    function: p::FunctionDef {
-                        name: t.name,
-                        description: t.description,
-                        parameters,
-                        strict: t.strict,
-                        extra: p::Extra::new(),
-                    },
-                })
+                let mut function = p::FunctionDef::new(t.name);
+                function.description = t.description;
+                function.parameters = parameters;
+                function.strict = t.strict;
+                Ok(p::Tool::new(function))
             })
             .collect::<Result<Vec<_>, CollaboratorError>>()?;
         let response_format = self
@@ -254,10 +239,7 @@ impl ChatRequest {
         req.seed = self.seed;
         req.user = self.user;
         if stream && self.include_usage {
-            req.stream_options = Some(p::StreamOptions {
-                include_usage: Some(true),
-                extra: p::Extra::new(),
-            });
+            req.stream_options = Some(p::StreamOptions::with_usage());
         }
         Ok(req)
     }

@@ -10,8 +10,10 @@ use crate::{
     token::{AccessToken, FnTokenProvider, StaticToken, TokenCache, TokenError, TokenProvider},
 };
 
-/// The client's deadlines.
+/// The client's deadlines: start from [`Timeouts::default`] and change what differs, e.g.
+/// `Timeouts::default().with_stream_idle(Duration::from_secs(30))`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Timeouts {
     /// Opening the connection (TCP and TLS). Default 10 s. A connect timeout is retried like any
     /// connection failure.
@@ -32,6 +34,29 @@ impl Default for Timeouts {
             response_headers: Duration::from_secs(300),
             stream_idle: Duration::from_secs(60),
         }
+    }
+}
+
+impl Timeouts {
+    /// The same deadlines with [`connect`](Self::connect) set.
+    #[must_use]
+    pub fn with_connect(mut self, d: Duration) -> Self {
+        self.connect = d;
+        self
+    }
+
+    /// The same deadlines with [`response_headers`](Self::response_headers) set.
+    #[must_use]
+    pub fn with_response_headers(mut self, d: Duration) -> Self {
+        self.response_headers = d;
+        self
+    }
+
+    /// The same deadlines with [`stream_idle`](Self::stream_idle) set.
+    #[must_use]
+    pub fn with_stream_idle(mut self, d: Duration) -> Self {
+        self.stream_idle = d;
+        self
     }
 }
 
@@ -132,7 +157,8 @@ impl ClientBuilder {
     /// Whether the operating system decides which servers are trusted (default: yes): the
     /// CryptoAPI chain engine on Windows, the Security framework on macOS, the system's CA
     /// bundle on Linux, so roots an administrator installed (a company's TLS-inspecting proxy)
-    /// and Windows' on-demand roots work as in a browser. Off: Mozilla's bundled roots and the
+    /// and Windows' on-demand roots work as in a browser (with the `native-tls` feature: SChannel,
+    /// the Security framework, OpenSSL's default paths). Off: Mozilla's bundled roots and the
     /// [extra ones](Self::add_root_certificates_pem) only.
     pub fn system_trust(mut self, on: bool) -> Self {
         self.network.system_trust = on;

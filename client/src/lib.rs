@@ -16,6 +16,8 @@
 //! - **Networks**: the operating system's certificate store and proxy settings by default
 //!   (a company's TLS-inspecting proxy and the Windows proxy setting work as in a browser), with
 //!   extra root certificates, an explicit proxy, or either turned off on the [`ClientBuilder`].
+//! - **TLS**: rustls with the platform's verifier (feature `rustls`, the default), or the
+//!   platform's TLS library (feature `native-tls`: SChannel, Security.framework, OpenSSL).
 //! - **Tracing**: one `storycad_request` span per call (method, path, model, stream, request id),
 //!   an `attempt` span (`n`) inside it per HTTP attempt, and a
 //!   `debug!` event per retry decision. Token values are never logged.
@@ -58,9 +60,15 @@
 //! ```
 #![warn(missing_docs)]
 
+#[cfg(not(any(feature = "rustls", feature = "native-tls")))]
+compile_error!(
+    "storycad-client needs a TLS backend: the `rustls` (default) or `native-tls` feature"
+);
+
 mod client;
 mod config;
 mod error;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod network;
@@ -103,7 +111,8 @@ mod tests {
     }
 }
 
-/// The repository README's Rust examples, compiled as doctests so they stay true.
-#[doc = include_str!("../../README.md")]
+/// This crate's README examples, compiled as doctests so they stay true. (The repository
+/// README's are compiled by the `storycad-examples` crate: a published crate cannot read it.)
+#[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;

@@ -1,23 +1,34 @@
 //! How the client reaches the proxy from a writer's machine: which certificates it trusts and
 //! which HTTP proxy it goes through.
 //!
-//! **Trust.** By default the operating system decides, through `rustls-platform-verifier`:
-//! on Windows the CryptoAPI chain engine, on macOS the Security framework, on Linux the system's
-//! CA bundle. A platform *verifier* rather than a copy of the system's *roots*
-//! (`rustls-native-certs`), because on Windows the root store is filled on demand (a root the
-//! machine has never needed is fetched when a chain first needs it, so a copy misses it), and
-//! because the OS applies what an administrator set: roots pushed by group policy or an MDM
-//! profile (a company's TLS-inspecting proxy), distrusted certificates and revocation. Extra
-//! roots (PEM) are added on top. With system trust off, the client trusts Mozilla's roots
-//! (bundled, `webpki-roots`) and the extra ones only.
+//! **Trust, with `rustls` (the default feature).** By default the operating system decides,
+//! through `rustls-platform-verifier`: on Windows the CryptoAPI chain engine, on macOS the
+//! Security framework, on Linux the system's CA bundle. A platform *verifier* rather than a copy
+//! of the system's *roots* (`rustls-native-certs`), because on Windows the root store is filled
+//! on demand (a root the machine has never needed is fetched when a chain first needs it, so a
+//! copy misses it), and because the OS applies what an administrator set: roots pushed by group
+//! policy or an MDM profile (a company's TLS-inspecting proxy), distrusted certificates and
+//! revocation. Extra roots (PEM) are added on top. With system trust off, the client trusts
+//! Mozilla's roots (bundled, `webpki-roots`) and the extra ones only.
+//!
+//! **Trust, with `native-tls` (and without `rustls`).** The platform's TLS library verifies:
+//! SChannel on Windows and the Security framework on macOS (each with the system's trust
+//! settings, as above), OpenSSL elsewhere (its default CA paths). Extra roots are added on top.
+//! With system trust off, the library's built-in roots are dropped and Mozilla's (bundled,
+//! `webpki-root-certs`) are added, with the extra ones. What differs from rustls: on a Linux
+//! machine without a CA bundle the client does not fall back on Mozilla's roots (every HTTPS
+//! connection fails until system trust is turned off), and how each platform applies an
+//! extra root or a distrusted certificate is its TLS library's affair.
 //!
 //! **Proxy.** By default the system's settings: `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` and
 //! `NO_PROXY` (either case), and on Windows and macOS the proxy set in the OS's settings (no PAC
 //! scripts: set the proxy explicitly where a PAC file is used). An explicit proxy URL replaces
 //! them; the system proxy can be turned off.
 
+#[cfg(feature = "rustls")]
 use std::sync::Arc;
 
+#[cfg(feature = "rustls")]
 use rustls::{
     client::danger::ServerCertVerifier,
     crypto::CryptoProvider,
@@ -51,7 +62,7 @@ impl Default for Network {
 impl Network {
     /// Applies the TLS and proxy settings to reqwest's builder.
     pub(crate) fn apply(&self, builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder> {
-        let builder = builder.use_preconfigured_tls(self.tls()?);
+        let builder = self.apply_tls(builder)?;
         Ok(match (&self.proxy, self.system_proxy) {
             (Some(url), _) => builder.proxy(
                 reqwest::Proxy::all(url.as_str())
@@ -62,7 +73,13 @@ impl Network {
         })
     }
 
+    #[cfg(feature = "rustls")]
+    fn apply_tls(&self, builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder> {
+        Ok(builder.use_preconfigured_tls(self.tls()?))
+    }
+
     /// The TLS configuration: the verifier, and the protocols offered (h2, then HTTP/1.1).
+    #[cfg(feature = "rustls")]
     pub(crate) fn tls(&self) -> Result<ClientConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let extra = self.extra_certificates()?;
@@ -96,6 +113,7 @@ impl Network {
         Ok(config)
     }
 
+    #[cfg(feature = "rustls")]
     fn extra_certificates(&self) -> Result<Vec<CertificateDer<'static>>> {
         let mut out = Vec::new();
         for (i, pem) in self.extra_roots.iter().enumerate() {
@@ -116,7 +134,48 @@ impl Network {
     }
 }
 
+/// The platform's TLS library (reqwest's `native-tls`): it offers h2 then HTTP/1.1 by ALPN, as
+/// the rustls configuration does.
+#[cfg(all(feature = "native-tls", not(feature = "rustls")))]
+impl Network {
+    fn apply_tls(&self, builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder> {
+        let mut builder = builder.use_native_tls();
+        if !self.system_trust {
+            builder = builder.tls_built_in_root_certs(false);
+            for der in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+                match reqwest::Certificate::from_der(der) {
+                    Ok(cert) => builder = builder.add_root_certificate(cert),
+                    // One root the platform cannot read costs only the servers it vouches for.
+                    Err(e) => tracing::warn!(error = %e, "a bundled Mozilla root was refused"),
+                }
+            }
+        }
+        for cert in self.extra_certificates()? {
+            builder = builder.add_root_certificate(cert);
+        }
+        Ok(builder)
+    }
+
+    fn extra_certificates(&self) -> Result<Vec<reqwest::Certificate>> {
+        let mut out = Vec::new();
+        for (i, pem) in self.extra_roots.iter().enumerate() {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                Error::Config(format!("extra root certificates #{}: bad PEM: {e}", i + 1))
+            })?;
+            if certs.is_empty() {
+                return Err(Error::Config(format!(
+                    "extra root certificates #{}: no `BEGIN CERTIFICATE` block in the PEM text",
+                    i + 1
+                )));
+            }
+            out.extend(certs);
+        }
+        Ok(out)
+    }
+}
+
 /// Mozilla's roots and the extra ones.
+#[cfg(feature = "rustls")]
 fn bundled_verifier(
     extra: &[CertificateDer<'static>],
     provider: &Arc<CryptoProvider>,
@@ -139,6 +198,7 @@ fn bundled_verifier(
 }
 
 /// The platform verifier's "nothing in the system store" (Linux without a CA bundle).
+#[cfg(feature = "rustls")]
 fn no_system_roots(e: &rustls::Error) -> bool {
     matches!(e, rustls::Error::General(m) if m.contains("No CA certificates"))
 }
@@ -165,10 +225,30 @@ mod tests {
             extra_roots: vec![b"not a certificate".to_vec()],
             ..Network::default()
         };
-        let e = n.tls().err().map(|e| e.to_string()).unwrap_or_default();
+        let e = n
+            .apply(reqwest::Client::builder())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("#1") && e.contains("BEGIN CERTIFICATE"), "{e}");
     }
 
+    #[test]
+    fn both_trusts_build_a_client() {
+        for system_trust in [true, false] {
+            let n = Network {
+                system_trust,
+                ..Network::default()
+            };
+            let built = n
+                .apply(reqwest::Client::builder())
+                .map_err(|e| e.to_string())
+                .and_then(|b| b.build().map_err(|e| e.to_string()));
+            assert!(built.is_ok(), "system_trust={system_trust}: {built:?}");
+        }
+    }
+
+    #[cfg(feature = "rustls")]
     #[test]
     fn both_trusts_offer_h2_and_http1() {
         for system_trust in [true, false] {

@@ -13,8 +13,10 @@ use base64::Engine as _;
 
 use crate::error::BoxError;
 
-/// A bearer token and, when known, when it expires.
+/// A bearer token and, when known, when it expires: [`AccessToken::new`], then
+/// [`with_expiry`](AccessToken::with_expiry) when the expiry is known.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AccessToken {
     /// The token sent as `Authorization: Bearer <token>`. Never logged.
     pub token: String,

@@ -532,10 +532,10 @@ async fn response_headers_timeout() {
         .await;
         let client = server
             .builder()
-            .timeouts(storycad_client::Timeouts {
-                response_headers: Duration::from_millis(300),
-                ..storycad_client::Timeouts::default()
-            })
+            .timeouts(
+                storycad_client::Timeouts::default()
+                    .with_response_headers(Duration::from_millis(300)),
+            )
             .build()
             .expect("client");
         let started = Instant::now();

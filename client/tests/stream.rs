@@ -241,10 +241,7 @@ async fn stall_gives_idle_timeout_error() {
         .await;
         let client = server
             .builder()
-            .timeouts(Timeouts {
-                stream_idle: Duration::from_millis(400),
-                ..Timeouts::default()
-            })
+            .timeouts(Timeouts::default().with_stream_idle(Duration::from_millis(400)))
             .build()
             .expect("client");
         let stream = client.chat_stream(&request()).await.expect("stream");

@@ -32,10 +32,9 @@ impl TokenProvider for Counting {
     async fn token(&self) -> Result<AccessToken, TokenError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
-        Ok(AccessToken {
-            token: format!("token-{n}"),
-            expires_at: (self.lifetime)(n),
-        })
+        let mut token = AccessToken::new(format!("token-{n}"));
+        token.expires_at = (self.lifetime)(n);
+        Ok(token)
     }
 }
 

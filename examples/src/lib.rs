@@ -178,3 +178,9 @@ mod tests {
         );
     }
 }
+
+/// The repository README's Rust examples, compiled as doctests so they stay true. Here rather
+/// than in `storycad-client`, whose published package cannot reach the repository's README.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -7,6 +7,7 @@ use crate::Extra;
 
 /// `POST /v1/chat/completions` request body.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ChatRequest {
     /// The model alias (the Worker routes it to a provider's model).
     pub model: String,
@@ -86,7 +87,7 @@ impl ChatRequest {
     }
 }
 
-/// `stop`: one sequence or several.
+/// `stop`: one sequence or several. (Exhaustive: the wire shape is a string or an array.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Stop {
@@ -108,6 +109,7 @@ impl Stop {
 
 /// `stream_options`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StreamOptions {
     /// Ask for a final chunk with `usage` and no choices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,9 +119,20 @@ pub struct StreamOptions {
     pub extra: Extra,
 }
 
+impl StreamOptions {
+    /// `{"include_usage": true}`: ask for the final usage chunk.
+    pub fn with_usage() -> Self {
+        StreamOptions {
+            include_usage: Some(true),
+            extra: Extra::new(),
+        }
+    }
+}
+
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Role {
     /// System instructions.
     System,
@@ -148,6 +161,7 @@ impl Role {
 
 /// One message of the conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Message {
     /// Who wrote it.
     pub role: Role,
@@ -171,9 +185,13 @@ pub struct Message {
 impl Message {
     /// A message with text content.
     pub fn new(role: Role, text: impl Into<String>) -> Self {
+        Self::with_content(role, Some(Content::Text(text.into())))
+    }
+    /// A message with any content (`None` for an assistant message that only calls tools).
+    pub fn with_content(role: Role, content: Option<Content>) -> Self {
         Self {
             role,
-            content: Some(Content::Text(text.into())),
+            content,
             name: None,
             tool_calls: None,
             tool_call_id: None,
@@ -216,7 +234,8 @@ impl Message {
     }
 }
 
-/// Message content: a string or an array of typed parts.
+/// Message content: a string or an array of typed parts. (Exhaustive: those are the two
+/// shapes JSON gives it; new kinds of part are [`ContentPart`]s.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Content {
@@ -229,6 +248,7 @@ pub enum Content {
 /// One part of an array content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ContentPart {
     /// `{"type":"text","text":...}`
     Text {
@@ -264,6 +284,7 @@ impl ContentPart {
 
 /// An image reference: an `https:` URL or a `data:` URL.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ImageUrl {
     /// The URL.
     pub url: String,
@@ -272,8 +293,19 @@ pub struct ImageUrl {
     pub detail: Option<String>,
 }
 
+impl ImageUrl {
+    /// An image at `url` (an `https:` or a `data:` URL), with no `detail`.
+    pub fn new(url: impl Into<String>) -> Self {
+        ImageUrl {
+            url: url.into(),
+            detail: None,
+        }
+    }
+}
+
 /// A tool the model may call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Tool {
     /// Always `"function"` today.
     #[serde(rename = "type", default = "function_type")]
@@ -289,15 +321,18 @@ impl Tool {
         description: Option<String>,
         parameters: Value,
     ) -> Self {
+        Tool::new(FunctionDef {
+            description,
+            parameters: Some(parameters),
+            ..FunctionDef::new(name)
+        })
+    }
+
+    /// A function tool from its definition.
+    pub fn new(function: FunctionDef) -> Self {
         Tool {
             kind: function_type(),
-            function: FunctionDef {
-                name: name.into(),
-                description,
-                parameters: Some(parameters),
-                strict: None,
-                extra: Extra::new(),
-            },
+            function,
         }
     }
 }
@@ -308,6 +343,7 @@ fn function_type() -> String {
 
 /// A function definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct FunctionDef {
     /// The function's name.
     pub name: String,
@@ -325,9 +361,23 @@ pub struct FunctionDef {
     pub extra: Extra,
 }
 
+impl FunctionDef {
+    /// A function named `name`, with nothing else set.
+    pub fn new(name: impl Into<String>) -> Self {
+        FunctionDef {
+            name: name.into(),
+            description: None,
+            parameters: None,
+            strict: None,
+            extra: Extra::new(),
+        }
+    }
+}
+
 /// `tool_choice`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[non_exhaustive]
 pub enum ToolChoice {
     /// `"none"`, `"auto"` or `"required"`.
     Mode(String),
@@ -335,8 +385,16 @@ pub enum ToolChoice {
     Named(NamedToolChoice),
 }
 
+impl ToolChoice {
+    /// `{"type":"function","function":{"name":...}}`: the model must call this function.
+    pub fn function(name: impl Into<String>) -> Self {
+        ToolChoice::Named(NamedToolChoice::function(name))
+    }
+}
+
 /// A tool choice that names one function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct NamedToolChoice {
     /// Always `"function"` today.
     #[serde(rename = "type", default = "function_type")]
@@ -345,15 +403,34 @@ pub struct NamedToolChoice {
     pub function: FunctionName,
 }
 
+impl NamedToolChoice {
+    /// The choice of the function `name`.
+    pub fn function(name: impl Into<String>) -> Self {
+        NamedToolChoice {
+            kind: function_type(),
+            function: FunctionName::new(name),
+        }
+    }
+}
+
 /// `{"name": ...}`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct FunctionName {
     /// The function's name.
     pub name: String,
 }
 
+impl FunctionName {
+    /// `{"name": name}`.
+    pub fn new(name: impl Into<String>) -> Self {
+        FunctionName { name: name.into() }
+    }
+}
+
 /// A complete tool call made by the assistant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ToolCall {
     /// The call's id, echoed by the tool message that answers it.
     pub id: String,
@@ -364,8 +441,20 @@ pub struct ToolCall {
     pub function: FunctionCall,
 }
 
+impl ToolCall {
+    /// A call of the function `function` (its name and arguments), with the call's id.
+    pub fn function(id: impl Into<String>, function: FunctionCall) -> Self {
+        ToolCall {
+            id: id.into(),
+            kind: function_type(),
+            function,
+        }
+    }
+}
+
 /// A function call: its name and its arguments as a JSON string.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct FunctionCall {
     /// The function's name.
     pub name: String,
@@ -373,9 +462,20 @@ pub struct FunctionCall {
     pub arguments: String,
 }
 
+impl FunctionCall {
+    /// A call of `name` with `arguments`, a JSON document as text.
+    pub fn new(name: impl Into<String>, arguments: impl Into<String>) -> Self {
+        FunctionCall {
+            name: name.into(),
+            arguments: arguments.into(),
+        }
+    }
+}
+
 /// Why the model stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(from = "String", into = "String")]
+#[non_exhaustive]
 pub enum FinishReason {
     /// Natural end or a stop sequence.
     Stop,
@@ -429,6 +529,7 @@ impl From<FinishReason> for String {
 
 /// Token counts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Usage {
     /// Tokens in the prompt.
     #[serde(default)]
@@ -464,6 +565,7 @@ impl Usage {
 
 /// A complete (non-streaming) chat completion.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ChatResponse {
     /// The completion's id.
     #[serde(default)]
@@ -503,6 +605,7 @@ impl ChatResponse {
 
 /// One choice of a complete answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Choice {
     /// Its position.
     #[serde(default)]
@@ -520,8 +623,22 @@ pub struct Choice {
     pub extra: Extra,
 }
 
+impl Choice {
+    /// Choice `index` with `message`, no finish reason and no log probabilities.
+    pub fn new(index: u32, message: ResponseMessage) -> Self {
+        Choice {
+            index,
+            message,
+            finish_reason: None,
+            logprobs: None,
+            extra: Extra::new(),
+        }
+    }
+}
+
 /// The assistant's message in a complete answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ResponseMessage {
     /// `assistant`.
     pub role: Role,
@@ -539,8 +656,29 @@ pub struct ResponseMessage {
     pub extra: Extra,
 }
 
+impl ResponseMessage {
+    /// An assistant message with this text (`None` when it only calls tools or refuses).
+    pub fn assistant(content: Option<String>) -> Self {
+        ResponseMessage {
+            role: Role::Assistant,
+            content,
+            refusal: None,
+            tool_calls: None,
+            extra: Extra::new(),
+        }
+    }
+}
+
+impl Default for ResponseMessage {
+    /// An assistant message with no content.
+    fn default() -> Self {
+        Self::assistant(None)
+    }
+}
+
 /// One server-sent event of a streamed completion.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ChatChunk {
     /// The completion's id (the same on every chunk).
     #[serde(default)]
@@ -579,6 +717,7 @@ impl ChatChunk {
 
 /// One choice's delta in a chunk.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ChunkChoice {
     /// Which choice this delta extends.
     #[serde(default)]
@@ -597,8 +736,20 @@ pub struct ChunkChoice {
     pub extra: Extra,
 }
 
+impl ChunkChoice {
+    /// Choice `index` extended by `delta`, with no finish reason.
+    pub fn new(index: u32, delta: Delta) -> Self {
+        ChunkChoice {
+            index,
+            delta,
+            ..ChunkChoice::default()
+        }
+    }
+}
+
 /// What a chunk adds to a choice.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Delta {
     /// Set on the first chunk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -619,6 +770,7 @@ pub struct Delta {
 
 /// A piece of a tool call; pieces with the same `index` make one call.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ToolCallDelta {
     /// Which call this extends.
     pub index: u32,
@@ -633,8 +785,19 @@ pub struct ToolCallDelta {
     pub function: Option<FunctionCallDelta>,
 }
 
+impl ToolCallDelta {
+    /// A piece of call `index`, with nothing else set.
+    pub fn new(index: u32) -> Self {
+        ToolCallDelta {
+            index,
+            ..ToolCallDelta::default()
+        }
+    }
+}
+
 /// A fragment of a function call.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct FunctionCallDelta {
     /// The function's name (first piece only).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,6 +7,7 @@ use crate::Extra;
 
 /// The body of every error answer, and of an SSE error event (`data: {"error":{...}}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ErrorBody {
     /// The error.
     pub error: ApiError,
@@ -14,6 +15,7 @@ pub struct ErrorBody {
 
 /// An error as OpenAI shapes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ApiError {
     /// Human-readable text; never holds a secret.
     pub message: String,
@@ -36,19 +38,35 @@ impl ErrorBody {
     pub fn new(kind: &str, code: &str, message: impl Into<String>) -> Self {
         ErrorBody {
             error: ApiError {
-                message: message.into(),
                 kind: Some(kind.to_owned()),
                 code: Some(code.to_owned()),
-                param: None,
-                extra: Extra::new(),
+                ..ApiError::new(message)
             },
         }
+    }
+
+    /// The body carrying `error`.
+    pub fn from_error(error: ApiError) -> Self {
+        ErrorBody { error }
     }
 
     /// The same body naming the request field it is about.
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
         self.error.param = Some(param.into());
         self
+    }
+}
+
+impl ApiError {
+    /// An error with only a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        ApiError {
+            message: message.into(),
+            kind: None,
+            code: None,
+            param: None,
+            extra: Extra::new(),
+        }
     }
 }
 

@@ -7,7 +7,21 @@
 //! Worker) and for native targets (the client).
 //!
 //! Every object keeps the fields it does not model in an `extra` map, so a field a provider adds
-//! tomorrow passes through the proxy and the client unchanged.
+//! tomorrow passes through the proxy and the client unchanged. The structs and the enums that
+//! grow with OpenAI's API (roles, finish reasons, content parts, tool choices) are
+//! `#[non_exhaustive]`, so modelling a new field or variant is not a breaking change: build a
+//! value with its constructor or `Default` and set the public fields, and give a `match` on those
+//! enums a wildcard arm.
+//!
+//! ```
+//! use storycad_protocol::{ChatRequest, Message, StreamOptions, Tool};
+//!
+//! let mut request = ChatRequest::new("storycad-fast", vec![Message::user("Hello")]);
+//! request.stream = Some(true);
+//! request.stream_options = Some(StreamOptions::with_usage());
+//! request.tools = Some(vec![Tool::function("lookup", None, serde_json::json!({"type": "object"}))]);
+//! assert_eq!(serde_json::to_value(&request).unwrap()["stream_options"]["include_usage"], true);
+//! ```
 #![warn(missing_docs)]
 
 mod accumulate;
@@ -44,3 +58,8 @@ pub mod claims {
     /// The plan name that selects the caller's limits; the configured default when absent.
     pub const PLAN: &str = "plan";
 }
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

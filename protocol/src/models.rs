@@ -6,6 +6,7 @@ use crate::Extra;
 
 /// `{"object":"list","data":[...]}`
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ModelList {
     /// `"list"`.
     #[serde(default)]
@@ -27,6 +28,7 @@ impl ModelList {
 
 /// One model (for the Worker: one alias the caller may use).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Model {
     /// The name to put in `model`.
     pub id: String,

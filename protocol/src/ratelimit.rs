@@ -6,6 +6,7 @@ use crate::headers;
 
 /// What the six rate-limit headers said; each is `None` when absent or unreadable.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[non_exhaustive]
 pub struct RateLimitInfo {
     /// Requests allowed in the window.
     pub limit_requests: Option<u64>,

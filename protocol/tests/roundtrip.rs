@@ -239,27 +239,14 @@ fn models_list_and_usage_report_round_trip() {
     let back: ModelList = round_trip(&text);
     assert_eq!(back.object, "list");
     assert_eq!(back.data[0].object, "model");
-    let report = UsageReport {
-        object: "usage".into(),
-        plan: "free".into(),
-        models: vec!["storycad-fast".into()],
-        max_output_tokens: 1024,
-        requests: LimitStatus {
-            limit: 10,
-            remaining: 9,
-            reset_seconds: 42.0,
-        },
-        tokens: LimitStatus {
-            limit: 100_000,
-            remaining: 99_000,
-            reset_seconds: 3600.0,
-        },
-        streams: LimitStatus {
-            limit: 2,
-            remaining: 2,
-            reset_seconds: 0.0,
-        },
-    };
+    let mut report = UsageReport::new(
+        "free",
+        LimitStatus::new(10, 9, 42.0),
+        LimitStatus::new(100_000, 99_000, 3600.0),
+        LimitStatus::new(2, 2, 0.0),
+    );
+    report.models = vec!["storycad-fast".into()];
+    report.max_output_tokens = 1024;
     let back: UsageReport = round_trip(&serde_json::to_string(&report).unwrap());
     assert_eq!(back, report);
 }

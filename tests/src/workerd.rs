@@ -357,15 +357,12 @@ impl Worker {
 
     /// The log lines that are JSON objects (the Worker's structured log lines), parsed.
     pub fn log_json(&self) -> Vec<Value> {
-        self.log_text()
-            .lines()
-            .filter_map(|l| {
-                let start = l.find('{')?;
-                serde_json::from_str::<Value>(l[start..].trim_end())
-                    .ok()
-                    .filter(Value::is_object)
-            })
-            .collect()
+        self.log_entries().into_iter().map(|e| e.value).collect()
+    }
+
+    /// The Worker's structured log lines with the console level each was written at.
+    pub fn log_entries(&self) -> Vec<LogEntry> {
+        self.log_text().lines().filter_map(parse_log_line).collect()
     }
 
     /// Log lines that show a Rust panic or a wasm trap in the Worker.
@@ -582,6 +579,65 @@ fn build_once(log_path: &Path, limit: Duration) -> Result<Result<String, String>
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The console method a line of the Worker's log was written with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// `console.log` (and `console.info`, `console.debug`): printed as it is.
+    Log,
+    /// `console.warn`: wrangler prints `▲ [WARNING] <line>`.
+    Warn,
+    /// `console.error`: wrangler prints `✘ [ERROR] <line>`.
+    Error,
+}
+
+/// One JSON log line of the Worker and its level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    /// The console method it was written with.
+    pub level: LogLevel,
+    /// The line's JSON object.
+    pub value: Value,
+}
+
+/// A line of wrangler's output as a Worker log line, when it is one (a JSON object, maybe
+/// behind wrangler's level marker). wrangler colours the `console.warn` and `console.error`
+/// lines even with `NO_COLOR`: the escapes are dropped first.
+pub fn parse_log_line(line: &str) -> Option<LogEntry> {
+    let plain = strip_ansi(line);
+    let level = if plain.trim_start().starts_with("✘ [ERROR]") {
+        LogLevel::Error
+    } else if plain.trim_start().starts_with("▲ [WARNING]") {
+        LogLevel::Warn
+    } else {
+        LogLevel::Log
+    };
+    let start = plain.find('{')?;
+    let value = serde_json::from_str::<Value>(plain[start..].trim_end())
+        .ok()
+        .filter(Value::is_object)?;
+    Some(LogEntry { level, value })
+}
+
+/// `text` without its ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The lines of a Worker's log that show a Rust panic or a wasm trap.
@@ -869,6 +925,27 @@ mod tests {
             without_table(toml, "build"),
             "name = \"x\"\n[vars]\nA = \"1\"\n[[kv]]\nid = 2\n"
         );
+    }
+
+    #[test]
+    fn reads_log_lines_and_their_level() {
+        // As wrangler 4.86 prints console.log, console.error and console.warn lines.
+        let log = parse_log_line("{\"status\":200}").unwrap();
+        assert_eq!(log.level, LogLevel::Log);
+        assert_eq!(log.value["status"], 200);
+        let error = "\u{1b}[31m✘ \u{1b}[41;31m[\u{1b}[41;97mERROR\u{1b}[41;31m]\u{1b}[0m \
+                     \u{1b}[1m{\"status\":502}\u{1b}[0m";
+        let error = parse_log_line(error).unwrap();
+        assert_eq!(error.level, LogLevel::Error);
+        assert_eq!(error.value["status"], 502);
+        let warn = "\u{1b}[33m▲ \u{1b}[43;33m[\u{1b}[43;30mWARNING\u{1b}[43;33m]\u{1b}[0m \
+                    \u{1b}[1m{\"c\":3}\u{1b}[0m";
+        assert_eq!(parse_log_line(warn).unwrap().level, LogLevel::Warn);
+        assert_eq!(
+            parse_log_line("✘ [ERROR] {\"a\":1}").unwrap().level,
+            LogLevel::Error
+        );
+        assert!(parse_log_line("[wrangler:info] GET /healthz 200 OK (3ms)").is_none());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::{
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use storycad_client::{ChatRequest, Error, Message};
-use storycad_e2e::{fake_provider::PROVIDER_COOKIE, tokens::Alg};
+use storycad_e2e::{fake_provider::PROVIDER_COOKIE, tokens::Alg, workerd::LogLevel};
 use storycad_protocol::{FinishReason, StreamOptions};
 use support::{
     chat_body, drain, Suite, SuiteConfig, ANSWER_TIMEOUT, ANTHROPIC_ALIAS, ANTHROPIC_KEY,
@@ -71,6 +71,7 @@ fn main() -> ExitCode {
                 unknown_routes_are_404,
                 wrong_methods_are_405,
                 request_ids_are_unique_and_logged,
+                a_5xx_answer_is_logged_with_console_error,
                 the_callers_ids_are_logged_and_reach_openai,
                 parallel_streams,
                 client_retries_what_the_worker_marks_retryable,
@@ -212,10 +213,7 @@ async fn stream_through_the_client(s: Arc<Suite>) {
 
 /// `req`, asking for the usage chunk at the end of its stream.
 fn with_usage(mut req: ChatRequest) -> ChatRequest {
-    req.stream_options = Some(StreamOptions {
-        include_usage: Some(true),
-        ..Default::default()
-    });
+    req.stream_options = Some(StreamOptions::with_usage());
     req
 }
 
@@ -868,6 +866,40 @@ async fn wrong_methods_are_405(s: Arc<Suite>) {
             "{method} {path}: allow = {:?}",
             seen.header("allow")
         );
+    }
+}
+
+/// A 5xx answer ends the invocation `ok` all the same, so its one log line goes out with
+/// `console.error` (the level `wrangler tail` and Workers Logs filter on); other answers' lines
+/// with `console.log`.
+async fn a_5xx_answer_is_logged_with_console_error(s: Arc<Suite>) {
+    let mut cases = Vec::new();
+    for stream in [false, true] {
+        let failed = s
+            .ask(OPENAI_ALIAS, &format!("fault:500 {}", s.nonce()), stream)
+            .await;
+        cases.push((failed, 502, LogLevel::Error));
+        let answered = s.ask(OPENAI_ALIAS, &s.nonce(), stream).await;
+        cases.push((answered, 200, LogLevel::Log));
+    }
+    let refused = s
+        .chat(None, &chat_body(OPENAI_ALIAS, &s.nonce(), false))
+        .await;
+    cases.push((refused, 401, LogLevel::Log));
+    for (seen, status, level) in cases {
+        assert_eq!(seen.status, status, "{}", seen.text());
+        let id = seen.header("x-request-id").unwrap();
+        let entry = s.log_entry(id).await;
+        assert_eq!(entry.value["status"], status, "{}", entry.value);
+        assert_eq!(entry.level, level, "{}", entry.value);
+        // One line per request, whatever its level.
+        let lines = s
+            .worker_log()
+            .lines()
+            .filter_map(storycad_e2e::workerd::parse_log_line)
+            .filter(|e| e.value["request_id"] == id && e.value.get("event").is_none())
+            .count();
+        assert_eq!(lines, 1, "log lines of {id}");
     }
 }
 

@@ -319,11 +319,12 @@ fn client_for(s: &Suite, sub: &str) -> Client {
         .base_url(format!("{}/v1", s.url))
         .token(tokens::mint(s.keys.get(Alg::EdDSA), &s.claims(sub)))
         .retry_policy(retry_policy())
-        .timeouts(Timeouts {
-            connect: Duration::from_secs(5),
-            response_headers: Duration::from_secs(20),
-            stream_idle: Duration::from_secs(10),
-        })
+        .timeouts(
+            Timeouts::default()
+                .with_connect(Duration::from_secs(5))
+                .with_response_headers(Duration::from_secs(20))
+                .with_stream_idle(Duration::from_secs(10)),
+        )
         .build()
         .unwrap()
 }

@@ -100,6 +100,26 @@ impl RequestLog {
         // Strings and numbers only: serialising cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
+
+    /// The console level the line is written at. A 5xx answer (an internal error among them)
+    /// ends the invocation `ok` all the same, so the level is what Workers Logs and
+    /// `wrangler tail` can tell our failures by.
+    pub fn level(&self) -> Level {
+        if self.status >= 500 || self.error.as_deref() == Some(storycad_protocol::codes::INTERNAL) {
+            Level::Error
+        } else {
+            Level::Log
+        }
+    }
+}
+
+/// The console method a line goes out with (`console.log` or `console.error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// `console.log`.
+    Log,
+    /// `console.error`.
+    Error,
 }
 
 /// One provider tried for a request, as the log line lists it:
@@ -204,6 +224,8 @@ pub fn request_id(cf_ray: Option<&str>, random: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
     use serde_json::Value;
     use storycad_protocol::Usage;
 
@@ -276,6 +298,224 @@ mod tests {
         assert!(v.get("request_id").is_none());
         let v: Value = serde_json::from_str(&Event::new("x").in_request("abc").to_line()).unwrap();
         assert_eq!(v, serde_json::json!({"event": "x", "request_id": "abc"}));
+    }
+
+    #[test]
+    fn a_5xx_or_internal_error_is_an_error_line() {
+        let mut log = RequestLog::new("abc", "POST", "/v1/chat/completions");
+        log.status = 200;
+        assert_eq!(log.level(), Level::Log);
+        for status in [400, 401, 429, 499] {
+            log.status = status;
+            assert_eq!(log.level(), Level::Log, "{status}");
+        }
+        log.set_error(&from_status(500));
+        assert_eq!((log.status, log.level()), (502, Level::Error));
+        log.set_error(&AppError::Internal);
+        assert_eq!((log.status, log.level()), (500, Level::Error));
+        // A stream that failed after its 200 head: the answer was not a 5xx.
+        let mut log = RequestLog::new("abc", "POST", "/v1/chat/completions");
+        log.status = 200;
+        log.error = Some("upstream_error".into());
+        assert_eq!(log.level(), Level::Log);
+    }
+
+    /// Every field the Worker can write, from a request line and an event line with every
+    /// field set. The struct literals list every field (no `..Default::default()`), so a new
+    /// field does not compile here until it is set, and then shows up in the set.
+    fn written_fields() -> BTreeSet<String> {
+        let request = RequestLog {
+            request_id: "r".into(),
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            client_request_id: Some("c".into()),
+            trace_id: Some("t".into()),
+            sub: Some("s".into()),
+            alias: Some("a".into()),
+            route: Some("openai:m".into()),
+            stream: true,
+            status: 502,
+            upstream_status: Some(500),
+            limiter_ms: Some(1),
+            attempts: vec![Attempt {
+                route: "openai:m".into(),
+                status: Some(500),
+                error: Some("upstream_error".into()),
+            }],
+            cache: Some("MISS"),
+            ttfb_ms: Some(1),
+            total_ms: 2,
+            prompt_tokens: Some(3),
+            completion_tokens: Some(4),
+            charged: Some(7),
+            error: Some("upstream_error".into()),
+            detail: Some("d".into()),
+        };
+        let event = Event {
+            event: "limiter_unavailable",
+            request_id: Some("r".into()),
+            sub: Some("s".into()),
+            detail: Some("d".into()),
+        };
+        let mut fields = BTreeSet::new();
+        for line in [request.to_line(), event.to_line()] {
+            let Value::Object(map) = serde_json::from_str(&line).unwrap() else {
+                panic!("not an object: {line}");
+            };
+            for (key, value) in map {
+                // A list of objects (`attempts`) documents its entries' fields as
+                // `attempts[].route`.
+                for item in value.as_array().into_iter().flatten() {
+                    for inner in item.as_object().into_iter().flat_map(|o| o.keys()) {
+                        fields.insert(format!("{key}[].{inner}"));
+                    }
+                }
+                fields.insert(key);
+            }
+        }
+        fields
+    }
+
+    const RUNBOOK: &str = include_str!("../../docs/operations.md");
+
+    /// The runbook's field table: the backticked names in the first cell of each row of the
+    /// table that follows the `<!-- log-fields -->` marker.
+    fn documented_fields(doc: &str) -> BTreeSet<String> {
+        let (_, after) = doc
+            .split_once("<!-- log-fields -->")
+            .expect("docs/operations.md has a `<!-- log-fields -->` table");
+        let rows = after
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .skip(2); // header and separator
+        rows.flat_map(|row| {
+            let first = row.split('|').nth(1).unwrap_or_default().to_owned();
+            code_spans(&first)
+        })
+        .collect()
+    }
+
+    /// The text of every `code span` on one line.
+    fn code_spans(line: &str) -> Vec<String> {
+        line.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The field names the runbook uses in queries, each with where it was seen: `name op
+    /// value` in a code span (anywhere) or in a code block of the "Logs" and "Alerts" sections,
+    /// and `"name":` in those code blocks (a `--search` text) and in code spans that start with
+    /// `"` (a piece of a line). A name with a `$` (Cloudflare's own fields) or a `.`
+    /// (`wrangler.toml` keys such as `observability.enabled`) is not a field of ours.
+    fn queried_fields(doc: &str) -> BTreeMap<String, String> {
+        let mut pieces = Vec::new();
+        let mut section = "";
+        let mut in_block = false;
+        // A code span may run on to the next line of its paragraph.
+        let mut span: Option<String> = None;
+        for line in doc.lines() {
+            if let Some(title) = line.strip_prefix("## ") {
+                section = title;
+            }
+            let log_section = section.starts_with("Logs") || section.starts_with("Alerts");
+            if line.trim_start().starts_with("```") {
+                in_block = !in_block;
+                continue;
+            }
+            if in_block {
+                if log_section {
+                    // A command's arguments, quoted or piped.
+                    pieces.extend(
+                        line.split(['\'', '(', ')', '|'])
+                            .map(|p| (p.to_owned(), true)),
+                    );
+                }
+                continue;
+            }
+            for (i, part) in line.split('`').enumerate() {
+                if i > 0 {
+                    match span.take() {
+                        Some(text) => pieces.push((text, false)),
+                        None => span = Some(String::new()),
+                    }
+                }
+                if let Some(text) = &mut span {
+                    if i == 0 {
+                        text.push(' ');
+                    }
+                    text.push_str(part);
+                }
+            }
+        }
+        let mut found = BTreeMap::new();
+        for (piece, in_block) in pieces {
+            let words: Vec<&str> = piece.split_whitespace().collect();
+            for w in words.windows(3) {
+                let name = w[0];
+                if ["=", "!=", ">", ">=", "<", "<="].contains(&w[1])
+                    && name.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                {
+                    found.insert(name.to_owned(), piece.clone());
+                }
+            }
+            if in_block || piece.starts_with('"') {
+                for (i, _) in piece.match_indices("\":") {
+                    let start = piece[..i].rfind('"').map_or(0, |q| q + 1);
+                    found.insert(piece[start..i].to_owned(), piece.clone());
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn the_runbook_documents_every_field_written_and_no_other() {
+        let written = written_fields();
+        let documented = documented_fields(RUNBOOK);
+        let undocumented: Vec<_> = written.difference(&documented).collect();
+        let unwritten: Vec<_> = documented.difference(&written).collect();
+        assert!(
+            undocumented.is_empty() && unwritten.is_empty(),
+            "docs/operations.md's field table: missing {undocumented:?}; not written by the \
+             Worker {unwritten:?}"
+        );
+    }
+
+    #[test]
+    fn the_runbooks_queries_name_fields_the_worker_writes() {
+        let written = written_fields();
+        // A name as it appears in a line, at any depth (`route` in `attempts` too).
+        let names: BTreeSet<&str> = written
+            .iter()
+            .map(|f| f.rsplit(['.', '[']).next().unwrap_or(f))
+            .chain(written.iter().map(|f| f.split('[').next().unwrap_or(f)))
+            .collect();
+        let queried = queried_fields(RUNBOOK);
+        assert!(
+            queried.iter().any(|(name, _)| name == "status"),
+            "the convention found no query at all: {queried:?}"
+        );
+        let unknown: Vec<_> = queried
+            .iter()
+            .filter(|(name, _)| !names.contains(name.as_str()))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "docs/operations.md queries fields the Worker does not write: {unknown:?}"
+        );
+    }
+
+    #[test]
+    fn the_query_convention_catches_a_wrong_name() {
+        let doc = "## Logs\n`user = \"u1\"` and\n```sh\nwrangler tail --search '\"error_code\":\"x\"'\n```\n";
+        let names: Vec<String> = queried_fields(doc).into_keys().collect();
+        assert_eq!(names, ["error_code", "user"]);
+        let table = "<!-- log-fields -->\n| field | what |\n|---|---|\n| `sub` | x |\n| `attempts[].route`, `cache` | y |\n\nafter\n";
+        let fields: Vec<String> = documented_fields(table).into_iter().collect();
+        assert_eq!(fields, ["attempts[].route", "cache", "sub"]);
     }
 
     #[test]

@@ -4,6 +4,12 @@ use anyhow::Result;
 
 use crate::{build, cmd, setup};
 
+// Declared here rather than in main.rs: only this task uses it.
+#[path = "deploy_check.rs"]
+mod deploy_check;
+#[path = "published.rs"]
+mod published;
+
 pub fn run(extra: &[String]) -> Result<()> {
     let started = std::time::Instant::now();
     setup::run()?;
@@ -16,8 +22,12 @@ pub fn run(extra: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The crates.io packages: files, README, licences, and the client's native-tls build.
+    published::check()?;
     // The end-to-end tests run the real Worker bundle under workerd.
     build::worker(false)?;
+    // Every wrangler.toml environment bundles and validates (offline, no login).
+    deploy_check::run()?;
     cmd::run(
         cmd::cargo()
             .args(["test", "--workspace", "--no-fail-fast"])

@@ -224,11 +224,12 @@ impl TestServer {
             .base_url(self.base_url())
             .token("test-token")
             .retry_policy(fast_retries())
-            .timeouts(Timeouts {
-                connect: Duration::from_secs(2),
-                response_headers: Duration::from_secs(5),
-                stream_idle: Duration::from_secs(5),
-            })
+            .timeouts(
+                Timeouts::default()
+                    .with_connect(Duration::from_secs(2))
+                    .with_response_headers(Duration::from_secs(5))
+                    .with_stream_idle(Duration::from_secs(5)),
+            )
     }
 }
 

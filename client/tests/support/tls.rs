@@ -33,9 +33,13 @@ impl TestCa {
     pub fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // A name of its own, as real CAs have: OpenSSL (the `native-tls` feature) looks the
+        // issuer up by name and tries only the first CA it finds with that name.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         params.distinguished_name.push(
             DnType::CommonName,
-            "StoryCAD test CA (not trusted anywhere)",
+            format!("StoryCAD test CA {n} (not trusted anywhere)"),
         );
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,

@@ -26,7 +26,7 @@ use storycad_e2e::{
     fake_provider::{FakeProvider, FakeProviderOptions},
     jwks_server::JwksServer,
     tokens::{self, Alg, TestKeys},
-    workerd::{Worker, WorkerOptions},
+    workerd::{self, LogEntry, Worker, WorkerOptions},
 };
 
 pub const ISSUER: &str = "https://auth.e2e.storycad.test";
@@ -305,14 +305,20 @@ impl Suite {
 
     /// The Worker's JSON log line for `request_id` (waits up to 5 s for it to be written).
     pub async fn log_line(&self, request_id: &str) -> Value {
+        self.log_entry(request_id).await.value
+    }
+
+    /// The Worker's log line for `request_id` with its console level (waits up to 5 s).
+    pub async fn log_entry(&self, request_id: &str) -> LogEntry {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let found = self.worker_log().lines().find_map(|l| {
-                let v: Value = serde_json::from_str(&l[l.find('{')?..]).ok()?;
-                (v["request_id"] == request_id).then_some(v)
-            });
-            if let Some(v) = found {
-                return v;
+            let found = self
+                .worker_log()
+                .lines()
+                .filter_map(workerd::parse_log_line)
+                .find(|e| e.value["request_id"] == request_id);
+            if let Some(entry) = found {
+                return entry;
             }
             assert!(
                 Instant::now() < deadline,
@@ -330,7 +336,7 @@ impl Suite {
             let lines: Vec<Value> = self
                 .worker_log()
                 .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(&l[l.find('{')?..]).ok())
+                .filter_map(|l| workerd::parse_log_line(l).map(|e| e.value))
                 .filter(|v| v["sub"] == sub && v["path"] == "/v1/chat/completions")
                 .collect();
             if lines.len() >= expected || Instant::now() >= deadline {

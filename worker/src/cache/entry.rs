@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use storycad_protocol::{
-    ChatChunk, ChatResponse, ChunkChoice, Delta, Extra, FinishReason, FunctionCallDelta, Role,
+    ChatChunk, ChatResponse, ChunkChoice, Delta, FinishReason, FunctionCallDelta, Role,
     ToolCallDelta, Usage,
 };
 
@@ -111,70 +111,49 @@ fn pieces(text: &str, n: usize) -> Vec<&str> {
 
 /// A complete answer as the event stream a provider would have sent (see the module docs).
 pub fn replay_sse(answer: &ChatResponse, include_usage: bool) -> Vec<u8> {
-    let chunk = |choices: Vec<ChunkChoice>, usage: Option<Usage>| ChatChunk {
-        id: answer.id.clone(),
-        object: "chat.completion.chunk".to_owned(),
-        created: answer.created,
-        model: answer.model.clone(),
-        choices,
-        usage,
-        system_fingerprint: answer.system_fingerprint.clone(),
-        extra: Extra::new(),
+    let chunk = |choices: Vec<ChunkChoice>, usage: Option<Usage>| {
+        let mut c = ChatChunk::default();
+        c.id.clone_from(&answer.id);
+        c.object = "chat.completion.chunk".to_owned();
+        c.created = answer.created;
+        c.model.clone_from(&answer.model);
+        c.choices = choices;
+        c.usage = usage;
+        c.system_fingerprint.clone_from(&answer.system_fingerprint);
+        c
     };
     let one = |index: u32, delta: Delta, finish: Option<FinishReason>| {
-        chunk(
-            vec![ChunkChoice {
-                index,
-                delta,
-                finish_reason: finish,
-                logprobs: None,
-                extra: Extra::new(),
-            }],
-            None,
-        )
+        let mut choice = ChunkChoice::new(index, delta);
+        choice.finish_reason = finish;
+        chunk(vec![choice], None)
     };
     let mut out = Vec::new();
     for choice in &answer.choices {
         let m = &choice.message;
-        data(
-            &mut out,
-            &one(
-                choice.index,
-                Delta {
-                    role: Some(Role::Assistant),
-                    content: Some(String::new()),
-                    ..Delta::default()
-                },
-                None,
-            ),
-        );
+        let mut first = Delta::default();
+        first.role = Some(Role::Assistant);
+        first.content = Some(String::new());
+        data(&mut out, &one(choice.index, first, None));
         for piece in pieces(m.content.as_deref().unwrap_or(""), REPLAY_PIECES) {
-            let delta = Delta {
-                content: Some(piece.to_owned()),
-                ..Delta::default()
-            };
+            let mut delta = Delta::default();
+            delta.content = Some(piece.to_owned());
             data(&mut out, &one(choice.index, delta, None));
         }
         if let Some(refusal) = m.refusal.as_deref().filter(|r| !r.is_empty()) {
-            let delta = Delta {
-                refusal: Some(refusal.to_owned()),
-                ..Delta::default()
-            };
+            let mut delta = Delta::default();
+            delta.refusal = Some(refusal.to_owned());
             data(&mut out, &one(choice.index, delta, None));
         }
         for (i, call) in m.tool_calls.iter().flatten().enumerate() {
-            let delta = Delta {
-                tool_calls: Some(vec![ToolCallDelta {
-                    index: u32::try_from(i).unwrap_or(u32::MAX),
-                    id: Some(call.id.clone()),
-                    kind: Some(call.kind.clone()),
-                    function: Some(FunctionCallDelta {
-                        name: Some(call.function.name.clone()),
-                        arguments: Some(call.function.arguments.clone()),
-                    }),
-                }]),
-                ..Delta::default()
-            };
+            let mut function = FunctionCallDelta::default();
+            function.name = Some(call.function.name.clone());
+            function.arguments = Some(call.function.arguments.clone());
+            let mut piece = ToolCallDelta::new(u32::try_from(i).unwrap_or(u32::MAX));
+            piece.id = Some(call.id.clone());
+            piece.kind = Some(call.kind.clone());
+            piece.function = Some(function);
+            let mut delta = Delta::default();
+            delta.tool_calls = Some(vec![piece]);
             data(&mut out, &one(choice.index, delta, None));
         }
         data(

@@ -167,14 +167,14 @@ impl Ledger {
 
 /// The `x-ratelimit-*` headers of a snapshot: requests of the window, tokens of the day.
 pub fn rate_limit_info(s: &Snapshot) -> RateLimitInfo {
-    RateLimitInfo {
-        limit_requests: Some(s.requests.limit),
-        limit_tokens: Some(s.tokens.limit),
-        remaining_requests: Some(s.requests.remaining),
-        remaining_tokens: Some(s.tokens.remaining),
-        reset_requests: Some(Duration::from_millis(s.requests.reset_ms)),
-        reset_tokens: Some(Duration::from_millis(s.tokens.reset_ms)),
-    }
+    let mut info = RateLimitInfo::default();
+    info.limit_requests = Some(s.requests.limit);
+    info.limit_tokens = Some(s.tokens.limit);
+    info.remaining_requests = Some(s.requests.remaining);
+    info.remaining_tokens = Some(s.tokens.remaining);
+    info.reset_requests = Some(Duration::from_millis(s.requests.reset_ms));
+    info.reset_tokens = Some(Duration::from_millis(s.tokens.reset_ms));
+    info
 }
 
 impl Refusal {
@@ -251,11 +251,7 @@ fn retry_secs(ms: u64) -> u64 {
 }
 
 fn status(level: &Level) -> LimitStatus {
-    LimitStatus {
-        limit: level.limit,
-        remaining: level.remaining,
-        reset_seconds: level.reset_ms as f64 / 1000.0,
-    }
+    LimitStatus::new(level.limit, level.remaining, level.reset_ms as f64 / 1000.0)
 }
 
 /// The `GET /v1/usage` body. `snapshot` is `None` when limits are off (`LIMITS_ENABLED=false`):
@@ -272,19 +268,19 @@ pub fn usage_report(plan: &Plan, config: &Config, snapshot: Option<&Snapshot>) -
         tokens: full(limits.tokens_per_day),
         streams: full(limits.concurrent_streams),
     });
-    UsageReport {
-        object: "usage".to_owned(),
-        plan: plan.name.clone(),
-        models: plan
-            .allowed_aliases(config)
-            .into_iter()
-            .map(str::to_owned)
-            .collect(),
-        max_output_tokens: plan.max_output_tokens,
-        requests: status(&snap.requests),
-        tokens: status(&snap.tokens),
-        streams: status(&snap.streams),
-    }
+    let mut report = UsageReport::new(
+        plan.name.clone(),
+        status(&snap.requests),
+        status(&snap.tokens),
+        status(&snap.streams),
+    );
+    report.models = plan
+        .allowed_aliases(config)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    report.max_output_tokens = plan.max_output_tokens;
+    report
 }
 
 #[cfg(test)]

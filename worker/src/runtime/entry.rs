@@ -23,8 +23,8 @@ use worker::js_sys::{self, Uint8Array};
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{
-    console_log, event, ByteStream, Context, Date, Delay, Env, Headers, Method, Request,
-    RequestInit, RequestRedirect, Response,
+    console_error, console_log, event, ByteStream, Context, Date, Delay, Env, Headers, Method,
+    Request, RequestInit, RequestRedirect, Response,
 };
 
 use super::auth::Authenticator;
@@ -39,7 +39,7 @@ use crate::caller::request::{check_declared_length, parse_chat, ChatCall, Correl
 use crate::config::{Config, ConfigError};
 use crate::error::{AppError, UpstreamError};
 use crate::lifecycle::{AttemptEnd, Chat, Next};
-use crate::log::{request_id, Event, RequestLog};
+use crate::log::{request_id, Event, Level, RequestLog};
 use crate::providers::openai::{end_user_id, MAX_ANSWER_BYTES};
 use crate::providers::routing::{self, Route};
 use crate::providers::Outcome;
@@ -122,7 +122,10 @@ impl LogLine {
         }
         self.written = true;
         self.line.total_ms = now_ms().saturating_sub(self.started);
-        console_log!("{}", self.line.to_line());
+        match self.line.level() {
+            Level::Error => console_error!("{}", self.line.to_line()),
+            Level::Log => console_log!("{}", self.line.to_line()),
+        }
     }
 }
 
@@ -286,7 +289,7 @@ async fn serve(req: Request, env: Env, ctx: Context, reply: Reply) {
             let event = Event::new("response_failed")
                 .in_request(&id)
                 .with_detail(&e.to_string());
-            console_log!("{}", event.to_line());
+            console_error!("{}", event.to_line());
             log.borrow_mut().line.set_error(&AppError::Internal);
             reply.send(error_response(&AppError::Internal));
             return;

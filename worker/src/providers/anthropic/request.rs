@@ -329,6 +329,13 @@ fn translate_messages<'a>(
             Role::User => ("user", user_blocks(msg.content.as_ref(), i)?),
             Role::Assistant => ("assistant", assistant_blocks(msg, i)?),
             Role::Tool => ("user", vec![tool_result(msg, i)?]),
+            // A role storycad-protocol learns later: refused until it is mapped here.
+            other => {
+                return Err(unsupported(
+                    &format!("messages[{i}].role"),
+                    &format!("the role `{}`", other.as_str()),
+                ))
+            }
         };
         match turns.last_mut() {
             Some(last) if last.message.role == role => last.message.content.extend(blocks),
@@ -650,6 +657,8 @@ fn translate_tool_choice(
             name: &named.function.name,
             disable_parallel_tool_use: disable_parallel,
         },
+        // A tool choice storycad-protocol learns later: refused until it is mapped here.
+        Some(_) => return Err(unsupported("tool_choice", "this form of tool_choice")),
     };
     if !has_tools {
         // Anthropic refuses a tool_choice without tools; "none" and "auto" mean nothing then.

@@ -3,8 +3,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 use storycad_protocol::{
-    codes, ChatResponse, Choice, ErrorBody, Extra, FunctionCall, ResponseMessage, Role, ToolCall,
-    Usage,
+    codes, ChatResponse, Choice, ErrorBody, FunctionCall, ResponseMessage, ToolCall, Usage,
 };
 
 use super::map_stop_reason;
@@ -36,13 +35,10 @@ pub(crate) fn openai_usage(input: u64, cache_creation: u64, cache_read: u64, out
     let prompt = input
         .saturating_add(cache_creation)
         .saturating_add(cache_read);
-    Usage {
-        prompt_tokens: prompt,
-        completion_tokens: output,
-        total_tokens: prompt.saturating_add(output),
-        prompt_tokens_details: Some(json!({ "cached_tokens": cache_read })),
-        ..Usage::default()
-    }
+    let mut usage = Usage::new(prompt, output);
+    usage.total_tokens = prompt.saturating_add(output);
+    usage.prompt_tokens_details = Some(json!({ "cached_tokens": cache_read }));
+    usage
 }
 
 #[derive(Deserialize)]
@@ -111,16 +107,15 @@ pub fn from_messages_response(
     for block in parsed.content {
         match block.kind.as_str() {
             "text" => text.push_str(block.text.as_deref().unwrap_or("")),
-            "tool_use" => tool_calls.push(ToolCall {
-                id: block.id.unwrap_or_default(),
-                kind: "function".to_owned(),
-                function: FunctionCall {
-                    name: block.name.unwrap_or_default(),
-                    arguments: block
+            "tool_use" => tool_calls.push(ToolCall::function(
+                block.id.unwrap_or_default(),
+                FunctionCall::new(
+                    block.name.unwrap_or_default(),
+                    block
                         .input
                         .map_or_else(|| "{}".to_owned(), |input| input.to_string()),
-                },
-            }),
+                ),
+            )),
             _ => {}
         }
     }
@@ -138,30 +133,20 @@ pub fn from_messages_response(
         Some(text)
     };
 
-    Ok(ChatResponse {
-        id: parsed.id,
-        object: "chat.completion".to_owned(),
-        created,
-        model: alias.to_owned(),
-        choices: vec![Choice {
-            index: 0,
-            message: ResponseMessage {
-                role: Role::Assistant,
-                content,
-                refusal: None,
-                tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
-                extra: Extra::new(),
-            },
-            finish_reason: Some(map_stop_reason(
-                parsed.stop_reason.as_deref().unwrap_or("end_turn"),
-            )),
-            logprobs: None,
-            extra: Extra::new(),
-        }],
-        usage: Some(usage),
-        system_fingerprint: None,
-        extra: Extra::new(),
-    })
+    let mut message = ResponseMessage::assistant(content);
+    message.tool_calls = (!tool_calls.is_empty()).then_some(tool_calls);
+    let mut choice = Choice::new(0, message);
+    choice.finish_reason = Some(map_stop_reason(
+        parsed.stop_reason.as_deref().unwrap_or("end_turn"),
+    ));
+    let mut response = ChatResponse::default();
+    response.id = parsed.id;
+    response.object = "chat.completion".to_owned();
+    response.created = created;
+    response.model = alias.to_owned();
+    response.choices = vec![choice];
+    response.usage = Some(usage);
+    Ok(response)
 }
 
 fn garbage() -> (u16, ErrorBody) {
