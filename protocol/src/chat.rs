@@ -226,7 +226,7 @@ impl Message {
             Some(Content::Parts(parts)) => parts
                 .iter()
                 .filter_map(|p| match p {
-                    ContentPart::Text { text } => Some(text.as_str()),
+                    ContentPart::Text { text, .. } => Some(text.as_str()),
                     _ => None,
                 })
                 .collect(),
@@ -251,9 +251,14 @@ pub enum Content {
 #[non_exhaustive]
 pub enum ContentPart {
     /// `{"type":"text","text":...}`
+    #[non_exhaustive]
     Text {
         /// The text.
         text: String,
+        /// A prompt-caching breakpoint on this part (`{"type":"ephemeral"}`), as Anthropic
+        /// takes it and some gateways accept it on OpenAI-style parts; kept as sent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Value>,
     },
     /// `{"type":"image_url","image_url":{"url":...,"detail":...}}`
     ImageUrl {
@@ -271,6 +276,14 @@ pub enum ContentPart {
 }
 
 impl ContentPart {
+    /// A text part.
+    pub fn text(text: impl Into<String>) -> Self {
+        ContentPart::Text {
+            text: text.into(),
+            cache_control: None,
+        }
+    }
+
     /// The part's `type` as sent.
     pub fn kind(&self) -> &str {
         match self {

@@ -257,6 +257,8 @@ fn build_request(
         PROVIDER_KEY,
         plan.max_output_tokens,
         &end_user,
+        // As the Worker runs by default: breakpoints placed, the OpenAI cache key set.
+        Some(&config.prompt_cache).filter(|c| c.enabled),
     )
     .expect("request builds");
     (req, call.include_usage)

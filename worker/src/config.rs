@@ -141,6 +141,8 @@ pub struct Config {
     pub plans: crate::plans::Plans,
     /// `CACHE_TTL_SECONDS`.
     pub cache_ttl_seconds: u64,
+    /// `PROMPT_CACHE` and `PROMPT_CACHE_MIN_TOKENS`: provider prompt caching.
+    pub prompt_cache: crate::providers::prompt_cache::PromptCache,
     /// `CACHE_SCOPE`: `user` (default) or `shared`.
     pub cache_scope: crate::cache::Scope,
     /// `MAX_BODY_BYTES`.
@@ -259,6 +261,10 @@ impl Config {
             plans,
             cache_scope: crate::cache::Scope::parse(get("CACHE_SCOPE").as_deref())
                 .map_err(|reason| ConfigError::new("CACHE_SCOPE", reason))?,
+            prompt_cache: crate::providers::prompt_cache::PromptCache::parse(
+                get("PROMPT_CACHE").as_deref(),
+                get("PROMPT_CACHE_MIN_TOKENS").as_deref(),
+            )?,
             cache_ttl_seconds: parse_u64(
                 "CACHE_TTL_SECONDS",
                 get("CACHE_TTL_SECONDS"),

@@ -21,14 +21,21 @@ use storycad_protocol::{codes, Usage};
 use crate::error::{AppError, UpstreamError};
 use crate::log::Attempt;
 use crate::log::RequestLog;
+use crate::providers::prompt_cache::{weighted_tokens, CacheWeights};
 use crate::providers::Outcome;
 
-/// The tokens a finished answer costs: the provider's counts (prompt plus completion) when it
-/// reported them, else `prompt_estimate` plus `produced_estimate` (a quarter of a complete
-/// answer's bytes, or the chunks of a stream).
-pub fn usage_charge(usage: Option<&Usage>, prompt_estimate: u64, produced_estimate: u64) -> u64 {
+/// The tokens a finished answer costs: the provider's counts when it reported them (prompt
+/// plus completion, the prompt's cache reads and writes at their `weights`), else
+/// `prompt_estimate` plus `produced_estimate` (a quarter of a complete answer's bytes, or the
+/// chunks of a stream).
+pub fn usage_charge(
+    usage: Option<&Usage>,
+    weights: CacheWeights,
+    prompt_estimate: u64,
+    produced_estimate: u64,
+) -> u64 {
     match usage {
-        Some(u) => u.prompt_tokens.saturating_add(u.completion_tokens),
+        Some(u) => weighted_tokens(u, weights),
         None => prompt_estimate.saturating_add(produced_estimate),
     }
 }
@@ -89,6 +96,10 @@ pub struct Chat {
     reservation: u64,
     stage: Stage,
     charge: u64,
+    /// Per route, what its provider's cached input costs ([`Chat::with_cache_weights`]).
+    weights: Vec<CacheWeights>,
+    /// The route tried last.
+    current: usize,
 }
 
 impl Chat {
@@ -102,7 +113,23 @@ impl Chat {
             reservation,
             stage: Stage::Idle,
             charge: 0,
+            weights: Vec::new(),
+            current: 0,
         }
+    }
+
+    /// Each route's cache weights, in the order of the routes (a route without one is charged
+    /// cached input like fresh input).
+    pub fn with_cache_weights(mut self, weights: Vec<CacheWeights>) -> Chat {
+        self.weights = weights;
+        self
+    }
+
+    fn weights(&self) -> CacheWeights {
+        self.weights
+            .get(self.current)
+            .copied()
+            .unwrap_or(CacheWeights::FLAT)
     }
 
     /// What settling now charges.
@@ -134,6 +161,7 @@ impl Chat {
         let label = self.routes.get(i)?;
         log.route = Some(label.clone());
         self.next = i + 1;
+        self.current = i;
         // From here the request may reach the provider before the glue hears back.
         self.stage = Stage::Sending(i);
         self.charge = self.reservation;
@@ -194,7 +222,12 @@ impl Chat {
             return;
         }
         log.set_usage(usage);
-        self.end(usage_charge(usage, self.prompt_estimate, produced_estimate));
+        self.end(usage_charge(
+            usage,
+            self.weights(),
+            self.prompt_estimate,
+            produced_estimate,
+        ));
     }
 
     /// Reading the accepted answer failed (cut, oversized, not JSON, too slow): the caller's
@@ -229,7 +262,12 @@ impl Chat {
         log.set_usage(usage);
         match outcome {
             Outcome::Done | Outcome::Open => {
-                self.end(usage_charge(usage, self.prompt_estimate, produced_estimate));
+                self.end(usage_charge(
+                    usage,
+                    self.weights(),
+                    self.prompt_estimate,
+                    produced_estimate,
+                ));
             }
             Outcome::Truncated => {
                 log.error = Some(codes::STREAM_TRUNCATED.to_owned());
@@ -256,7 +294,7 @@ impl Chat {
 
     fn end_failed(&mut self, final_usage: Option<&Usage>) {
         let charge = match final_usage {
-            Some(u) => usage_charge(Some(u), 0, 0),
+            Some(u) => usage_charge(Some(u), self.weights(), 0, 0),
             None => self.reservation,
         };
         self.end(charge);
@@ -316,6 +354,43 @@ mod tests {
         c.attempt_ended(AttemptEnd::Accepted { status: 200 }, &mut log);
         c.answered(None, 25, &mut log);
         assert_eq!(c.charge(), PROMPT + 25);
+    }
+
+    #[test]
+    fn cached_input_is_charged_at_the_weights_of_the_route_that_answered() {
+        let weights = vec![
+            CacheWeights {
+                read: 0.5,
+                write: 1.0,
+            },
+            CacheWeights {
+                read: 0.1,
+                write: 1.25,
+            },
+        ];
+        let mut usage = Usage::new(1000, 10);
+        usage.prompt_tokens_details =
+            Some(serde_json::json!({"cached_tokens": 800, "cache_write_tokens": 100}));
+        for (first_refuses, expected) in
+            [(false, 100 + 400 + 100 + 10), (true, 100 + 80 + 125 + 10)]
+        {
+            let (c, mut log) = chat(2);
+            let mut c = c.with_cache_weights(weights.clone());
+            c.start(&mut log);
+            if first_refuses {
+                assert_eq!(c.attempt_ended(refused(503), &mut log), Next::Try(1));
+            }
+            c.attempt_ended(AttemptEnd::Accepted { status: 200 }, &mut log);
+            c.answered(Some(&usage), 0, &mut log);
+            assert_eq!(c.charge(), expected, "first refuses: {first_refuses}");
+        }
+        // A stream cut after its final usage: that usage, weighted.
+        let (c, mut log) = chat(1);
+        let mut c = c.with_cache_weights(weights[1..].to_vec());
+        c.start(&mut log);
+        c.attempt_ended(AttemptEnd::Accepted { status: 200 }, &mut log);
+        c.stream_ended(&Outcome::Truncated, Some(&usage), true, 0, &mut log);
+        assert_eq!(c.charge(), 100 + 80 + 125 + 10);
     }
 
     #[test]

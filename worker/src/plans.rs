@@ -13,6 +13,9 @@
 //!
 //! - `max_choices` (default 1): the most choices (`n`) one request may ask for; each is paid
 //!   for, so the reservation counts every one. Above it: 400 `invalid_value`, param `n`.
+//! - `cached_input_weight`, `cache_write_weight` (0 to 10; default: the provider's price ratio,
+//!   Anthropic 0.1 and 1.25, OpenAI 0.5 and 1): what a prompt token read from, or written to,
+//!   the provider's prompt cache is charged against a fresh one, so the budget tracks the bill.
 //! - `allow` (default none): request fields that cost more or keep data at the provider, which
 //!   callers of this plan may set: `service_tier`, `store`, `web_search_options`
 //!   ([`GATED_FIELDS`]). A plan without one refuses it (400), except at its harmless default
@@ -46,7 +49,7 @@ pub enum Models {
 }
 
 /// One plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     /// Its name.
     pub name: String,
@@ -64,6 +67,11 @@ pub struct Plan {
     pub max_choices: u64,
     /// The gated request fields ([`GATED_FIELDS`]) callers may set.
     pub allow: Vec<String>,
+    /// What a cached input token is charged, against a fresh one (default: the provider's
+    /// price ratio, [`crate::providers::prompt_cache::CacheWeights::of`]).
+    pub cached_input_weight: Option<f64>,
+    /// What a cache-write token is charged (default: the provider's ratio).
+    pub cache_write_weight: Option<f64>,
 }
 
 /// Request fields a plan must allow: they cost more than their tokens (`service_tier`'s
@@ -83,6 +91,10 @@ struct PlanSpec {
     max_choices: u64,
     #[serde(default)]
     allow: Vec<String>,
+    #[serde(default)]
+    cached_input_weight: Option<f64>,
+    #[serde(default)]
+    cache_write_weight: Option<f64>,
 }
 
 fn one() -> u64 {
@@ -90,7 +102,7 @@ fn one() -> u64 {
 }
 
 /// Every plan, the default, and whether the limiter runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plans {
     plans: BTreeMap<String, Plan>,
     default: String,
@@ -204,8 +216,8 @@ impl Plans {
                     VAR,
                     format!(
                         "plan {:?}: needs models, requests_per_minute, tokens_per_day, \
-                         max_output_tokens, concurrent_streams, and may have max_choices and \
-                         allow, nothing else ({})",
+                         max_output_tokens, concurrent_streams, and may have max_choices, \
+                         allow, cached_input_weight and cache_write_weight, nothing else ({})",
                         shorten(&name, 64),
                         shorten(&e.to_string(), 120)
                     ),
@@ -306,6 +318,14 @@ impl Plan {
                 GATED_FIELDS.join(", ")
             )));
         }
+        for (field, w) in [
+            ("cached_input_weight", spec.cached_input_weight),
+            ("cache_write_weight", spec.cache_write_weight),
+        ] {
+            if w.is_some_and(|w| !(0.0..=10.0).contains(&w)) {
+                return Err(bad(format!("{field} must be a number from 0 to 10")));
+            }
+        }
         Ok(Plan {
             name: name.to_owned(),
             models,
@@ -315,6 +335,8 @@ impl Plan {
             concurrent_streams: spec.concurrent_streams,
             max_choices: spec.max_choices,
             allow: spec.allow,
+            cached_input_weight: spec.cached_input_weight,
+            cache_write_weight: spec.cache_write_weight,
         })
     }
 

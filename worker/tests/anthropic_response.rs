@@ -113,7 +113,7 @@ fn text_blocks_join_and_cache_tokens_count_as_prompt() {
     assert_eq!(usage.total_tokens, 1115);
     assert_eq!(
         usage.prompt_tokens_details,
-        Some(json!({"cached_tokens": 1000}))
+        Some(json!({"cached_tokens": 1000, "cache_write_tokens": 100}))
     );
 }
 

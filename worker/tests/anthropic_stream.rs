@@ -431,11 +431,12 @@ fn parallel_tool_calls_interleaved_with_thinking_get_their_own_indexes() {
     );
     assert_eq!(f.finish, [FinishReason::ToolCalls]);
     let usage = f.usage_chunks[0].usage.as_ref().unwrap();
-    // Prompt = input + cache writes + cache reads; cache reads are the cached tokens.
+    // Prompt = input + cache writes + cache reads; cache reads are the cached tokens, cache
+    // writes the cache_write_tokens.
     assert_eq!((usage.prompt_tokens, usage.completion_tokens), (125, 42));
     assert_eq!(
         usage.prompt_tokens_details,
-        Some(json!({"cached_tokens": 100}))
+        Some(json!({"cached_tokens": 100, "cache_write_tokens": 5}))
     );
     assert_eq!((f.done, f.done_last), (1, true));
 }

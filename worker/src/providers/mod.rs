@@ -14,6 +14,7 @@
 
 pub mod anthropic;
 pub mod openai;
+pub mod prompt_cache;
 pub mod routing;
 pub mod sse;
 
@@ -24,6 +25,7 @@ use self::anthropic::AnthropicStream;
 use self::openai::{
     chat_request, completion, Completion, OpenAiStream, UpstreamRequest, USER_AGENT,
 };
+use self::prompt_cache::PromptCache;
 use self::routing::Route;
 use crate::caller::request::ChatCall;
 use crate::config::ProviderKind;
@@ -58,20 +60,41 @@ pub fn upstream_request(
     key: &str,
     default_max_tokens: u32,
     end_user: &str,
+    cache: Option<&PromptCache>,
 ) -> Result<UpstreamRequest, AppError> {
     match route.provider.kind {
-        ProviderKind::OpenAiCompatible => Ok(chat_request(route, call, key, end_user)),
+        ProviderKind::OpenAiCompatible => {
+            Ok(chat_request(route, call, key, end_user, cache.is_some()))
+        }
         ProviderKind::Anthropic => {
             // parse_chat validated this same body against ChatRequest.
             let mut typed: ChatRequest = serde_json::from_value(Value::Object(call.body.clone()))
                 .map_err(|_| AppError::Internal)?;
             // Anthropic's `metadata.user_id`.
             typed.user = Some(end_user.to_owned());
-            let body = anthropic::to_messages_body(&typed, route.model, default_max_tokens)
-                .map_err(|e| AppError::InvalidRequest {
-                    param: Some(e.param),
-                    message: e.message,
-                })?;
+            let translated =
+                anthropic::to_messages_request(&typed, route.model, default_max_tokens).map_err(
+                    |e| AppError::InvalidRequest {
+                        param: Some(e.param),
+                        message: e.message,
+                    },
+                )?;
+            let body = if cache.is_some() || translated.system_marked {
+                // Breakpoints go into the JSON: any block may carry one. With caching off only
+                // the caller's own are kept (a minimum no prefix reaches places none).
+                // Through bytes rather than `to_value`: the Worker already serializes the request
+                // to bytes and parses JSON into a `Value`, so this adds no code to the wasm
+                // (`to_value` added 12 KB gzipped).
+                let bytes = serde_json::to_vec(&translated).map_err(|_| AppError::Internal)?;
+                let mut value: Value =
+                    serde_json::from_slice(&bytes).map_err(|_| AppError::Internal)?;
+                let min = cache.map_or(u64::MAX, |c| c.min_tokens(route.model));
+                prompt_cache::place_breakpoints(&mut value, min, translated.system_marked);
+                serde_json::to_vec(&value)
+            } else {
+                serde_json::to_vec(&translated)
+            }
+            .map_err(|_| AppError::Internal)?;
             let mut headers: Vec<(&'static str, String)> = anthropic::request_headers(key)
                 .iter()
                 .map(|(k, v)| (*k, (*v).to_owned()))
@@ -311,7 +334,7 @@ mod tests {
         let c = config();
         let call = parse_chat(body.to_string().as_bytes()).unwrap();
         let routes = chain(&c, "fast").unwrap();
-        let req = upstream_request(&routes[1], &call, KEY, default_max, "u-test")?;
+        let req = upstream_request(&routes[1], &call, KEY, default_max, "u-test", None)?;
         let sent = serde_json::from_slice(&req.body).unwrap();
         Ok((req, sent))
     }
@@ -380,11 +403,95 @@ mod tests {
         let call =
             parse_chat(br#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
         let routes = chain(&c, "fast").unwrap();
-        let req = upstream_request(&routes[0], &call, "sk-openai", 1024, "u-test").unwrap();
+        let req = upstream_request(&routes[0], &call, "sk-openai", 1024, "u-test", None).unwrap();
         assert_eq!(req.url, "http://127.0.0.1:4010/v1/chat/completions");
         let sent: Value = serde_json::from_slice(&req.body).unwrap();
         assert_eq!(sent["model"], "gpt-4o-mini");
         assert!(sent.get("max_tokens").is_none(), "no cap added for OpenAI");
+    }
+
+    /// The body sent for `body` on route `i` of `fast`, with prompt caching as configured.
+    fn sent_with_cache(body: Value, i: usize, cache: Option<&PromptCache>) -> Value {
+        let c = config();
+        let call = parse_chat(body.to_string().as_bytes()).unwrap();
+        let routes = chain(&c, "fast").unwrap();
+        let req = upstream_request(&routes[i], &call, KEY, 1024, "u-test", cache).unwrap();
+        serde_json::from_slice(&req.body).unwrap()
+    }
+
+    /// A writer's session: a long story context, a turn, and the newest question.
+    fn session(system: Value) -> Value {
+        json!({"model":"fast","messages":[
+            {"role":"system","content":system},
+            {"role":"user","content":"Draft the opening."},
+            {"role":"assistant","content":"The lamp went out at midnight."},
+            {"role":"user","content":[
+                {"type":"text","text":"Go on.","cache_control":{"type":"ephemeral"}}]}]})
+    }
+
+    #[test]
+    fn anthropic_gets_breakpoints_where_the_session_repeats_itself() {
+        let story = "The keeper's daughter counts the ships. ".repeat(800);
+        let on = PromptCache::default();
+        let sent = sent_with_cache(session(json!(story)), 1, Some(&on));
+        assert_eq!(sent["system"][0]["text"], json!(story));
+        assert_eq!(
+            sent["system"][0]["cache_control"],
+            json!({"type":"ephemeral"})
+        );
+        assert_eq!(
+            sent["messages"][1]["content"][0]["cache_control"]["type"],
+            "ephemeral"
+        );
+        // The caller's own breakpoint on the newest turn is kept.
+        assert_eq!(
+            sent["messages"][2]["content"][0]["cache_control"]["type"],
+            "ephemeral"
+        );
+        // Off: only the caller's.
+        let off = sent_with_cache(session(json!(story)), 1, None);
+        assert!(off["system"].is_string());
+        assert!(off["messages"][1]["content"][0]
+            .get("cache_control")
+            .is_none());
+        assert_eq!(
+            off["messages"][2]["content"][0]["cache_control"]["type"],
+            "ephemeral"
+        );
+        // A short context is not worth a breakpoint (claude-haiku-4-5 caches from 4,096).
+        let short = sent_with_cache(session(json!("Be terse.")), 1, Some(&on));
+        assert!(short["system"].is_string());
+    }
+
+    #[test]
+    fn a_callers_breakpoint_in_the_system_prompt_marks_its_end() {
+        let system = json!([{"type":"text","text":"Rules."},
+            {"type":"text","text":"Story.","cache_control":{"type":"ephemeral"}}]);
+        for cache in [None, Some(&PromptCache::default())] {
+            let sent = sent_with_cache(session(system.clone()), 1, cache);
+            assert_eq!(sent["system"][0]["text"], "Rules.\n\nStory.");
+            assert_eq!(sent["system"][0]["cache_control"]["type"], "ephemeral");
+        }
+    }
+
+    #[test]
+    fn openai_gets_a_cache_key_per_user_and_alias_unless_the_caller_set_one() {
+        let on = PromptCache::default();
+        let body = json!({"model":"fast","messages":[{"role":"user","content":"hi"}]});
+        let sent = sent_with_cache(body.clone(), 0, Some(&on));
+        assert_eq!(
+            sent["prompt_cache_key"],
+            prompt_cache::cache_key("u-test", "fast")
+        );
+        assert!(sent_with_cache(body, 0, None)
+            .get("prompt_cache_key")
+            .is_none());
+        let own = json!({"model":"fast","prompt_cache_key":"mine",
+            "messages":[{"role":"user","content":"hi"}]});
+        assert_eq!(
+            sent_with_cache(own, 0, Some(&on))["prompt_cache_key"],
+            "mine"
+        );
     }
 
     fn anthropic_error(status: u16, body: &[u8], retry_after: Option<&str>) -> UpstreamError {

@@ -41,6 +41,7 @@ use crate::error::{AppError, UpstreamError};
 use crate::lifecycle::{AttemptEnd, Chat, Next};
 use crate::log::{request_id, Event, Level, RequestLog};
 use crate::providers::openai::{end_user_id, MAX_ANSWER_BYTES};
+use crate::providers::prompt_cache::{CacheWeights, PromptCache};
 use crate::providers::routing::{self, Route};
 use crate::providers::Outcome;
 use crate::providers::{
@@ -490,7 +491,15 @@ async fn chat(
     let admission = limiter.admit(cx.ctx, reservation, call.stream).await?;
     let labels = chain.iter().map(Route::label).collect();
     let mut tracked = Tracked {
-        chat: Chat::new(labels, prompt_estimate, reservation),
+        chat: Chat::new(labels, prompt_estimate, reservation).with_cache_weights(
+            chain
+                .iter()
+                .map(|r| {
+                    CacheWeights::of(r.provider.kind)
+                        .with_plan(plan.cached_input_weight, plan.cache_write_weight)
+                })
+                .collect(),
+        ),
         admission,
         log: Rc::clone(log),
     };
@@ -504,13 +513,21 @@ async fn chat(
     } else {
         Duration::from_millis(config.answer_timeout_ms)
     };
+    let prompt_cache = Some(&config.prompt_cache).filter(|c| c.enabled);
     let mut next = tracked.step(|c, l| c.start(l)).map(Next::Try);
     loop {
         match next {
             Some(Next::Try(i)) => {
                 let route = chain.get(i).ok_or(AppError::Internal)?;
-                let Some((end, response)) =
-                    attempt(route, &call, cx, to_headers, default_max_tokens).await
+                let Some((end, response)) = attempt(
+                    route,
+                    &call,
+                    cx,
+                    to_headers,
+                    default_max_tokens,
+                    prompt_cache,
+                )
+                .await
                 else {
                     tracked.step(Chat::caller_gone);
                     return Err(AppError::CallerGone);
@@ -540,6 +557,7 @@ async fn attempt(
     cx: &Cx<'_>,
     to_headers: Duration,
     default_max_tokens: u32,
+    prompt_cache: Option<&PromptCache>,
 ) -> Option<(AttemptEnd, Option<(Response, String)>)> {
     let ended = |end| Some((end, None));
     let Some(key) = cx
@@ -556,7 +574,15 @@ async fn attempt(
     let hash_key = cx.env.secret(USER_HASH_KEY).map(|s| s.to_string()).ok();
     let sub = cx.log.borrow().line.sub.clone().unwrap_or_default();
     let end_user = end_user_id(hash_key.as_deref().unwrap_or(&key).as_bytes(), &sub);
-    let upstream = match upstream_request(route, call, &key, default_max_tokens, &end_user) {
+    let built = upstream_request(
+        route,
+        call,
+        &key,
+        default_max_tokens,
+        &end_user,
+        prompt_cache,
+    );
+    let upstream = match built {
         Ok(u) => u,
         Err(e) => return ended(AttemptEnd::NotSent(e)),
     };

@@ -68,6 +68,11 @@ pub struct MessagesRequest<'a> {
     /// OpenAI's `user`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata<'a>>,
+    /// Whether a system part of the caller's carried a `cache_control`: the system prompt is
+    /// one string here, so the breakpoint goes at its end when it is serialized
+    /// ([`crate::providers::prompt_cache::place_breakpoints`]).
+    #[serde(skip)]
+    pub system_marked: bool,
 }
 
 /// One turn of the conversation.
@@ -87,6 +92,9 @@ pub enum InputBlock<'a> {
     Text {
         /// Never empty.
         text: &'a str,
+        /// The caller's prompt-caching breakpoint on this part, as sent.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<&'a Value>,
     },
     /// `{"type":"image","source":..}`
     Image {
@@ -211,6 +219,7 @@ pub fn to_messages_request<'a>(
     };
 
     let (system, messages) = translate_messages(req)?;
+    let system_marked = system.is_some() && system_parts_marked(req);
     let tools = translate_tools(req)?;
     let tool_choice = translate_tool_choice(req, tools.is_some())?;
 
@@ -229,6 +238,7 @@ pub fn to_messages_request<'a>(
         tools,
         tool_choice,
         metadata: req.user.as_deref().map(|user_id| Metadata { user_id }),
+        system_marked,
     })
 }
 
@@ -401,7 +411,7 @@ fn append_system(
         Some(Content::Parts(parts)) => {
             for (j, part) in parts.iter().enumerate() {
                 match part {
-                    ContentPart::Text { text } => push(text),
+                    ContentPart::Text { text, .. } => push(text),
                     other => {
                         return Err(TranslateError::new(
                             format!("messages[{i}].content[{j}]"),
@@ -419,7 +429,38 @@ fn append_system(
 }
 
 fn text_block(text: &str) -> Option<InputBlock<'_>> {
-    (!text.is_empty()).then_some(InputBlock::Text { text })
+    marked_text_block(text, None)
+}
+
+fn marked_text_block<'a>(
+    text: &'a str,
+    cache_control: Option<&'a Value>,
+) -> Option<InputBlock<'a>> {
+    (!text.is_empty()).then_some(InputBlock::Text {
+        text,
+        cache_control,
+    })
+}
+
+/// Whether a text part of a system or developer message carries a `cache_control`.
+fn system_parts_marked(req: &ChatRequest) -> bool {
+    req.messages
+        .iter()
+        .filter(|m| matches!(m.role, Role::System | Role::Developer))
+        .filter_map(|m| match &m.content {
+            Some(Content::Parts(parts)) => Some(parts),
+            _ => None,
+        })
+        .flatten()
+        .any(|p| {
+            matches!(
+                p,
+                ContentPart::Text {
+                    cache_control: Some(_),
+                    ..
+                }
+            )
+        })
 }
 
 fn unsupported_part(i: usize, j: usize, part: &ContentPart) -> TranslateError {
@@ -446,7 +487,11 @@ fn user_blocks(content: Option<&Content>, i: usize) -> Result<Vec<InputBlock<'_>
             let mut blocks = Vec::with_capacity(parts.len());
             for (j, part) in parts.iter().enumerate() {
                 match part {
-                    ContentPart::Text { text } => blocks.extend(text_block(text)),
+                    ContentPart::Text {
+                        text,
+                        cache_control,
+                        ..
+                    } => blocks.extend(marked_text_block(text, cache_control.as_ref())),
                     ContentPart::ImageUrl { image_url } => {
                         blocks.push(image_block(&image_url.url, i, j)?)
                     }
@@ -528,7 +573,11 @@ fn assistant_blocks(
         Some(Content::Parts(parts)) => {
             for (j, part) in parts.iter().enumerate() {
                 match part {
-                    ContentPart::Text { text } => blocks.extend(text_block(text)),
+                    ContentPart::Text {
+                        text,
+                        cache_control,
+                        ..
+                    } => blocks.extend(marked_text_block(text, cache_control.as_ref())),
                     // What the assistant said, even if it was a refusal.
                     ContentPart::Refusal { refusal } => blocks.extend(text_block(refusal)),
                     other => return Err(unsupported_part(i, j, other)),

@@ -30,14 +30,20 @@ pub(crate) struct AnthropicUsage {
 ///
 /// Anthropic's `input_tokens` excludes cached input, so `prompt_tokens` adds the cache writes and
 /// cache reads back: it is everything the model read, as OpenAI counts it. The cache reads are also
-/// `prompt_tokens_details.cached_tokens`, as OpenAI reports its own cache hits.
+/// `prompt_tokens_details.cached_tokens`, as OpenAI reports its own cache hits; the cache writes,
+/// which Anthropic bills above the input price, are `prompt_tokens_details.cache_write_tokens`
+/// (the name OpenRouter gives them) when there are any.
 pub(crate) fn openai_usage(input: u64, cache_creation: u64, cache_read: u64, output: u64) -> Usage {
     let prompt = input
         .saturating_add(cache_creation)
         .saturating_add(cache_read);
     let mut usage = Usage::new(prompt, output);
     usage.total_tokens = prompt.saturating_add(output);
-    usage.prompt_tokens_details = Some(json!({ "cached_tokens": cache_read }));
+    usage.prompt_tokens_details = Some(if cache_creation > 0 {
+        json!({ "cached_tokens": cache_read, "cache_write_tokens": cache_creation })
+    } else {
+        json!({ "cached_tokens": cache_read })
+    });
     usage
 }
 

@@ -94,17 +94,25 @@ pub fn chat_request(
     call: &ChatCall,
     key: &str,
     end_user: &str,
+    prompt_cache: bool,
 ) -> UpstreamRequest {
     let mut body = call.body.clone();
     body.insert("model".to_owned(), Value::String(route.model.to_owned()));
     body.remove("user");
     body.remove("safety_identifier");
-    let field = if route.provider.name == crate::config::OPENAI {
+    let is_openai = route.provider.name == crate::config::OPENAI;
+    let field = if is_openai {
         "safety_identifier"
     } else {
         "user"
     };
     body.insert(field.to_owned(), Value::String(end_user.to_owned()));
+    // OpenAI caches long prompts by itself; the key keeps one user's session on one cache.
+    // Other OpenAI-compatible providers may refuse a field they do not know.
+    if prompt_cache && is_openai && !body.contains_key("prompt_cache_key") {
+        let key = crate::providers::prompt_cache::cache_key(end_user, route.alias);
+        body.insert("prompt_cache_key".to_owned(), Value::String(key));
+    }
     if call.stream {
         // Always ask for usage so the stream can be metered; the relay drops the usage chunk
         // when the caller did not ask for it.
@@ -195,7 +203,7 @@ mod tests {
         let c = config();
         let call = parse_chat(body.to_string().as_bytes()).unwrap();
         let route = resolve(&c, &call.alias).unwrap();
-        let req = chat_request(&route, &call, KEY, END_USER);
+        let req = chat_request(&route, &call, KEY, END_USER, false);
         let sent: Value = serde_json::from_slice(&req.body).unwrap();
         (req, sent)
     }
@@ -323,9 +331,14 @@ mod tests {
         .unwrap();
         let route = resolve(&c, "l").unwrap();
         let sent: Value =
-            serde_json::from_slice(&chat_request(&route, &call, KEY, END_USER).body).unwrap();
+            serde_json::from_slice(&chat_request(&route, &call, KEY, END_USER, false).body)
+                .unwrap();
         assert_eq!(sent["user"], END_USER);
         assert!(sent.get("safety_identifier").is_none());
+        // Nor a prompt_cache_key: a field such a provider may refuse.
+        let cached: Value =
+            serde_json::from_slice(&chat_request(&route, &call, KEY, END_USER, true).body).unwrap();
+        assert!(cached.get("prompt_cache_key").is_none());
     }
 
     #[test]
@@ -351,9 +364,12 @@ mod tests {
                 format!(r#"{{"model":"{alias}","messages":[{{"role":"user","content":"hi"}}]}}"#);
             let mut call = parse_chat(body.as_bytes()).unwrap();
             let route = resolve(&c, alias).unwrap();
-            assert_eq!(header(&chat_request(&route, &call, KEY, END_USER)), None);
+            assert_eq!(
+                header(&chat_request(&route, &call, KEY, END_USER, false)),
+                None
+            );
             call.correlation = Some("req-7".to_owned());
-            let req = chat_request(&route, &call, KEY, END_USER);
+            let req = chat_request(&route, &call, KEY, END_USER, false);
             assert_eq!(header(&req).as_deref(), expected, "{alias}");
         }
     }
