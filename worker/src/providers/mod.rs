@@ -426,7 +426,7 @@ mod tests {
             {"role":"user","content":"Draft the opening."},
             {"role":"assistant","content":"The lamp went out at midnight."},
             {"role":"user","content":[
-                {"type":"text","text":"Go on.","cache_control":{"type":"ephemeral"}}]}]})
+                {"type":"text","text":"Go on.","cache_control":{"type":"ephemeral","ttl":"1h"}}]}]})
     }
 
     #[test]
@@ -443,10 +443,11 @@ mod tests {
             sent["messages"][1]["content"][0]["cache_control"]["type"],
             "ephemeral"
         );
-        // The caller's own breakpoint on the newest turn is kept.
+        // The caller's own breakpoint on the newest turn is kept, as a 5-minute one: an hour's
+        // write costs twice the input price, which the ledger does not price.
         assert_eq!(
-            sent["messages"][2]["content"][0]["cache_control"]["type"],
-            "ephemeral"
+            sent["messages"][2]["content"][0]["cache_control"],
+            json!({"type":"ephemeral"})
         );
         // Off: only the caller's.
         let off = sent_with_cache(session(json!(story)), 1, None);

@@ -92,9 +92,9 @@ pub enum InputBlock<'a> {
     Text {
         /// Never empty.
         text: &'a str,
-        /// The caller's prompt-caching breakpoint on this part, as sent.
+        /// The caller's prompt-caching breakpoint on this part.
         #[serde(skip_serializing_if = "Option::is_none")]
-        cache_control: Option<&'a Value>,
+        cache_control: Option<Ephemeral>,
     },
     /// `{"type":"image","source":..}`
     Image {
@@ -118,6 +118,20 @@ pub enum InputBlock<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         content: Option<ToolResultContent<'a>>,
     },
+}
+
+/// A `cache_control` breakpoint: `{"type":"ephemeral"}`, Anthropic's 5-minute cache. A
+/// caller's breakpoint is sent as this whatever it asked: a one-hour `ttl` costs twice the input
+/// price to write, which the ledger does not price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Ephemeral {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+impl Ephemeral {
+    /// The breakpoint.
+    pub const BREAKPOINT: Ephemeral = Ephemeral { kind: "ephemeral" };
 }
 
 /// Where an image comes from.
@@ -432,13 +446,10 @@ fn text_block(text: &str) -> Option<InputBlock<'_>> {
     marked_text_block(text, None)
 }
 
-fn marked_text_block<'a>(
-    text: &'a str,
-    cache_control: Option<&'a Value>,
-) -> Option<InputBlock<'a>> {
+fn marked_text_block<'a>(text: &'a str, cache_control: Option<&Value>) -> Option<InputBlock<'a>> {
     (!text.is_empty()).then_some(InputBlock::Text {
         text,
-        cache_control,
+        cache_control: cache_control.map(|_| Ephemeral::BREAKPOINT),
     })
 }
 
