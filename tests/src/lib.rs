@@ -26,3 +26,4 @@ pub mod jwks_server;
 mod server;
 pub mod tokens;
 pub mod workerd;
+pub mod writer_session;

@@ -578,3 +578,183 @@ async fn many_parallel_streams() {
     }
     assert_eq!(p.request_count(), 32);
 }
+
+/// `n` distinct words starting with `tag`.
+fn words(tag: &str, n: usize) -> String {
+    (0..n)
+        .map(|i| format!("{tag}{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// An Anthropic body whose system prompt (`system` words) carries a breakpoint.
+fn ant_cached(model: &str, system: &str, user: &str, stream: bool) -> Value {
+    json!({
+        "model": model,
+        "max_tokens": 100,
+        "system": [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": user}],
+        "stream": stream
+    })
+}
+
+/// The usage of an Anthropic stream's `message_start` and `message_delta`.
+async fn ant_stream_usages(p: &FakeProvider, body: Value) -> (Value, Value) {
+    let text = anthropic(p, body).await.text().await.unwrap();
+    let (data, _) = sse(&text);
+    let parsed: Vec<Value> = data
+        .iter()
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    let start = parsed
+        .iter()
+        .find(|v| v["type"] == "message_start")
+        .unwrap();
+    let delta = parsed
+        .iter()
+        .find(|v| v["type"] == "message_delta")
+        .unwrap();
+    (start["message"]["usage"].clone(), delta["usage"].clone())
+}
+
+#[tokio::test]
+async fn anthropic_prompt_cache_writes_reads_and_expires() {
+    let p = FakeProvider::start_with(FakeProviderOptions {
+        prompt_cache_ttl: Duration::from_millis(800),
+        ..Default::default()
+    })
+    .unwrap();
+    let system = words("s", 1500);
+    // First: the system prefix is written.
+    let v: Value = anthropic(&p, ant_cached("claude-sonnet-4-5", &system, "a b", false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let recorded: Value = serde_json::from_str(include_str!(
+        "../../fixtures/anthropic/messages_response.json"
+    ))
+    .unwrap();
+    // The usage has the recorded members (but the recording's `inference_geo`).
+    let mut want = keys(&recorded["usage"]);
+    want.retain(|k| k != "inference_geo");
+    assert_eq!(keys(&v["usage"]), want);
+    assert_eq!(v["usage"]["input_tokens"], 2);
+    assert_eq!(v["usage"]["cache_creation_input_tokens"], 1500);
+    assert_eq!(
+        v["usage"]["cache_creation"]["ephemeral_5m_input_tokens"],
+        1500
+    );
+    assert_eq!(v["usage"]["cache_read_input_tokens"], 0);
+    let first = p.requests().last().unwrap().number;
+    assert_eq!(
+        p.cache_usage(first),
+        Some(storycad_e2e::fake_provider::CacheUsage {
+            read: 0,
+            write: 1500
+        })
+    );
+    // Then, streamed: read, in message_start and in message_delta.
+    let (start, delta) =
+        ant_stream_usages(&p, ant_cached("claude-sonnet-4-5", &system, "c d e", true)).await;
+    for u in [&start, &delta] {
+        assert_eq!(u["input_tokens"], 3, "{u}");
+        assert_eq!(u["cache_read_input_tokens"], 1500, "{u}");
+        assert_eq!(u["cache_creation_input_tokens"], 0, "{u}");
+    }
+    assert_eq!(delta["output_tokens"], 4);
+    // Unused for longer than the TTL: gone, written again.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (start, _) =
+        ant_stream_usages(&p, ant_cached("claude-sonnet-4-5", &system, "f", true)).await;
+    assert_eq!(start["cache_read_input_tokens"], 0);
+    assert_eq!(start["cache_creation_input_tokens"], 1500);
+    // Haiku's minimum is 2048: nothing cached.
+    let v: Value = anthropic(&p, ant_cached("claude-haiku-4-5", &system, "a b", false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["usage"]["cache_creation_input_tokens"], 0);
+    assert_eq!(v["usage"]["input_tokens"], 1502);
+}
+
+#[tokio::test]
+async fn anthropic_more_than_four_breakpoints_is_refused() {
+    let p = FakeProvider::start().unwrap();
+    let block = json!({"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}});
+    let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 10,
+        "system": [block, block, block],
+        "messages": [{"role": "user", "content": [block, block]}]});
+    let r = anthropic(&p, body).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("A maximum of 4 blocks with cache_control"));
+}
+
+fn oai_cached(key: Option<&str>, system: &str, turns: &[&str], stream: bool) -> Value {
+    let mut messages = vec![json!({"role": "system", "content": system})];
+    for (i, t) in turns.iter().enumerate() {
+        let role = if i % 2 == 0 { "user" } else { "assistant" };
+        messages.push(json!({"role": role, "content": t}));
+    }
+    let mut v = json!({"model": "gpt-4o", "messages": messages, "stream": stream,
+        "stream_options": {"include_usage": true}});
+    if let Some(k) = key {
+        v["prompt_cache_key"] = json!(k);
+    }
+    v
+}
+
+#[tokio::test]
+async fn openai_prompt_cache_by_key_in_json_and_streams() {
+    let p = FakeProvider::start().unwrap();
+    let system = words("s", 1300);
+    let v: Value = openai(&p, oai_cached(Some("sc-a"), &system, &["one two"], false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["usage"]["prompt_tokens"], 1302);
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    // The next turn, same key: the shared 1302 tokens, in steps of 128.
+    let turns = ["one two", "echo: one two", "three"];
+    let v: Value = openai(&p, oai_cached(Some("sc-a"), &system, &turns, false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["usage"]["prompt_tokens"], 1306);
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 1280);
+    // Streamed, the usage chunk says the same.
+    let text = openai(&p, oai_cached(Some("sc-a"), &system, &turns, true))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let (data, _) = sse(&text);
+    let usage: Value = data
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|v| v.get("usage").is_some())
+        .unwrap();
+    assert_eq!(
+        usage["usage"]["prompt_tokens_details"]["cached_tokens"],
+        1280
+    );
+    let chunk: ChatChunk = serde_json::from_value(usage).unwrap();
+    assert_eq!(chunk.usage.unwrap().prompt_tokens, 1306);
+    // Another key does not see it; nor does a request without one.
+    for key in [Some("sc-b"), None] {
+        let v: Value = openai(&p, oai_cached(key, &system, &turns, false))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    }
+}

@@ -6,6 +6,8 @@
 //! 3. The client's stream parsing against async-openai on the same stream.
 //! 4. The proxy's latency against the provider directly and a JavaScript passthrough Worker on
 //!    the same workerd (`bench_proxy`).
+//! 5. What provider prompt caching saves on a writer's session, `PROMPT_CACHE` auto vs off
+//!    (`bench_cache`).
 //!
 //! The summary is printed as Markdown and written to `target/bench/summary.md`; `--record`
 //! also writes it, with the machine and the command, to `BENCHMARKS.md`. Over the size budget
@@ -17,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use storycad_e2e::workerd::{target_dir, workspace_root};
 
-use crate::{bench_proxy, build, cmd};
+use crate::{bench_cache, bench_proxy, build, cmd};
 
 /// The most the Worker's wasm may weigh, gzipped.
 pub const WASM_GZ_BUDGET: u64 = 1_000_000;
@@ -79,8 +81,12 @@ pub fn run(record: bool, settings: &bench_proxy::Settings) -> Result<()> {
     let proxy = bench_proxy::measure(settings)?;
     bench_proxy::print(&proxy);
 
+    let cache = bench_cache::measure()?;
+
     let mut md = String::new();
     tables(&mut md, &proxy, &host, &client, raw, gz)?;
+    md.push('\n');
+    md.push_str(&bench_cache::markdown(&cache)?);
     println!("\n{md}");
     fs::write(out_dir.join("summary.md"), &md)?;
     if record {

@@ -7,6 +7,8 @@
 #[cfg(unix)]
 mod bench_all;
 #[cfg(unix)]
+mod bench_cache;
+#[cfg(unix)]
 mod bench_proxy;
 mod build;
 mod cmd;
@@ -96,6 +98,9 @@ enum OneBench {
     Proxy(bench_proxy::Settings),
     /// Per-chunk cost: the Python bindings' next() loop vs the Rust client.
     Ffi,
+    /// Provider prompt caching: a writer's ten-turn session on OpenAI and Anthropic routes,
+    /// tokens and charge with PROMPT_CACHE=auto vs off.
+    Cache,
 }
 
 fn main() {
@@ -130,6 +135,7 @@ fn run(task: Task) -> Result<()> {
             }
             OneBench::Proxy(settings) => bench_proxy::run(&settings),
             OneBench::Ffi => python::bench(),
+            OneBench::Cache => bench_cache::run(),
         },
         Task::Fuzz(options) => fuzz::run(&options),
         Task::Csharp(options) => csharp::run(&options),
@@ -167,6 +173,10 @@ mod tests {
             panic!("bench proxy is not the proxy bench");
         };
         assert_eq!((p.requests, p.stream_words), (500, 9));
+        let Ok(Task::Bench(b)) = parse("bench cache") else {
+            panic!("bench cache did not parse");
+        };
+        assert!(matches!(b.only, Some(OneBench::Cache)));
         let Ok(Task::Test { cargo_test }) = parse("test -p storycad-worker -- --nocapture") else {
             panic!("test with cargo arguments did not parse");
         };

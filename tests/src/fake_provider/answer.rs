@@ -32,6 +32,8 @@ pub(crate) struct Answer {
     pub prompt_tokens: u64,
     /// Set when the answer is a tool call; `chunks` are then its arguments' pieces.
     pub tool: Option<ToolUse>,
+    /// The part of `prompt_tokens` read from and written to the prompt cache.
+    pub cache: super::CacheUsage,
 }
 
 impl Answer {
@@ -41,6 +43,13 @@ impl Answer {
 
     pub fn completion_tokens(&self) -> u64 {
         self.chunks.len() as u64
+    }
+
+    /// The prompt tokens neither read from nor written to the cache (Anthropic's
+    /// `input_tokens`).
+    pub fn fresh_prompt_tokens(&self) -> u64 {
+        self.prompt_tokens
+            .saturating_sub(self.cache.read + self.cache.write)
     }
 }
 
@@ -117,6 +126,7 @@ pub(crate) fn build(
         finish,
         prompt_tokens,
         tool: None,
+        cache: super::CacheUsage::default(),
     }
 }
 

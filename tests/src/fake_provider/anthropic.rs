@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::{
     answer::{self, Answer, Finish},
     fault::Fault,
-    Events, Parsed, Reply,
+    prompt_cache, Events, Parsed, Reply,
 };
 
 const SSE: &str = "text/event-stream; charset=utf-8";
@@ -49,6 +49,13 @@ pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Reply> {
             "messages: roles must be 'user' or 'assistant' (system goes in the top-level `system`)",
         ));
     }
+    let cache = prompt_cache::anthropic_query(&v);
+    let breakpoints = cache.breakpoints();
+    if breakpoints > 4 {
+        return Err(invalid(&format!(
+            "A maximum of 4 blocks with cache_control may be provided. Found {breakpoints}."
+        )));
+    }
     let system_words = v
         .get("system")
         .map(|s| answer::words(&answer::content_text(s)))
@@ -64,6 +71,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Reply> {
             .pointer("/tools/0/name")
             .and_then(Value::as_str)
             .map(str::to_owned),
+        cache,
     })
 }
 
@@ -96,11 +104,14 @@ fn stop_reason(f: Finish) -> &'static str {
     }
 }
 
+/// The usage of a JSON answer and of `message_start`, as recorded: `input_tokens` is the
+/// prompt neither read from nor written to the cache; every cache write lasts 5 minutes.
 fn usage(a: &Answer, output_tokens: u64) -> Value {
     json!({
-        "input_tokens": a.prompt_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "input_tokens": a.fresh_prompt_tokens(),
+        "cache_creation_input_tokens": a.cache.write,
+        "cache_read_input_tokens": a.cache.read,
+        "cache_creation": {"ephemeral_5m_input_tokens": a.cache.write, "ephemeral_1h_input_tokens": 0},
         "output_tokens": output_tokens,
         "service_tier": "standard"
     })
@@ -182,8 +193,10 @@ pub(crate) fn events(a: &Answer) -> Events {
             "message_delta",
             json!({"type": "message_delta",
                    "delta": {"stop_reason": stop_reason(a.finish), "stop_sequence": null},
-                   "usage": {"input_tokens": a.prompt_tokens, "cache_creation_input_tokens": 0,
-                             "cache_read_input_tokens": 0, "output_tokens": a.completion_tokens()}}),
+                   "usage": {"input_tokens": a.fresh_prompt_tokens(),
+                             "cache_creation_input_tokens": a.cache.write,
+                             "cache_read_input_tokens": a.cache.read,
+                             "output_tokens": a.completion_tokens()}}),
         ),
         next("message_stop", json!({"type": "message_stop"})),
     ];

@@ -19,6 +19,16 @@
 //! `message_delta` (with usage), `message_stop`, each `data:` padded like the real API's. Bodies
 //! are sent chunked, one event per HTTP chunk.
 //!
+//! # Prompt caching
+//!
+//! Each instance caches prompts as the real providers do and reports it in the usage (the
+//! rules are in `prompt_cache.rs`): Anthropic's `cache_control` breakpoints give
+//! `cache_read_input_tokens` / `cache_creation_input_tokens` (`input_tokens` is then the rest
+//! of the prompt), OpenAI's automatic caching of prompts of 1024 tokens or more gives
+//! `prompt_tokens_details.cached_tokens`, per `prompt_cache_key`. Entries live
+//! [`FakeProviderOptions::prompt_cache_ttl`]; [`FakeProvider::cache_usage`] tells what one
+//! request read and wrote.
+//!
 //! # Faults
 //!
 //! The first word of the last user message picks a fault for that request alone:
@@ -40,6 +50,7 @@ mod answer;
 mod anthropic;
 mod fault;
 mod openai;
+mod prompt_cache;
 
 use std::{
     net::SocketAddr,
@@ -56,6 +67,7 @@ use crate::{
 };
 pub use answer::echo_chunks;
 pub use fault::Fault;
+pub use prompt_cache::{CacheUsage, DEFAULT_TTL as DEFAULT_PROMPT_CACHE_TTL};
 use serde_json::Value;
 
 /// The cookie every fake answer sets, as Cloudflare does in front of the real APIs.
@@ -80,6 +92,9 @@ pub struct FakeProviderOptions {
     /// down, so a fallback chain's first route fails while the next one (another instance)
     /// answers the same prompt.
     pub fail_all: Option<u16>,
+    /// How long a cached prompt prefix lives unless used again (both providers' default: 5
+    /// minutes, [`DEFAULT_PROMPT_CACHE_TTL`]).
+    pub prompt_cache_ttl: Duration,
 }
 
 impl Default for FakeProviderOptions {
@@ -91,6 +106,7 @@ impl Default for FakeProviderOptions {
             hang_limit: Duration::from_secs(120),
             log: false,
             fail_all: None,
+            prompt_cache_ttl: prompt_cache::DEFAULT_TTL,
         }
     }
 }
@@ -158,6 +174,9 @@ struct Shared {
     counter: AtomicU64,
     /// Body bytes written so far, per request number (`fault:big` streams only).
     sent: Mutex<std::collections::HashMap<u64, Arc<AtomicU64>>>,
+    prompt_cache: Mutex<prompt_cache::PromptCache>,
+    /// What each answered request read from and wrote to the prompt cache, per number.
+    cache_usage: Mutex<std::collections::HashMap<u64, CacheUsage>>,
 }
 
 impl Shared {
@@ -166,6 +185,20 @@ impl Shared {
         self.requests
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Applies request `n`'s prompt to the cache: what it reads and writes.
+    fn cache(&self, n: u64, query: &prompt_cache::CacheQuery) -> CacheUsage {
+        let usage = self
+            .prompt_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .apply(query, Instant::now());
+        self.cache_usage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(n, usage);
+        usage
     }
 }
 
@@ -187,8 +220,11 @@ impl FakeProvider {
     /// Starts one with `opts`.
     pub fn start_with(opts: FakeProviderOptions) -> std::io::Result<FakeProvider> {
         let port = opts.port;
+        let ttl = opts.prompt_cache_ttl;
         let shared = Arc::new(Shared {
             opts,
+            prompt_cache: Mutex::new(prompt_cache::PromptCache::new(ttl)),
+            cache_usage: Mutex::new(std::collections::HashMap::new()),
             requests: Mutex::new(Vec::new()),
             counter: AtomicU64::new(0),
             sent: Mutex::new(std::collections::HashMap::new()),
@@ -239,6 +275,17 @@ impl FakeProvider {
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
+    /// What request `number` read from the prompt cache and wrote to it; `None` for a request
+    /// that was not answered (refused, or a fault without an answer).
+    pub fn cache_usage(&self, number: u64) -> Option<CacheUsage> {
+        self.shared
+            .cache_usage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&number)
+            .copied()
+    }
+
     /// How many requests were received.
     pub fn request_count(&self) -> usize {
         self.shared.requests().len()
@@ -273,6 +320,8 @@ pub(crate) struct Parsed {
     pub include_usage: bool,
     /// The name of the request's first tool, if it defines any.
     pub first_tool: Option<String>,
+    /// What of the prompt can be cached.
+    pub cache: prompt_cache::CacheQuery,
 }
 
 /// A complete (non-streamed) answer.
@@ -441,13 +490,30 @@ async fn handle(shared: Arc<Shared>, req: Request, mut conn: Conn) -> (Conn, Aft
                 .map_or("none".to_owned(), |f| format!("{f:?}"))
         );
     }
-    let answer = answer::build(
+    let mut answer = answer::build(
         dialect.id(n),
         parsed.model.clone(),
         &parsed.last_user,
         parsed.prompt_tokens,
         parsed.max_tokens,
     );
+    // Only a request the provider works on reads or writes its cache.
+    let works = matches!(
+        fault,
+        None | Some(
+            Fault::Delay { .. }
+                | Fault::Big { .. }
+                | Fault::Cut
+                | Fault::CutClean
+                | Fault::Slow { .. }
+                | Fault::Stall
+                | Fault::ToolCall
+                | Fault::StreamError
+        )
+    );
+    if works {
+        answer.cache = shared.cache(n, &parsed.cache);
+    }
     let rid = dialect.request_id_header();
     let hang = shared.opts.hang_limit;
     match fault {

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use super::{
     answer::{self, Answer, Finish},
     fault::Fault,
-    Events, Parsed, Reply,
+    prompt_cache, Events, Parsed, Reply,
 };
 
 const SSE: &str = "text/event-stream; charset=utf-8";
@@ -48,6 +48,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Reply> {
             .pointer("/tools/0/function/name")
             .and_then(Value::as_str)
             .map(str::to_owned),
+        cache: prompt_cache::openai_query(&v),
     })
 }
 
@@ -97,6 +98,9 @@ fn usage(a: &Answer) -> Value {
         "prompt_tokens": a.prompt_tokens,
         "completion_tokens": c,
         "total_tokens": a.prompt_tokens + c,
+        // As the API has sent it since its prompt caching (October 2024): `prompt_tokens`
+        // includes the cached part.
+        "prompt_tokens_details": {"cached_tokens": a.cache.read, "audio_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 0}
     })
 }

@@ -19,6 +19,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod prompt_session;
+
 use libtest_mimic::{Arguments, Failed, Trial};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
