@@ -256,9 +256,9 @@ pub enum ContentPart {
         /// The text.
         text: String,
         /// A prompt-caching breakpoint on this part (`{"type":"ephemeral"}`), as Anthropic
-        /// takes it and some gateways accept it on OpenAI-style parts; kept as sent.
+        /// takes it and some gateways accept it on OpenAI-style parts.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        cache_control: Option<Value>,
+        cache_control: Option<CacheControl>,
     },
     /// `{"type":"image_url","image_url":{"url":...,"detail":...}}`
     ImageUrl {
@@ -273,6 +273,28 @@ pub enum ContentPart {
     /// Any other part (`input_audio`, `file`, ...), kept whole.
     #[serde(untagged)]
     Other(Value),
+}
+
+/// A prompt-caching breakpoint: `{"type":"ephemeral"}`, with Anthropic's optional `ttl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CacheControl {
+    /// `ephemeral`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `5m` or `1h` (Anthropic), when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+}
+
+impl CacheControl {
+    /// `{"type":"ephemeral"}`.
+    pub fn ephemeral() -> Self {
+        CacheControl {
+            kind: "ephemeral".to_owned(),
+            ttl: None,
+        }
+    }
 }
 
 impl ContentPart {

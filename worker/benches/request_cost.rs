@@ -229,6 +229,25 @@ fn pieces(bytes: &[u8]) -> Vec<&[u8]> {
 }
 
 /// One request's work from the body to the upstream request, for the route of `kind`.
+/// A writer's session at its tenth turn: a ~6,000-token story context in the system prompt and
+/// nine exchanges before the newest question (what prompt caching is for).
+fn session_body() -> Vec<u8> {
+    let story: String = (0..600)
+        .map(|i| format!("Mara checks lamp {i} and writes the tide in the log. "))
+        .collect();
+    let mut messages = vec![json!({"role": "system", "content": story})];
+    for turn in 0..9 {
+        messages.push(json!({"role": "user", "content": format!("Turn {turn}: what next?")}));
+        messages.push(
+            json!({"role": "assistant", "content": "She climbs the stairs again. ".repeat(20)}),
+        );
+    }
+    messages.push(json!({"role": "user", "content": "And then?"}));
+    json!({"model": ALIAS, "stream": true, "max_tokens": 800, "messages": messages})
+        .to_string()
+        .into_bytes()
+}
+
 fn build_request(
     config: &Config,
     plans: &Plans,
@@ -355,6 +374,24 @@ fn benches(c: &mut Criterion) {
         });
     }
     request.finish();
+
+    // The same long session with prompt caching on (breakpoints placed, the cache key set) and
+    // off: what the caching costs the Worker per request, side by side.
+    let session = session_body();
+    let mut off = config.clone();
+    off.prompt_cache.enabled = false;
+    let mut long = c.benchmark_group("request_session");
+    for (name, kind) in [
+        ("openai", ProviderKind::OpenAiCompatible),
+        ("anthropic", ProviderKind::Anthropic),
+    ] {
+        for (cache, cfg) in [("cache_on", &config), ("cache_off", &off)] {
+            long.bench_function(format!("{name}_{cache}"), |b| {
+                b.iter(|| build_request(cfg, plans, &claims, black_box(&session), kind))
+            });
+        }
+    }
+    long.finish();
 
     let mut group = c.benchmark_group("relay");
     for (name, (kind, stream)) in ["openai_200_chunks", "anthropic_200_chunks"]

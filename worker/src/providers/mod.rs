@@ -72,29 +72,18 @@ pub fn upstream_request(
                 .map_err(|_| AppError::Internal)?;
             // Anthropic's `metadata.user_id`.
             typed.user = Some(end_user.to_owned());
-            let translated =
+            let mut translated =
                 anthropic::to_messages_request(&typed, route.model, default_max_tokens).map_err(
                     |e| AppError::InvalidRequest {
                         param: Some(e.param),
                         message: e.message,
                     },
                 )?;
-            let body = if cache.is_some() || translated.system_marked {
-                // Breakpoints go into the JSON: any block may carry one. With caching off only
-                // the caller's own are kept (a minimum no prefix reaches places none).
-                // Through bytes rather than `to_value`: the Worker already serializes the request
-                // to bytes and parses JSON into a `Value`, so this adds no code to the wasm
-                // (`to_value` added 12 KB gzipped).
-                let bytes = serde_json::to_vec(&translated).map_err(|_| AppError::Internal)?;
-                let mut value: Value =
-                    serde_json::from_slice(&bytes).map_err(|_| AppError::Internal)?;
-                let min = cache.map_or(u64::MAX, |c| c.min_tokens(route.model));
-                prompt_cache::place_breakpoints(&mut value, min, translated.system_marked);
-                serde_json::to_vec(&value)
-            } else {
-                serde_json::to_vec(&translated)
+            if let Some(cache) = cache {
+                translated.place_breakpoints(cache.min_tokens(route.model));
             }
-            .map_err(|_| AppError::Internal)?;
+            // String keys only: serialising cannot fail, but never panic in the Worker.
+            let body = serde_json::to_vec(&translated).map_err(|_| AppError::Internal)?;
             let mut headers: Vec<(&'static str, String)> = anthropic::request_headers(key)
                 .iter()
                 .map(|(k, v)| (*k, (*v).to_owned()))

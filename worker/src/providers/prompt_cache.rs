@@ -2,7 +2,9 @@
 //! which repeats a long prefix (the story's outline, characters and settings, then the
 //! conversation so far) on every turn, is billed at the cached price.
 //!
-//! - **Anthropic** caches only where asked: [`place_breakpoints`] puts `cache_control:
+//! - **Anthropic** caches only where asked:
+//!   [`MessagesRequest::place_breakpoints`](super::anthropic::MessagesRequest::place_breakpoints)
+//!   puts `cache_control:
 //!   {"type":"ephemeral"}` at the end of the system prompt and at the end of the conversation
 //!   before the newest user turn, each only where the prefix up to it is long enough for the
 //!   model to cache ([`PromptCache::min_tokens`]), never more than [`MAX_BREAKPOINTS`] with the
@@ -15,7 +17,7 @@
 //! `PROMPT_CACHE=off` turns the requests' part off (no breakpoint, no key); the weights still
 //! apply, since OpenAI caches long prompts whatever the request says.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use storycad_protocol::Usage;
 
 use crate::config::{ConfigError, ProviderKind};
@@ -109,90 +111,6 @@ impl PromptCache {
             .find(|(pattern, _)| model.contains(pattern.as_str()))
             .map_or(self.default_min, |(_, n)| *n)
     }
-}
-
-/// The `cache_control` the Worker places.
-fn ephemeral() -> Value {
-    json!({ "type": "ephemeral" })
-}
-
-/// Tokens of a piece of JSON, estimated as its bytes / 4 (what the plans' estimates use).
-fn estimate(v: &Value) -> u64 {
-    // Only string keys: serialising cannot fail.
-    serde_json::to_vec(v).map_or(0, |b| b.len() as u64 / 4)
-}
-
-/// Places the Worker's breakpoints in an Anthropic `/v1/messages` body (serialized
-/// [`super::anthropic::MessagesRequest`]): after the system prompt (which then becomes one text
-/// block), and after the last block of the message before the newest user turn, where the
-/// prefix up to each is at least `min_tokens`; keeps the caller's (`system_marked`: a system
-/// part of the caller's carried one) and never exceeds [`MAX_BREAKPOINTS`]. Returns how many
-/// it placed.
-pub fn place_breakpoints(body: &mut Value, min_tokens: u64, system_marked: bool) -> usize {
-    let Some(obj) = body.as_object_mut() else {
-        return 0;
-    };
-    let callers = count_marks(obj.get("messages")) + usize::from(system_marked);
-    let mut room = MAX_BREAKPOINTS.saturating_sub(callers);
-    let mut placed = 0;
-
-    // Tools come first in Anthropic's cache prefix, then the system prompt.
-    let mut prefix = obj.get("tools").map_or(0, estimate);
-    let system_len = obj.get("system").map_or(0, estimate);
-    prefix += system_len;
-    let system_wanted = system_len > 0 && prefix >= min_tokens && room > 0;
-    if system_marked || system_wanted {
-        if let Some(Value::String(text)) = obj.get("system") {
-            let block = json!([{ "type": "text", "text": text, "cache_control": ephemeral() }]);
-            obj.insert("system".to_owned(), block);
-            if !system_marked {
-                room -= 1;
-                placed += 1;
-            }
-        }
-    }
-
-    // The conversation before the newest user turn: everything but the last message.
-    let Some(Value::Array(messages)) = obj.get_mut("messages") else {
-        return placed;
-    };
-    let n = messages.len();
-    if n < 2 || room == 0 {
-        return placed;
-    }
-    let newest_is_user = messages[n - 1].get("role").and_then(Value::as_str) == Some("user");
-    if !newest_is_user {
-        return placed;
-    }
-    prefix += messages[..n - 1].iter().map(estimate).sum::<u64>();
-    if prefix < min_tokens {
-        return placed;
-    }
-    let last_block = messages[n - 2]
-        .get_mut("content")
-        .and_then(Value::as_array_mut)
-        .and_then(|blocks| blocks.last_mut())
-        .and_then(Value::as_object_mut);
-    if let Some(block) = last_block {
-        if !block.contains_key("cache_control") {
-            block.insert("cache_control".to_owned(), ephemeral());
-            placed += 1;
-        }
-    }
-    placed
-}
-
-/// Blocks of the messages that already carry a `cache_control` (the caller's).
-fn count_marks(messages: Option<&Value>) -> usize {
-    let Some(Value::Array(messages)) = messages else {
-        return 0;
-    };
-    messages
-        .iter()
-        .filter_map(|m| m.get("content").and_then(Value::as_array))
-        .flatten()
-        .filter(|b| b.get("cache_control").is_some())
-        .count()
 }
 
 /// OpenAI's `prompt_cache_key` for one user's requests to one alias: `sc-` and 32 hex digits
@@ -294,149 +212,9 @@ pub fn weighted_tokens(usage: &Usage, weights: CacheWeights) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
-
-    fn words(n: usize) -> String {
-        "lighthouse ".repeat(n)
-    }
-
-    fn body(system: Option<String>, messages: Value) -> Value {
-        let mut b = json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": messages});
-        if let Some(s) = system {
-            b["system"] = Value::String(s);
-        }
-        b
-    }
-
-    fn turn(role: &str, text: &str) -> Value {
-        json!({"role": role, "content": [{"type": "text", "text": text}]})
-    }
-
-    #[test]
-    fn a_long_system_and_conversation_get_one_breakpoint_each() {
-        // ~6,000 tokens of story context; a short conversation after it.
-        let mut b = body(
-            Some(words(2200)),
-            json!([
-                turn("user", "Draft chapter one."),
-                turn("assistant", "It was dark."),
-                turn("user", "Go on.")
-            ]),
-        );
-        assert_eq!(place_breakpoints(&mut b, 1024, false), 2);
-        assert_eq!(
-            b["system"][0]["cache_control"],
-            json!({"type": "ephemeral"})
-        );
-        assert_eq!(b["system"][0]["text"], Value::String(words(2200)));
-        assert_eq!(
-            b["messages"][1]["content"][0]["cache_control"]["type"],
-            "ephemeral"
-        );
-        assert!(b["messages"][2]["content"][0]
-            .get("cache_control")
-            .is_none());
-        assert!(b["messages"][0]["content"][0]
-            .get("cache_control")
-            .is_none());
-    }
-
-    #[test]
-    fn short_prefixes_are_left_alone() {
-        let messages = json!([
-            turn("user", "Hi."),
-            turn("assistant", "Hello."),
-            turn("user", "?")
-        ]);
-        let mut b = body(Some("You are terse.".to_owned()), messages.clone());
-        let before = b.clone();
-        assert_eq!(place_breakpoints(&mut b, 1024, false), 0);
-        assert_eq!(
-            b, before,
-            "nothing changes, the system prompt stays a string"
-        );
-        // The model's minimum decides: the same request at a minimum of 1 gets both.
-        assert_eq!(place_breakpoints(&mut b, 1, false), 2);
-    }
-
-    #[test]
-    fn the_conversation_counts_towards_its_own_breakpoint() {
-        // A short system prompt, a long conversation: only the conversation is worth caching.
-        let long = words(1000);
-        let mut b = body(
-            Some("Be kind.".to_owned()),
-            json!([
-                turn("user", &long),
-                turn("assistant", &long),
-                turn("user", "Next?")
-            ]),
-        );
-        assert_eq!(place_breakpoints(&mut b, 1024, false), 1);
-        assert!(b["system"].is_string());
-        assert_eq!(
-            b["messages"][1]["content"][0]["cache_control"]["type"],
-            "ephemeral"
-        );
-    }
-
-    #[test]
-    fn no_breakpoint_when_the_newest_turn_is_not_the_users_or_there_is_one_turn() {
-        let long = words(3000);
-        let mut one = body(None, json!([turn("user", &long)]));
-        assert_eq!(place_breakpoints(&mut one, 1024, false), 0);
-        let mut prefill = body(
-            None,
-            json!([turn("user", &long), turn("assistant", "Once")]),
-        );
-        assert_eq!(place_breakpoints(&mut prefill, 1024, false), 0);
-    }
-
-    #[test]
-    fn the_callers_breakpoints_are_kept_and_counted() {
-        let long = words(3000);
-        let marked = json!({"type": "text", "text": "a", "cache_control": {"type": "ephemeral", "ttl": "1h"}});
-        // Three of the caller's in the messages and one on the system prompt: no room left.
-        let mut full = body(
-            Some(long.clone()),
-            json!([
-                {"role": "user", "content": [marked.clone(), marked.clone(), marked.clone()]},
-                turn("assistant", &long),
-                turn("user", "?")
-            ]),
-        );
-        assert_eq!(place_breakpoints(&mut full, 1024, true), 0);
-        assert_eq!(
-            full["system"][0]["cache_control"]["type"], "ephemeral",
-            "the caller's"
-        );
-        assert!(full["messages"][1]["content"][0]
-            .get("cache_control")
-            .is_none());
-        assert_eq!(
-            full["messages"][0]["content"][0]["cache_control"]["ttl"],
-            "1h"
-        );
-        // One of the caller's on the block the Worker would mark: not marked twice.
-        let mut same = body(
-            None,
-            json!([turn("user", &long), {"role": "assistant", "content": [marked]}, turn("user", "?")]),
-        );
-        assert_eq!(place_breakpoints(&mut same, 1024, false), 0);
-        assert_eq!(
-            same["messages"][1]["content"][0]["cache_control"]["ttl"],
-            "1h"
-        );
-        assert_eq!(count_marks(same.get("messages")), 1);
-    }
-
-    #[test]
-    fn tools_count_in_the_prefix() {
-        let tools = json!([{"name": "outline", "description": words(1100), "input_schema": {"type": "object"}}]);
-        let mut b = body(Some("Short.".to_owned()), json!([turn("user", "?")]));
-        b["tools"] = tools;
-        assert_eq!(place_breakpoints(&mut b, 1024, false), 1);
-        assert_eq!(b["system"][0]["cache_control"]["type"], "ephemeral");
-    }
 
     #[test]
     fn minimums_by_model_and_their_configuration() {

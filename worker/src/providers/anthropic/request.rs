@@ -31,7 +31,7 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use storycad_protocol::{ChatRequest, Content, ContentPart, Role, ToolChoice};
+use storycad_protocol::{CacheControl, ChatRequest, Content, ContentPart, Role, ToolChoice};
 
 use super::TranslateError;
 
@@ -44,7 +44,7 @@ pub struct MessagesRequest<'a> {
     pub max_tokens: u32,
     /// The system and developer messages, joined.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub system: Option<String>,
+    pub system: Option<SystemPrompt>,
     /// Alternating user and assistant turns.
     pub messages: Vec<InputMessage<'a>>,
     /// Clamped to 0..=1.
@@ -68,11 +68,38 @@ pub struct MessagesRequest<'a> {
     /// OpenAI's `user`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata<'a>>,
-    /// Whether a system part of the caller's carried a `cache_control`: the system prompt is
-    /// one string here, so the breakpoint goes at its end when it is serialized
-    /// ([`crate::providers::prompt_cache::place_breakpoints`]).
-    #[serde(skip)]
-    pub system_marked: bool,
+}
+
+/// The system prompt: the system and developer messages' texts, joined. With a breakpoint it
+/// is sent as one text block carrying `cache_control`, else as a string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemPrompt {
+    /// The text.
+    pub text: String,
+    /// Whether the prefix up to its end is a cache breakpoint.
+    pub breakpoint: bool,
+}
+
+impl Serialize for SystemPrompt {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Block<'t> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            text: &'t str,
+            cache_control: Ephemeral,
+        }
+        if self.breakpoint {
+            [Block {
+                kind: "text",
+                text: &self.text,
+                cache_control: Ephemeral::BREAKPOINT,
+            }]
+            .serialize(s)
+        } else {
+            self.text.serialize(s)
+        }
+    }
 }
 
 /// One turn of the conversation.
@@ -92,7 +119,7 @@ pub enum InputBlock<'a> {
     Text {
         /// Never empty.
         text: &'a str,
-        /// The caller's prompt-caching breakpoint on this part.
+        /// The caller's prompt-cache breakpoint on this part, or the Worker's.
         #[serde(skip_serializing_if = "Option::is_none")]
         cache_control: Option<Ephemeral>,
     },
@@ -100,6 +127,9 @@ pub enum InputBlock<'a> {
     Image {
         /// Inline bytes or a URL.
         source: ImageSource<'a>,
+        /// A prompt-cache breakpoint of the Worker's.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Ephemeral>,
     },
     /// An assistant's tool call.
     ToolUse {
@@ -109,6 +139,9 @@ pub enum InputBlock<'a> {
         name: &'a str,
         /// The arguments, parsed.
         input: Value,
+        /// A prompt-cache breakpoint of the Worker's.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Ephemeral>,
     },
     /// A tool's answer (OpenAI's `tool` message).
     ToolResult {
@@ -117,7 +150,57 @@ pub enum InputBlock<'a> {
         /// Left out when the tool answered nothing.
         #[serde(skip_serializing_if = "Option::is_none")]
         content: Option<ToolResultContent<'a>>,
+        /// A prompt-cache breakpoint of the Worker's.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Ephemeral>,
     },
+}
+
+impl InputBlock<'_> {
+    fn cache_control(&mut self) -> &mut Option<Ephemeral> {
+        match self {
+            InputBlock::Text { cache_control, .. }
+            | InputBlock::Image { cache_control, .. }
+            | InputBlock::ToolUse { cache_control, .. }
+            | InputBlock::ToolResult { cache_control, .. } => cache_control,
+        }
+    }
+
+    /// Whether the block is a breakpoint (the caller's, or the Worker's).
+    fn has_breakpoint(&self) -> bool {
+        match self {
+            InputBlock::Text { cache_control, .. }
+            | InputBlock::Image { cache_control, .. }
+            | InputBlock::ToolUse { cache_control, .. }
+            | InputBlock::ToolResult { cache_control, .. } => cache_control.is_some(),
+        }
+    }
+
+    /// Its size in bytes as sent, roughly: the texts and arguments it holds (an image counts
+    /// as nothing, so a prefix of images is not thought long enough to cache).
+    fn approx_bytes(&self) -> usize {
+        match self {
+            InputBlock::Text { text, .. } => text.len(),
+            InputBlock::Image { .. } => 0,
+            InputBlock::ToolUse {
+                id, name, input, ..
+            } => id.len() + name.len() + serde_json::to_vec(input).map_or(0, |v| v.len()),
+            InputBlock::ToolResult {
+                tool_use_id,
+                content,
+                ..
+            } => {
+                tool_use_id.len()
+                    + match content {
+                        None => 0,
+                        Some(ToolResultContent::Text(t)) => t.len(),
+                        Some(ToolResultContent::Blocks(b)) => {
+                            b.iter().map(InputBlock::approx_bytes).sum()
+                        }
+                    }
+            }
+        }
+    }
 }
 
 /// A `cache_control` breakpoint: `{"type":"ephemeral"}`, Anthropic's 5-minute cache. A
@@ -233,7 +316,6 @@ pub fn to_messages_request<'a>(
     };
 
     let (system, messages) = translate_messages(req)?;
-    let system_marked = system.is_some() && system_parts_marked(req);
     let tools = translate_tools(req)?;
     let tool_choice = translate_tool_choice(req, tools.is_some())?;
 
@@ -252,8 +334,63 @@ pub fn to_messages_request<'a>(
         tools,
         tool_choice,
         metadata: req.user.as_deref().map(|user_id| Metadata { user_id }),
-        system_marked,
     })
+}
+
+impl MessagesRequest<'_> {
+    /// Places the Worker's prompt-cache breakpoints: after the system prompt, and after the
+    /// last block of the message before the newest user turn, where the prefix up to each
+    /// (tools, system, messages: Anthropic's order; estimated as bytes / 4) is at least
+    /// `min_tokens`; keeps the caller's and never exceeds
+    /// [`MAX_BREAKPOINTS`](crate::providers::prompt_cache::MAX_BREAKPOINTS) in all. Returns how
+    /// many it placed.
+    pub fn place_breakpoints(&mut self, min_tokens: u64) -> usize {
+        let callers = self
+            .messages
+            .iter()
+            .flat_map(|m| &m.content)
+            .filter(|b| b.has_breakpoint())
+            .count()
+            + usize::from(self.system.as_ref().is_some_and(|s| s.breakpoint));
+        let mut room = crate::providers::prompt_cache::MAX_BREAKPOINTS.saturating_sub(callers);
+        let mut placed = 0;
+        let tokens = |bytes: usize| bytes as u64 / 4;
+
+        let mut prefix = self
+            .tools
+            .as_ref()
+            .map_or(0, |t| serde_json::to_vec(t).map_or(0, |v| v.len()));
+        if let Some(system) = &mut self.system {
+            prefix += system.text.len();
+            if !system.breakpoint && room > 0 && tokens(prefix) >= min_tokens {
+                system.breakpoint = true;
+                room -= 1;
+                placed += 1;
+            }
+        }
+
+        // The conversation before the newest user turn: everything but the last message.
+        let n = self.messages.len();
+        if n < 2 || room == 0 || self.messages[n - 1].role != "user" {
+            return placed;
+        }
+        prefix += self.messages[..n - 1]
+            .iter()
+            .flat_map(|m| &m.content)
+            .map(InputBlock::approx_bytes)
+            .sum::<usize>();
+        if tokens(prefix) < min_tokens {
+            return placed;
+        }
+        if let Some(last) = self.messages[n - 2].content.last_mut() {
+            let mark = last.cache_control();
+            if mark.is_none() {
+                *mark = Some(Ephemeral::BREAKPOINT);
+                placed += 1;
+            }
+        }
+        placed
+    }
 }
 
 /// [`to_messages_request`] serialized: the bytes to send.
@@ -340,7 +477,7 @@ struct Turn<'a> {
 
 fn translate_messages<'a>(
     req: &'a ChatRequest,
-) -> Result<(Option<String>, Vec<InputMessage<'a>>), TranslateError> {
+) -> Result<(Option<SystemPrompt>, Vec<InputMessage<'a>>), TranslateError> {
     let mut system = String::new();
     let mut turns: Vec<Turn<'a>> = Vec::with_capacity(req.messages.len());
 
@@ -391,7 +528,13 @@ fn translate_messages<'a>(
         messages.push(turn.message);
     }
 
-    Ok(((!system.is_empty()).then_some(system), messages))
+    let system = (!system.is_empty()).then(|| SystemPrompt {
+        text: system,
+        // A system part of the caller's carried a breakpoint: the system prompt is one text
+        // here, so it goes at its end.
+        breakpoint: system_parts_marked(req),
+    });
+    Ok((system, messages))
 }
 
 /// Anthropic wants a user message's `tool_result` blocks before anything else in it.
@@ -446,7 +589,10 @@ fn text_block(text: &str) -> Option<InputBlock<'_>> {
     marked_text_block(text, None)
 }
 
-fn marked_text_block<'a>(text: &'a str, cache_control: Option<&Value>) -> Option<InputBlock<'a>> {
+fn marked_text_block<'a>(
+    text: &'a str,
+    cache_control: Option<&CacheControl>,
+) -> Option<InputBlock<'a>> {
     (!text.is_empty()).then_some(InputBlock::Text {
         text,
         cache_control: cache_control.map(|_| Ephemeral::BREAKPOINT),
@@ -546,6 +692,7 @@ fn image_block(url: &str, i: usize, j: usize) -> Result<InputBlock<'_>, Translat
         }
         return Ok(InputBlock::Image {
             source: ImageSource::Base64 { media_type, data },
+            cache_control: None,
         });
     }
     if strip_prefix_ignore_case(url, "https://").is_some()
@@ -553,6 +700,7 @@ fn image_block(url: &str, i: usize, j: usize) -> Result<InputBlock<'_>, Translat
     {
         return Ok(InputBlock::Image {
             source: ImageSource::Url { url },
+            cache_control: None,
         });
     }
     Err(TranslateError::new(
@@ -610,6 +758,7 @@ fn assistant_blocks(
             id: &call.id,
             name: &call.function.name,
             input: parse_arguments(&call.function.arguments, i, k)?,
+            cache_control: None,
         });
     }
     Ok(blocks)
@@ -655,6 +804,7 @@ fn tool_result(
     Ok(InputBlock::ToolResult {
         tool_use_id,
         content,
+        cache_control: None,
     })
 }
 
