@@ -4,6 +4,8 @@
 //! - the fake provider directly (no proxy at all);
 //! - a plain JavaScript passthrough Worker (`bench/passthrough`) on the same workerd: no JWT,
 //!   no limits, no routing; the floor a Worker can reach locally;
+//! - the same with an identity `TransformStream` whose `transform` sees every chunk
+//!   (`bench/transform`): the thinnest Worker that looks at a stream, as metering one needs;
 //! - our Worker (JWT check, plan, limiter, routing, relay), with its per-isolate cache of
 //!   verified tokens (the default);
 //! - our Worker with that cache off (`JWT_CACHE_ENTRIES=0`): every request checks an RS256
@@ -102,6 +104,7 @@ pub struct Report {
 
 pub const DIRECT: &str = "provider directly";
 pub const PASSTHROUGH: &str = "JS passthrough Worker";
+pub const TRANSFORM: &str = "JS + TransformStream Worker";
 pub const OURS: &str = "our Worker";
 pub const OURS_NO_CACHE: &str = "our Worker, no token cache";
 pub const OURS_NO_LIMITS: &str = "our Worker, limiter off";
@@ -169,6 +172,16 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         .secret("OPENAI_API_KEY", PROVIDER_KEY),
     )?;
 
+    let transform = Worker::start(
+        WorkerOptions {
+            name: "bench-transform".into(),
+            config: Some(workspace_root().join("bench/transform/wrangler.toml")),
+            ..WorkerOptions::default()
+        }
+        .var("OPENAI_BASE_URL", provider.openai_base_url())
+        .secret("OPENAI_API_KEY", PROVIDER_KEY),
+    )?;
+
     let users = settings.concurrency.iter().copied().max().unwrap_or(1);
     let tokens: Vec<String> = (0..users)
         .map(|i| {
@@ -197,6 +210,13 @@ pub fn measure(settings: &Settings) -> Result<Report> {
             upstream_model,
         )
         .served_by(&passthrough)?,
+        Target::new(
+            TRANSFORM,
+            &transform.api_base(),
+            vec!["unused".into()],
+            upstream_model,
+        )
+        .served_by(&transform)?,
         Target::new(OURS, &worker.api_base(), tokens.clone(), "bench").served_by(&worker)?,
         Target::new(OURS_NO_CACHE, &uncached.api_base(), tokens.clone(), "bench")
             .served_by(&uncached)?,
@@ -217,7 +237,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         .enable_all()
         .build()?;
     let result = rt.block_on(measure_targets(settings, &targets));
-    for w in [worker, uncached, unlimited, passthrough]
+    for w in [worker, uncached, unlimited, passthrough, transform]
         .into_iter()
         .chain(against)
     {
