@@ -40,6 +40,7 @@ fn main() -> ExitCode {
                 stream_wire_shape,
                 usage_event_only_when_asked,
                 stream_is_relayed_as_it_arrives,
+                a_stream_longer_than_the_idle_limit_is_not_cut_while_it_flows,
                 anthropic_chat_through_the_client,
                 anthropic_stream_through_the_client,
                 provider_key_attached_and_caller_credentials_not_forwarded,
@@ -309,6 +310,28 @@ async fn stream_is_relayed_as_it_arrives(s: Arc<Suite>) {
     assert!(
         spread >= Duration::from_millis(900),
         "events arrived together (buffered): {arrivals:?}"
+    );
+}
+
+/// The idle limit is silence, not length: a stream whose events keep coming (every 400 ms) for
+/// longer than `UPSTREAM_TIMEOUT` (2.5 s) runs to its end. (The Worker keeps one idle timer per
+/// stream and sets it again when it fires while events still arrive.)
+async fn a_stream_longer_than_the_idle_limit_is_not_cut_while_it_flows(s: Arc<Suite>) {
+    let started = Instant::now();
+    let mut stream = s
+        .client()
+        .chat_stream(&user("fault:slow=400 a b c d e f g h"))
+        .await
+        .unwrap();
+    let mut text = String::new();
+    while let Some(item) = stream.next().await {
+        text.push_str(item.unwrap().text().unwrap_or(""));
+    }
+    assert!(text.ends_with("g h"), "{text}");
+    assert!(
+        started.elapsed() > UPSTREAM_TIMEOUT,
+        "the stream must outlast the idle limit to test it: {:?}",
+        started.elapsed()
     );
 }
 

@@ -683,6 +683,7 @@ async fn answer(
         relay,
         outlet,
         idle,
+        idle_timer: IdleTimer::new(idle),
         tracked,
         hangup: cx.hangup.clone(),
         cache: store.map(|s| (s, StreamFold::new(), call.alias.clone(), label)),
@@ -759,6 +760,8 @@ struct Pump {
     relay: Relay,
     outlet: Outlet,
     idle: Duration,
+    /// The upstream's idle limit, one timer for the whole stream.
+    idle_timer: IdleTimer,
     tracked: Tracked,
     hangup: Hangup,
     /// The store, the fold, the alias and the route.
@@ -780,7 +783,13 @@ impl Pump {
                 Caller::Gone => return self.caller_left(None),
                 Caller::Stalled => return self.caller_left(Some("client_stalled")),
             }
-            let out = match pull(&mut self.upstream, &mut self.relay, self.idle, &self.hangup).await
+            let out = match pull(
+                &mut self.upstream,
+                &mut self.relay,
+                &mut self.idle_timer,
+                &self.hangup,
+            )
+            .await
             {
                 Some(out) => out,
                 None => return self.caller_left(None),
@@ -851,10 +860,13 @@ impl Pump {
 async fn pull(
     upstream: &mut ByteStream,
     relay: &mut Relay,
-    idle: Duration,
+    idle: &mut IdleTimer,
     hangup: &Hangup,
 ) -> Option<Vec<u8>> {
-    let read = select(upstream.next(), Delay::from(idle));
+    // The limit counts from this read's start, as a timer made here would: time spent waiting
+    // for the caller's room is not the provider's silence.
+    idle.restart();
+    let read = select(upstream.next(), Box::pin(idle.expired()));
     match select(read, hangup.wait()).await {
         Either::Left((Either::Left((Some(Ok(bytes)), _)), _)) => Some(relay.feed(&bytes)),
         Either::Left((Either::Left((Some(Err(_)), _)), _)) => {
@@ -863,6 +875,53 @@ async fn pull(
         Either::Left((Either::Left((None, _)), _)) => Some(relay.finish()),
         Either::Left((Either::Right(_), _)) => Some(relay.fail(&UpstreamError::Timeout)),
         Either::Right(_) => None,
+    }
+}
+
+/// A stream's idle limit without a timer per read: each read only notes when it started; one
+/// timer runs, and when it fires early (a later read started since it was set) it is set again
+/// for what is left. A timer per read cost a JS `setTimeout`, its closure and a `clearTimeout` on every
+/// chunk.
+///
+/// The timer outlives the `expired()` futures that poll it: it keeps the waker of its first
+/// poll, which is the pump's task's, the only task that polls it.
+struct IdleTimer {
+    idle_ms: u64,
+    last: u64,
+    timer: Option<Pin<Box<Delay>>>,
+}
+
+impl IdleTimer {
+    fn new(idle: Duration) -> Self {
+        IdleTimer {
+            idle_ms: u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
+            last: now_ms(),
+            timer: None,
+        }
+    }
+
+    /// A read starts: the limit counts from now.
+    fn restart(&mut self) {
+        self.last = now_ms();
+    }
+
+    /// Resolves once the limit has passed with nothing arriving.
+    async fn expired(&mut self) {
+        loop {
+            let idle = Duration::from_millis(self.idle_ms);
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(Delay::from(idle)));
+            timer.as_mut().await;
+            self.timer = None;
+            let quiet = now_ms().saturating_sub(self.last);
+            if quiet >= self.idle_ms {
+                return;
+            }
+            self.timer = Some(Box::pin(Delay::from(Duration::from_millis(
+                self.idle_ms - quiet,
+            ))));
+        }
     }
 }
 
