@@ -98,7 +98,8 @@ fn a_pem_text_without_a_certificate_fails_the_build() {
     let e = Client::builder()
         .base_url("https://127.0.0.1:1/v1")
         .token("t")
-        .add_root_certificates_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+        // A PEM block of another kind (a revocation list), not a certificate.
+        .add_root_certificates_pem("-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n")
         .build()
         .expect_err("no certificate");
     assert!(
