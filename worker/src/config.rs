@@ -21,6 +21,15 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 /// `UPSTREAM_TIMEOUT_MS` when unset: how long the upstream may take to answer, and the longest
 /// silence allowed inside a stream.
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 60_000;
+
+/// `STREAM_COALESCE_MS` when unset: events that come within this long of the last write to the
+/// caller go out together, at most this much later. A provider's tokens come tens of ms apart
+/// and each goes out at once; a burst (a provider sending faster than that) costs one write per
+/// window instead of one per event (each write is work for the runtime, counted as CPU time).
+pub const DEFAULT_STREAM_COALESCE_MS: u64 = 10;
+
+/// The longest `STREAM_COALESCE_MS` accepted: a longer hold would show as stutter.
+pub const MAX_STREAM_COALESCE_MS: u64 = 250;
 /// `UPSTREAM_ANSWER_TIMEOUT_MS` when unset: how long a complete (non-stream) answer may take
 /// to begin (a provider sends its headers only when the whole answer is ready, and a long one
 /// takes minutes). Below the client SDK's 300 s wait for headers, so the Worker's answer (504,
@@ -152,6 +161,9 @@ pub struct Config {
     pub upstream_timeout_ms: u64,
     /// `UPSTREAM_ANSWER_TIMEOUT_MS`: a complete answer's wait for headers.
     pub answer_timeout_ms: u64,
+    /// `STREAM_COALESCE_MS`: a stream's events that come within this long of its last write to
+    /// the caller wait and go out together (0: each piece at once).
+    pub stream_coalesce_ms: u64,
 }
 
 /// A `PROVIDERS` entry.
@@ -289,6 +301,20 @@ impl Config {
                 DEFAULT_UPSTREAM_ANSWER_TIMEOUT_MS,
                 1,
             )?,
+            stream_coalesce_ms: match parse_u64(
+                "STREAM_COALESCE_MS",
+                get("STREAM_COALESCE_MS"),
+                DEFAULT_STREAM_COALESCE_MS,
+                0,
+            )? {
+                ms if ms > MAX_STREAM_COALESCE_MS => {
+                    return Err(ConfigError::new(
+                        "STREAM_COALESCE_MS",
+                        format!("must be at most {MAX_STREAM_COALESCE_MS}"),
+                    ))
+                }
+                ms => ms,
+            },
         })
     }
 
@@ -576,6 +602,7 @@ mod tests {
         assert_eq!(c.max_body_bytes, 1024 * 1024);
         assert_eq!(c.cache_ttl_seconds, 0);
         assert_eq!(c.upstream_timeout_ms, 60_000);
+        assert_eq!(c.stream_coalesce_ms, DEFAULT_STREAM_COALESCE_MS);
         assert_eq!(c.answer_timeout_ms, 240_000);
         assert_eq!(c.jwt.algorithms, Algorithm::DEFAULT);
         assert_eq!(c.jwt.keys.as_ref().map(KeySet::usable_len), Some(1));
@@ -756,12 +783,22 @@ mod tests {
             "CACHE_TTL_SECONDS",
             "UPSTREAM_TIMEOUT_MS",
             "JWT_CACHE_ENTRIES",
+            "STREAM_COALESCE_MS",
         ] {
             for bad in ["-1", "1.5", "lots", "1e3"] {
                 assert_eq!(err_with(var, bad).var, var, "{var}={bad}");
             }
         }
         assert_eq!(err_with("MAX_BODY_BYTES", "0").var, "MAX_BODY_BYTES");
+        assert_eq!(
+            err_with("STREAM_COALESCE_MS", "251").var,
+            "STREAM_COALESCE_MS"
+        );
+        for ok in ["0", "250"] {
+            let mut vars = base();
+            vars.insert("STREAM_COALESCE_MS", ok.to_owned());
+            assert_eq!(load(&vars).unwrap().stream_coalesce_ms.to_string(), ok);
+        }
         assert_eq!(
             err_with("UPSTREAM_TIMEOUT_MS", "0").var,
             "UPSTREAM_TIMEOUT_MS"

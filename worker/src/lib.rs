@@ -6,8 +6,8 @@
 //! - [`config`]: every variable (`PLANS` included) parsed and checked once per isolate.
 //! - [`auth`]: bearer JWT verification, the JWKS refresh policy, the verified-token cache.
 //! - [`caller`]: the caller's side: the routes ([`caller::endpoints`]), the request body
-//!   ([`caller::request`]) and a stream answer's body with the caller's hang-up
-//!   ([`caller::body`]).
+//!   ([`caller::request`]) and a stream answer's way out: when to write, how much waits, the
+//!   caller's hang-up ([`caller::body`]).
 //! - [`plans`]: `PLANS`: allowed models, the output cap, choices, gated fields, each plan's
 //!   limits.
 //! - [`lifecycle`]: an admitted chat request's state machine: which route, when to move on,
@@ -24,8 +24,9 @@
 //! - [`log`]: the one JSON log line per request, and the other events the Worker logs.
 //! - `runtime` (wasm only): the `fetch` event and the request's task (`entry`), the one
 //!   subrequest with a time limit and capped body read (`fetch`), the `UserLimiter` Durable
-//!   Object (`durable`) and its client (`limiter`), the KV (`kv`) and JWKS (`auth`) I/O. It
-//!   awaits; the modules above decide.
+//!   Object (`durable`) and its client (`limiter`), the KV (`kv`) and JWKS (`auth`) I/O, a
+//!   stream's pipe from the provider's body to the caller's native one (`stream`). It awaits;
+//!   the modules above decide.
 
 pub mod auth;
 pub mod cache;

@@ -1,15 +1,15 @@
-//! A stream's response body, fed by the request's task (which the runtime keeps running with
-//! `Context::wait_until`), and the signal that the caller went away.
+//! A stream's way to the caller, as plain Rust (tested on the host): what the pump has made and
+//! not yet written ([`Outbox`]), and the signal that the caller went away ([`Hangup`]).
 //!
-//! The body pulls from a small queue ([`BUFFER_BYTES`]); the task pushes what the relay made
-//! and, before reading more from the provider, waits for [`Outlet::room`]: so the provider is
-//! read only as fast as the caller reads, and a caller that stops reading makes the Worker hold
-//! at most that much. The caller's departure is a [`Hangup`]: raised by the runtime's abort
-//! signal for the request, or by the runtime dropping the body (under workerd a caller that
-//! disconnects mid-stream gets the body cancelled; before the answer began, only the abort
-//! signal can say so, and only on Cloudflare).
-//!
-//! Plain Rust with no runtime types, so its behaviour is tested on the host.
+//! The runtime side (`runtime::stream`) writes to the native stream that is the response's body:
+//! the bytes leave through the runtime's own pipe, with no JavaScript stream between the Worker
+//! and the caller. The [`Outbox`] decides when to write: at once when the last write was at least
+//! the coalescing window ago, else together with what comes next, at most a window later (a
+//! burst of events costs one write per window, not one per event). It also counts what the
+//! runtime has not yet taken: the provider is read only while less than [`BUFFER_BYTES`] wait,
+//! so a caller that stops reading makes the Worker hold at most that much. The caller's
+//! departure is a [`Hangup`]: raised by the runtime's abort signal for the request, or by a
+//! write the runtime refused (the caller's side of the pipe is gone).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -17,8 +17,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-
-use futures_util::Stream;
 
 /// Bytes the queue holds before the producer waits for the caller (one read of the provider
 /// may go past it).
@@ -81,148 +79,82 @@ impl Future for HangupWait {
     }
 }
 
-#[derive(Default)]
-struct Shared {
-    queue: VecDeque<Vec<u8>>,
-    queued: usize,
-    closed: bool,
-    reader: Option<Waker>,
-    writer: Option<Waker>,
+/// What the pump made for the caller: held for the coalescing window, then written; and the
+/// writes the runtime has not yet taken, oldest first.
+#[derive(Debug)]
+pub struct Outbox {
+    window_ms: u64,
+    pending: Vec<u8>,
+    last_write: Option<u64>,
+    in_flight: VecDeque<usize>,
+    in_flight_bytes: usize,
 }
 
-/// The producer's end.
-pub struct Outlet {
-    shared: Rc<RefCell<Shared>>,
-    hangup: Hangup,
-}
-
-/// The response body's end.
-pub struct Body {
-    shared: Rc<RefCell<Shared>>,
-    hangup: Hangup,
-}
-
-/// A connected pair; dropping the body raises `hangup`.
-pub fn channel(hangup: &Hangup) -> (Outlet, Body) {
-    let shared = Rc::new(RefCell::new(Shared::default()));
-    (
-        Outlet {
-            shared: Rc::clone(&shared),
-            hangup: hangup.clone(),
-        },
-        Body {
-            shared,
-            hangup: hangup.clone(),
-        },
-    )
-}
-
-impl Outlet {
-    /// Queues bytes for the caller; `false` when the caller is gone.
-    pub fn send(&self, bytes: Vec<u8>) -> bool {
-        if self.hangup.is_raised() {
-            return false;
-        }
-        if bytes.is_empty() {
-            return true;
-        }
-        let reader = {
-            let mut s = self.shared.borrow_mut();
-            s.queued += bytes.len();
-            s.queue.push_back(bytes);
-            s.reader.take()
-        };
-        if let Some(w) = reader {
-            w.wake();
-        }
-        true
-    }
-
-    /// Resolves `true` when the queue has room (less than [`BUFFER_BYTES`] queued), `false` when
-    /// the caller is gone.
-    pub fn room(&self) -> Room<'_> {
-        Room(self)
-    }
-
-    /// Bytes queued and not yet taken by the caller.
-    pub fn queued(&self) -> usize {
-        self.shared.borrow().queued
-    }
-}
-
-/// [`Outlet::room`]'s future.
-pub struct Room<'a>(&'a Outlet);
-
-impl Future for Room<'_> {
-    type Output = bool;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
-        let outlet = self.0;
-        if outlet.hangup.is_raised() {
-            return Poll::Ready(false);
-        }
-        let mut s = outlet.shared.borrow_mut();
-        if s.queued < BUFFER_BYTES {
-            return Poll::Ready(true);
-        }
-        s.writer = Some(cx.waker().clone());
-        drop(s);
-        // The hangup wakes this too.
-        let _ = Pin::new(&mut outlet.hangup.wait()).poll(cx);
-        Poll::Pending
-    }
-}
-
-impl Drop for Outlet {
-    fn drop(&mut self) {
-        let reader = {
-            let mut s = self.shared.borrow_mut();
-            s.closed = true;
-            s.reader.take()
-        };
-        if let Some(w) = reader {
-            w.wake();
+impl Outbox {
+    /// An empty outbox whose writes are at least `window_ms` apart (0: every piece at once).
+    pub fn new(window_ms: u64) -> Outbox {
+        Outbox {
+            window_ms,
+            pending: Vec::new(),
+            last_write: None,
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
         }
     }
-}
 
-impl Stream for Body {
-    type Item = Vec<u8>;
+    /// Adds `bytes` at `now_ms`; returns what to write now: everything held, when the last
+    /// write was a window ago or more (or there was none), or when the outbox is full (only
+    /// written bytes can be taken, so holding them then would wait for nothing).
+    pub fn push(&mut self, bytes: &[u8], now_ms: u64) -> Option<Vec<u8>> {
+        self.pending.extend_from_slice(bytes);
+        if self.pending.is_empty() {
+            return None;
+        }
+        match self.last_write {
+            Some(last) if now_ms.saturating_sub(last) < self.window_ms && self.has_room() => None,
+            _ => self.take(now_ms),
+        }
+    }
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Vec<u8>>> {
-        let mut s = self.shared.borrow_mut();
-        if let Some(bytes) = s.queue.pop_front() {
-            s.queued -= bytes.len();
-            let writer = if s.queued < BUFFER_BYTES {
-                s.writer.take()
-            } else {
-                None
+    /// Everything held, to write now (the window ended, or the stream did).
+    pub fn take(&mut self, now_ms: u64) -> Option<Vec<u8>> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let out = std::mem::take(&mut self.pending);
+        self.last_write = Some(now_ms);
+        self.in_flight.push_back(out.len());
+        self.in_flight_bytes += out.len();
+        Some(out)
+    }
+
+    /// When bytes are held: how long from `now_ms` until they are due.
+    pub fn due_in(&self, now_ms: u64) -> Option<u64> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let last = self.last_write.unwrap_or(now_ms);
+        Some((last + self.window_ms).saturating_sub(now_ms))
+    }
+
+    /// The runtime took the oldest `n` writes.
+    pub fn written(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(len) = self.in_flight.pop_front() else {
+                break;
             };
-            drop(s);
-            if let Some(w) = writer {
-                w.wake();
-            }
-            return Poll::Ready(Some(bytes));
+            self.in_flight_bytes -= len;
         }
-        if s.closed {
-            return Poll::Ready(None);
-        }
-        s.reader = Some(cx.waker().clone());
-        Poll::Pending
     }
-}
 
-impl Drop for Body {
-    fn drop(&mut self) {
-        {
-            let mut s = self.shared.borrow_mut();
-            s.queue.clear();
-            s.queued = 0;
-        }
-        // The runtime dropped the body before its end: the caller is gone.
-        if !self.shared.borrow().closed {
-            self.hangup.raise();
-        }
+    /// Bytes made for the caller that the runtime has not taken yet (held or written).
+    pub fn waiting(&self) -> usize {
+        self.in_flight_bytes + self.pending.len()
+    }
+
+    /// Whether the provider may be read: less than [`BUFFER_BYTES`] wait.
+    pub fn has_room(&self) -> bool {
+        self.waiting() < BUFFER_BYTES
     }
 }
 
@@ -230,76 +162,88 @@ impl Drop for Body {
 mod tests {
     use std::task::Waker;
 
-    use futures_util::StreamExt;
-
     use super::*;
 
     fn poll<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
         Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
     }
 
-    fn next(body: &mut Body) -> Poll<Option<Vec<u8>>> {
-        body.poll_next_unpin(&mut Context::from_waker(Waker::noop()))
+    #[test]
+    fn the_first_piece_goes_at_once_and_a_burst_waits_for_the_window() {
+        let mut out = Outbox::new(10);
+        assert_eq!(out.push(b"data: 1\n\n", 100), Some(b"data: 1\n\n".to_vec()));
+        assert_eq!(out.due_in(100), None, "nothing held");
+        // Within the window: held, due when it ends.
+        assert_eq!(out.push(b"data: 2\n\n", 103), None);
+        assert_eq!(out.push(b"data: 3\n\n", 105), None);
+        assert_eq!(out.due_in(105), Some(5));
+        // The next piece after the window takes everything held with it, in order.
+        assert_eq!(
+            out.push(b"data: 4\n\n", 110),
+            Some(b"data: 2\n\ndata: 3\n\ndata: 4\n\n".to_vec())
+        );
+        // Or the window's timer does.
+        assert_eq!(out.push(b"data: 5\n\n", 111), None);
+        assert_eq!(out.due_in(125), Some(0), "overdue is due now");
+        assert_eq!(out.take(125), Some(b"data: 5\n\n".to_vec()));
+        assert_eq!(out.take(126), None, "nothing twice");
     }
 
     #[test]
-    fn the_producer_waits_while_the_caller_does_not_read() {
-        let hangup = Hangup::new();
-        let (outlet, mut body) = channel(&hangup);
+    fn spaced_pieces_each_go_at_once() {
+        let mut out = Outbox::new(10);
+        for (i, at) in [0u64, 20, 40, 60].into_iter().enumerate() {
+            let piece = format!("data: {i}\n\n");
+            assert_eq!(out.push(piece.as_bytes(), at), Some(piece.into_bytes()));
+        }
+        let mut none = Outbox::new(0);
+        assert!(none.push(b"a", 5).is_some() && none.push(b"b", 5).is_some());
+        assert_eq!(none.push(b"", 5), None, "nothing to write");
+    }
+
+    #[test]
+    fn the_provider_is_read_only_while_the_caller_takes_what_was_written() {
+        let mut out = Outbox::new(0);
         let chunk = vec![b'x'; 16 * 1024];
-        let mut sent = 0;
-        // The producer sends while there is room, as the pump does.
-        while poll(&mut outlet.room()) == Poll::Ready(true) {
-            assert!(outlet.send(chunk.clone()));
-            sent += chunk.len();
-            assert!(sent <= 10 * 1024 * 1024, "no backpressure");
+        let mut writes = 0;
+        let mut made = 0;
+        while out.has_room() {
+            assert!(out.push(&chunk, 0).is_some());
+            writes += 1;
+            made += chunk.len();
+            assert!(made <= 10 * 1024 * 1024, "no backpressure");
         }
-        assert_eq!(sent, BUFFER_BYTES);
-        assert_eq!(outlet.queued(), BUFFER_BYTES);
-        // The caller reads one piece: room again.
-        assert_eq!(next(&mut body), Poll::Ready(Some(chunk.clone())));
-        assert_eq!(poll(&mut outlet.room()), Poll::Ready(true));
-        // The producer ends: the caller gets the rest, then the end.
-        drop(outlet);
-        let mut got = 0;
-        while let Poll::Ready(Some(b)) = next(&mut body) {
-            got += b.len();
-        }
-        assert_eq!(got, BUFFER_BYTES - chunk.len());
-        assert_eq!(next(&mut body), Poll::Ready(None));
-        assert!(!hangup.is_raised(), "a body read to its end is no hang-up");
-        drop(body);
-        assert!(!hangup.is_raised());
+        assert_eq!(out.waiting(), BUFFER_BYTES);
+        // The runtime takes one write: room again; then all of them, and more than there were.
+        out.written(1);
+        assert!(out.has_room());
+        out.written(writes + 5);
+        assert_eq!(out.waiting(), 0);
+        // Held bytes count too, and a full window is written at once: the caller can only take
+        // what was written.
+        let mut held = Outbox::new(1000);
+        held.push(b"first", 0);
+        assert!(held.push(&[0; 1000], 1).is_none());
+        assert_eq!(held.waiting(), 1005);
+        assert_eq!(
+            held.push(&vec![0; BUFFER_BYTES], 2).map(|b| b.len()),
+            Some(BUFFER_BYTES + 1000)
+        );
+        assert!(!held.has_room());
+        assert_eq!(held.due_in(2), None, "nothing held");
+        held.written(2);
+        assert!(held.has_room());
     }
 
     #[test]
-    fn a_body_dropped_before_its_end_is_a_hang_up() {
+    fn a_raised_hangup_wakes_its_waiters() {
         let hangup = Hangup::new();
-        let (outlet, body) = channel(&hangup);
         let mut wait = hangup.wait();
         assert_eq!(poll(&mut wait), Poll::Pending);
-        for _ in 0..8 {
-            outlet.send(vec![0; 16 * 1024]);
-        }
-        let mut room = outlet.room();
-        assert_eq!(poll(&mut room), Poll::Pending);
-        drop(body);
+        assert!(!hangup.is_raised());
+        hangup.clone().raise();
         assert!(hangup.is_raised());
         assert_eq!(poll(&mut wait), Poll::Ready(()));
-        assert_eq!(poll(&mut room), Poll::Ready(false));
-        assert!(!outlet.send(vec![1]));
-        assert_eq!(outlet.queued(), 0, "what was queued is let go");
-    }
-
-    #[test]
-    fn a_raised_hangup_stops_the_producer() {
-        let hangup = Hangup::new();
-        let (outlet, mut body) = channel(&hangup);
-        assert!(outlet.send(b"data: 1\n\n".to_vec()));
-        hangup.raise();
-        assert!(!outlet.send(b"data: 2\n\n".to_vec()));
-        assert_eq!(poll(&mut outlet.room()), Poll::Ready(false));
-        // What was queued before may still go out; nothing after.
-        assert_eq!(next(&mut body), Poll::Ready(Some(b"data: 1\n\n".to_vec())));
+        assert_eq!(poll(&mut hangup.wait()), Poll::Ready(()));
     }
 }

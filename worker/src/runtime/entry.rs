@@ -17,14 +17,13 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
-use futures_util::StreamExt;
 use storycad_protocol::headers as names;
 use worker::js_sys::{self, Uint8Array};
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{
-    console_error, console_log, event, ByteStream, Context, Date, Delay, Env, Headers, Method,
-    Request, RequestInit, RequestRedirect, Response,
+    console_error, console_log, event, Context, Date, Delay, Env, Headers, Method, Request,
+    RequestInit, RequestRedirect, Response, ResponseBody,
 };
 
 use super::auth::Authenticator;
@@ -32,8 +31,9 @@ use super::context_handle;
 use super::fetch::{fetch, read_capped, FetchError, ReadError};
 use super::kv;
 use super::limiter::{Admission, Limiter};
+use super::stream::{Piece, Pipe};
 use crate::cache::{self, Status as CacheStatus, StreamFold};
-use crate::caller::body::{self, Hangup, Outlet, BUFFER_BYTES};
+use crate::caller::body::{Hangup, Outbox};
 use crate::caller::endpoints::{match_route, model_list, Endpoint};
 use crate::caller::request::{check_declared_length, parse_chat, ChatCall, Correlation};
 use crate::config::{Config, ConfigError};
@@ -70,13 +70,13 @@ fn isolate(env: &Env) -> Result<Rc<Isolate>, AppError> {
     ISOLATE.with(|cell| {
         let mut slot = cell.borrow_mut();
         let loaded = slot.get_or_insert_with(|| {
-            Config::from_lookup(|name| env_text(env, name)).and_then(|config| {
+            Config::from_lookup(|name| env_text(env, name)).map(|config| {
                 let auth = Authenticator::new(
                     config.jwt.verifier(),
                     config.jwt.jwks_url.clone(),
                     config.jwt.cache_entries,
                 );
-                Ok(Rc::new(Isolate { config, auth }))
+                Rc::new(Isolate { config, auth })
             })
         });
         loaded.clone().map_err(AppError::Config)
@@ -540,7 +540,16 @@ async fn chat(
                         key,
                         route,
                     };
-                    return answer(upstream, &call, cx, tracked, idle, store).await;
+                    return answer(
+                        upstream,
+                        &call,
+                        cx,
+                        tracked,
+                        idle,
+                        config.stream_coalesce_ms,
+                        store,
+                    )
+                    .await;
                 }
             }
             Some(Next::Fail(error)) => return Err(error),
@@ -633,6 +642,7 @@ async fn answer(
     cx: &Cx<'_>,
     mut tracked: Tracked,
     idle: Duration,
+    coalesce_ms: u64,
     store: Option<kv::Store>,
 ) -> Result<(Response, Option<Pump>), AppError> {
     let Accepted {
@@ -672,23 +682,26 @@ async fn answer(
             Err(e) => Err(tracked.step(|c, _| c.answer_failed(e))),
         };
     }
-    let Ok(upstream) = response.stream() else {
+    let ResponseBody::Stream(upstream) = response.body() else {
+        return Err(tracked.step(|c, _| c.answer_failed(UpstreamError::BadResponse)));
+    };
+    let Ok((pipe, body)) = Pipe::new(upstream, cx.hangup) else {
         return Err(tracked.step(|c, _| c.answer_failed(UpstreamError::BadResponse)));
     };
     let scrub = vec![key, route.provider.base_url.clone()];
     let relay = Relay::new(kind, &call.alias, call.include_usage, scrub, created);
-    let (outlet, body) = body::channel(cx.hangup);
     let pump = Pump {
-        upstream,
+        pipe,
         relay,
-        outlet,
+        outbox: Outbox::new(coalesce_ms),
+        flush: None,
         idle,
         idle_timer: IdleTimer::new(idle),
         tracked,
         hangup: cx.hangup.clone(),
         cache: store.map(|s| (s, StreamFold::new(), call.alias.clone(), label)),
     };
-    let response = Response::from_stream(body.map(Ok::<Vec<u8>, worker::Error>))
+    let response = Response::from_body(ResponseBody::Stream(body))
         .and_then(sse_response)
         .map_err(|_| AppError::Internal)?;
     Ok((response, Some(pump)))
@@ -752,13 +765,16 @@ fn sse_response(r: Response) -> worker::Result<Response> {
     Ok(r.with_status(200).with_headers(h))
 }
 
-/// Relays one stream: upstream chunk -> relay -> the caller's queue, reading the provider only
-/// when the caller has room, with the idle limit on both sides. With a cache store, folds what
-/// the caller gets into a full answer and stores it if it completed.
+/// Relays one stream: upstream piece -> relay -> the caller's body, reading the provider only
+/// while the caller takes what was written, with the idle limit on both sides. Writes are
+/// coalesced by the [`Outbox`]. With a cache store, folds what the caller gets into a full
+/// answer and stores it if it completed.
 struct Pump {
-    upstream: ByteStream,
+    pipe: Pipe,
     relay: Relay,
-    outlet: Outlet,
+    outbox: Outbox,
+    /// The timer that writes what the outbox holds when its window ends.
+    flush: Option<Pin<Box<Delay>>>,
     idle: Duration,
     /// The upstream's idle limit, one timer for the whole stream.
     idle_timer: IdleTimer,
@@ -775,6 +791,16 @@ enum Caller {
     Stalled,
 }
 
+/// What the pump waited for.
+enum Step {
+    /// Bytes for the caller from the relay (maybe none yet).
+    Out(Vec<u8>),
+    /// The coalescing window ended: write what is held.
+    Flush,
+    /// The caller went away.
+    Gone,
+}
+
 impl Pump {
     async fn run(mut self) {
         loop {
@@ -783,16 +809,16 @@ impl Pump {
                 Caller::Gone => return self.caller_left(None),
                 Caller::Stalled => return self.caller_left(Some("client_stalled")),
             }
-            let out = match pull(
-                &mut self.upstream,
-                &mut self.relay,
-                &mut self.idle_timer,
-                &self.hangup,
-            )
-            .await
-            {
-                Some(out) => out,
-                None => return self.caller_left(None),
+            let out = match self.step().await {
+                Step::Out(out) => out,
+                Step::Flush => {
+                    self.flush = None;
+                    if let Some(bytes) = self.outbox.take(now_ms()) {
+                        self.pipe.write(&bytes);
+                    }
+                    continue;
+                }
+                Step::Gone => return self.caller_left(None),
             };
             if !out.is_empty() {
                 if let Some((_, fold, _, _)) = &mut self.cache {
@@ -804,8 +830,16 @@ impl Pump {
                 }
                 drop(log);
                 // The stream's end counts as the provider sent it, even if the caller is gone.
-                if !self.outlet.send(out) && !self.relay.is_closed() {
+                if self.hangup.is_raised() && !self.relay.is_closed() {
                     return self.caller_left(None);
+                }
+                let now = now_ms();
+                if let Some(bytes) = self.outbox.push(&out, now) {
+                    self.flush = None;
+                    self.pipe.write(&bytes);
+                } else if self.flush.is_none() && !self.relay.is_closed() {
+                    let wait = self.outbox.due_in(now).unwrap_or(0);
+                    self.flush = Some(Box::pin(Delay::from(Duration::from_millis(wait))));
                 }
             }
             if self.relay.is_closed() {
@@ -814,18 +848,58 @@ impl Pump {
         }
     }
 
-    /// Waits until the caller's queue has room; a timer only when it is full.
-    async fn caller_ready(&self) -> Caller {
+    /// Waits until the caller has taken enough of what was written; a timer only when it
+    /// has not.
+    async fn caller_ready(&mut self) -> Caller {
         if self.hangup.is_raised() {
             return Caller::Gone;
         }
-        if self.outlet.queued() < BUFFER_BYTES {
+        self.outbox.written(self.pipe.taken());
+        if self.outbox.has_room() {
             return Caller::Ready;
         }
-        match select(self.outlet.room(), Delay::from(self.idle)).await {
-            Either::Left((true, _)) => Caller::Ready,
-            Either::Left((false, _)) => Caller::Gone,
-            Either::Right(_) => Caller::Stalled,
+        // The limit counts from the caller's last progress: each write taken starts it again.
+        while !self.outbox.has_room() {
+            match select(self.pipe.write_taken(), Delay::from(self.idle)).await {
+                Either::Left(_) if self.hangup.is_raised() => return Caller::Gone,
+                Either::Left(_) => self.outbox.written(self.pipe.taken()),
+                Either::Right(_) => return Caller::Stalled,
+            }
+        }
+        Caller::Ready
+    }
+
+    /// One upstream read through the relay (with the idle limit), or the coalescing window's
+    /// end, or the caller's departure.
+    async fn step(&mut self) -> Step {
+        // The limit counts from the read's start, as a timer made here would: time spent
+        // waiting for the caller is not the provider's silence.
+        if !self.pipe.is_reading() {
+            self.idle_timer.restart();
+        }
+        let flush = async {
+            match &mut self.flush {
+                Some(timer) => timer.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
+        let read = select(
+            select(self.pipe.read(), Box::pin(self.idle_timer.expired())),
+            Box::pin(flush),
+        );
+        match select(read, self.hangup.wait()).await {
+            Either::Left((Either::Left((Either::Left((piece, _)), _)), _)) => {
+                Step::Out(match piece {
+                    Piece::Bytes(bytes) => self.relay.feed(&bytes),
+                    Piece::End => self.relay.finish(),
+                    Piece::Broken => self.relay.fail(&UpstreamError::Network),
+                })
+            }
+            Either::Left((Either::Left((Either::Right(_), _)), _)) => {
+                Step::Out(self.relay.fail(&UpstreamError::Timeout))
+            }
+            Either::Left((Either::Right(_), _)) => Step::Flush,
+            Either::Right(_) => Step::Gone,
         }
     }
 
@@ -840,6 +914,10 @@ impl Pump {
     }
 
     fn finish(mut self) {
+        if let Some(bytes) = self.outbox.take(now_ms()) {
+            self.pipe.write(&bytes);
+        }
+        self.pipe.close();
         let outcome = self.relay.outcome();
         let usage = self.relay.usage();
         let last = self.relay.usage_is_final();
@@ -852,29 +930,6 @@ impl Pump {
         self.tracked
             .step(|c, l| c.stream_ended(&outcome, usage.as_ref(), last, produced, l));
         self.tracked.log.borrow_mut().write();
-    }
-}
-
-/// One upstream read through the relay (with the idle limit): the bytes for the caller, maybe
-/// none yet; `None` when the caller went away meanwhile.
-async fn pull(
-    upstream: &mut ByteStream,
-    relay: &mut Relay,
-    idle: &mut IdleTimer,
-    hangup: &Hangup,
-) -> Option<Vec<u8>> {
-    // The limit counts from this read's start, as a timer made here would: time spent waiting
-    // for the caller's room is not the provider's silence.
-    idle.restart();
-    let read = select(upstream.next(), Box::pin(idle.expired()));
-    match select(read, hangup.wait()).await {
-        Either::Left((Either::Left((Some(Ok(bytes)), _)), _)) => Some(relay.feed(&bytes)),
-        Either::Left((Either::Left((Some(Err(_)), _)), _)) => {
-            Some(relay.fail(&UpstreamError::Network))
-        }
-        Either::Left((Either::Left((None, _)), _)) => Some(relay.finish()),
-        Either::Left((Either::Right(_), _)) => Some(relay.fail(&UpstreamError::Timeout)),
-        Either::Right(_) => None,
     }
 }
 

@@ -9,6 +9,7 @@
 //! - `kv`: the response cache's KV reads and writes.
 //! - `fetch`: a fetch with a time limit and a capped body read, for providers, the JWKS and the
 //!   caller's body.
+//! - `stream`: a stream's pipe, the provider's body read and the caller's written natively.
 
 mod auth;
 mod durable;
@@ -16,6 +17,7 @@ mod entry;
 mod fetch;
 mod kv;
 pub(crate) mod limiter;
+mod stream;
 
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::Context;
