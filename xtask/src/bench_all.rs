@@ -4,8 +4,8 @@
 //!    the budget ([`WASM_GZ_BUDGET`]).
 //! 2. The Worker's CPU cost per request on the host (criterion, `worker/benches/request_cost.rs`).
 //! 3. The client's stream parsing against async-openai on the same stream.
-//! 4. The proxy's latency against the provider directly and a JavaScript passthrough Worker on
-//!    the same workerd (`bench_proxy`).
+//! 4. The proxy's CPU, latency and throughput against the provider directly and JavaScript
+//!    Workers on the same workerd, with a calibration row (`bench_proxy`).
 //! 5. What provider prompt caching saves on a writer's session, `PROMPT_CACHE` auto vs off
 //!    (`bench_cache`).
 //!

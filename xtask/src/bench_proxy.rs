@@ -1,30 +1,37 @@
-//! `cargo xtask bench proxy`: the latency the Worker adds, measured side by side.
+//! `cargo xtask bench proxy`: what the Worker costs and adds, measured side by side.
 //!
 //! The same requests go, in alternating batches so every path sees the same machine load, to:
 //! - the fake provider directly (no proxy at all);
 //! - a plain JavaScript passthrough Worker (`bench/passthrough`) on the same workerd: no JWT,
-//!   no limits, no routing; the floor a Worker can reach locally;
+//!   no limits, no routing; the floor a Worker can reach locally (it cannot meter a stream);
 //! - the same with an identity `TransformStream` whose `transform` sees every chunk
-//!   (`bench/transform`): the thinnest Worker that looks at a stream, as metering one needs;
+//!   (`bench/transform`): the thinnest standard Worker that looks at a stream;
+//! - a JavaScript reader loop that sees every piece once and writes it to workerd's native
+//!   `IdentityTransformStream` (`bench/reader`): the same looking, without a JS stream between
+//!   the code and the caller;
+//! - the calibration Worker (`bench/calibrate`): the passthrough plus a known amount of CPU work
+//!   per request, measured under node first; it must read as that much more than the
+//!   passthrough, or the measurement is off;
 //! - our Worker (JWT check, plan, limiter, routing, relay), with its per-isolate cache of
-//!   verified tokens (the default);
-//! - our Worker with that cache off (`JWT_CACHE_ENTRIES=0`): every request checks an RS256
-//!   signature;
-//! - our Worker with the limiter off (`LIMITS_ENABLED=false`): no Durable Object round trip.
+//!   verified tokens (the default), with that cache off (`JWT_CACHE_ENTRIES=0`: every request
+//!   checks an RS256 signature), and with the limiter off (`LIMITS_ENABLED=false`: no Durable
+//!   Object round trip);
+//! - with `--against`, another build of our Worker (before/after in one run).
 //!
-//! Each concurrent sender is its own user (its own token and limiter), as callers are in real
-//! use. Printed: p50/p90/p99 and requests/s per path at each concurrency, our Worker against
-//! the passthrough, and for streams the time to first byte and the total time; for each
-//! Worker, the CPU time its workerd used per request (from /proc: on a loaded machine wall
-//! times stretch, CPU time per request much less).
+//! Measured: JSON latency and requests/s at each concurrency; streams of two shapes, many
+//! chunks back to back and fewer chunks spaced as a provider sends them (one per read), with
+//! the CPU per chunk beside the TransformStream Worker's; and streams/s at concurrency 16. Each
+//! concurrent sender is its own user (its own token and limiter), as callers are in real use.
 //!
-//! Each Worker runs under `wrangler dev`, but the requests go to its runtime's own port and only
-//! that workerd's CPU is counted: wrangler's dev proxy (a second workerd, in the path of
-//! `wrangler dev`'s public port) buffers answers and does work of its own that a deployed Worker
-//! does not have (TOOLCHAIN.md).
+//! CPU is what the Worker's own workerd process used (utime + stime from /proc, all threads:
+//! the isolate, the runtime's HTTP and stream work). Each Worker runs under `wrangler dev`, but
+//! the requests go to its runtime's own port: wrangler's dev proxy (a second workerd in the path
+//! of `wrangler dev`'s public port) buffers answers and does work of its own that a deployed
+//! Worker does not have (TOOLCHAIN.md).
 
 use std::{
     path::{Path, PathBuf},
+    process::Command,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -46,28 +53,60 @@ const ISSUER: &str = "storycad-bench";
 const AUDIENCE: &str = "storycad-bench";
 const PROVIDER_KEY: &str = "bench-provider-key";
 
+/// The streams/s measurement: answers of this many content chunks, this many at once.
+const RATE_CHUNKS: usize = 20;
+const RATE_CONCURRENCY: usize = 16;
+/// Spaced streams take a while each (chunks x spacing): this many run at once (each stream's
+/// chunks stay spaced; the CPU per stream is the same).
+const SPACED_CONCURRENCY: usize = 4;
+
 /// Settings from the command line.
 #[derive(clap::Args)]
 pub struct Settings {
-    /// Requests per path and concurrency.
-    #[arg(long, default_value_t = 500, value_parser = at_least_one())]
+    /// JSON requests per path and concurrency.
+    #[arg(long, default_value_t = 500, value_parser = at_least(1))]
     pub requests: usize,
-    /// Words of the streamed answer (199: 200 content chunks).
-    #[arg(long, default_value_t = 199)]
-    pub stream_words: usize,
-    /// Concurrencies measured, comma-separated.
+    /// Concurrencies of the JSON requests, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64",
-          value_parser = at_least_one())]
+          value_parser = at_least(1))]
     pub concurrency: Vec<usize>,
+    /// Streams per path and shape [default: a fifth of --requests, at least 20].
+    #[arg(long, value_parser = at_least(1))]
+    pub streams: Option<usize>,
+    /// Content chunks of the stream sent back to back.
+    #[arg(long, default_value_t = 1000, value_parser = at_least(3))]
+    pub burst_chunks: usize,
+    /// Content chunks of the spaced stream.
+    #[arg(long, default_value_t = 200, value_parser = at_least(3))]
+    pub spaced_chunks: usize,
+    /// Milliseconds between the spaced stream's chunks.
+    #[arg(long, default_value_t = 2, value_parser = at_least(1))]
+    pub spacing_ms: usize,
+    /// CPU milliseconds the calibration Worker spends per request.
+    #[arg(long, default_value_t = 1.0, value_parser = positive_ms)]
+    pub calibration_ms: f64,
     /// Another build of the Worker (a copy of worker/build made at another commit) to measure
     /// beside this one, same settings: before/after in one run.
     #[arg(long, value_name = "DIR")]
     pub against: Option<PathBuf>,
 }
 
-/// A whole number of 1 or more.
-fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
-    clap::builder::RangedU64ValueParser::new().range(1..)
+impl Settings {
+    fn streams(&self) -> usize {
+        self.streams.unwrap_or((self.requests / 5).max(20))
+    }
+}
+
+/// A whole number of `min` or more.
+fn at_least(min: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(min..)
+}
+
+fn positive_ms(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(ms) if ms > 0.0 && ms <= 100.0 => Ok(ms),
+        _ => Err(format!("`{text}` is not a number of ms in (0, 100]")),
+    }
 }
 
 /// One path's figures at one concurrency (milliseconds, requests/s).
@@ -87,27 +126,55 @@ pub struct LatencyRow {
 pub struct StreamRow {
     pub path: &'static str,
     pub ttfb_p50: f64,
-    pub ttfb_p99: f64,
     pub total_p50: f64,
     pub total_p99: f64,
     pub cpu_ms: Option<f64>,
 }
 
+/// Streams of one shape, every path.
+pub struct StreamTable {
+    /// How the chunks came, e.g. "back to back".
+    pub shape: String,
+    pub chunks: usize,
+    pub streams: usize,
+    pub concurrency: usize,
+    pub rows: Vec<StreamRow>,
+}
+
+/// One path's streams per second at [`RATE_CONCURRENCY`].
+pub struct RateRow {
+    pub path: &'static str,
+    pub rate: f64,
+    pub cpu_ms: Option<f64>,
+}
+
+/// The calibration Worker's known cost.
+pub struct Calibration {
+    /// CPU ms per request its work costs under node.
+    pub ms: f64,
+    /// Rounds of that work per request.
+    pub rounds: u64,
+}
+
 /// What `bench proxy` measured.
 pub struct Report {
     pub requests: usize,
-    pub stream_requests: usize,
-    pub stream_chunks: usize,
     pub latency: Vec<LatencyRow>,
-    pub streams: Vec<StreamRow>,
+    pub calibration: Calibration,
+    pub streams: Vec<StreamTable>,
+    pub rate_streams: usize,
+    pub rates: Vec<RateRow>,
 }
 
 pub const DIRECT: &str = "provider directly";
 pub const PASSTHROUGH: &str = "JS passthrough Worker";
 pub const TRANSFORM: &str = "JS + TransformStream Worker";
+pub const READER: &str = "JS reader + native stream Worker";
+pub const CALIBRATION: &str = "calibration Worker (passthrough + known CPU)";
 pub const OURS: &str = "our Worker";
 pub const OURS_NO_CACHE: &str = "our Worker, no token cache";
 pub const OURS_NO_LIMITS: &str = "our Worker, limiter off";
+pub const OURS_NO_COALESCE: &str = "our Worker, STREAM_COALESCE_MS=0";
 pub const OURS_AGAINST: &str = "our Worker, --against build";
 
 pub fn run(settings: &Settings) -> Result<()> {
@@ -116,9 +183,10 @@ pub fn run(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-/// Starts the provider and the three Workers, measures, stops them.
+/// Starts the provider and the Workers, measures, stops them.
 pub fn measure(settings: &Settings) -> Result<Report> {
     build::worker(false)?;
+    let calibration = calibrate(settings.calibration_ms)?;
     let provider = FakeProvider::start_with(FakeProviderOptions::default())?;
     // RS256: what most issuers sign with, and the dearest check (the test-only key pair).
     let keys = TestKeys::load()?;
@@ -127,9 +195,10 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         "models": ["bench"], "requests_per_minute": 1_000_000, "tokens_per_day": 1_000_000_000u64,
         "max_output_tokens": 4096, "concurrent_streams": 1000
     }});
-    let ours = |name: &str, cache_entries: &str, limits: &str, dir: Option<PathBuf>| {
-        Worker::start(
-            WorkerOptions {
+    // `coalesce`: STREAM_COALESCE_MS when not the Worker's default.
+    let ours =
+        |name: &str, cache: &str, limits: &str, coalesce: Option<&str>, dir: Option<PathBuf>| {
+            let mut options = WorkerOptions {
                 name: name.into(),
                 // Built once above: they run the same bundle (but the --against one).
                 build: false,
@@ -140,49 +209,63 @@ pub fn measure(settings: &Settings) -> Result<Report> {
             .var("JWT_ISSUER", ISSUER)
             .var("JWT_AUDIENCE", AUDIENCE)
             .var("JWT_ALGORITHMS", "RS256")
-            .var("JWT_CACHE_ENTRIES", cache_entries)
+            .var("JWT_CACHE_ENTRIES", cache)
             .var("LIMITS_ENABLED", limits)
             .var("ROUTES", r#"{"bench":["openai:gpt-4o-mini"]}"#)
             .var("PLANS", plans.to_string())
             .var("DEFAULT_PLAN", "bench")
             .var("CACHE_TTL_SECONDS", "0")
             .var("OPENAI_BASE_URL", provider.openai_base_url())
-            .secret("OPENAI_API_KEY", PROVIDER_KEY),
-        )
-    };
-    let worker = ours("bench-worker", "4096", "true", None)?;
-    let uncached = ours("bench-worker-nocache", "0", "true", None)?;
-    let unlimited = ours("bench-worker-nolimits", "4096", "false", None)?;
-    let against = match &settings.against {
-        Some(build) => Some(ours(
-            "bench-worker-against",
-            "4096",
-            "true",
-            Some(against_dir(build)?),
-        )?),
-        None => None,
-    };
-    let passthrough = Worker::start(
-        WorkerOptions {
-            name: "bench-passthrough".into(),
-            config: Some(workspace_root().join("bench/passthrough/wrangler.toml")),
+            .secret("OPENAI_API_KEY", PROVIDER_KEY);
+            if let Some(ms) = coalesce {
+                options = options.var("STREAM_COALESCE_MS", ms);
+            }
+            Worker::start(options)
+        };
+    let js = |dir: &str, rounds: Option<u64>| {
+        let mut options = WorkerOptions {
+            name: format!("bench-{dir}"),
+            config: Some(
+                workspace_root()
+                    .join("bench")
+                    .join(dir)
+                    .join("wrangler.toml"),
+            ),
             ..WorkerOptions::default()
         }
         .var("OPENAI_BASE_URL", provider.openai_base_url())
-        .secret("OPENAI_API_KEY", PROVIDER_KEY),
-    )?;
-
-    let transform = Worker::start(
-        WorkerOptions {
-            name: "bench-transform".into(),
-            config: Some(workspace_root().join("bench/transform/wrangler.toml")),
-            ..WorkerOptions::default()
+        .secret("OPENAI_API_KEY", PROVIDER_KEY);
+        if let Some(rounds) = rounds {
+            options = options.var("SPIN_ROUNDS", rounds.to_string());
         }
-        .var("OPENAI_BASE_URL", provider.openai_base_url())
-        .secret("OPENAI_API_KEY", PROVIDER_KEY),
-    )?;
+        Worker::start(options)
+    };
+    let mut workers = Vec::new();
+    let mut targets = vec![Target::new(
+        DIRECT,
+        &provider.openai_base_url(),
+        vec![PROVIDER_KEY.into()],
+        "gpt-4o-mini",
+    )];
+    for (name, dir, rounds) in [
+        (PASSTHROUGH, "passthrough", None),
+        (TRANSFORM, "transform", None),
+        (READER, "reader", None),
+        (CALIBRATION, "calibrate", Some(calibration.rounds)),
+    ] {
+        let w = js(dir, rounds)?;
+        let t = Target::new(name, &w.api_base(), vec!["unused".into()], "gpt-4o-mini");
+        targets.push(t.served_by(&w)?);
+        workers.push(w);
+    }
 
-    let users = settings.concurrency.iter().copied().max().unwrap_or(1);
+    let users = settings
+        .concurrency
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(RATE_CONCURRENCY);
     let tokens: Vec<String> = (0..users)
         .map(|i| {
             let mut claims = tokens::claims(
@@ -195,58 +278,85 @@ pub fn measure(settings: &Settings) -> Result<Report> {
             tokens::mint(key, &claims)
         })
         .collect();
-    let upstream_model = "gpt-4o-mini";
-    let mut targets = vec![
-        Target::new(
-            DIRECT,
-            &provider.openai_base_url(),
-            vec![PROVIDER_KEY.into()],
-            upstream_model,
-        ),
-        Target::new(
-            PASSTHROUGH,
-            &passthrough.api_base(),
-            vec!["unused".into()],
-            upstream_model,
-        )
-        .served_by(&passthrough)?,
-        Target::new(
-            TRANSFORM,
-            &transform.api_base(),
-            vec!["unused".into()],
-            upstream_model,
-        )
-        .served_by(&transform)?,
-        Target::new(OURS, &worker.api_base(), tokens.clone(), "bench").served_by(&worker)?,
-        Target::new(OURS_NO_CACHE, &uncached.api_base(), tokens.clone(), "bench")
-            .served_by(&uncached)?,
-        Target::new(
-            OURS_NO_LIMITS,
-            &unlimited.api_base(),
-            tokens.clone(),
-            "bench",
-        )
-        .served_by(&unlimited)?,
-    ];
-    if let Some(w) = &against {
-        targets.push(Target::new(OURS_AGAINST, &w.api_base(), tokens, "bench").served_by(w)?);
+    let against = match &settings.against {
+        Some(build) => Some(against_dir(build)?),
+        None => None,
+    };
+    for (name, cache, limits, coalesce, dir) in [
+        (OURS, "4096", "true", None, None),
+        (OURS_NO_CACHE, "0", "true", None, None),
+        (OURS_NO_LIMITS, "4096", "false", None, None),
+        (OURS_NO_COALESCE, "4096", "true", Some("0"), None),
+    ]
+    .into_iter()
+    .chain(against.map(|dir| (OURS_AGAINST, "4096", "true", None, Some(dir))))
+    {
+        let w = ours(
+            &format!("bench-{}", workers.len()),
+            cache,
+            limits,
+            coalesce,
+            dir,
+        )?;
+        let mut t = Target::new(name, &w.api_base(), tokens.clone(), "bench").served_by(&w)?;
+        // The token cache's cost is a per-request one: the JSON table shows it; coalescing is
+        // a stream's only.
+        t.streams = name != OURS_NO_CACHE;
+        t.json = name != OURS_NO_COALESCE;
+        targets.push(t);
+        workers.push(w);
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let result = rt.block_on(measure_targets(settings, &targets));
-    for w in [worker, uncached, unlimited, passthrough, transform]
-        .into_iter()
-        .chain(against)
-    {
+    let result = rt.block_on(measure_targets(settings, &targets, calibration));
+    for w in workers {
         if !w.stop().group_empty {
             eprintln!("bench: some wrangler processes were still running at the end");
         }
     }
     drop(provider);
     result
+}
+
+/// Finds how many rounds of `bench/calibrate/spin.mjs` cost `ms` of CPU under node (the same
+/// V8 as workerd's), and what they cost measured again.
+fn calibrate(ms: f64) -> Result<Calibration> {
+    let spin = workspace_root().join("bench/calibrate/spin.mjs");
+    let script = format!(
+        r#"const {{ spin }} = await import({url});
+const cost = (rounds, times) => {{
+  const t = process.cpuUsage();
+  let s = 0;
+  for (let i = 0; i < times; i++) s ^= spin(rounds);
+  const d = process.cpuUsage(t);
+  if (s === 1) console.error("spin");
+  return (d.user + d.system) / 1000 / times;
+}};
+cost(100000, 100);
+const guess = Math.max(1, Math.round(1000000 * {ms} / cost(1000000, 20)));
+console.log(guess, cost(guess, Math.ceil(400 / {ms})));"#,
+        url = json!(format!("file://{}", spin.display())),
+    );
+    let out = Command::new("node")
+        .args(["--input-type=module", "-e", &script])
+        .output()
+        .context("running node to calibrate")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut parts = text.split_whitespace();
+    match (
+        parts.next().and_then(|r| r.parse().ok()),
+        parts.next().and_then(|m| m.parse().ok()),
+    ) {
+        (Some(rounds), Some(ms)) if out.status.success() => Ok(Calibration { ms, rounds }),
+        _ => bail!(
+            "calibrating under node failed: {}{}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
 }
 
 /// A Worker directory for the `--against` build: this checkout's wrangler.toml and
@@ -287,6 +397,9 @@ struct Target {
     model: &'static str,
     /// The runtime processes serving it (their CPU time is measured), if any.
     runtime: Vec<u32>,
+    /// Whether it is measured with JSON requests, and with streams.
+    json: bool,
+    streams: bool,
 }
 
 impl Target {
@@ -297,6 +410,8 @@ impl Target {
             tokens: Arc::new(tokens),
             model,
             runtime: Vec::new(),
+            json: true,
+            streams: true,
         }
     }
 
@@ -376,21 +491,44 @@ struct Timing {
     total: Duration,
 }
 
-async fn measure_targets(settings: &Settings, targets: &[Target]) -> Result<Report> {
+/// A prompt the fake provider answers with `chunks` content chunks, each `spacing_ms` after the
+/// last (0: back to back): it echoes `echo:` and then each word, the fault marker included.
+fn stream_prompt(chunks: usize, spacing_ms: usize) -> String {
+    if spacing_ms == 0 {
+        vec!["word"; chunks - 1].join(" ")
+    } else {
+        format!(
+            "fault:slow={spacing_ms} {}",
+            vec!["word"; chunks - 2].join(" ")
+        )
+    }
+}
+
+async fn measure_targets(
+    settings: &Settings,
+    targets: &[Target],
+    calibration: Calibration,
+) -> Result<Report> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
-    let short: Vec<String> = targets
-        .iter()
-        .map(|t| t.body("hello there", false))
-        .collect();
-    let long_prompt = vec!["word"; settings.stream_words].join(" ");
-    let streamed: Vec<String> = targets.iter().map(|t| t.body(&long_prompt, true)).collect();
+    let all: Vec<&Target> = targets.iter().filter(|t| t.json).collect();
+    let streaming: Vec<&Target> = targets.iter().filter(|t| t.streams).collect();
+    let bodies = |on: &[&Target], prompt: &str, stream: bool| -> Vec<String> {
+        on.iter().map(|t| t.body(prompt, stream)).collect()
+    };
+    let short = bodies(&all, "hello there", false);
 
     // Warm every path: connections, isolates, key parses, each user's limiter and (where it
     // is on) each token's cache entry.
-    let users = settings.concurrency.iter().copied().max().unwrap_or(1);
-    for (t, body) in targets.iter().zip(&short) {
+    let users = settings
+        .concurrency
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(RATE_CONCURRENCY);
+    for (t, body) in all.iter().zip(&short) {
         for sender in 0..users.max(20) {
             t.send(&http, body, false, sender).await?;
         }
@@ -398,22 +536,16 @@ async fn measure_targets(settings: &Settings, targets: &[Target]) -> Result<Repo
 
     let mut report = Report {
         requests: settings.requests,
-        stream_requests: (settings.requests / 5).max(20),
-        stream_chunks: settings.stream_words + 1,
         latency: Vec::new(),
+        calibration,
         streams: Vec::new(),
+        rate_streams: settings.requests.max(50),
+        rates: Vec::new(),
     };
     for &concurrency in &settings.concurrency {
-        let samples = interleaved(
-            &http,
-            targets,
-            &short,
-            settings.requests,
-            concurrency,
-            false,
-        )
-        .await?;
-        for (t, s) in targets.iter().zip(&samples) {
+        let samples =
+            interleaved(&http, &all, &short, settings.requests, concurrency, false).await?;
+        for (t, s) in all.iter().zip(&samples) {
             let p = s.stats(|t| t.total);
             report.latency.push(LatencyRow {
                 path: t.name,
@@ -426,18 +558,59 @@ async fn measure_targets(settings: &Settings, targets: &[Target]) -> Result<Repo
             });
         }
     }
-    let samples = interleaved(&http, targets, &streamed, report.stream_requests, 1, true).await?;
-    for (t, s) in targets.iter().zip(&samples) {
-        let (f, a) = (s.stats(|t| t.first_byte), s.stats(|t| t.total));
-        report.streams.push(StreamRow {
-            path: t.name,
-            ttfb_p50: f.p50,
-            ttfb_p99: f.p99,
-            total_p50: a.p50,
-            total_p99: a.p99,
-            cpu_ms: s.cpu_per_request(),
+    for (shape, chunks, spacing, concurrency) in [
+        ("back to back".to_owned(), settings.burst_chunks, 0, 1),
+        (
+            format!("{} ms apart", settings.spacing_ms),
+            settings.spaced_chunks,
+            settings.spacing_ms,
+            SPACED_CONCURRENCY,
+        ),
+    ] {
+        let bodies = bodies(&streaming, &stream_prompt(chunks, spacing), true);
+        let n = settings.streams();
+        let samples = interleaved(&http, &streaming, &bodies, n, concurrency, true).await?;
+        let rows = streaming
+            .iter()
+            .zip(&samples)
+            .map(|(t, s)| {
+                let (f, a) = (s.stats(|t| t.first_byte), s.stats(|t| t.total));
+                StreamRow {
+                    path: t.name,
+                    ttfb_p50: f.p50,
+                    total_p50: a.p50,
+                    total_p99: a.p99,
+                    cpu_ms: s.cpu_per_request(),
+                }
+            })
+            .collect();
+        report.streams.push(StreamTable {
+            shape,
+            chunks,
+            streams: n,
+            concurrency,
+            rows,
         });
     }
+    let bodies = bodies(&streaming, &stream_prompt(RATE_CHUNKS, 0), true);
+    let samples = interleaved(
+        &http,
+        &streaming,
+        &bodies,
+        report.rate_streams,
+        RATE_CONCURRENCY,
+        true,
+    )
+    .await?;
+    report.rates = streaming
+        .iter()
+        .zip(&samples)
+        .map(|(t, s)| RateRow {
+            path: t.name,
+            rate: s.rate,
+            cpu_ms: s.cpu_per_request(),
+        })
+        .collect();
     Ok(report)
 }
 
@@ -449,7 +622,15 @@ pub fn print(report: &Report) {
     }
 }
 
-/// The report as Markdown tables, with our Worker against the passthrough.
+/// `ours / base` as `x0.00`, or `-` when either is missing.
+fn ratio(ours: Option<f64>, base: Option<f64>) -> String {
+    match (ours, base) {
+        (Some(o), Some(b)) if b > 0.0 => format!("x{:.2}", o / b),
+        _ => "-".into(),
+    }
+}
+
+/// The report as Markdown tables, with our Worker against its baselines.
 pub fn markdown(report: &Report) -> Result<String> {
     use std::fmt::Write as _;
     let mut md = String::new();
@@ -464,6 +645,7 @@ pub fn markdown(report: &Report) -> Result<String> {
     )?;
     let mut concurrencies: Vec<usize> = report.latency.iter().map(|r| r.concurrency).collect();
     concurrencies.dedup();
+    let mut calibration = Vec::new();
     for c in concurrencies {
         let rows: Vec<_> = report
             .latency
@@ -483,43 +665,104 @@ pub fn markdown(report: &Report) -> Result<String> {
             )?;
         }
         let find = |name: &str| rows.iter().find(|r| r.path == name);
-        if let (Some(b), Some(o)) = (find(PASSTHROUGH), find(OURS)) {
+        let Some(base) = find(PASSTHROUGH) else {
+            continue;
+        };
+        for (label, name) in [
+            ("ours", OURS),
+            ("ours, limiter off,", OURS_NO_LIMITS),
+            ("calibration", CALIBRATION),
+        ] {
+            let Some(o) = find(name) else { continue };
             writeln!(
                 md,
-                "| *ours vs passthrough* | {c} | {:+.2} | {:+.2} | {:+.2} | x{:.2} | {} |",
-                o.p50 - b.p50,
-                o.p90 - b.p90,
-                o.p99 - b.p99,
-                o.rate / b.rate.max(f64::MIN_POSITIVE),
-                match (o.cpu_ms, b.cpu_ms) {
+                "| *{label} vs passthrough* | {c} | {:+.2} | {:+.2} | {:+.2} | {} | {} |",
+                o.p50 - base.p50,
+                o.p90 - base.p90,
+                o.p99 - base.p99,
+                ratio(Some(o.rate), Some(base.rate)),
+                match (o.cpu_ms, base.cpu_ms) {
                     (Some(x), Some(y)) => format!("{:+.2}", x - y),
                     _ => "-".into(),
                 }
             )?;
+            if name == CALIBRATION {
+                if let (Some(x), Some(y)) = (o.cpu_ms, base.cpu_ms) {
+                    calibration.push(format!("{:+.2} ms at concurrency {c}", x - y));
+                }
+            }
         }
     }
     writeln!(
         md,
-        "\n### Streams of {} content chunks ({} per path, concurrency 1)\n",
-        report.stream_chunks, report.stream_requests
+        "\nCalibration: the calibration Worker spends {:.2} ms of CPU per request beyond the \
+         passthrough ({} rounds of `bench/calibrate/spin.mjs`, timed under node); measured here: {}.",
+        report.calibration.ms,
+        report.calibration.rounds,
+        if calibration.is_empty() {
+            "-".to_owned()
+        } else {
+            calibration.join(", ")
+        }
+    )?;
+
+    for table in &report.streams {
+        writeln!(
+            md,
+            "\n### Streams of {} content chunks, {} ({} per path, concurrency {})\n",
+            table.chunks, table.shape, table.streams, table.concurrency
+        )?;
+        writeln!(
+            md,
+            "| path | TTFB p50 ms | total p50 ms | total p99 ms | CPU ms/stream | CPU µs/chunk | vs TransformStream |\n|---|---:|---:|---:|---:|---:|---:|"
+        )?;
+        let transform = table
+            .rows
+            .iter()
+            .find(|r| r.path == TRANSFORM)
+            .and_then(|r| r.cpu_ms);
+        for r in &table.rows {
+            writeln!(
+                md,
+                "| {} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+                r.path,
+                r.ttfb_p50,
+                r.total_p50,
+                r.total_p99,
+                cpu(r.cpu_ms),
+                r.cpu_ms.map_or("-".into(), |ms| format!(
+                    "{:.0}",
+                    ms * 1000.0 / table.chunks as f64
+                )),
+                ratio(r.cpu_ms, transform)
+            )?;
+        }
+    }
+
+    writeln!(
+        md,
+        "\n### Streams per second ({} streams of {RATE_CHUNKS} content chunks per path, concurrency {RATE_CONCURRENCY})\n",
+        report.rate_streams
     )?;
     writeln!(
         md,
-        "| path | TTFB p50 ms | TTFB p99 ms | total p50 ms | total p99 ms | CPU ms/stream |\n|---|---:|---:|---:|---:|---:|"
+        "| path | streams/s | CPU ms/stream | streams/s vs TransformStream |\n|---|---:|---:|---:|"
     )?;
-    for r in &report.streams {
+    let transform = report
+        .rates
+        .iter()
+        .find(|r| r.path == TRANSFORM)
+        .map(|r| r.rate);
+    for r in &report.rates {
         writeln!(
             md,
-            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            "| {} | {:.0} | {} | {} |",
             r.path,
-            r.ttfb_p50,
-            r.ttfb_p99,
-            r.total_p50,
-            r.total_p99,
-            cpu(r.cpu_ms)
+            r.rate,
+            cpu(r.cpu_ms),
+            ratio(Some(r.rate), transform)
         )?;
     }
-
     Ok(md)
 }
 
@@ -574,7 +817,7 @@ impl Samples {
 /// Sends `total` requests to each target, in batches; each round starts with the next target.
 async fn interleaved(
     http: &reqwest::Client,
-    targets: &[Target],
+    targets: &[&Target],
     bodies: &[String],
     total: usize,
     concurrency: usize,
@@ -591,7 +834,7 @@ async fn interleaved(
             let runtime = &targets[i].runtime;
             let cpu_before = (!runtime.is_empty()).then(|| processes_cpu(runtime));
             let started = Instant::now();
-            let timings = run_batch(http, &targets[i], &bodies[i], n, concurrency, stream).await?;
+            let timings = run_batch(http, targets[i], &bodies[i], n, concurrency, stream).await?;
             samples[i].busy += started.elapsed();
             if let Some(before) = cpu_before {
                 let used = processes_cpu(&targets[i].runtime).saturating_sub(before);

@@ -93,8 +93,8 @@ struct Bench {
 enum OneBench {
     /// Client SSE parsing: ours vs async-openai on the same stream.
     Client,
-    /// Latency the Worker adds: vs the fake provider directly and vs a JavaScript passthrough
-    /// Worker on the same workerd.
+    /// What the Worker costs and adds (CPU per request and per streamed chunk, latency,
+    /// throughput): beside the fake provider directly and JavaScript Workers on the same workerd.
     Proxy(bench_proxy::Settings),
     /// Per-chunk cost: the Python bindings' next() loop vs the Rust client.
     Ffi,
@@ -166,13 +166,14 @@ mod tests {
         };
         assert!(b.record && b.only.is_none());
         assert_eq!((b.proxy.requests, b.proxy.concurrency), (40, vec![1, 8]));
-        let Ok(Task::Bench(b)) = parse("bench proxy --stream-words 9") else {
+        let Ok(Task::Bench(b)) = parse("bench proxy --burst-chunks 9 --calibration-ms 2.5") else {
             panic!("bench proxy did not parse");
         };
         let Some(OneBench::Proxy(p)) = b.only else {
             panic!("bench proxy is not the proxy bench");
         };
-        assert_eq!((p.requests, p.stream_words), (500, 9));
+        assert_eq!((p.requests, p.burst_chunks, p.spaced_chunks), (500, 9, 200));
+        assert_eq!((p.calibration_ms, p.streams), (2.5, None));
         let Ok(Task::Bench(b)) = parse("bench cache") else {
             panic!("bench cache did not parse");
         };
@@ -211,6 +212,8 @@ mod tests {
         for line in [
             "bench --concurrency 0",
             "bench --requests many",
+            "bench proxy --burst-chunks 2",
+            "bench proxy --calibration-ms 0",
             "bench client --record",
             "soak --via-wrangler --miniflare",
             "soak --users 0",
