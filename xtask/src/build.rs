@@ -35,6 +35,12 @@ pub fn worker(force: bool) -> Result<()> {
     let started = Instant::now();
     let mut c = worker_build_command(setup::wasm_toolchain()?)?;
     cmd::run(&mut c)?;
+    let wasm = find_wasm(&out).context("worker-build left no .wasm in worker/build")?;
+    let module = fs::read(&wasm)?;
+    fs::write(
+        &wasm,
+        without_names(&module).context("the built wasm is not a wasm module")?,
+    )?;
     fs::write(&stamp, fingerprint)?;
     eprintln!(
         "build-worker: built in {:.1} s{}",
@@ -182,6 +188,47 @@ fn find_wasm(dir: &Path) -> Option<PathBuf> {
     None
 }
 
+/// `module` without its `name` custom section: the function names (worker-build keeps them,
+/// whatever wasm-opt is told), 187 KB of a 1,160 KB module. A wasm trap's stack trace then
+/// shows `wasm-function[N]`; the Worker's own errors are logged by message. `None` when the
+/// bytes are not a well-formed module.
+pub fn without_names(module: &[u8]) -> Option<Vec<u8>> {
+    fn leb(bytes: &[u8], at: &mut usize) -> Option<usize> {
+        let mut value = 0usize;
+        for shift in (0..35).step_by(7) {
+            let b = *bytes.get(*at)?;
+            *at += 1;
+            value |= usize::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    if module.get(..4)? != b"\0asm" {
+        return None;
+    }
+    let mut out = module.get(..8)?.to_vec();
+    let mut at = 8;
+    while at < module.len() {
+        let start = at;
+        let id = module[at];
+        at += 1;
+        let len = leb(module, &mut at)?;
+        let end = at.checked_add(len).filter(|&e| e <= module.len())?;
+        let is_names = id == 0 && {
+            let mut name_at = at;
+            let name_len = leb(module, &mut name_at)?;
+            module.get(name_at..name_at.checked_add(name_len)?)? == b"name"
+        };
+        if !is_names {
+            out.extend_from_slice(&module[start..end]);
+        }
+        at = end;
+    }
+    Some(out)
+}
+
 /// A fingerprint of everything the bundle is built from.
 fn inputs_fingerprint() -> Result<u64> {
     let root = root();
@@ -208,6 +255,8 @@ fn inputs_fingerprint() -> Result<u64> {
     let toolchain = setup::wasm_toolchain()?;
     all.extend_from_slice(format!("{toolchain:?}").as_bytes());
     all.extend_from_slice(cmd::describe(&worker_build_command(toolchain)?).as_bytes());
+    // And what is done to its output (the name section dropped).
+    all.extend_from_slice(b"without-names");
     Ok(fnv1a(&all))
 }
 
@@ -226,6 +275,33 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_name_section_is_dropped_and_nothing_else() {
+        // Header, a type section (one `() -> ()`), a custom "name" section, a custom "other".
+        let mut module = b"\0asm\x01\0\0\0".to_vec();
+        let types = [1u8, 4, 1, 0x60, 0, 0];
+        let names = [0u8, 7, 4, b'n', b'a', b'm', b'e', 1, 2];
+        let other = [0u8, 6, 5, b'o', b't', b'h', b'e', b'r'];
+        for section in [&types[..], &names, &other] {
+            module.extend_from_slice(section);
+        }
+        let mut expected = b"\0asm\x01\0\0\0".to_vec();
+        expected.extend_from_slice(&types);
+        expected.extend_from_slice(&other);
+        assert_eq!(without_names(&module), Some(expected.clone()));
+        assert_eq!(
+            without_names(&expected),
+            Some(expected.clone()),
+            "nothing to drop"
+        );
+        assert_eq!(without_names(b"not wasm"), None);
+        assert_eq!(
+            without_names(&module[..module.len() - 2]),
+            None,
+            "cut short"
+        );
+    }
 
     #[test]
     fn esbuild_package_follows_npm_names() {
