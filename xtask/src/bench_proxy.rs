@@ -442,15 +442,26 @@ impl Target {
         sender: usize,
     ) -> Result<Timing> {
         let token = &self.tokens[sender % self.tokens.len()];
-        let started = Instant::now();
-        let mut resp = http
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .bearer_auth(token)
-            .body(body.to_owned())
-            .send()
-            .await
-            .with_context(|| format!("{}: sending", self.name))?;
+        let post = || {
+            http.post(&self.url)
+                .header("content-type", "application/json")
+                .bearer_auth(token)
+                .body(body.to_owned())
+                .send()
+        };
+        let mut started = Instant::now();
+        // A pooled connection the runtime closed as it was reused fails before anything was
+        // sent: that one request goes again, on a new connection, timed from there.
+        let mut resp = match post().await {
+            Ok(resp) => resp,
+            Err(e) if e.is_request() || e.is_connect() => {
+                started = Instant::now();
+                post()
+                    .await
+                    .with_context(|| format!("{}: sending (twice)", self.name))?
+            }
+            Err(e) => return Err(e).with_context(|| format!("{}: sending", self.name)),
+        };
         if !resp.status().is_success() {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
