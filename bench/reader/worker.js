@@ -1,14 +1,11 @@
 // A baseline of `cargo xtask bench proxy`: JavaScript code that reads every piece of the answer
 // once (a reader loop) and writes it to the runtime's native IdentityTransformStream, whose
 // readable side is the response: the bytes leave through workerd's own pipe, not a JS stream.
+import passthrough from "../passthrough/worker.js";
+
 export default {
   async fetch(request, env, ctx) {
-    const url = new URL(request.url);
-    if (url.pathname === "/healthz") return new Response('{"status":"ok"}');
-    const headers = new Headers(request.headers);
-    headers.set("authorization", `Bearer ${env.OPENAI_API_KEY}`);
-    const upstream = env.OPENAI_BASE_URL + url.pathname.replace(/^\/v1/, "");
-    const answer = await fetch(upstream, { method: request.method, headers, body: request.body });
+    const answer = await passthrough.fetch(request, env, ctx);
     if (!answer.body) return answer;
     const { readable, writable } = new IdentityTransformStream();
     const writer = writable.getWriter();
