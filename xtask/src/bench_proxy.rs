@@ -10,8 +10,9 @@
 //!   `IdentityTransformStream` (`bench/reader`): the same looking, without a JS stream between
 //!   the code and the caller;
 //! - the calibration Worker (`bench/calibrate`): the passthrough plus a known amount of CPU work
-//!   per request, measured under node first; it must read as that much more than the
-//!   passthrough, or the measurement is off;
+//!   per request (sized under node, then measured under the same workerd in requests that do it
+//!   many times); it must read as that much more than the passthrough, or the measurement is
+//!   off;
 //! - our Worker (JWT check, plan, limiter, routing, relay), with its per-isolate cache of
 //!   verified tokens (the default), with that cache off (`JWT_CACHE_ENTRIES=0`: every request
 //!   checks an RS256 signature), and with the limiter off (`LIMITS_ENABLED=false`: no Durable
@@ -150,11 +151,17 @@ pub struct RateRow {
 
 /// The calibration Worker's known cost.
 pub struct Calibration {
-    /// CPU ms per request its work costs under node.
+    /// CPU ms per request its work costs under node (the rounds are chosen there).
     pub ms: f64,
+    /// The same work under the bench's workerd (its V8 may tier code differently), measured in
+    /// requests that do it [`SPIN_TIMES`] times; `None` before it is measured.
+    pub workerd_ms: Option<f64>,
     /// Rounds of that work per request.
     pub rounds: u64,
 }
+
+/// How many times a `/spin` request of the calibration Worker does its per-request work.
+const SPIN_TIMES: usize = 40;
 
 /// What `bench proxy` measured.
 pub struct Report {
@@ -350,7 +357,11 @@ console.log(guess, cost(guess, Math.ceil(400 / {ms})));"#,
         parts.next().and_then(|r| r.parse().ok()),
         parts.next().and_then(|m| m.parse().ok()),
     ) {
-        (Some(rounds), Some(ms)) if out.status.success() => Ok(Calibration { ms, rounds }),
+        (Some(rounds), Some(ms)) if out.status.success() => Ok(Calibration {
+            ms,
+            workerd_ms: None,
+            rounds,
+        }),
         _ => bail!(
             "calibrating under node failed: {}{}",
             text,
@@ -515,14 +526,48 @@ fn stream_prompt(chunks: usize, spacing_ms: usize) -> String {
     }
 }
 
+/// What the calibration Worker's per-request work costs under its workerd: the CPU of requests
+/// that do it [`SPIN_TIMES`] times, less that of requests that do nothing (`/healthz`), per
+/// time. Each such request spends tens of ms on the work alone, so its own cost and the clock
+/// ticks of /proc hardly count.
+async fn spin_cost(http: &reqwest::Client, target: &Target) -> Result<f64> {
+    let base = target
+        .url
+        .strip_suffix("/v1/chat/completions")
+        .context("the calibration Worker's address")?;
+    let get = |path: String| async move {
+        let resp = http.get(path).send().await?;
+        anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
+        resp.bytes().await?;
+        anyhow::Ok(())
+    };
+    for _ in 0..5 {
+        get(format!("{base}/spin?times=5")).await?;
+    }
+    let (mut spun, mut idle) = (Duration::ZERO, Duration::ZERO);
+    let rounds = 20;
+    for _ in 0..rounds {
+        let before = processes_cpu(&target.runtime);
+        get(format!("{base}/spin?times={SPIN_TIMES}")).await?;
+        let middle = processes_cpu(&target.runtime);
+        get(format!("{base}/healthz")).await?;
+        idle += processes_cpu(&target.runtime).saturating_sub(middle);
+        spun += middle.saturating_sub(before);
+    }
+    Ok(spun.saturating_sub(idle).as_secs_f64() * 1000.0 / (rounds * SPIN_TIMES) as f64)
+}
+
 async fn measure_targets(
     settings: &Settings,
     targets: &[Target],
-    calibration: Calibration,
+    mut calibration: Calibration,
 ) -> Result<Report> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
+    if let Some(t) = targets.iter().find(|t| t.name == CALIBRATION) {
+        calibration.workerd_ms = Some(spin_cost(&http, t).await.context("calibrating")?);
+    }
     let all: Vec<&Target> = targets.iter().filter(|t| t.json).collect();
     let streaming: Vec<&Target> = targets.iter().filter(|t| t.streams).collect();
     let bodies = |on: &[&Target], prompt: &str, stream: bool| -> Vec<String> {
@@ -704,12 +749,15 @@ pub fn markdown(report: &Report) -> Result<String> {
             }
         }
     }
+    let c = &report.calibration;
     writeln!(
         md,
-        "\nCalibration: the calibration Worker spends {:.2} ms of CPU per request beyond the \
-         passthrough ({} rounds of `bench/calibrate/spin.mjs`, timed under node); measured here: {}.",
-        report.calibration.ms,
-        report.calibration.rounds,
+        "\nCalibration: the calibration Worker does {} rounds of `bench/calibrate/spin.mjs` per \
+         request beyond the passthrough: {} ms of CPU under this workerd (requests doing it {SPIN_TIMES} \
+         times), {:.2} ms under node; read here per request: {}.",
+        c.rounds,
+        c.workerd_ms.map_or("-".to_owned(), |ms| format!("{ms:.2}")),
+        c.ms,
         if calibration.is_empty() {
             "-".to_owned()
         } else {

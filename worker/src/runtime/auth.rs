@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use worker::{console_log, Date, Delay, Headers, Method, Request, RequestInit, RequestRedirect};
 
-use super::fetch::{fetch, read_capped, FetchError, ReadError};
+use super::fetch::{body_of, fetch, read_capped, FetchError, ReadError};
 
 use crate::auth::{
     bearer_token, token_kid, AuthError, Claims, ClaimsCache, FetchReason, JwksCache, KeyId, KeySet,
@@ -160,7 +160,7 @@ async fn fetch_jwks(url: &str) -> Result<KeySet, String> {
         .with_headers(headers)
         .with_redirect(RequestRedirect::Manual);
     let request = Request::new_with_init(url, &init).map_err(|e| e.to_string())?;
-    let mut response = fetch(request, JWKS_TIMEOUT, None)
+    let response = fetch(request, JWKS_TIMEOUT, None)
         .await
         .map_err(|e| match e {
             FetchError::NoAnswer => "the JWKS did not answer in time".to_owned(),
@@ -175,7 +175,7 @@ async fn fetch_jwks(url: &str) -> Result<KeySet, String> {
     // What is left of the time limit.
     let spent = Duration::from_millis(Date::now().as_millis().saturating_sub(started));
     let body = read_capped(
-        response.stream().ok(),
+        body_of(&response),
         MAX_JWKS_BYTES as u64,
         Some(JWKS_TIMEOUT.saturating_sub(spent)),
     )

@@ -28,7 +28,7 @@ use worker::{
 
 use super::auth::Authenticator;
 use super::context_handle;
-use super::fetch::{fetch, read_capped, FetchError, ReadError};
+use super::fetch::{body_of, fetch, read_capped, FetchError, ReadError};
 use super::kv;
 use super::limiter::{Admission, Limiter};
 use super::stream::{Piece, Pipe};
@@ -402,7 +402,7 @@ async fn read_body(req: &mut Request, limit: u64) -> Result<Vec<u8>, AppError> {
     )?;
     let declared = req.headers().get("content-length").ok().flatten();
     check_declared_length(declared.as_deref(), limit)?;
-    read_capped(req.stream().ok(), limit, None)
+    read_capped(req.inner().body(), limit, None)
         .await
         .map_err(|e| match e {
             ReadError::TooLarge => AppError::BodyTooLarge { limit },
@@ -598,7 +598,7 @@ async fn attempt(
     let Ok(request) = upstream_fetch_request(&upstream) else {
         return ended(AttemptEnd::NotSent(AppError::Internal));
     };
-    let mut response = match fetch(request, to_headers, Some(cx.hangup)).await {
+    let response = match fetch(request, to_headers, Some(cx.hangup)).await {
         Ok(r) => r,
         Err(FetchError::CallerGone) => return None,
         Err(FetchError::NoConnection) => return ended(AttemptEnd::NoConnection),
@@ -608,7 +608,7 @@ async fn attempt(
     if (200..300).contains(&status) {
         return Some((AttemptEnd::Accepted { status }, Some((response, key))));
     }
-    let body = read_upstream(&mut response, MAX_ERROR_BODY, to_headers)
+    let body = read_upstream(&response, MAX_ERROR_BODY, to_headers)
         .await
         .unwrap_or_default();
     let headers = response.headers();
@@ -646,7 +646,7 @@ async fn answer(
     store: Option<kv::Store>,
 ) -> Result<(Response, Option<Pump>), AppError> {
     let Accepted {
-        mut response,
+        response,
         key,
         route,
     } = upstream;
@@ -655,7 +655,7 @@ async fn answer(
     let created = now_ms() / 1000;
     if !call.stream {
         let read = select(
-            Box::pin(read_upstream(&mut response, MAX_ANSWER_BYTES, idle)),
+            Box::pin(read_upstream(&response, MAX_ANSWER_BYTES, idle)),
             cx.hangup.wait(),
         )
         .await;
@@ -999,11 +999,11 @@ fn upstream_fetch_request(
 
 /// An upstream body, at most `limit` bytes within `timeout`, as the provider's failure.
 async fn read_upstream(
-    response: &mut Response,
+    response: &Response,
     limit: usize,
     timeout: Duration,
 ) -> Result<Vec<u8>, UpstreamError> {
-    read_capped(response.stream().ok(), limit as u64, Some(timeout))
+    read_capped(body_of(response), limit as u64, Some(timeout))
         .await
         .map_err(|e| match e {
             ReadError::TooLarge => UpstreamError::BadResponse,

@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use futures_util::future::{pending, select, Either};
-use futures_util::StreamExt;
-use worker::{AbortController, ByteStream, Delay, Fetch, Request, Response};
+use worker::web_sys::ReadableStream;
+use worker::{AbortController, Delay, Fetch, Request, Response, ResponseBody};
 
+use super::stream::{BodyReader, Piece};
 use crate::caller::body::Hangup;
 use crate::caller::request::BodyLimit;
 
@@ -68,23 +69,34 @@ pub(crate) enum ReadError {
     Timeout,
 }
 
+/// A response's body, to read with [`read_capped`].
+pub(crate) fn body_of(response: &Response) -> Option<ReadableStream> {
+    match response.body() {
+        ResponseBody::Stream(stream) => Some(stream.clone()),
+        _ => None,
+    }
+}
+
 /// Reads a whole body (none: empty), at most `limit` bytes, within `timeout` when one is
-/// given.
+/// given. Past the limit the rest is not read (the body is cancelled).
 pub(crate) async fn read_capped(
-    body: Option<ByteStream>,
+    body: Option<ReadableStream>,
     limit: u64,
     timeout: Option<Duration>,
 ) -> Result<Vec<u8>, ReadError> {
-    let Some(mut stream) = body else {
+    let Some(body) = body else {
         return Ok(Vec::new());
     };
+    let mut reader = BodyReader::new(&body, None);
     let read = async move {
         let mut body = BodyLimit::new(limit);
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|_| ReadError::Broken)?;
-            body.push(&chunk).map_err(|_| ReadError::TooLarge)?;
+        loop {
+            match reader.read().await {
+                Piece::Bytes(chunk) => body.push(&chunk).map_err(|_| ReadError::TooLarge)?,
+                Piece::End => return Ok(body.into_bytes()),
+                Piece::Broken => return Err(ReadError::Broken),
+            }
         }
-        Ok(body.into_bytes())
     };
     let Some(timeout) = timeout else {
         return read.await;

@@ -147,15 +147,95 @@ fn deliver(id: u32, kind: u32, value: JsValue) {
     }
 }
 
-/// The provider's body on one side, the caller's on the other.
-pub struct Pipe {
+/// A body read piece by piece: the provider's answer, the caller's request, a JWKS.
+pub struct BodyReader {
     id: u32,
     mailbox: Rc<RefCell<Mailbox>>,
     reader: JsValue,
     /// A read was started and has not been taken.
     reading: bool,
+}
+
+impl BodyReader {
+    /// A reader of `body` (which it locks). `hangup`: raised when a write of a [`Pipe`] built
+    /// on this reader is refused.
+    pub fn new(body: &ReadableStream, hangup: Option<&Hangup>) -> BodyReader {
+        let reader: JsValue = body.get_reader().into();
+        let id = NEXT.with(|n| {
+            let id = n.get();
+            n.set(id.wrapping_add(1).max(1));
+            id
+        });
+        let mailbox = Rc::new(RefCell::new(Mailbox {
+            read: None,
+            written: 0,
+            hangup: hangup.cloned().unwrap_or_default(),
+            read_waker: None,
+            room_waker: None,
+        }));
+        PIPES.with(|p| p.borrow_mut().insert(id, Rc::clone(&mailbox)));
+        BodyReader {
+            id,
+            mailbox,
+            reader,
+            reading: false,
+        }
+    }
+
+    /// Whether a read is under way (started by an earlier [`BodyReader::read`] that was
+    /// dropped).
+    pub fn is_reading(&self) -> bool {
+        self.reading
+    }
+
+    /// The next piece. Dropping the future leaves the read under way: the next call waits for
+    /// the same read.
+    pub fn read(&mut self) -> Read<'_> {
+        if !self.reading {
+            self.reading = true;
+            REPORT.with(|report| js_read(&self.reader, self.id, report));
+        }
+        Read(self)
+    }
+}
+
+impl Drop for BodyReader {
+    fn drop(&mut self) {
+        PIPES.with(|p| p.borrow_mut().remove(&self.id));
+        // The rest of the body is not wanted (after its end, this does nothing): for a
+        // provider's answer the runtime cancels the request.
+        js_cancel(&self.reader);
+    }
+}
+
+/// [`BodyReader::read`]'s future.
+pub struct Read<'a>(&'a mut BodyReader);
+
+impl Future for Read<'_> {
+    type Output = Piece;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Piece> {
+        let reader = &mut *self.0;
+        let mut m = reader.mailbox.borrow_mut();
+        match m.read.take() {
+            Some(piece) => {
+                drop(m);
+                reader.reading = false;
+                Poll::Ready(piece)
+            }
+            None => {
+                m.read_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The provider's body on one side, the caller's on the other.
+pub struct Pipe {
+    upstream: BodyReader,
     writer: JsValue,
-    /// The caller's body was closed (or aborted).
+    /// The caller's body was closed.
     closed: bool,
 }
 
@@ -166,30 +246,14 @@ impl Pipe {
         upstream: &ReadableStream,
         hangup: &Hangup,
     ) -> Result<(Pipe, ReadableStream), JsValue> {
-        let reader: JsValue = upstream.get_reader().into();
         let pipe = js_pipe()?;
         let body: ReadableStream = pipe.get(0).dyn_into()?;
         let writer = pipe.get(1);
-        let id = NEXT.with(|n| {
-            let id = n.get();
-            n.set(id.wrapping_add(1).max(1));
-            id
-        });
-        let mailbox = Rc::new(RefCell::new(Mailbox {
-            read: None,
-            written: 0,
-            hangup: hangup.clone(),
-            read_waker: None,
-            room_waker: None,
-        }));
-        PIPES.with(|p| p.borrow_mut().insert(id, Rc::clone(&mailbox)));
-        REPORT.with(|report| js_watch(&writer, id, report));
+        let upstream = BodyReader::new(upstream, Some(hangup));
+        REPORT.with(|report| js_watch(&writer, upstream.id, report));
         Ok((
             Pipe {
-                id,
-                mailbox,
-                reader,
-                reading: false,
+                upstream,
                 writer,
                 closed: false,
             },
@@ -197,31 +261,26 @@ impl Pipe {
         ))
     }
 
-    /// Whether a read is under way (started by an earlier [`Pipe::read`] that was dropped).
+    /// Whether a read of the provider is under way.
     pub fn is_reading(&self) -> bool {
-        self.reading
+        self.upstream.is_reading()
     }
 
-    /// The provider's next piece. Dropping the future leaves the read under way: the next call
-    /// waits for the same read.
+    /// The provider's next piece (see [`BodyReader::read`]).
     pub fn read(&mut self) -> Read<'_> {
-        if !self.reading {
-            self.reading = true;
-            REPORT.with(|report| js_read(&self.reader, self.id, report));
-        }
-        Read(self)
+        self.upstream.read()
     }
 
     /// Writes `bytes` to the caller (copied; the runtime takes them when the caller reads).
     pub fn write(&mut self, bytes: &[u8]) {
         if !self.closed {
-            REPORT.with(|report| js_write(&self.writer, self.id, bytes, report));
+            REPORT.with(|report| js_write(&self.writer, self.upstream.id, bytes, report));
         }
     }
 
     /// How many writes the runtime has taken since the last call.
     pub fn taken(&mut self) -> usize {
-        std::mem::take(&mut self.mailbox.borrow_mut().written)
+        std::mem::take(&mut self.upstream.mailbox.borrow_mut().written)
     }
 
     /// Resolves when the runtime takes a write (or the caller goes: then check the hangup).
@@ -240,36 +299,10 @@ impl Pipe {
 
 impl Drop for Pipe {
     fn drop(&mut self) {
-        PIPES.with(|p| p.borrow_mut().remove(&self.id));
-        // The rest of the provider's answer is not wanted (after its end, this does nothing):
-        // the runtime cancels the request.
-        js_cancel(&self.reader);
         // Ended early (the caller left or stopped reading): the body ends where it is, as a
         // stream without its `[DONE]` (erroring it instead would only log an uncaught error).
+        // The provider's body is cancelled as the reader drops.
         self.close();
-    }
-}
-
-/// [`Pipe::read`]'s future.
-pub struct Read<'a>(&'a mut Pipe);
-
-impl Future for Read<'_> {
-    type Output = Piece;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Piece> {
-        let pipe = &mut *self.0;
-        let mut m = pipe.mailbox.borrow_mut();
-        match m.read.take() {
-            Some(piece) => {
-                drop(m);
-                pipe.reading = false;
-                Poll::Ready(piece)
-            }
-            None => {
-                m.read_waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        }
     }
 }
 
@@ -280,14 +313,14 @@ impl Future for WriteTaken<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut m = self.0.mailbox.borrow_mut();
+        let mut m = self.0.upstream.mailbox.borrow_mut();
         if m.written > 0 || m.hangup.is_raised() {
             return Poll::Ready(());
         }
         m.room_waker = Some(cx.waker().clone());
         drop(m);
         // The hangup wakes this too.
-        let _ = Pin::new(&mut self.0.mailbox.borrow().hangup.wait()).poll(cx);
+        let _ = Pin::new(&mut self.0.upstream.mailbox.borrow().hangup.wait()).poll(cx);
         Poll::Pending
     }
 }
