@@ -201,13 +201,14 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatCall, AppError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| AppError::InvalidJson {
         message: shorten(&e.to_string(), MAX_MESSAGE),
     })?;
-    let Value::Object(map) = value else {
-        return Err(AppError::InvalidRequest {
-            param: None,
-            message: "The body must be a JSON object.".to_owned(),
-        });
+    let not_an_object = || AppError::InvalidRequest {
+        param: None,
+        message: "The body must be a JSON object.".to_owned(),
     };
-    if let Some(field) = map.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
+    let Some(fields) = value.as_object() else {
+        return Err(not_an_object());
+    };
+    if let Some(field) = fields.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
         return Err(AppError::InvalidRequest {
             param: Some(shorten(field, 64)),
             message: format!(
@@ -216,16 +217,16 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatCall, AppError> {
             ),
         });
     }
-    // Validate against the typed request; the error's path names the bad field.
-    let typed: ChatRequest = serde_path_to_error::deserialize(&Value::Object(map.clone()))
-        .map_err(|e| {
-            let path = e.path().to_string();
-            let param = (path != ".").then(|| shorten(&path, 64));
-            AppError::InvalidRequest {
-                message: shorten(&e.into_inner().to_string(), MAX_MESSAGE),
-                param,
-            }
-        })?;
+    // Validate against the typed request (read from the parsed value, not a copy of it); the
+    // error's path names the bad field.
+    let typed: ChatRequest = serde_path_to_error::deserialize(&value).map_err(|e| {
+        let path = e.path().to_string();
+        let param = (path != ".").then(|| shorten(&path, 64));
+        AppError::InvalidRequest {
+            message: shorten(&e.into_inner().to_string(), MAX_MESSAGE),
+            param,
+        }
+    })?;
     if typed.model.trim().is_empty() {
         return Err(invalid("model", "`model` must name a model."));
     }
@@ -241,6 +242,9 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatCall, AppError> {
             ),
         ));
     }
+    let Value::Object(map) = value else {
+        return Err(not_an_object());
+    };
     Ok(ChatCall {
         correlation: None,
         stream: typed.is_stream(),
