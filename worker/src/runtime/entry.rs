@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
@@ -22,8 +22,8 @@ use worker::js_sys::{self, Uint8Array};
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{
-    console_error, console_log, event, Context, Date, Delay, Env, Headers, Method, Request,
-    RequestInit, RequestRedirect, Response, ResponseBody,
+    console_error, console_log, event, Context, Date, Env, Headers, Method, Request, RequestInit,
+    RequestRedirect, Response, ResponseBody,
 };
 
 use super::auth::Authenticator;
@@ -31,7 +31,7 @@ use super::context_handle;
 use super::fetch::{body_of, fetch, read_capped, FetchError, ReadError};
 use super::kv;
 use super::limiter::{Admission, Limiter};
-use super::stream::{Piece, Pipe};
+use super::stream::{Driver, Piece, Pipe, PipeEvent, Timer};
 use crate::cache::{self, Status as CacheStatus, StreamFold};
 use crate::caller::body::{Hangup, Outbox};
 use crate::caller::endpoints::{match_route, model_list, Endpoint};
@@ -694,12 +694,15 @@ async fn answer(
         pipe,
         relay,
         outbox: Outbox::new(coalesce_ms),
-        flush: None,
-        idle,
-        idle_timer: IdleTimer::new(idle),
+        idle_ms: u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
+        read_started: 0,
+        stalled_since: None,
+        flush_armed: false,
         tracked,
         hangup: cx.hangup.clone(),
         cache: store.map(|s| (s, StreamFold::new(), call.alias.clone(), label)),
+        over: false,
+        waker: None,
     };
     let response = Response::from_body(ResponseBody::Stream(body))
         .and_then(sse_response)
@@ -769,151 +772,212 @@ fn sse_response(r: Response) -> worker::Result<Response> {
 /// while the caller takes what was written, with the idle limit on both sides. Writes are
 /// coalesced by the [`Outbox`]. With a cache store, folds what the caller gets into a full
 /// answer and stores it if it completed.
+///
+/// Driven by its pipe's events ([`Driver`]): a piece is relayed, written and the next read
+/// started in the callback that brought it. [`Pump::run`] only waits for the end, or for the
+/// caller's departure.
 struct Pump {
     pipe: Pipe,
     relay: Relay,
     outbox: Outbox,
-    /// The timer that writes what the outbox holds when its window ends.
-    flush: Option<Pin<Box<Delay>>>,
-    idle: Duration,
-    /// The upstream's idle limit, one timer for the whole stream.
-    idle_timer: IdleTimer,
+    idle_ms: u64,
+    /// When the read under way started: the provider's idle limit counts from there (time spent
+    /// waiting for the caller is not the provider's silence).
+    read_started: u64,
+    /// Since the caller last took a write, while the outbox is full (the caller's stall limit
+    /// counts from there); `None` while there is room.
+    stalled_since: Option<u64>,
+    /// The coalescing window's timer is armed.
+    flush_armed: bool,
     tracked: Tracked,
     hangup: Hangup,
     /// The store, the fold, the alias and the route.
     cache: Option<(kv::Store, StreamFold, String, String)>,
+    /// The stream ended (relayed to its end, or the caller left).
+    over: bool,
+    /// [`Pump::run`]'s task, woken at the end.
+    waker: Option<Waker>,
 }
 
-/// How waiting on the caller went.
-enum Caller {
-    Ready,
-    Gone,
-    Stalled,
-}
-
-/// What the pump waited for.
-enum Step {
-    /// Bytes for the caller from the relay (maybe none yet).
-    Out(Vec<u8>),
-    /// The coalescing window ended: write what is held.
-    Flush,
-    /// The caller went away.
-    Gone,
+impl Driver for RefCell<Pump> {
+    fn event(&self, event: PipeEvent) {
+        // Events come from the runtime's callbacks, never while the pump is borrowed.
+        let Ok(mut pump) = self.try_borrow_mut() else {
+            return;
+        };
+        if pump.over {
+            return;
+        }
+        let now = now_ms();
+        match event {
+            PipeEvent::Read(piece) => {
+                let out = match piece {
+                    Piece::Bytes(bytes) => pump.relay.feed(&bytes),
+                    Piece::End => pump.relay.finish(),
+                    Piece::Broken => pump.relay.fail(&UpstreamError::Network),
+                };
+                pump.emit(out, now);
+                pump.next(now);
+            }
+            PipeEvent::Written => {
+                // Counted when needed (in `Pump::next`), unless the pump waits for this.
+                if pump.stalled_since.is_some() {
+                    let taken = pump.pipe.taken();
+                    if taken > 0 {
+                        // Progress: the stall limit starts again.
+                        pump.outbox.written(taken);
+                        pump.stalled_since = Some(now);
+                        pump.next(now);
+                    }
+                }
+            }
+            PipeEvent::Timer(Timer::Flush) => {
+                pump.flush_armed = false;
+                match pump.outbox.due_in(now) {
+                    Some(0) => {
+                        if let Some(bytes) = pump.outbox.take(now) {
+                            pump.pipe.write(&bytes);
+                        }
+                    }
+                    Some(wait) => pump.arm_flush(wait),
+                    None => {}
+                }
+            }
+            PipeEvent::Timer(Timer::Idle) => {
+                let idle = pump.idle_ms;
+                if !pump.pipe.is_reading() {
+                    pump.pipe.arm(Timer::Idle, idle);
+                    return;
+                }
+                let quiet = now.saturating_sub(pump.read_started);
+                if quiet >= idle {
+                    let out = pump.relay.fail(&UpstreamError::Timeout);
+                    pump.emit(out, now);
+                } else {
+                    pump.pipe.arm(Timer::Idle, idle - quiet);
+                }
+            }
+            PipeEvent::Timer(Timer::Stall) => {
+                let Some(since) = pump.stalled_since else {
+                    return;
+                };
+                let quiet = now.saturating_sub(since);
+                if quiet >= pump.idle_ms {
+                    pump.caller_left(Some("client_stalled"));
+                } else {
+                    let left = pump.idle_ms - quiet;
+                    pump.pipe.arm(Timer::Stall, left);
+                }
+            }
+        }
+    }
 }
 
 impl Pump {
-    async fn run(mut self) {
-        loop {
-            match self.caller_ready().await {
-                Caller::Ready => {}
-                Caller::Gone => return self.caller_left(None),
-                Caller::Stalled => return self.caller_left(Some("client_stalled")),
+    async fn run(self) {
+        let idle = self.idle_ms;
+        let pump = Rc::new(RefCell::new(self));
+        {
+            let mut p = pump.borrow_mut();
+            let driver: Weak<RefCell<Pump>> = Rc::downgrade(&pump);
+            p.pipe.drive(driver);
+            p.pipe.arm(Timer::Idle, idle);
+            p.next(now_ms());
+        }
+        std::future::poll_fn(|cx| {
+            let mut p = pump.borrow_mut();
+            if !p.over && p.hangup.is_raised() {
+                p.caller_left(None);
             }
-            let out = match self.step().await {
-                Step::Out(out) => out,
-                Step::Flush => {
-                    self.flush = None;
-                    if let Some(bytes) = self.outbox.take(now_ms()) {
-                        self.pipe.write(&bytes);
-                    }
-                    continue;
-                }
-                Step::Gone => return self.caller_left(None),
-            };
-            if !out.is_empty() {
-                if let Some((_, fold, _, _)) = &mut self.cache {
-                    fold.feed(&out);
-                }
-                let mut log = self.tracked.log.borrow_mut();
-                if log.line.ttfb_ms.is_none() {
-                    log.line.ttfb_ms = Some(now_ms().saturating_sub(log.started));
-                }
-                drop(log);
-                // The stream's end counts as the provider sent it, even if the caller is gone.
-                if self.hangup.is_raised() && !self.relay.is_closed() {
-                    return self.caller_left(None);
-                }
-                let now = now_ms();
-                if let Some(bytes) = self.outbox.push(&out, now) {
-                    self.flush = None;
-                    self.pipe.write(&bytes);
-                } else if self.flush.is_none() && !self.relay.is_closed() {
-                    let wait = self.outbox.due_in(now).unwrap_or(0);
-                    self.flush = Some(Box::pin(Delay::from(Duration::from_millis(wait))));
-                }
+            if p.over {
+                return Poll::Ready(());
             }
-            if self.relay.is_closed() {
-                return self.finish();
+            p.waker = Some(cx.waker().clone());
+            // The hangup wakes this task too.
+            let _ = Pin::new(&mut p.hangup.wait()).poll(cx);
+            Poll::Pending
+        })
+        .await;
+        // Dropping the pump closes the caller's body where it is and cancels the provider's,
+        // unless both ended.
+    }
+
+    /// Takes what the relay made of a piece: written now or held for the window; the stream's
+    /// end when the relay closed.
+    fn emit(&mut self, out: Vec<u8>, now: u64) {
+        if !out.is_empty() {
+            if let Some((_, fold, _, _)) = &mut self.cache {
+                fold.feed(&out);
             }
+            let mut log = self.tracked.log.borrow_mut();
+            if log.line.ttfb_ms.is_none() {
+                log.line.ttfb_ms = Some(now.saturating_sub(log.started));
+            }
+            drop(log);
+            // The stream's end counts as the provider sent it, even if the caller is gone.
+            if self.hangup.is_raised() && !self.relay.is_closed() {
+                return self.caller_left(None);
+            }
+            if let Some(bytes) = self.outbox.push(&out, now) {
+                self.pipe.write(&bytes);
+            } else if !self.flush_armed && !self.relay.is_closed() {
+                let wait = self.outbox.due_in(now).unwrap_or(0);
+                self.arm_flush(wait);
+            }
+        }
+        if self.relay.is_closed() {
+            self.finish();
         }
     }
 
-    /// Waits until the caller has taken enough of what was written; a timer only when it
-    /// has not.
-    async fn caller_ready(&mut self) -> Caller {
+    fn arm_flush(&mut self, wait: u64) {
+        self.flush_armed = true;
+        self.pipe.arm(Timer::Flush, wait);
+    }
+
+    /// Reads the provider on if the caller has taken enough of what was written; else waits
+    /// for the caller (the stall limit runs).
+    fn next(&mut self, now: u64) {
+        if self.over {
+            return;
+        }
         if self.hangup.is_raised() {
-            return Caller::Gone;
+            return self.caller_left(None);
         }
         self.outbox.written(self.pipe.taken());
         if self.outbox.has_room() {
-            return Caller::Ready;
-        }
-        // The limit counts from the caller's last progress: each write taken starts it again.
-        while !self.outbox.has_room() {
-            match select(self.pipe.write_taken(), Delay::from(self.idle)).await {
-                Either::Left(_) if self.hangup.is_raised() => return Caller::Gone,
-                Either::Left(_) => self.outbox.written(self.pipe.taken()),
-                Either::Right(_) => return Caller::Stalled,
+            self.stalled_since = None;
+            if !self.pipe.is_reading() {
+                self.read_started = now;
+                self.pipe.read();
             }
+        } else if self.stalled_since.is_none() {
+            self.stalled_since = Some(now);
+            let idle = self.idle_ms;
+            self.pipe.arm(Timer::Stall, idle);
         }
-        Caller::Ready
     }
 
-    /// One upstream read through the relay (with the idle limit), or the coalescing window's
-    /// end, or the caller's departure.
-    async fn step(&mut self) -> Step {
-        // The limit counts from the read's start, as a timer made here would: time spent
-        // waiting for the caller is not the provider's silence.
-        if !self.pipe.is_reading() {
-            self.idle_timer.restart();
-        }
-        let flush = async {
-            match &mut self.flush {
-                Some(timer) => timer.as_mut().await,
-                None => std::future::pending().await,
-            }
-        };
-        let read = select(
-            select(self.pipe.read(), Box::pin(self.idle_timer.expired())),
-            Box::pin(flush),
-        );
-        match select(read, self.hangup.wait()).await {
-            Either::Left((Either::Left((Either::Left((piece, _)), _)), _)) => {
-                Step::Out(match piece {
-                    Piece::Bytes(bytes) => self.relay.feed(&bytes),
-                    Piece::End => self.relay.finish(),
-                    Piece::Broken => self.relay.fail(&UpstreamError::Network),
-                })
-            }
-            Either::Left((Either::Left((Either::Right(_), _)), _)) => {
-                Step::Out(self.relay.fail(&UpstreamError::Timeout))
-            }
-            Either::Left((Either::Right(_), _)) => Step::Flush,
-            Either::Right(_) => Step::Gone,
+    /// The stream is over: [`Pump::run`] returns.
+    fn end(&mut self) {
+        self.over = true;
+        if let Some(w) = self.waker.take() {
+            w.wake();
         }
     }
 
     /// The caller went away (or stopped reading): the upstream is dropped (the runtime cancels
     /// it) and the request charged as its lifecycle says.
-    fn caller_left(mut self, why: Option<&str>) {
+    fn caller_left(&mut self, why: Option<&str>) {
         if let Some(why) = why {
             self.tracked.log.borrow_mut().line.error = Some(why.to_owned());
         }
         self.tracked.step(Chat::caller_gone);
         self.tracked.log.borrow_mut().write();
+        self.end();
     }
 
-    fn finish(mut self) {
+    fn finish(&mut self) {
         if let Some(bytes) = self.outbox.take(now_ms()) {
             self.pipe.write(&bytes);
         }
@@ -930,53 +994,7 @@ impl Pump {
         self.tracked
             .step(|c, l| c.stream_ended(&outcome, usage.as_ref(), last, produced, l));
         self.tracked.log.borrow_mut().write();
-    }
-}
-
-/// A stream's idle limit without a timer per read: each read only notes when it started; one
-/// timer runs, and when it fires early (a later read started since it was set) it is set again
-/// for what is left. A timer per read cost a JS `setTimeout`, its closure and a `clearTimeout` on every
-/// chunk.
-///
-/// The timer outlives the `expired()` futures that poll it: it keeps the waker of its first
-/// poll, which is the pump's task's, the only task that polls it.
-struct IdleTimer {
-    idle_ms: u64,
-    last: u64,
-    timer: Option<Pin<Box<Delay>>>,
-}
-
-impl IdleTimer {
-    fn new(idle: Duration) -> Self {
-        IdleTimer {
-            idle_ms: u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
-            last: now_ms(),
-            timer: None,
-        }
-    }
-
-    /// A read starts: the limit counts from now.
-    fn restart(&mut self) {
-        self.last = now_ms();
-    }
-
-    /// Resolves once the limit has passed with nothing arriving.
-    async fn expired(&mut self) {
-        loop {
-            let idle = Duration::from_millis(self.idle_ms);
-            let timer = self
-                .timer
-                .get_or_insert_with(|| Box::pin(Delay::from(idle)));
-            timer.as_mut().await;
-            self.timer = None;
-            let quiet = now_ms().saturating_sub(self.last);
-            if quiet >= self.idle_ms {
-                return;
-            }
-            self.timer = Some(Box::pin(Delay::from(Duration::from_millis(
-                self.idle_ms - quiet,
-            ))));
-        }
+        self.end();
     }
 }
 

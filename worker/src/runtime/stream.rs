@@ -11,12 +11,17 @@
 //! outcome to one callback per isolate, keyed by the pipe's number: no closure is made per piece
 //! (`JsFuture` makes two), and an outcome that arrives after its pipe was dropped is ignored
 //! rather than calling a freed closure.
+//!
+//! A [`Pipe`] is driven from that callback: each piece read, write taken and timer fired goes
+//! straight to its [`Driver`] (the stream's pump), which relays the piece, writes and starts the
+//! next read there and then. No task is woken and no future polled per piece; an async task only
+//! waits for the stream's end or the caller's departure.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 
 use wasm_bindgen::prelude::*;
@@ -52,6 +57,12 @@ export function storycadClose(writer) {
 export function storycadCancel(reader) {
   reader.cancel().catch(() => {});
 }
+export function storycadTimer(id, kind, ms, report) {
+  return setTimeout(() => report(id, kind, undefined), ms);
+}
+export function storycadClearTimer(timer) {
+  clearTimeout(timer);
+}
 "#)]
 extern "C" {
     #[wasm_bindgen(js_name = storycadPipe, catch)]
@@ -66,6 +77,10 @@ extern "C" {
     fn js_close(writer: &JsValue);
     #[wasm_bindgen(js_name = storycadCancel)]
     fn js_cancel(reader: &JsValue);
+    #[wasm_bindgen(js_name = storycadTimer)]
+    fn js_timer(id: u32, kind: u32, ms: u32, report: &Function) -> JsValue;
+    #[wasm_bindgen(js_name = storycadClearTimer)]
+    fn js_clear_timer(timer: &JsValue);
 }
 
 /// What the helper reports (its second argument).
@@ -74,6 +89,8 @@ const READ_DONE: u32 = 1;
 const READ_FAILED: u32 = 2;
 const WRITTEN: u32 = 3;
 const WRITE_FAILED: u32 = 4;
+/// A [`Timer`] fired: `TIMER + timer as u32`.
+const TIMER: u32 = 8;
 
 /// One piece read from the provider.
 pub enum Piece {
@@ -84,15 +101,48 @@ pub enum Piece {
     Broken,
 }
 
+/// A pipe's timers (one of each at most).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    /// The coalescing window ended.
+    Flush = 0,
+    /// The provider's idle limit.
+    Idle = 1,
+    /// The caller's stall limit.
+    Stall = 2,
+}
+
+const TIMERS: [Timer; 3] = [Timer::Flush, Timer::Idle, Timer::Stall];
+
+/// What happened to a driven [`Pipe`].
+pub enum PipeEvent {
+    /// The read under way ended with this piece.
+    Read(Piece),
+    /// The runtime took a write (count them with [`Pipe::taken`]).
+    Written,
+    /// A timer armed with [`Pipe::arm`] fired.
+    Timer(Timer),
+}
+
+/// Who handles a driven pipe's events, in the helper's callback. A refused write is not an
+/// event: it raises the pipe's hangup.
+pub trait Driver {
+    fn event(&self, event: PipeEvent);
+}
+
 /// Where the helper's reports for one pipe land.
 struct Mailbox {
     read: Option<Piece>,
+    /// A read was started and its outcome has not come.
+    reading: bool,
     written: usize,
     hangup: Hangup,
-    /// The pump's task, when it waits on a read.
+    /// The task waiting on a read (an undriven reader).
     read_waker: Option<Waker>,
-    /// The pump's task, when it waits for a write to be taken.
-    room_waker: Option<Waker>,
+    /// Who gets the events, for a driven pipe.
+    driver: Option<Weak<dyn Driver>>,
+    /// The armed timers, by [`Timer`].
+    timers: [Option<JsValue>; 3],
 }
 
 thread_local! {
@@ -112,25 +162,21 @@ fn deliver(id: u32, kind: u32, value: JsValue) {
         return;
     };
     let mut m = mailbox.borrow_mut();
-    let waker = match kind {
-        READ_VALUE => {
-            m.read = Some(match value.dyn_into::<Uint8Array>() {
-                Ok(bytes) => Piece::Bytes(bytes.to_vec()),
-                Err(_) => Piece::Broken,
-            });
-            m.read_waker.take()
-        }
-        READ_DONE => {
-            m.read = Some(Piece::End);
-            m.read_waker.take()
-        }
-        READ_FAILED => {
-            m.read = Some(Piece::Broken);
-            m.read_waker.take()
+    let event = match kind {
+        READ_VALUE | READ_DONE | READ_FAILED => {
+            m.reading = false;
+            PipeEvent::Read(match kind {
+                READ_VALUE => match value.dyn_into::<Uint8Array>() {
+                    Ok(bytes) => Piece::Bytes(bytes.to_vec()),
+                    Err(_) => Piece::Broken,
+                },
+                READ_DONE => Piece::End,
+                _ => Piece::Broken,
+            })
         }
         WRITTEN => {
             m.written += 1;
-            m.room_waker.take()
+            PipeEvent::Written
         }
         WRITE_FAILED => {
             // A write refused or the body errored: the caller's side is gone.
@@ -139,11 +185,27 @@ fn deliver(id: u32, kind: u32, value: JsValue) {
             hangup.raise();
             return;
         }
+        k if k >= TIMER => match TIMERS.get((k - TIMER) as usize) {
+            Some(&timer) => {
+                m.timers[timer as usize] = None;
+                PipeEvent::Timer(timer)
+            }
+            None => return,
+        },
         _ => return,
     };
-    drop(m);
-    if let Some(w) = waker {
-        w.wake();
+    if let Some(driver) = m.driver.as_ref().and_then(Weak::upgrade) {
+        drop(m);
+        driver.event(event);
+        return;
+    }
+    if let PipeEvent::Read(piece) = event {
+        m.read = Some(piece);
+        let waker = m.read_waker.take();
+        drop(m);
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }
 
@@ -152,8 +214,6 @@ pub struct BodyReader {
     id: u32,
     mailbox: Rc<RefCell<Mailbox>>,
     reader: JsValue,
-    /// A read was started and has not been taken.
-    reading: bool,
 }
 
 impl BodyReader {
@@ -168,33 +228,41 @@ impl BodyReader {
         });
         let mailbox = Rc::new(RefCell::new(Mailbox {
             read: None,
+            reading: false,
             written: 0,
             hangup: hangup.cloned().unwrap_or_default(),
             read_waker: None,
-            room_waker: None,
+            driver: None,
+            timers: [None, None, None],
         }));
         PIPES.with(|p| p.borrow_mut().insert(id, Rc::clone(&mailbox)));
         BodyReader {
             id,
             mailbox,
             reader,
-            reading: false,
         }
     }
 
-    /// Whether a read is under way (started by an earlier [`BodyReader::read`] that was
-    /// dropped).
+    /// Whether a read is under way: started, and its piece not yet taken.
     pub fn is_reading(&self) -> bool {
-        self.reading
+        let m = self.mailbox.borrow();
+        m.reading || m.read.is_some()
+    }
+
+    /// Starts the next read unless one is under way (or its piece is still to be taken).
+    fn start_read(&self) {
+        let mut m = self.mailbox.borrow_mut();
+        if !m.reading && m.read.is_none() {
+            m.reading = true;
+            drop(m);
+            REPORT.with(|report| js_read(&self.reader, self.id, report));
+        }
     }
 
     /// The next piece. Dropping the future leaves the read under way: the next call waits for
     /// the same read.
     pub fn read(&mut self) -> Read<'_> {
-        if !self.reading {
-            self.reading = true;
-            REPORT.with(|report| js_read(&self.reader, self.id, report));
-        }
+        self.start_read();
         Read(self)
     }
 }
@@ -214,15 +282,10 @@ pub struct Read<'a>(&'a mut BodyReader);
 impl Future for Read<'_> {
     type Output = Piece;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Piece> {
-        let reader = &mut *self.0;
-        let mut m = reader.mailbox.borrow_mut();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Piece> {
+        let mut m = self.0.mailbox.borrow_mut();
         match m.read.take() {
-            Some(piece) => {
-                drop(m);
-                reader.reading = false;
-                Poll::Ready(piece)
-            }
+            Some(piece) => Poll::Ready(piece),
             None => {
                 m.read_waker = Some(cx.waker().clone());
                 Poll::Pending
@@ -231,7 +294,7 @@ impl Future for Read<'_> {
     }
 }
 
-/// The provider's body on one side, the caller's on the other.
+/// The provider's body on one side, the caller's on the other, driven by a [`Driver`].
 pub struct Pipe {
     upstream: BodyReader,
     writer: JsValue,
@@ -241,7 +304,7 @@ pub struct Pipe {
 
 impl Pipe {
     /// A pipe from `upstream` (the provider's body) to a new body for the caller, returned beside
-    /// it; a refused write raises `hangup`.
+    /// it; a refused write raises `hangup`. Nothing is read until [`Pipe::read`].
     pub fn new(
         upstream: &ReadableStream,
         hangup: &Hangup,
@@ -261,14 +324,21 @@ impl Pipe {
         ))
     }
 
+    /// Sends this pipe's events to `driver` from now on (it holds the pipe: hence a weak
+    /// reference; once it is gone the events are dropped).
+    pub fn drive(&mut self, driver: Weak<dyn Driver>) {
+        self.upstream.mailbox.borrow_mut().driver = Some(driver);
+    }
+
     /// Whether a read of the provider is under way.
     pub fn is_reading(&self) -> bool {
         self.upstream.is_reading()
     }
 
-    /// The provider's next piece (see [`BodyReader::read`]).
-    pub fn read(&mut self) -> Read<'_> {
-        self.upstream.read()
+    /// Reads the provider's next piece (unless a read is under way): it comes as
+    /// [`PipeEvent::Read`].
+    pub fn read(&mut self) {
+        self.upstream.start_read();
     }
 
     /// Writes `bytes` to the caller (copied; the runtime takes them when the caller reads).
@@ -283,9 +353,15 @@ impl Pipe {
         std::mem::take(&mut self.upstream.mailbox.borrow_mut().written)
     }
 
-    /// Resolves when the runtime takes a write (or the caller goes: then check the hangup).
-    pub fn write_taken(&mut self) -> WriteTaken<'_> {
-        WriteTaken(self)
+    /// Fires `timer` in `ms` (replacing that timer if armed).
+    pub fn arm(&mut self, timer: Timer, ms: u64) {
+        let ms = u32::try_from(ms).unwrap_or(u32::MAX).min(i32::MAX as u32);
+        let armed =
+            REPORT.with(|report| js_timer(self.upstream.id, TIMER + timer as u32, ms, report));
+        let old = self.upstream.mailbox.borrow_mut().timers[timer as usize].replace(armed);
+        if let Some(old) = old {
+            js_clear_timer(&old);
+        }
     }
 
     /// Ends the caller's body after what was written.
@@ -299,28 +375,13 @@ impl Pipe {
 
 impl Drop for Pipe {
     fn drop(&mut self) {
+        let timers = std::mem::take(&mut self.upstream.mailbox.borrow_mut().timers);
+        for timer in timers.iter().flatten() {
+            js_clear_timer(timer);
+        }
         // Ended early (the caller left or stopped reading): the body ends where it is, as a
         // stream without its `[DONE]` (erroring it instead would only log an uncaught error).
         // The provider's body is cancelled as the reader drops.
         self.close();
-    }
-}
-
-/// [`Pipe::write_taken`]'s future.
-pub struct WriteTaken<'a>(&'a mut Pipe);
-
-impl Future for WriteTaken<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut m = self.0.upstream.mailbox.borrow_mut();
-        if m.written > 0 || m.hangup.is_raised() {
-            return Poll::Ready(());
-        }
-        m.room_waker = Some(cx.waker().clone());
-        drop(m);
-        // The hangup wakes this too.
-        let _ = Pin::new(&mut self.0.upstream.mailbox.borrow().hangup.wait()).poll(cx);
-        Poll::Pending
     }
 }
