@@ -149,6 +149,24 @@ pub struct RateRow {
     pub cpu_ms: Option<f64>,
 }
 
+/// One Worker's start: what loading it cost, and its first request against its second.
+pub struct ColdRow {
+    pub path: &'static str,
+    /// CPU ms its runtime used from its spawn to the first request: workerd's own start (the
+    /// same for every Worker), the Worker's loading (compiling, evaluating its module) and the
+    /// `GET /healthz` the harness waits for.
+    pub startup_cpu_ms: f64,
+    /// The first chat request: ms, the CPU ms of the runtime's main thread (where the isolate
+    /// runs) and of its other threads (V8's compilers and GC helpers, among others).
+    pub first_ms: f64,
+    pub first_cpu_ms: f64,
+    pub first_other_cpu_ms: f64,
+    /// The request after it (another user, so our Worker verifies a token again).
+    pub second_ms: f64,
+    pub second_cpu_ms: f64,
+    pub second_other_cpu_ms: f64,
+}
+
 /// The calibration Worker's known cost.
 pub struct Calibration {
     /// CPU ms per request its work costs under node (the rounds are chosen there).
@@ -166,6 +184,7 @@ const SPIN_TIMES: usize = 40;
 /// What `bench proxy` measured.
 pub struct Report {
     pub requests: usize,
+    pub cold: Vec<ColdRow>,
     pub latency: Vec<LatencyRow>,
     pub calibration: Calibration,
     pub streams: Vec<StreamTable>,
@@ -557,6 +576,40 @@ async fn spin_cost(http: &reqwest::Client, target: &Target) -> Result<f64> {
     Ok(spun.saturating_sub(idle).as_secs_f64() * 1000.0 / (rounds * SPIN_TIMES) as f64)
 }
 
+/// Each Worker's start-up CPU and its first two requests, before anything else reached it.
+async fn cold_starts(http: &reqwest::Client, targets: &[Target]) -> Result<Vec<ColdRow>> {
+    let mut rows = Vec::new();
+    for t in targets.iter().filter(|t| t.json && !t.runtime.is_empty()) {
+        let startup = processes_cpu(&t.runtime);
+        let body = t.body("hello there", false);
+        let mut timed = [(0.0, 0.0, 0.0); 2];
+        for (sender, slot) in timed.iter_mut().enumerate() {
+            let (main, others) = threads_cpu(&t.runtime);
+            let timing = t.send(http, &body, false, sender).await?;
+            // The runtime's threads settle their accounting as they sleep again.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let (main_after, others_after) = threads_cpu(&t.runtime);
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            *slot = (
+                ms(timing.total),
+                ms(main_after.saturating_sub(main)),
+                ms(others_after.saturating_sub(others)),
+            );
+        }
+        rows.push(ColdRow {
+            path: t.name,
+            startup_cpu_ms: startup.as_secs_f64() * 1000.0,
+            first_ms: timed[0].0,
+            first_cpu_ms: timed[0].1,
+            first_other_cpu_ms: timed[0].2,
+            second_ms: timed[1].0,
+            second_cpu_ms: timed[1].1,
+            second_other_cpu_ms: timed[1].2,
+        });
+    }
+    Ok(rows)
+}
+
 async fn measure_targets(
     settings: &Settings,
     targets: &[Target],
@@ -565,6 +618,8 @@ async fn measure_targets(
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
+    // Before anything else reaches the Workers.
+    let cold = cold_starts(&http, targets).await?;
     if let Some(t) = targets.iter().find(|t| t.name == CALIBRATION) {
         calibration.workerd_ms = Some(spin_cost(&http, t).await.context("calibrating")?);
     }
@@ -592,6 +647,7 @@ async fn measure_targets(
 
     let mut report = Report {
         requests: settings.requests,
+        cold,
         latency: Vec::new(),
         calibration,
         streams: Vec::new(),
@@ -822,7 +878,61 @@ pub fn markdown(report: &Report) -> Result<String> {
             ratio(Some(r.rate), transform)
         )?;
     }
+    cold_table(&mut md, &report.cold)?;
     Ok(md)
+}
+
+/// The cold-start table: one sample per Worker (a start each), beside the passthrough's.
+fn cold_table(md: &mut String, rows: &[ColdRow]) -> Result<()> {
+    use std::fmt::Write as _;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        md,
+        "\n### Cold start (each Worker's runtime as started; one sample each)\n\n\
+         Start-up CPU: the runtime process's CPU from its spawn to the first request (workerd's \
+         own start, the same for all, loading the Worker, and the `GET /healthz` that told the \
+         harness it was up). Requests: the first chat request and the next (another user): ms, \
+         and the CPU ms of the runtime's main thread, where the isolate runs, + its other \
+         threads' (V8's compilers, GC helpers), from each thread's schedstat.\n"
+    )?;
+    writeln!(
+        md,
+        "| path | start-up CPU ms | first request ms | its CPU ms, main + other | second request ms | its CPU ms, main + other |\n|---|---:|---:|---:|---:|---:|"
+    )?;
+    for r in rows {
+        writeln!(
+            md,
+            "| {} | {:.0} | {:.2} | {:.2} + {:.2} | {:.2} | {:.2} + {:.2} |",
+            r.path,
+            r.startup_cpu_ms,
+            r.first_ms,
+            r.first_cpu_ms,
+            r.first_other_cpu_ms,
+            r.second_ms,
+            r.second_cpu_ms,
+            r.second_other_cpu_ms
+        )?;
+    }
+    let find = |name: &str| rows.iter().find(|r| r.path == name);
+    if let Some(base) = find(PASSTHROUGH) {
+        for (label, name) in [("ours", OURS), ("ours, limiter off,", OURS_NO_LIMITS)] {
+            let Some(o) = find(name) else { continue };
+            writeln!(
+                md,
+                "| *{label} vs passthrough* | {:+.0} | {:+.2} | {:+.2} + {:+.2} | {:+.2} | {:+.2} + {:+.2} |",
+                o.startup_cpu_ms - base.startup_cpu_ms,
+                o.first_ms - base.first_ms,
+                o.first_cpu_ms - base.first_cpu_ms,
+                o.first_other_cpu_ms - base.first_other_cpu_ms,
+                o.second_ms - base.second_ms,
+                o.second_cpu_ms - base.second_cpu_ms,
+                o.second_other_cpu_ms - base.second_other_cpu_ms
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn cpu(ms: Option<f64>) -> String {
@@ -942,6 +1052,31 @@ async fn run_batch(
         all.extend(t.await??);
     }
     Ok(all)
+}
+
+/// CPU time the live threads of processes `pids` ran so far, from
+/// `/proc/<pid>/task/<tid>/schedstat` (ns: finer than [`processes_cpu`]'s clock ticks, for a
+/// single request, but blind to threads that ended): the main threads' (where workerd runs its
+/// isolates) and the other threads' (V8's compilers and GC helpers, among others).
+fn threads_cpu(pids: &[u32]) -> (Duration, Duration) {
+    let (mut main, mut others) = (0u64, 0u64);
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let ns = std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            if task.file_name().to_str() == Some(pid.to_string().as_str()) {
+                main += ns;
+            } else {
+                others += ns;
+            }
+        }
+    }
+    (Duration::from_nanos(main), Duration::from_nanos(others))
 }
 
 /// CPU time (user + system, all threads) used so far by processes `pids`, from
