@@ -21,8 +21,10 @@
 //!
 //! Measured: JSON latency and requests/s at each concurrency; streams of two shapes, many
 //! chunks back to back and fewer chunks spaced as a provider sends them (one per read), with
-//! the CPU per chunk beside the TransformStream Worker's; and streams/s at concurrency 16. Each
-//! concurrent sender is its own user (its own token and limiter), as callers are in real use.
+//! the CPU per chunk beside the TransformStream Worker's; streams/s at concurrency 16; and, before
+//! anything else reaches them, each Worker's start-up CPU and its first two chat requests (the
+//! first pays for V8 compiling what it runs). Each concurrent sender is its own user (its own
+//! token and limiter), as callers are in real use.
 //!
 //! CPU is what the Worker's own workerd process used (utime + stime from /proc, all threads:
 //! the isolate, the runtime's HTTP and stream work). Each Worker runs under `wrangler dev`, but
