@@ -164,6 +164,22 @@ pub fn check_declared_length(content_length: Option<&str>, limit: u64) -> Result
     }
 }
 
+/// Whether a body can be read whole by the runtime in one call rather than piece by piece:
+/// its `content-length` is declared and within `limit`, and it is not compressed (the runtime
+/// inflates a compressed answer, past its declared length). Any other body is read piece by
+/// piece and cut at the limit ([`BodyLimit`]).
+pub fn reads_whole(
+    content_length: Option<&str>,
+    content_encoding: Option<&str>,
+    limit: u64,
+) -> bool {
+    let declared = content_length.and_then(|v| v.trim().parse::<u64>().ok());
+    let plain = content_encoding
+        .map(str::trim)
+        .is_none_or(|e| e.is_empty() || e.eq_ignore_ascii_case("identity"));
+    plain && declared.is_some_and(|n| n <= limit)
+}
+
 /// Collects body chunks, refusing as soon as the total passes the limit (a body sent without
 /// `content-length`, or with a false one, is still bounded).
 #[derive(Debug)]
@@ -550,5 +566,20 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn only_a_declared_plain_body_within_the_limit_is_read_whole() {
+        assert!(reads_whole(Some("512"), None, 1024));
+        assert!(reads_whole(Some(" 1024 "), Some("identity"), 1024));
+        assert!(reads_whole(Some("0"), Some(""), 1024));
+        // Over the limit, undeclared or unreadable: piece by piece, cut at the limit.
+        assert!(!reads_whole(Some("1025"), None, 1024));
+        assert!(!reads_whole(None, None, 1024));
+        assert!(!reads_whole(Some("12, 12"), None, 1024));
+        assert!(!reads_whole(Some("-1"), None, 1024));
+        // Compressed: the runtime inflates it past what was declared.
+        assert!(!reads_whole(Some("100"), Some("gzip"), 1024));
+        assert!(!reads_whole(Some("100"), Some("br"), 1024));
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use worker::{console_log, Date, Delay, Headers, Method, Request, RequestInit, RequestRedirect};
 
-use super::fetch::{body_of, fetch, read_capped, FetchError, ReadError};
+use super::fetch::{fetch, read_capped, Body, FetchError, ReadError};
 
 use crate::auth::{
     bearer_token, token_kid, AuthError, Claims, ClaimsCache, FetchReason, JwksCache, KeyId, KeySet,
@@ -175,7 +175,7 @@ async fn fetch_jwks(url: &str) -> Result<KeySet, String> {
     // What is left of the time limit.
     let spent = Duration::from_millis(Date::now().as_millis().saturating_sub(started));
     let body = read_capped(
-        body_of(&response),
+        Body::of(&response, MAX_JWKS_BYTES as u64),
         MAX_JWKS_BYTES as u64,
         Some(JWKS_TIMEOUT.saturating_sub(spent)),
     )

@@ -28,7 +28,7 @@ use worker::{
 
 use super::auth::Authenticator;
 use super::context_handle;
-use super::fetch::{body_of, fetch, read_capped, FetchError, ReadError};
+use super::fetch::{fetch, read_capped, Body, FetchError, ReadError};
 use super::kv;
 use super::limiter::{Admission, Limiter};
 use super::stream::{Driver, Piece, Pipe, PipeEvent, Timer};
@@ -402,14 +402,18 @@ async fn read_body(req: &mut Request, limit: u64) -> Result<Vec<u8>, AppError> {
     )?;
     let declared = req.headers().get("content-length").ok().flatten();
     check_declared_length(declared.as_deref(), limit)?;
-    read_capped(req.inner().body(), limit, None)
-        .await
-        .map_err(|e| match e {
-            ReadError::TooLarge => AppError::BodyTooLarge { limit },
-            ReadError::Broken | ReadError::Timeout => AppError::InvalidJson {
-                message: "the request body could not be read".to_owned(),
-            },
-        })
+    read_capped(
+        Body::new(req.inner().body(), req.headers(), limit),
+        limit,
+        None,
+    )
+    .await
+    .map_err(|e| match e {
+        ReadError::TooLarge => AppError::BodyTooLarge { limit },
+        ReadError::Broken | ReadError::Timeout => AppError::InvalidJson {
+            message: "the request body could not be read".to_owned(),
+        },
+    })
 }
 
 /// A chat request's lifecycle with its admission: every step goes through here, so the
@@ -843,6 +847,8 @@ impl Driver for RefCell<Pump> {
                     None => {}
                 }
             }
+            // One idle timer for the whole stream, not one per read: when it fires early (a
+            // later read started since it was armed) it is armed again for what is left.
             PipeEvent::Timer(Timer::Idle) => {
                 let idle = pump.idle_ms;
                 if !pump.pipe.is_reading() {
@@ -1021,13 +1027,17 @@ async fn read_upstream(
     limit: usize,
     timeout: Duration,
 ) -> Result<Vec<u8>, UpstreamError> {
-    read_capped(body_of(response), limit as u64, Some(timeout))
-        .await
-        .map_err(|e| match e {
-            ReadError::TooLarge => UpstreamError::BadResponse,
-            ReadError::Broken => UpstreamError::Network,
-            ReadError::Timeout => UpstreamError::Timeout,
-        })
+    read_capped(
+        Body::of(response, limit as u64),
+        limit as u64,
+        Some(timeout),
+    )
+    .await
+    .map_err(|e| match e {
+        ReadError::TooLarge => UpstreamError::BadResponse,
+        ReadError::Broken => UpstreamError::Network,
+        ReadError::Timeout => UpstreamError::Timeout,
+    })
 }
 
 fn json_response(status: u16, body: Vec<u8>) -> worker::Result<Response> {

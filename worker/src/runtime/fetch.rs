@@ -10,7 +10,7 @@ use worker::{AbortController, Delay, Fetch, Request, Response, ResponseBody};
 
 use super::stream::{BodyReader, Piece};
 use crate::caller::body::Hangup;
-use crate::caller::request::BodyLimit;
+use crate::caller::request::{reads_whole, BodyLimit};
 
 /// Why a fetch gave no response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,25 +69,57 @@ pub(crate) enum ReadError {
     Timeout,
 }
 
-/// A response's body, to read with [`read_capped`].
-pub(crate) fn body_of(response: &Response) -> Option<ReadableStream> {
-    match response.body() {
-        ResponseBody::Stream(stream) => Some(stream.clone()),
-        _ => None,
+/// A body to read with [`read_capped`].
+pub(crate) struct Body {
+    stream: Option<ReadableStream>,
+    /// Read whole by the runtime, in one call, instead of one call per piece
+    /// ([`reads_whole`]).
+    whole: bool,
+}
+
+impl Body {
+    /// A message's body, with its headers' `content-length` and `content-encoding`.
+    pub(crate) fn new(
+        stream: Option<ReadableStream>,
+        headers: &worker::Headers,
+        limit: u64,
+    ) -> Body {
+        let header = |name: &str| headers.get(name).ok().flatten();
+        Body {
+            stream,
+            whole: reads_whole(
+                header("content-length").as_deref(),
+                header("content-encoding").as_deref(),
+                limit,
+            ),
+        }
+    }
+
+    /// A response's body.
+    pub(crate) fn of(response: &Response, limit: u64) -> Body {
+        let stream = match response.body() {
+            ResponseBody::Stream(stream) => Some(stream.clone()),
+            _ => None,
+        };
+        Body::new(stream, response.headers(), limit)
     }
 }
 
 /// Reads a whole body (none: empty), at most `limit` bytes, within `timeout` when one is
 /// given. Past the limit the rest is not read (the body is cancelled).
 pub(crate) async fn read_capped(
-    body: Option<ReadableStream>,
+    body: Body,
     limit: u64,
     timeout: Option<Duration>,
 ) -> Result<Vec<u8>, ReadError> {
-    let Some(body) = body else {
+    let Some(stream) = body.stream else {
         return Ok(Vec::new());
     };
-    let mut reader = BodyReader::new(&body, None);
+    let mut reader = if body.whole {
+        BodyReader::whole(&stream)
+    } else {
+        BodyReader::new(&stream, None)
+    };
     let read = async move {
         let mut body = BodyLimit::new(limit);
         loop {

@@ -16,6 +16,10 @@
 //! straight to its [`Driver`] (the stream's pump), which relays the piece, writes and starts the
 //! next read there and then. No task is woken and no future polled per piece; an async task only
 //! waits for the stream's end or the caller's departure.
+//!
+//! A whole body whose length is known to be within its cap (the caller's request with its
+//! `content-length`, an uncompressed answer with one) is read by the runtime in one call
+//! ([`BodyReader::whole`]): one outcome instead of a read per piece and one for the end.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -57,6 +61,18 @@ export function storycadClose(writer) {
 export function storycadCancel(reader) {
   reader.cancel().catch(() => {});
 }
+export function storycadWhole(body, id, report) {
+  let all;
+  try {
+    all = new Response(body).arrayBuffer();
+  } catch (e) {
+    all = Promise.reject(e);
+  }
+  all.then(
+    (b) => report(id, 5, new Uint8Array(b)),
+    (e) => report(id, 2, e),
+  );
+}
 export function storycadTimer(id, kind, ms, report) {
   return setTimeout(() => report(id, kind, undefined), ms);
 }
@@ -77,6 +93,8 @@ extern "C" {
     fn js_close(writer: &JsValue);
     #[wasm_bindgen(js_name = storycadCancel)]
     fn js_cancel(reader: &JsValue);
+    #[wasm_bindgen(js_name = storycadWhole)]
+    fn js_whole(body: &ReadableStream, id: u32, report: &Function);
     #[wasm_bindgen(js_name = storycadTimer)]
     fn js_timer(id: u32, kind: u32, ms: u32, report: &Function) -> JsValue;
     #[wasm_bindgen(js_name = storycadClearTimer)]
@@ -89,6 +107,8 @@ const READ_DONE: u32 = 1;
 const READ_FAILED: u32 = 2;
 const WRITTEN: u32 = 3;
 const WRITE_FAILED: u32 = 4;
+/// A whole body read at once ([`BodyReader::whole`]): its bytes, after which it ends.
+const READ_WHOLE: u32 = 5;
 /// A [`Timer`] fired: `TIMER + timer as u32`.
 const TIMER: u32 = 8;
 
@@ -163,10 +183,10 @@ fn deliver(id: u32, kind: u32, value: JsValue) {
     };
     let mut m = mailbox.borrow_mut();
     let event = match kind {
-        READ_VALUE | READ_DONE | READ_FAILED => {
+        READ_VALUE | READ_DONE | READ_FAILED | READ_WHOLE => {
             m.reading = false;
             PipeEvent::Read(match kind {
-                READ_VALUE => match value.dyn_into::<Uint8Array>() {
+                READ_VALUE | READ_WHOLE => match value.dyn_into::<Uint8Array>() {
                     Ok(bytes) => Piece::Bytes(bytes.to_vec()),
                     Err(_) => Piece::Broken,
                 },
@@ -213,14 +233,29 @@ fn deliver(id: u32, kind: u32, value: JsValue) {
 pub struct BodyReader {
     id: u32,
     mailbox: Rc<RefCell<Mailbox>>,
-    reader: JsValue,
+    /// The stream's reader; `None` for a body read whole.
+    reader: Option<JsValue>,
 }
 
 impl BodyReader {
     /// A reader of `body` (which it locks). `hangup`: raised when a write of a [`Pipe`] built
     /// on this reader is refused.
     pub fn new(body: &ReadableStream, hangup: Option<&Hangup>) -> BodyReader {
-        let reader: JsValue = body.get_reader().into();
+        let mut reader = BodyReader::on(hangup);
+        reader.reader = Some(body.get_reader().into());
+        reader
+    }
+
+    /// `body` read whole by the runtime, in one call: one piece (all of it), then the end.
+    /// For a body whose length is known to be within what the caller will take.
+    pub fn whole(body: &ReadableStream) -> BodyReader {
+        let reader = BodyReader::on(None);
+        reader.mailbox.borrow_mut().reading = true;
+        REPORT.with(|report| js_whole(body, reader.id, report));
+        reader
+    }
+
+    fn on(hangup: Option<&Hangup>) -> BodyReader {
         let id = NEXT.with(|n| {
             let id = n.get();
             n.set(id.wrapping_add(1).max(1));
@@ -239,7 +274,7 @@ impl BodyReader {
         BodyReader {
             id,
             mailbox,
-            reader,
+            reader: None,
         }
     }
 
@@ -252,10 +287,17 @@ impl BodyReader {
     /// Starts the next read unless one is under way (or its piece is still to be taken).
     fn start_read(&self) {
         let mut m = self.mailbox.borrow_mut();
-        if !m.reading && m.read.is_none() {
-            m.reading = true;
-            drop(m);
-            REPORT.with(|report| js_read(&self.reader, self.id, report));
+        if m.reading || m.read.is_some() {
+            return;
+        }
+        match &self.reader {
+            Some(reader) => {
+                m.reading = true;
+                drop(m);
+                REPORT.with(|report| js_read(reader, self.id, report));
+            }
+            // Read whole: after its one piece, the end.
+            None => m.read = Some(Piece::End),
         }
     }
 
@@ -271,8 +313,11 @@ impl Drop for BodyReader {
     fn drop(&mut self) {
         PIPES.with(|p| p.borrow_mut().remove(&self.id));
         // The rest of the body is not wanted (after its end, this does nothing): for a
-        // provider's answer the runtime cancels the request.
-        js_cancel(&self.reader);
+        // provider's answer the runtime cancels the request. (A body read whole is read to its
+        // end by the runtime.)
+        if let Some(reader) = &self.reader {
+            js_cancel(reader);
+        }
     }
 }
 
