@@ -156,9 +156,14 @@ pub fn check_prompt_fits(prompt_estimate: u64, tokens_per_day: u64) -> Result<()
     }
 }
 
+/// A `content-length` header's value, when it is one number.
+fn declared_length(content_length: Option<&str>) -> Option<u64> {
+    content_length.and_then(|v| v.trim().parse::<u64>().ok())
+}
+
 /// Checks a declared `content-length` against the limit before any byte is read.
 pub fn check_declared_length(content_length: Option<&str>, limit: u64) -> Result<(), AppError> {
-    match content_length.and_then(|v| v.trim().parse::<u64>().ok()) {
+    match declared_length(content_length) {
         Some(n) if n > limit => Err(AppError::BodyTooLarge { limit }),
         _ => Ok(()),
     }
@@ -173,7 +178,7 @@ pub fn reads_whole(
     content_encoding: Option<&str>,
     limit: u64,
 ) -> bool {
-    let declared = content_length.and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = declared_length(content_length);
     let plain = content_encoding
         .map(str::trim)
         .is_none_or(|e| e.is_empty() || e.eq_ignore_ascii_case("identity"));

@@ -176,7 +176,6 @@ async fn fetch_jwks(url: &str) -> Result<KeySet, String> {
     let spent = Duration::from_millis(Date::now().as_millis().saturating_sub(started));
     let body = read_capped(
         Body::of(&response, MAX_JWKS_BYTES as u64),
-        MAX_JWKS_BYTES as u64,
         Some(JWKS_TIMEOUT.saturating_sub(spent)),
     )
     .await

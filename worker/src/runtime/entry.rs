@@ -402,13 +402,14 @@ async fn read_body(req: &mut Request, limit: u64) -> Result<Vec<u8>, AppError> {
     )?;
     let declared = req.headers().get("content-length").ok().flatten();
     check_declared_length(declared.as_deref(), limit)?;
-    read_capped(
-        Body::new(req.inner().body(), req.headers(), limit),
+    let encoding = req.headers().get("content-encoding").ok().flatten();
+    let body = Body::new(
+        req.inner().body(),
         limit,
-        None,
-    )
-    .await
-    .map_err(|e| match e {
+        declared.as_deref(),
+        encoding.as_deref(),
+    );
+    read_capped(body, None).await.map_err(|e| match e {
         ReadError::TooLarge => AppError::BodyTooLarge { limit },
         ReadError::Broken | ReadError::Timeout => AppError::InvalidJson {
             message: "the request body could not be read".to_owned(),
@@ -812,9 +813,9 @@ impl Driver for RefCell<Pump> {
         if pump.over {
             return;
         }
-        let now = now_ms();
         match event {
             PipeEvent::Read(piece) => {
+                let now = now_ms();
                 let out = match piece {
                     Piece::Bytes(bytes) => pump.relay.feed(&bytes),
                     Piece::End => pump.relay.finish(),
@@ -828,6 +829,7 @@ impl Driver for RefCell<Pump> {
                 if pump.stalled_since.is_some() {
                     let taken = pump.pipe.taken();
                     if taken > 0 {
+                        let now = now_ms();
                         // Progress: the stall limit starts again.
                         pump.outbox.written(taken);
                         pump.stalled_since = Some(now);
@@ -836,6 +838,7 @@ impl Driver for RefCell<Pump> {
                 }
             }
             PipeEvent::Timer(Timer::Flush) => {
+                let now = now_ms();
                 pump.flush_armed = false;
                 match pump.outbox.due_in(now) {
                     Some(0) => {
@@ -855,6 +858,7 @@ impl Driver for RefCell<Pump> {
                     pump.pipe.arm(Timer::Idle, idle);
                     return;
                 }
+                let now = now_ms();
                 let quiet = now.saturating_sub(pump.read_started);
                 if quiet >= idle {
                     let out = pump.relay.fail(&UpstreamError::Timeout);
@@ -867,7 +871,7 @@ impl Driver for RefCell<Pump> {
                 let Some(since) = pump.stalled_since else {
                     return;
                 };
-                let quiet = now.saturating_sub(since);
+                let quiet = now_ms().saturating_sub(since);
                 if quiet >= pump.idle_ms {
                     pump.caller_left(Some("client_stalled"));
                 } else {
@@ -1027,17 +1031,13 @@ async fn read_upstream(
     limit: usize,
     timeout: Duration,
 ) -> Result<Vec<u8>, UpstreamError> {
-    read_capped(
-        Body::of(response, limit as u64),
-        limit as u64,
-        Some(timeout),
-    )
-    .await
-    .map_err(|e| match e {
-        ReadError::TooLarge => UpstreamError::BadResponse,
-        ReadError::Broken => UpstreamError::Network,
-        ReadError::Timeout => UpstreamError::Timeout,
-    })
+    read_capped(Body::of(response, limit as u64), Some(timeout))
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge => UpstreamError::BadResponse,
+            ReadError::Broken => UpstreamError::Network,
+            ReadError::Timeout => UpstreamError::Timeout,
+        })
 }
 
 fn json_response(status: u16, body: Vec<u8>) -> worker::Result<Response> {

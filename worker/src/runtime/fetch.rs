@@ -69,49 +69,54 @@ pub(crate) enum ReadError {
     Timeout,
 }
 
-/// A body to read with [`read_capped`].
+/// A body to read with [`read_capped`], and how much of it will be taken.
 pub(crate) struct Body {
     stream: Option<ReadableStream>,
+    limit: u64,
     /// Read whole by the runtime, in one call, instead of one call per piece
     /// ([`reads_whole`]).
     whole: bool,
 }
 
 impl Body {
-    /// A message's body, with its headers' `content-length` and `content-encoding`.
+    /// A message's body, at most `limit` bytes of it, with its headers' `content-length` and
+    /// `content-encoding`.
     pub(crate) fn new(
         stream: Option<ReadableStream>,
-        headers: &worker::Headers,
         limit: u64,
+        content_length: Option<&str>,
+        content_encoding: Option<&str>,
     ) -> Body {
-        let header = |name: &str| headers.get(name).ok().flatten();
         Body {
             stream,
-            whole: reads_whole(
-                header("content-length").as_deref(),
-                header("content-encoding").as_deref(),
-                limit,
-            ),
+            limit,
+            whole: reads_whole(content_length, content_encoding, limit),
         }
     }
 
-    /// A response's body.
+    /// A response's body, at most `limit` bytes of it.
     pub(crate) fn of(response: &Response, limit: u64) -> Body {
         let stream = match response.body() {
             ResponseBody::Stream(stream) => Some(stream.clone()),
             _ => None,
         };
-        Body::new(stream, response.headers(), limit)
+        let header = |name: &str| response.headers().get(name).ok().flatten();
+        Body::new(
+            stream,
+            limit,
+            header("content-length").as_deref(),
+            header("content-encoding").as_deref(),
+        )
     }
 }
 
-/// Reads a whole body (none: empty), at most `limit` bytes, within `timeout` when one is
-/// given. Past the limit the rest is not read (the body is cancelled).
+/// Reads a whole body (none: empty), at most its limit, within `timeout` when one is given.
+/// Past the limit the rest is not read (the body is cancelled).
 pub(crate) async fn read_capped(
     body: Body,
-    limit: u64,
     timeout: Option<Duration>,
 ) -> Result<Vec<u8>, ReadError> {
+    let limit = body.limit;
     let Some(stream) = body.stream else {
         return Ok(Vec::new());
     };
