@@ -52,6 +52,11 @@ pub struct ClientConfig {
     /// Mozilla's bundled roots and `extra_root_certificates_pem` only.
     #[uniffi(default = None)]
     pub system_trust: Option<bool>,
+    /// Resume a stream whose connection breaks, when the server made it resumable (default
+    /// true): the stream asks for the rest and goes on, within the retry policy. False: the
+    /// break ends the stream (`StreamTruncated`).
+    #[uniffi(default = None)]
+    pub resume_streams: Option<bool>,
 }
 
 /// What one call sends beside its body: extra headers (e.g. `x-storycad-cache: off`), and the
@@ -179,6 +184,9 @@ impl CollaboratorClient {
         }
         if let Some(on) = config.system_trust {
             builder = builder.system_trust(on);
+        }
+        if let Some(on) = config.resume_streams {
+            builder = builder.resume_streams(on);
         }
         // reqwest's connector belongs to a runtime: build it inside ours.
         let _in_runtime = runtime().enter();

@@ -5,9 +5,13 @@
 //! only waits on the channel, so the host's thread never polls a socket and a chunk costs one
 //! channel hand-off. The pump owns the connection: `cancel()` aborts it and dropping the
 //! `ChatStream` closes the channel, and either way the client's stream is dropped, which
-//! closes the connection.
+//! closes the connection. The client resumes a broken stream by itself; the pump copies its
+//! count of resumptions where `resumptions()` reads it.
 
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicU32, Ordering},
+    Arc,
+};
 
 use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, watch, Mutex};
@@ -24,12 +28,15 @@ const READ_AHEAD: usize = 16;
 type Item = Result<ChatChunk, CollaboratorError>;
 
 /// A streamed answer. Call `next()` until it returns nothing (the answer is complete); an
-/// error ends it early (`StreamTruncated`, `UpstreamUnavailable`, `Timeout`, ...). `cancel()`
-/// stops it from any thread: the connection closes, a pending or later `next()` raises
-/// `Cancelled`.
+/// error ends it early (`StreamTruncated`, `UpstreamUnavailable`, `Timeout`, ...). A broken
+/// connection is resumed by itself when the server allows it (`resumptions()` counts it).
+/// `cancel()` stops it from any thread: the connection closes, a pending or later `next()`
+/// raises `Cancelled`.
 #[derive(uniffi::Object)]
 pub struct ChatStream {
     meta: ResponseMeta,
+    /// The client stream's `meta().resumptions`, as of the last chunk the pump read.
+    resumptions: Arc<AtomicU32>,
     chunks: Mutex<mpsc::Receiver<Item>>,
     cancelled: watch::Sender<bool>,
     _pump: AbortOnDrop,
@@ -48,6 +55,8 @@ impl ChatStream {
     /// Starts the pump; must run inside the library's runtime.
     pub(crate) fn start(mut stream: storycad_client::ChatStream) -> Arc<Self> {
         let meta = ResponseMeta::from(stream.meta());
+        let resumptions = Arc::new(AtomicU32::new(0));
+        let count = resumptions.clone();
         let (tx, rx) = mpsc::channel::<Item>(READ_AHEAD);
         let pump = runtime().spawn(async move {
             loop {
@@ -56,6 +65,8 @@ impl ChatStream {
                     () = tx.closed() => return,
                     item = stream.next() => item,
                 };
+                // Before the chunk is handed on, so its reader sees at least the count it came with.
+                count.store(stream.meta().resumptions, Ordering::Release);
                 let (item, last) = match item {
                     None => return,
                     Some(Ok(chunk)) => (Ok(ChatChunk::from(chunk)), false),
@@ -68,6 +79,7 @@ impl ChatStream {
         });
         Arc::new(ChatStream {
             meta,
+            resumptions,
             chunks: Mutex::new(rx),
             cancelled: watch::Sender::new(false),
             _pump: AbortOnDrop(pump.abort_handle()),
@@ -102,8 +114,18 @@ impl ChatStream {
         self._pump.0.abort();
     }
 
-    /// The answer's headers (request id, rate limits, route, cache).
+    /// The answer's headers (request id, rate limits, route, cache, stream id), and the
+    /// resumptions so far.
     pub fn meta(&self) -> ResponseMeta {
-        self.meta.clone()
+        ResponseMeta {
+            resumptions: self.resumptions(),
+            ..self.meta.clone()
+        }
+    }
+
+    /// How many times the stream resumed after its connection broke, up to the chunks read
+    /// so far (the library reads a few chunks ahead of `next()`).
+    pub fn resumptions(&self) -> u32 {
+        self.resumptions.load(Ordering::Acquire)
     }
 }

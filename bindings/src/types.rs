@@ -315,6 +315,10 @@ pub struct ResponseMeta {
     pub cache: Option<String>,
     /// How many HTTP attempts the answer took (1 when nothing was retried).
     pub attempts: u32,
+    /// `x-storycad-stream-id`: the id a broken stream is resumed by, when the server keeps it.
+    pub stream_id: Option<String>,
+    /// How many times the stream resumed after its connection broke (0 for other answers).
+    pub resumptions: u32,
 }
 
 impl From<&storycad_client::ResponseMeta> for ResponseMeta {
@@ -326,6 +330,8 @@ impl From<&storycad_client::ResponseMeta> for ResponseMeta {
             route: m.route.clone(),
             cache: m.cache.clone(),
             attempts: m.attempts,
+            stream_id: m.stream_id.clone(),
+            resumptions: m.resumptions,
         }
     }
 }

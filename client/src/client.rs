@@ -1,10 +1,10 @@
 //! [`Client`]: the API calls and the attempt loop (token, send, classify, retry).
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use reqwest::{
-    header::{HeaderMap, ACCEPT, CONTENT_TYPE},
+    header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE},
     Method, Response,
 };
 use serde::de::DeserializeOwned;
@@ -18,6 +18,7 @@ use crate::{
     error::{is_retryable_status, Error, HttpErrorDetails, Result, TimeoutPhase},
     options::RequestOptions,
     response::{request_id, Completion, ResponseMeta},
+    resume::Resume,
     retry::{server_delay, should_retry_header, RetryBudget, RetryPolicy},
     stream::ChatStream,
     token::TokenCache,
@@ -42,6 +43,7 @@ pub(crate) struct Inner {
     pub(crate) budget: RetryBudget,
     pub(crate) retry: RetryPolicy,
     pub(crate) timeouts: Timeouts,
+    pub(crate) resume_streams: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -50,6 +52,7 @@ impl std::fmt::Debug for Client {
             .field("chat_url", &self.inner.chat_url)
             .field("retry", &self.inner.retry)
             .field("timeouts", &self.inner.timeouts)
+            .field("resume_streams", &self.inner.resume_streams)
             .finish_non_exhaustive()
     }
 }
@@ -95,7 +98,8 @@ impl Client {
     }
 
     /// `POST /chat/completions` with `stream: true`. Returns once the answer's headers arrived:
-    /// HTTP errors (after retries) come back here, never as the stream's first item.
+    /// HTTP errors (after retries) come back here, never as the stream's first item. A stream
+    /// the server made resumable resumes by itself after a break (see [`ChatStream`]).
     pub async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream> {
         self.chat_stream_with(req, &RequestOptions::default()).await
     }
@@ -115,12 +119,62 @@ impl Client {
             .instrument(span.clone())
             .await?;
         let meta = ResponseMeta::from_headers(resp.status().as_u16(), resp.headers(), attempts);
+        let resume = match &meta.stream_id {
+            Some(id) if self.inner.resume_streams => Some(Resume::new(
+                self.clone(),
+                format!("{}/streams/{id}", self.inner.chat_url),
+                extra,
+            )),
+            _ => None,
+        };
         Ok(ChatStream::new(
             resp,
             meta,
             self.inner.timeouts.stream_idle,
             span,
+            resume,
         ))
+    }
+
+    /// The request that picks a broken stream up after event `last_id`
+    /// (`GET {url}` with `Last-Event-ID`). It is one more retry of the policy after `retries`
+    /// (the maximum, then the budget, decide; the policy's backoff comes first), and retries
+    /// itself like any request. Its future yields the answer (body unread) and the retries
+    /// counted; the error says why the policy allows no resume.
+    pub(crate) fn resume_stream(
+        &self,
+        url: &str,
+        extra: &HeaderMap,
+        last_id: u64,
+        retries: u32,
+    ) -> std::result::Result<
+        impl Future<Output = Result<(Response, u32)>> + Send + 'static,
+        &'static str,
+    > {
+        let mut state = Attempts::new();
+        state.retries = retries;
+        self.take_retry(&mut state.retries)?;
+        let wait = self.inner.retry.backoff(state.retries);
+        debug!(
+            last_event_id = last_id,
+            retry = state.retries,
+            wait_ms = wait.as_millis() as u64,
+            budget_left = self.inner.budget.available(),
+            "resuming the stream"
+        );
+        let mut extra = extra.clone();
+        extra.insert(
+            HeaderName::from_static(headers::LAST_EVENT_ID),
+            HeaderValue::from(last_id),
+        );
+        let (client, url) = (self.clone(), url.to_owned());
+        Ok(async move {
+            tokio::time::sleep(wait).await;
+            let resp = client
+                .send_with(&mut state, Method::GET, &url, None, true, &extra)
+                .await?;
+            Ok((resp, state.retries))
+        })
     }
 
     /// `GET /models`: the model aliases the caller's plan allows.
@@ -174,18 +228,28 @@ impl Client {
         streaming: bool,
         extra: &HeaderMap,
     ) -> Result<(Response, u32)> {
-        let mut state = Attempts {
-            // One key per logical request, so the server can drop a duplicate of a retried POST.
-            idempotency_key: format!("{:032x}", fastrand::u128(..)),
-            attempt: 0,
-            retries: 0,
-            refreshed: false,
-        };
+        let mut state = Attempts::new();
+        let resp = self
+            .send_with(&mut state, method, url, body, streaming, extra)
+            .await?;
+        Ok((resp, state.attempt))
+    }
+
+    /// [`send`](Self::send) continuing the bookkeeping in `state`.
+    async fn send_with(
+        &self,
+        state: &mut Attempts,
+        method: Method,
+        url: &str,
+        body: Option<Bytes>,
+        streaming: bool,
+        extra: &HeaderMap,
+    ) -> Result<Response> {
         loop {
             state.attempt += 1;
             let span = tracing::info_span!("attempt", n = state.attempt);
             let next = self
-                .attempt(&method, url, body.as_ref(), streaming, extra, &mut state)
+                .attempt(&method, url, body.as_ref(), streaming, extra, state)
                 .instrument(span)
                 .await;
             match next {
@@ -198,7 +262,7 @@ impl Client {
                     if let Some(id) = id.and_then(|v| v.to_str().ok()) {
                         tracing::Span::current().record("request_id", id);
                     }
-                    return result.map(|r| (r, state.attempt));
+                    return result;
                 }
                 Next::Again => {}
                 Next::RetryAfter(wait) => tokio::time::sleep(wait).await,
@@ -277,10 +341,6 @@ impl Client {
             debug!(attempt, ?status, ?advice, error = %err, "not retrying: not retryable");
             return Next::Done(Err(err));
         }
-        if state.retries >= policy.max_retries {
-            debug!(attempt, ?status, error = %err, "not retrying: no retries left");
-            return Next::Done(Err(err));
-        }
         let server_wait = answer_headers.as_ref().and_then(server_delay);
         if let Some(wait) = server_wait.filter(|w| *w > policy.max_server_delay) {
             debug!(
@@ -291,11 +351,10 @@ impl Client {
             );
             return Next::Done(Err(err));
         }
-        if !inner.budget.try_acquire() {
-            debug!(attempt, ?status, error = %err, "not retrying: retry budget spent");
+        if let Err(why) = self.take_retry(&mut state.retries) {
+            debug!(attempt, ?status, error = %err, "not retrying: {why}");
             return Next::Done(Err(err));
         }
-        state.retries += 1;
         let wait = server_wait.unwrap_or_else(|| policy.backoff(state.retries));
         debug!(
             attempt,
@@ -308,6 +367,19 @@ impl Client {
         );
         Next::RetryAfter(wait)
     }
+
+    /// Counts one more retry in `retries` if the policy allows it: its maximum, then its
+    /// budget (which this takes from). Else why not.
+    fn take_retry(&self, retries: &mut u32) -> std::result::Result<(), &'static str> {
+        if *retries >= self.inner.retry.max_retries {
+            return Err("no retries left");
+        }
+        if !self.inner.budget.try_acquire() {
+            return Err("retry budget spent");
+        }
+        *retries += 1;
+        Ok(())
+    }
 }
 
 /// The bookkeeping of one logical request across its attempts.
@@ -316,6 +388,18 @@ struct Attempts {
     attempt: u32,
     retries: u32,
     refreshed: bool,
+}
+
+impl Attempts {
+    fn new() -> Self {
+        Attempts {
+            // One key per logical request, so the server can drop a duplicate of a retried POST.
+            idempotency_key: format!("{:032x}", fastrand::u128(..)),
+            attempt: 0,
+            retries: 0,
+            refreshed: false,
+        }
+    }
 }
 
 /// What follows an attempt.

@@ -70,6 +70,7 @@ pub struct ClientBuilder {
     refresh_ahead: Duration,
     user_agent: String,
     network: Network,
+    resume_streams: bool,
 }
 
 impl Default for ClientBuilder {
@@ -82,6 +83,7 @@ impl Default for ClientBuilder {
             refresh_ahead: Duration::from_secs(60),
             user_agent: concat!("storycad-client/", env!("CARGO_PKG_VERSION")).to_owned(),
             network: Network::default(),
+            resume_streams: true,
         }
     }
 }
@@ -98,6 +100,7 @@ impl std::fmt::Debug for ClientBuilder {
             .field("extra_roots", &self.network.extra_roots.len())
             .field("proxy", &self.network.proxy.as_deref().map(redact))
             .field("system_proxy", &self.network.system_proxy)
+            .field("resume_streams", &self.resume_streams)
             .finish()
     }
 }
@@ -188,6 +191,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether a stream the server made resumable picks itself up after its connection breaks
+    /// (default: yes; see [`ChatStream`](crate::ChatStream)). Off: a broken stream ends with its
+    /// error, as with a server that does not resume streams.
+    pub fn resume_streams(mut self, on: bool) -> Self {
+        self.resume_streams = on;
+        self
+    }
+
     /// The client, or [`Error::Config`] when the URL is missing or bad or there is no token.
     pub fn build(self) -> Result<Client> {
         let base = self
@@ -225,6 +236,7 @@ impl ClientBuilder {
                 budget: RetryBudget::new(&self.retry),
                 retry: self.retry,
                 timeouts: self.timeouts,
+                resume_streams: self.resume_streams,
             }),
         })
     }

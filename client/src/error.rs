@@ -84,7 +84,8 @@ pub enum Error {
     },
 
     /// The stream ended (body closed or connection cut) without `data: [DONE]` or an error
-    /// event: the answer is incomplete.
+    /// event, and could not be resumed: the answer is incomplete. Also a resumed stream that
+    /// misses events (the `source` says which).
     #[error("stream ended before [DONE]: the answer is incomplete")]
     StreamTruncated {
         /// The server's `x-request-id`.

@@ -9,8 +9,9 @@
 //!   one call carries the same `idempotency-key`.
 //! - **Streaming**: [`Client::chat_stream`] returns HTTP errors itself; the [`ChatStream`] then
 //!   yields [`ChatChunk`]s until `[DONE]`, and an error item (never a silent end) when the
-//!   server sends an error event, the body is cut, or the stream stalls. Dropping it closes
-//!   the connection.
+//!   server sends an error event, the body is cut, or the stream stalls. A stream the server
+//!   made resumable picks itself up after a cut instead, skipping what it already yielded
+//!   ([`ChatStream`] says how). Dropping it closes the connection.
 //! - **Errors**: one [`Error`] enum keeping status, code, request id, `retry-after` and
 //!   rate-limit headers.
 //! - **Networks**: the operating system's certificate store and proxy settings by default
@@ -74,6 +75,7 @@ pub mod fuzzing;
 mod network;
 mod options;
 mod response;
+mod resume;
 mod retry;
 mod stream;
 mod token;

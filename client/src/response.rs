@@ -5,6 +5,8 @@ use std::ops::Deref;
 use reqwest::header::HeaderMap;
 use storycad_protocol::{headers, ratelimit::RateLimitInfo, ChatResponse};
 
+use crate::resume::valid_stream_id;
+
 /// The headers of an answer that matter to a caller.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
@@ -21,6 +23,12 @@ pub struct ResponseMeta {
     pub cache: Option<String>,
     /// How many HTTP attempts this answer took (1 when nothing was retried).
     pub attempts: u32,
+    /// `x-storycad-stream-id`: the id a broken stream is resumed by, when the server keeps it
+    /// (an id that is not 1 to 64 of `A-Z a-z 0-9 - _` is ignored).
+    pub stream_id: Option<String>,
+    /// How many times the stream resumed after its connection broke; it grows while the
+    /// stream is read ([`ChatStream::meta`](crate::ChatStream::meta)). 0 for other answers.
+    pub resumptions: u32,
 }
 
 impl ResponseMeta {
@@ -33,6 +41,10 @@ impl ResponseMeta {
             route: get(headers::ROUTE).map(str::to_owned),
             cache: get(headers::CACHE).map(str::to_owned),
             attempts,
+            stream_id: get(headers::STREAM_ID)
+                .filter(|id| valid_stream_id(id))
+                .map(str::to_owned),
+            resumptions: 0,
         }
     }
 }

@@ -3,7 +3,8 @@
 //! The body goes through [`Body`] (the idle timer, and a blank line added at the end so that a
 //! last event the server did not terminate is still dispatched), then eventsource-stream, then
 //! JSON. The stream ends only on `data: [DONE]`; an end of body without it is
-//! [`Error::StreamTruncated`].
+//! [`Error::StreamTruncated`], unless the stream is resumable ([`crate::resume`]): then the
+//! break is repaired by a new connection whose body takes the old one's place.
 
 use std::{
     pin::Pin,
@@ -22,10 +23,12 @@ use std::future::Future as _;
 use futures_util::{Stream, StreamExt as _};
 use storycad_protocol::{ChatChunk, ChatResponse, ErrorBody, ResponseAccumulator};
 use tokio::time::{Instant, Sleep};
+use tracing::Instrument as _;
 
 use crate::{
     error::{Error, Result, TimeoutPhase},
     response::ResponseMeta,
+    resume::{Resume, Verdict},
 };
 
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
@@ -209,9 +212,21 @@ fn utf8_bad_at(carry: &mut Vec<u8>, piece: &[u8]) -> Option<usize> {
 /// Yields chunks until `data: [DONE]`, then ends. Ends with an error item instead when the
 /// server sends an error event ([`Error::Stream`]), when the body ends or the connection is cut
 /// before `[DONE]` ([`Error::StreamTruncated`]), or when nothing arrives for
-/// [`Timeouts::stream_idle`](crate::Timeouts::stream_idle) ([`Error::Timeout`]). Nothing is
-/// retried once the stream is in the caller's hands. Dropping it closes the connection, which
-/// tells the server to stop generating.
+/// [`Timeouts::stream_idle`](crate::Timeouts::stream_idle) ([`Error::Timeout`]). Dropping it
+/// closes the connection, which tells the server to stop generating.
+///
+/// **Resuming.** When the server made the stream resumable (its answer carries
+/// `x-storycad-stream-id`, kept in [`ResponseMeta::stream_id`]), a cut, an end before `[DONE]`
+/// or the idle timeout does not end it: the stream asks for the events after the last one it
+/// received (`GET .../chat/completions/streams/{id}` with `Last-Event-ID`) and goes on, skipping
+/// events it already yielded, so the caller sees one uninterrupted answer. Each resume request
+/// is one retry of the client's [`RetryPolicy`](crate::RetryPolicy) (its backoff first, its
+/// budget; its maximum counts the attempts since the stream last received an event), and is
+/// itself retried like any request. [`ResponseMeta::resumptions`] counts the resumes. When no
+/// resume is allowed or the server refuses it (`404 stream_expired`), the stream ends with the
+/// error of the break. A resumed stream that misses events (a gap in the ids, or an event
+/// without one) ends with [`Error::StreamTruncated`] rather than yield a hole.
+/// [`ClientBuilder::resume_streams`](crate::ClientBuilder::resume_streams) turns resuming off.
 pub struct ChatStream {
     meta: ResponseMeta,
     events: EventStream<Body>,
@@ -220,6 +235,8 @@ pub struct ChatStream {
     finished: bool,
     chunks: u64,
     span: tracing::Span,
+    /// Present when the stream is resumable.
+    resume: Option<Box<Resume>>,
 }
 
 impl std::fmt::Debug for ChatStream {
@@ -228,6 +245,7 @@ impl std::fmt::Debug for ChatStream {
             .field("meta", &self.meta)
             .field("finished", &self.finished)
             .field("chunks", &self.chunks)
+            .field("resumable", &self.resume.is_some())
             .finish()
     }
 }
@@ -238,8 +256,11 @@ impl ChatStream {
         meta: ResponseMeta,
         idle: Duration,
         span: tracing::Span,
+        resume: Option<Resume>,
     ) -> Self {
-        Self::from_bytes(response.bytes_stream(), meta, idle, span)
+        let mut stream = Self::from_bytes(response.bytes_stream(), meta, idle, span);
+        stream.resume = resume.map(Box::new);
+        stream
     }
 
     pub(crate) fn from_bytes(
@@ -257,12 +278,87 @@ impl ChatStream {
             finished: false,
             chunks: 0,
             span,
+            resume: None,
         }
     }
 
-    /// The answer's headers.
+    /// The answer's headers, and [`resumptions`](ResponseMeta::resumptions) so far.
     pub fn meta(&self) -> &ResponseMeta {
         &self.meta
+    }
+
+    /// Reads `bytes` from now on, in place of the body read so far (which is dropped, closing
+    /// its connection).
+    fn attach(&mut self, bytes: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static) {
+        let (body, ended) = Body::new(bytes, self.idle);
+        self.events = body.eventsource();
+        self.body_ended = ended;
+    }
+
+    /// After a break: starts a resume when the stream is resumable and the retry policy allows
+    /// one; else gives `broken` back.
+    fn start_resume(&mut self, broken: Error) -> std::result::Result<(), Error> {
+        let Some(resume) = self.resume.as_deref_mut() else {
+            return Err(broken);
+        };
+        let entered = self.span.enter();
+        tracing::debug!(chunks = self.chunks, error = %broken, "the stream broke");
+        if !resume.cursor.resumable() {
+            tracing::debug!("not resuming the stream: an event came without an id");
+            return Err(broken);
+        }
+        let planned = resume.client.resume_stream(
+            &resume.url,
+            &resume.extra,
+            resume.cursor.last(),
+            resume.retries,
+        );
+        match planned {
+            Ok(request) => {
+                resume.pending = Some((Box::pin(request.instrument(self.span.clone())), broken));
+                drop(entered);
+                // Close the broken connection now: a stalled one would stay open otherwise.
+                self.attach(futures_util::stream::empty());
+                Ok(())
+            }
+            Err(why) => {
+                tracing::debug!("not resuming the stream: {why}");
+                Err(broken)
+            }
+        }
+    }
+
+    /// Drives a resume under way: `Ready(Ok)` when there is none (any more), `Ready(Err)` with
+    /// the error of the break when it failed.
+    fn poll_resume(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), Error>> {
+        let Some(resume) = self.resume.as_deref_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let Some((mut request, broken)) = resume.pending.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        match request.as_mut().poll(cx) {
+            Poll::Pending => {
+                resume.pending = Some((request, broken));
+                Poll::Pending
+            }
+            Poll::Ready(Ok((response, retries))) => {
+                resume.retries = retries;
+                resume.cursor.reconnected();
+                let last_event_id = resume.cursor.last();
+                self.meta.resumptions += 1;
+                let resumptions = self.meta.resumptions;
+                self.span
+                    .in_scope(|| tracing::debug!(last_event_id, resumptions, "the stream resumed"));
+                self.attach(response.bytes_stream());
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => {
+                self.span
+                    .in_scope(|| tracing::debug!(error = %e, "the stream could not be resumed"));
+                Poll::Ready(Err(broken))
+            }
+        }
     }
 
     /// Reads the whole stream and folds it into one [`ChatResponse`] (see
@@ -307,101 +403,122 @@ impl Stream for ChatStream {
         if self.finished {
             return Poll::Ready(None);
         }
-        loop {
-            let event = match self.events.poll_next_unpin(cx) {
+        'read: loop {
+            match self.poll_resume(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(event))) => event,
-                Poll::Ready(Some(Err(EventStreamError::Transport(BodyError::Idle)))) => {
-                    let after = self.idle;
-                    return self.fail(Error::Timeout {
-                        phase: TimeoutPhase::StreamIdle,
-                        after,
-                    });
-                }
-                Poll::Ready(Some(Err(EventStreamError::Transport(BodyError::Transport(e))))) => {
-                    let e = self.truncated(Some(Box::new(e)));
-                    return self.fail(e);
-                }
-                Poll::Ready(Some(Err(EventStreamError::Transport(BodyError::NotUtf8)))) => {
-                    let e = Error::InvalidResponse {
-                        status: self.meta.status,
-                        body: String::new(),
-                        reason: "not a valid event stream: not UTF-8".to_owned(),
-                        request_id: self.meta.request_id.clone(),
-                    };
-                    return self.fail(e);
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    let e = Error::InvalidResponse {
-                        status: self.meta.status,
-                        body: String::new(),
-                        reason: format!("not a valid event stream: {e}"),
-                        request_id: self.meta.request_id.clone(),
-                    };
-                    return self.fail(e);
-                }
-                Poll::Ready(None) => {
-                    let e = self.truncated(None);
-                    return self.fail(e);
-                }
-            };
-            let data = event.data.as_str();
-            // Keep-alives: an empty `data:` line, or a named event other than `error` (`ping`).
-            if data.trim().is_empty() || !(event.event == "message" || event.event == "error") {
-                continue;
+                Poll::Ready(Err(e)) => return self.fail(e),
+                Poll::Ready(Ok(())) => {}
             }
-            if data == "[DONE]" {
-                self.finished = true;
-                let chunks = self.chunks;
-                self.span
-                    .in_scope(|| tracing::debug!(chunks, "stream finished"));
-                return Poll::Ready(None);
-            }
-            if event.event == "error" {
-                let e = match serde_json::from_str::<ErrorBody>(data) {
-                    Ok(body) => self.error_event(body),
-                    Err(_) => Error::Stream {
-                        code: None,
-                        kind: None,
-                        message: data.to_owned(),
-                        request_id: self.meta.request_id.clone(),
-                    },
-                };
-                return self.fail(e);
-            }
-            match serde_json::from_str::<ChatChunk>(data) {
-                Ok(mut chunk) => {
-                    if let Some(err) = chunk.extra.remove("error") {
-                        let e = match serde_json::from_value::<ErrorBody>(
-                            serde_json::json!({ "error": err }),
-                        ) {
-                            Ok(body) => self.error_event(body),
-                            Err(_) => Error::Stream {
-                                code: None,
-                                kind: None,
-                                message: err.to_string(),
-                                request_id: self.meta.request_id.clone(),
-                            },
+            // Each path returns or goes round again, except a break of the connection.
+            let broken = 'event: {
+                let event = match self.events.poll_next_unpin(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(Ok(event))) => event,
+                    Poll::Ready(Some(Err(EventStreamError::Transport(BodyError::Idle)))) => {
+                        break 'event Error::Timeout {
+                            phase: TimeoutPhase::StreamIdle,
+                            after: self.idle,
+                        };
+                    }
+                    Poll::Ready(Some(Err(EventStreamError::Transport(BodyError::Transport(
+                        e,
+                    ))))) => break 'event self.truncated(Some(Box::new(e))),
+                    Poll::Ready(Some(Err(EventStreamError::Transport(BodyError::NotUtf8)))) => {
+                        let e = Error::InvalidResponse {
+                            status: self.meta.status,
+                            body: String::new(),
+                            reason: "not a valid event stream: not UTF-8".to_owned(),
+                            request_id: self.meta.request_id.clone(),
                         };
                         return self.fail(e);
                     }
-                    self.chunks += 1;
-                    return Poll::Ready(Some(Ok(chunk)));
+                    Poll::Ready(Some(Err(e))) => {
+                        let e = Error::InvalidResponse {
+                            status: self.meta.status,
+                            body: String::new(),
+                            reason: format!("not a valid event stream: {e}"),
+                            request_id: self.meta.request_id.clone(),
+                        };
+                        return self.fail(e);
+                    }
+                    Poll::Ready(None) => break 'event self.truncated(None),
+                };
+                let data = event.data.as_str();
+                // Keep-alives: an empty `data:` line, or a named event other than `error` (`ping`).
+                if data.trim().is_empty() || !(event.event == "message" || event.event == "error") {
+                    continue 'read;
                 }
-                // The blank line added at the end of the body dispatched a cut-off event.
-                Err(_) if self.body_ended.load(Ordering::Acquire) => {
-                    let e = self.truncated(None);
-                    return self.fail(e);
+                let verdict = match self.resume.as_deref_mut() {
+                    None => None,
+                    Some(resume) => match resume.cursor.judge(&event.id) {
+                        Verdict::Duplicate => continue 'read,
+                        Verdict::Gap(gap) => {
+                            let e = self.truncated(Some(Box::new(gap)));
+                            return self.fail(e);
+                        }
+                        v => Some(v),
+                    },
+                };
+                if data == "[DONE]" {
+                    self.finished = true;
+                    let chunks = self.chunks;
+                    self.span
+                        .in_scope(|| tracing::debug!(chunks, "stream finished"));
+                    return Poll::Ready(None);
                 }
-                Err(e) => {
-                    let e = Error::InvalidResponse {
-                        status: self.meta.status,
-                        body: data.to_owned(),
-                        reason: format!("a stream event is not a chat chunk: {e}"),
-                        request_id: self.meta.request_id.clone(),
+                if event.event == "error" {
+                    let e = match serde_json::from_str::<ErrorBody>(data) {
+                        Ok(body) => self.error_event(body),
+                        Err(_) => Error::Stream {
+                            code: None,
+                            kind: None,
+                            message: data.to_owned(),
+                            request_id: self.meta.request_id.clone(),
+                        },
                     };
                     return self.fail(e);
                 }
+                match serde_json::from_str::<ChatChunk>(data) {
+                    Ok(mut chunk) => {
+                        if let Some(err) = chunk.extra.remove("error") {
+                            let e = match serde_json::from_value::<ErrorBody>(
+                                serde_json::json!({ "error": err }),
+                            ) {
+                                Ok(body) => self.error_event(body),
+                                Err(_) => Error::Stream {
+                                    code: None,
+                                    kind: None,
+                                    message: err.to_string(),
+                                    request_id: self.meta.request_id.clone(),
+                                },
+                            };
+                            return self.fail(e);
+                        }
+                        if let (Some(resume), Some(v)) = (self.resume.as_deref_mut(), verdict) {
+                            if resume.cursor.take(v) {
+                                resume.retries = 0;
+                            }
+                        }
+                        self.chunks += 1;
+                        return Poll::Ready(Some(Ok(chunk)));
+                    }
+                    // The blank line added at the end of the body dispatched a cut-off event.
+                    Err(_) if self.body_ended.load(Ordering::Acquire) => {
+                        break 'event self.truncated(None);
+                    }
+                    Err(e) => {
+                        let e = Error::InvalidResponse {
+                            status: self.meta.status,
+                            body: data.to_owned(),
+                            reason: format!("a stream event is not a chat chunk: {e}"),
+                            request_id: self.meta.request_id.clone(),
+                        };
+                        return self.fail(e);
+                    }
+                }
+            };
+            if let Err(e) = self.start_resume(broken) {
+                return self.fail(e);
             }
         }
     }

@@ -5,7 +5,8 @@
 //! ```
 //!
 //! The token may also come from `STORYCAD_TOKEN`, the base URL from `STORYCAD_BASE_URL`, the
-//! model from `--model` or `STORYCAD_MODEL`. Answers stream as they arrive; Ctrl-C stops the
+//! model from `--model` or `STORYCAD_MODEL`. Answers stream as they arrive (a stream that
+//! resumes after a dropped connection shows `(reconnected)` on stderr); Ctrl-C stops the
 //! answer being generated, not the REPL. Commands: `/model NAME`, `/models`, `/reset`,
 //! `/usage`, `/help`, `/quit`.
 
@@ -127,7 +128,8 @@ fn watch_interrupts() -> watch::Receiver<u64> {
     rx
 }
 
-/// Streams one answer to stdout; Ctrl-C stops it and keeps what was shown.
+/// Streams one answer to stdout; Ctrl-C stops it and keeps what was shown. A resumed
+/// connection is noted on stderr, where the answer stands, so stdout keeps the answer alone.
 async fn answer(
     client: &Client,
     request: &ChatRequest,
@@ -138,11 +140,17 @@ async fn answer(
     let mut stream = client.chat_stream(request).await?;
     let mut text = String::new();
     let mut stdout = std::io::stdout();
+    let mut resumptions = 0;
     loop {
         tokio::select! {
             item = stream.next() => match item {
                 None => break,
                 Some(Ok(chunk)) => {
+                    if stream.meta().resumptions > resumptions {
+                        resumptions = stream.meta().resumptions;
+                        let _ = stdout.flush();
+                        eprint!(" (reconnected) ");
+                    }
                     if let Some(piece) = chunk.text() {
                         text.push_str(piece);
                         print!("{piece}");

@@ -2,9 +2,11 @@
 #![allow(clippy::unwrap_used)] // test helpers, like the tests, fail by panicking
 
 use std::{
-    io::Write,
+    io::{Read, Write},
+    net::TcpListener,
     path::PathBuf,
     process::{Command, Stdio},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -179,5 +181,72 @@ fn ctrl_c_stops_the_answer_not_the_repl() {
     assert!(
         !partial.ends_with(" t"),
         "the answer was not stopped: {partial}"
+    );
+}
+
+/// A Worker stand-in on 127.0.0.1 whose streamed answer is resumable and cut after two events;
+/// the resume (`GET .../streams/s-1`) sends the rest. Returns the base URL and the request lines
+/// received.
+fn resumable_worker() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let event = |n: u32, data: &str| format!("id: {n}\ndata: {data}\n\n");
+    let chunk = |text: &str| {
+        serde_json::json!({"id": "c1", "object": "chat.completion.chunk", "created": 1,
+            "model": "m", "choices": [{"index": 0, "delta": {"content": text},
+            "finish_reason": null}]})
+        .to_string()
+    };
+    let first = event(1, &chunk("Once")) + &event(2, &chunk(" upon"));
+    let rest = event(3, &chunk(" a time.")) + &event(4, "[DONE]");
+    // Serves until the test process ends; each answer closes its connection.
+    std::thread::spawn(move || {
+        for sock in listener.incoming() {
+            let Ok(mut sock) = sock else { return };
+            sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && sock.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; length];
+            let _ = sock.read_exact(&mut body);
+            let line = head.lines().next().unwrap_or("").to_owned();
+            let (extra, body) = if line.starts_with("get /v1/chat/completions/streams/s-1") {
+                ("", rest.as_str())
+            } else {
+                ("x-storycad-stream-id: s-1\r\n", first.as_str())
+            };
+            log.lock().unwrap().push(line);
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\
+                 {extra}\r\n{body}"
+            );
+            let _ = sock.write_all(answer.as_bytes());
+        }
+    });
+    (base_url, seen)
+}
+
+#[test]
+fn a_resumed_answer_is_shown_whole_with_a_note() {
+    let (base_url, seen) = resumable_worker();
+    let (stdout, stderr, ok) = run_repl(&base_url, "tell me a story\n/quit\n");
+    assert!(ok, "exit failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("Once upon a time."), "{stdout}");
+    assert!(stderr.contains("(reconnected)"), "{stderr}");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen[1].starts_with("get /v1/chat/completions/streams/s-1"),
+        "{seen:?}"
     );
 }

@@ -132,6 +132,9 @@ pub mod codes {
     pub const STREAM_TRUNCATED: &str = "stream_truncated";
     /// No such route.
     pub const NOT_FOUND_CODE: &str = "not_found";
+    /// The stream to resume is not kept (any more) for this user: its window passed, it was
+    /// never cut, or it is someone else's (404).
+    pub const STREAM_EXPIRED: &str = "stream_expired";
     /// Method not allowed on this route.
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
     /// The Worker's own configuration is invalid.

@@ -14,6 +14,11 @@ pub const RETRY_AFTER: &str = "retry-after";
 pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 /// `true` or `false`: the server's own advice on retrying.
 pub const SHOULD_RETRY: &str = "x-should-retry";
+/// A resumable stream's id, on its answer: `GET /v1/chat/completions/streams/{id}` with
+/// [`LAST_EVENT_ID`] picks it up again after a broken connection.
+pub const STREAM_ID: &str = "x-storycad-stream-id";
+/// The id of the last event the client received (the SSE standard's reconnect header).
+pub const LAST_EVENT_ID: &str = "last-event-id";
 
 /// Requests allowed in the window.
 pub const LIMIT_REQUESTS: &str = "x-ratelimit-limit-requests";

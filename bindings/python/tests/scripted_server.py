@@ -35,11 +35,12 @@ class Reply:
 @dataclass
 class StreamReply:
     """SSE: `events` (dicts become `data: <json>`, strings are sent as is) one every
-    `interval` seconds; `done` sends `data: [DONE]` at the end."""
+    `interval` seconds; `done` sends `data: [DONE]` at the end; `headers` go with the answer."""
 
     events: list
     interval: float = 0.0
     done: bool = True
+    headers: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -99,6 +100,8 @@ class ScriptedServer:
                 self.send_header("content-type", "text/event-stream")
                 self.send_header("x-request-id", "req_scripted_stream")
                 self.send_header("connection", "close")
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
                 self.end_headers()
                 self.wfile.flush()
                 sock = self.connection

@@ -62,6 +62,11 @@ public sealed class CollaboratorOptions
     /// true).</summary>
     public bool? SystemTrust { get; set; }
 
+    /// <summary>Whether a stream whose connection breaks is resumed, when the server allows it
+    /// (client default true; <see cref="ChatStream.Resumptions"/> counts them). False: the break
+    /// throws <see cref="CollaboratorException.StreamTruncated"/>.</summary>
+    public bool? ResumeStreams { get; set; }
+
     /// <summary>Whether the library's log goes to the container's <c>ILoggerFactory</c>, when
     /// one is registered (default true). The library has one logger per process.</summary>
     public bool ForwardLogs { get; set; } = true;
@@ -94,7 +99,8 @@ public sealed class CollaboratorOptions
             ProxyUrl: Proxy,
             SystemProxy: SystemProxy,
             ExtraRootCertificatesPem: ExtraRootCertificatesPem,
-            SystemTrust: SystemTrust);
+            SystemTrust: SystemTrust,
+            ResumeStreams: ResumeStreams);
         return ConfigureClient is null ? config : ConfigureClient(config);
     }
 
