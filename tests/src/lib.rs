@@ -23,6 +23,7 @@
 pub mod fake_provider;
 mod http;
 pub mod jwks_server;
+pub mod relay;
 mod server;
 pub mod tokens;
 pub mod workerd;

@@ -56,7 +56,8 @@ async fn timed_events(s: &Suite, alias: &str, prompt: &str) -> Vec<(Duration, St
             buffer.push_str(std::str::from_utf8(&chunk).unwrap());
             while let Some(end) = buffer.find("\n\n") {
                 let event: String = buffer.drain(..end + 2).collect();
-                if let Some(data) = event.trim_end().strip_prefix("data: ") {
+                // Each event is its `id:` line and its `data:` line.
+                if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
                     events.push((at, data.to_owned()));
                 }
             }

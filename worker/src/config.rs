@@ -28,6 +28,10 @@ pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 60_000;
 /// window instead of one per event (each write is work for the runtime, counted as CPU time).
 pub const DEFAULT_STREAM_COALESCE_MS: u64 = 10;
 
+/// The longest `RESUME_WINDOW_SECONDS` accepted: the events wait in the user's Durable Object's
+/// memory that long.
+pub const MAX_RESUME_WINDOW_SECONDS: u64 = 3_600;
+
 /// The longest `STREAM_COALESCE_MS` accepted: a longer hold would show as stutter.
 pub const MAX_STREAM_COALESCE_MS: u64 = 250;
 /// `UPSTREAM_ANSWER_TIMEOUT_MS` when unset: how long a complete (non-stream) answer may take
@@ -164,6 +168,9 @@ pub struct Config {
     /// `STREAM_COALESCE_MS`: a stream's events that come within this long of its last write to
     /// the caller wait and go out together (0: each piece at once).
     pub stream_coalesce_ms: u64,
+    /// `RESUME_WINDOW_SECONDS`: how long a stream whose caller left before its end can be
+    /// resumed, counted from its last event (0: streams are not resumable).
+    pub resume_window_seconds: u64,
 }
 
 /// A `PROVIDERS` entry.
@@ -314,6 +321,20 @@ impl Config {
                     ))
                 }
                 ms => ms,
+            },
+            resume_window_seconds: match parse_u64(
+                "RESUME_WINDOW_SECONDS",
+                get("RESUME_WINDOW_SECONDS"),
+                crate::resume::DEFAULT_WINDOW_SECONDS,
+                0,
+            )? {
+                s if s > MAX_RESUME_WINDOW_SECONDS => {
+                    return Err(ConfigError::new(
+                        "RESUME_WINDOW_SECONDS",
+                        format!("must be at most {MAX_RESUME_WINDOW_SECONDS}"),
+                    ))
+                }
+                s => s,
             },
         })
     }
@@ -603,6 +624,10 @@ mod tests {
         assert_eq!(c.cache_ttl_seconds, 0);
         assert_eq!(c.upstream_timeout_ms, 60_000);
         assert_eq!(c.stream_coalesce_ms, DEFAULT_STREAM_COALESCE_MS);
+        assert_eq!(
+            c.resume_window_seconds,
+            crate::resume::DEFAULT_WINDOW_SECONDS
+        );
         assert_eq!(c.answer_timeout_ms, 240_000);
         assert_eq!(c.jwt.algorithms, Algorithm::DEFAULT);
         assert_eq!(c.jwt.keys.as_ref().map(KeySet::usable_len), Some(1));
@@ -784,6 +809,7 @@ mod tests {
             "UPSTREAM_TIMEOUT_MS",
             "JWT_CACHE_ENTRIES",
             "STREAM_COALESCE_MS",
+            "RESUME_WINDOW_SECONDS",
         ] {
             for bad in ["-1", "1.5", "lots", "1e3"] {
                 assert_eq!(err_with(var, bad).var, var, "{var}={bad}");
@@ -798,6 +824,15 @@ mod tests {
             let mut vars = base();
             vars.insert("STREAM_COALESCE_MS", ok.to_owned());
             assert_eq!(load(&vars).unwrap().stream_coalesce_ms.to_string(), ok);
+        }
+        assert_eq!(
+            err_with("RESUME_WINDOW_SECONDS", "3601").var,
+            "RESUME_WINDOW_SECONDS"
+        );
+        for ok in ["0", "3600"] {
+            let mut vars = base();
+            vars.insert("RESUME_WINDOW_SECONDS", ok.to_owned());
+            assert_eq!(load(&vars).unwrap().resume_window_seconds.to_string(), ok);
         }
         assert_eq!(
             err_with("UPSTREAM_TIMEOUT_MS", "0").var,

@@ -22,6 +22,9 @@ pub enum AppError {
     Auth(AuthError),
     /// No such route.
     NotFound,
+    /// The stream to resume is not kept for this caller: never cut, its window passed, or
+    /// someone else's.
+    StreamExpired,
     /// The route exists but not with this method.
     MethodNotAllowed {
         /// The `allow` header's value.
@@ -136,7 +139,7 @@ impl AppError {
     pub fn status(&self) -> u16 {
         match self {
             AppError::Auth(e) => e.status(),
-            AppError::NotFound | AppError::ModelNotFound { .. } => 404,
+            AppError::NotFound | AppError::StreamExpired | AppError::ModelNotFound { .. } => 404,
             AppError::MethodNotAllowed { .. } => 405,
             AppError::BodyTooLarge { .. } | AppError::PromptTooLarge { .. } => 413,
             AppError::UnsupportedMediaType => 415,
@@ -157,6 +160,7 @@ impl AppError {
             AppError::Auth(AuthError::KeysUnavailable) => codes::UPSTREAM_ERROR,
             AppError::Auth(_) => codes::INVALID_TOKEN,
             AppError::NotFound => codes::NOT_FOUND_CODE,
+            AppError::StreamExpired => codes::STREAM_EXPIRED,
             AppError::MethodNotAllowed { .. } => codes::METHOD_NOT_ALLOWED,
             AppError::BodyTooLarge { .. } => codes::BODY_TOO_LARGE,
             AppError::PromptTooLarge { .. } => codes::PROMPT_TOO_LARGE,
@@ -189,6 +193,11 @@ impl AppError {
                 e.public_message(),
             ),
             AppError::NotFound => ErrorBody::new(NOT_FOUND, NOT_FOUND_CODE, "No such route."),
+            AppError::StreamExpired => ErrorBody::new(
+                NOT_FOUND,
+                STREAM_EXPIRED,
+                "This stream cannot be resumed: it is not kept (any more) for you.",
+            ),
             AppError::MethodNotAllowed { allow } => ErrorBody::new(
                 INVALID_REQUEST,
                 METHOD_NOT_ALLOWED,
@@ -555,6 +564,7 @@ mod tests {
             (AuthError::Expired.into(), 401, "invalid_token"),
             (AuthError::KeysUnavailable.into(), 503, "upstream_error"),
             (AppError::NotFound, 404, "not_found"),
+            (AppError::StreamExpired, 404, "stream_expired"),
             (
                 AppError::MethodNotAllowed { allow: "POST" },
                 405,

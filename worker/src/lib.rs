@@ -20,6 +20,8 @@
 //!   machine, the Durable Object's logic and write policy, the settlements an isolate holds.
 //! - [`cache`]: the KV cache's rules and key, its entries and their replay, and the stream
 //!   fold that makes an entry of a stream.
+//! - [`resume`]: resumable streams: their ids, the numbered event log, the store of the
+//!   streams whose caller left before the end.
 //! - [`error`]: one error type, mapped to status, OpenAI error body and headers.
 //! - [`log`]: the one JSON log line per request, and the other events the Worker logs.
 //! - `runtime` (wasm only): the `fetch` event and the request's task (`entry`), the one
@@ -38,6 +40,7 @@ pub mod limiter;
 pub mod log;
 pub mod plans;
 pub mod providers;
+pub mod resume;
 
 #[cfg(target_arch = "wasm32")]
 mod runtime;

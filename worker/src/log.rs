@@ -33,6 +33,19 @@ pub struct RequestLog {
     pub route: Option<String>,
     /// Whether the answer was a stream.
     pub stream: bool,
+    /// A resumable stream's id (on its request and on its resumes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<String>,
+    /// The caller left before the stream's end and its events went to the user's Durable
+    /// Object for a resume.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub handed_off: bool,
+    /// Calls to the Durable Object that took the handed-over events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handoff_calls: Option<u32>,
+    /// Bytes of events those calls carried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handoff_bytes: Option<u64>,
     /// The status sent to the caller.
     pub status: u16,
     /// The provider's status.
@@ -334,6 +347,10 @@ mod tests {
             alias: Some("a".into()),
             route: Some("openai:m".into()),
             stream: true,
+            stream_id: Some("1-2-3".into()),
+            handed_off: true,
+            handoff_calls: Some(2),
+            handoff_bytes: Some(300),
             status: 502,
             upstream_status: Some(500),
             limiter_ms: Some(1),

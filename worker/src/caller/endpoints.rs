@@ -17,7 +17,12 @@ pub enum Endpoint {
     Usage,
     /// `GET /healthz`
     Health,
+    /// `GET /v1/chat/completions/streams/{id}`: a stream picked up again.
+    ResumeStream,
 }
+
+/// The path of a stream's resume, before its id.
+pub const STREAMS_PATH: &str = "/v1/chat/completions/streams/";
 
 /// Matches a request line: 404 for an unknown path, 405 (with `allow`) for a wrong method.
 /// `HEAD` is served wherever `GET` is.
@@ -27,10 +32,14 @@ pub fn match_route(method: &str, path: &str) -> Result<Endpoint, AppError> {
         "/v1/models" => (Endpoint::Models, "GET, HEAD"),
         "/v1/usage" => (Endpoint::Usage, "GET, HEAD"),
         "/healthz" => (Endpoint::Health, "GET, HEAD"),
+        p if p.len() > STREAMS_PATH.len() && p.starts_with(STREAMS_PATH) => {
+            (Endpoint::ResumeStream, "GET")
+        }
         _ => return Err(AppError::NotFound),
     };
     let ok = match endpoint {
         Endpoint::ChatCompletions => method == "POST",
+        Endpoint::ResumeStream => method == "GET",
         Endpoint::Models | Endpoint::Usage | Endpoint::Health => {
             method == "GET" || method == "HEAD"
         }
@@ -78,10 +87,19 @@ mod tests {
             match_route("DELETE", "/v1/models"),
             Err(AppError::MethodNotAllowed { allow: "GET, HEAD" })
         );
+        assert_eq!(
+            match_route("GET", "/v1/chat/completions/streams/abc"),
+            Ok(Endpoint::ResumeStream)
+        );
+        assert_eq!(
+            match_route("POST", "/v1/chat/completions/streams/abc"),
+            Err(AppError::MethodNotAllowed { allow: "GET" })
+        );
         for path in [
             "/",
             "/v1",
             "/v1/chat/completions/",
+            "/v1/chat/completions/streams/",
             "/V1/models",
             "/healthz/x",
         ] {

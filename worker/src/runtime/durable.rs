@@ -9,12 +9,16 @@
 //! issued and charges the settlements of admissions it lost when they come
 //! ([`UserState::restore`]); an isolate holds every settlement until an answer says it
 //! is stored, so none is lost.
+//!
+//! The same object keeps the user's streams whose caller left before their end, for a resume
+//! ([`StreamHouse`]).
 
 use std::cell::RefCell;
 
 use worker::wasm_bindgen::JsValue;
 use worker::{durable_object, Date, DurableObject, Env, Request, Response, Result, State};
 
+use super::resume::StreamHouse;
 use crate::limiter::{Call, Ledger, UserState};
 
 /// The storage key of the state (JSON text).
@@ -24,6 +28,8 @@ const KEY: &str = "state";
 pub struct UserLimiter {
     state: State,
     memory: RefCell<Option<Ledger>>,
+    /// The user's streams whose caller left before the end (memory only).
+    streams: StreamHouse,
 }
 
 impl DurableObject for UserLimiter {
@@ -31,10 +37,14 @@ impl DurableObject for UserLimiter {
         UserLimiter {
             state,
             memory: RefCell::new(None),
+            streams: StreamHouse::default(),
         }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        if StreamHouse::handles(&req.inner().url()) {
+            return self.streams.fetch(req).await;
+        }
         // serde_json on the text, not the runtime's JSON: ticket ids are exact 64-bit numbers.
         let text = req.text().await?;
         let Ok(call) = serde_json::from_str::<Call>(&text) else {

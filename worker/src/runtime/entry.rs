@@ -31,10 +31,11 @@ use super::context_handle;
 use super::fetch::{fetch, read_capped, Body, FetchError, ReadError};
 use super::kv;
 use super::limiter::{Admission, Limiter};
+use super::resume::{self as streams, Handoff};
 use super::stream::{Driver, Piece, Pipe, PipeEvent, Timer};
 use crate::cache::{self, Status as CacheStatus, StreamFold};
 use crate::caller::body::{Hangup, Outbox};
-use crate::caller::endpoints::{match_route, model_list, Endpoint};
+use crate::caller::endpoints::{match_route, model_list, Endpoint, STREAMS_PATH};
 use crate::caller::request::{check_declared_length, parse_chat, ChatCall, Correlation};
 use crate::config::{Config, ConfigError};
 use crate::error::{AppError, UpstreamError};
@@ -47,6 +48,7 @@ use crate::providers::Outcome;
 use crate::providers::{
     complete, error_from_response, upstream_request, Relay, DEFAULT_MAX_OUTPUT_TOKENS,
 };
+use crate::resume::{belongs_to, last_event_id, stream_id, EventLog};
 
 /// The secret keying the end-user id sent to providers (optional).
 const USER_HASH_KEY: &str = "USER_HASH_KEY";
@@ -385,6 +387,7 @@ async fn handle(
             }
             Err(e) => Err(e),
         },
+        Endpoint::ResumeStream => resume(&req, cx, config).await.map(|r| (r, None)),
         Endpoint::Health => Err(AppError::Internal),
     };
     // Every answer after auth shows the caller's limits (one more round trip only when the
@@ -551,7 +554,7 @@ async fn chat(
                         cx,
                         tracked,
                         idle,
-                        config.stream_coalesce_ms,
+                        (config.stream_coalesce_ms, config.resume_window_seconds),
                         store,
                     )
                     .await;
@@ -647,7 +650,7 @@ async fn answer(
     cx: &Cx<'_>,
     mut tracked: Tracked,
     idle: Duration,
-    coalesce_ms: u64,
+    (coalesce_ms, window_seconds): (u64, u64),
     store: Option<kv::Store>,
 ) -> Result<(Response, Option<Pump>), AppError> {
     let Accepted {
@@ -695,6 +698,8 @@ async fn answer(
     };
     let scrub = vec![key, route.provider.base_url.clone()];
     let relay = Relay::new(kind, &call.alias, call.include_usage, scrub, created);
+    let resume = resumable(cx, window_seconds);
+    let id = resume.as_ref().map(|r| r.handoff.id().to_owned());
     let pump = Pump {
         pipe,
         relay,
@@ -706,12 +711,20 @@ async fn answer(
         tracked,
         hangup: cx.hangup.clone(),
         cache: store.map(|s| (s, StreamFold::new(), call.alias.clone(), label)),
+        resume,
         over: false,
         waker: None,
     };
     let response = Response::from_body(ResponseBody::Stream(body))
         .and_then(sse_response)
         .map_err(|_| AppError::Internal)?;
+    if let Some(id) = id {
+        cx.log.borrow_mut().line.stream_id = Some(id.clone());
+        response
+            .headers()
+            .set(names::STREAM_ID, &id)
+            .map_err(|_| AppError::Internal)?;
+    }
     Ok((response, Some(pump)))
 }
 
@@ -798,6 +811,8 @@ struct Pump {
     hangup: Hangup,
     /// The store, the fold, the alias and the route.
     cache: Option<(kv::Store, StreamFold, String, String)>,
+    /// A resumable stream's events (`RESUME_WINDOW_SECONDS` > 0).
+    resume: Option<Resumable>,
     /// The stream ended (relayed to its end, or the caller left).
     over: bool,
     /// [`Pump::run`]'s task, woken at the end.
@@ -837,6 +852,8 @@ impl Driver for RefCell<Pump> {
                     }
                 }
             }
+            // Nobody to write to once the caller left.
+            PipeEvent::Timer(Timer::Flush | Timer::Stall) if pump.detached() => {}
             PipeEvent::Timer(Timer::Flush) => {
                 let now = now_ms();
                 pump.flush_armed = false;
@@ -896,10 +913,10 @@ impl Pump {
         }
         std::future::poll_fn(|cx| {
             let mut p = pump.borrow_mut();
-            if !p.over && p.hangup.is_raised() {
+            if !p.over && !p.detached() && p.hangup.is_raised() {
                 p.caller_left(None);
             }
-            if p.over {
+            if p.over || p.detached() {
                 return Poll::Ready(());
             }
             p.waker = Some(cx.waker().clone());
@@ -908,8 +925,84 @@ impl Pump {
             Poll::Pending
         })
         .await;
+        if pump.borrow().detached() {
+            Pump::hand_off(&pump).await;
+        }
         // Dropping the pump closes the caller's body where it is and cancels the provider's,
         // unless both ended.
+    }
+
+    /// The caller left before the end: the provider is read on (by the pipe's events, as
+    /// before) while this sends the events to the user's object in batches, one call at a time,
+    /// from the first event kept (the caller may have lost any of them on the way), to the end.
+    async fn hand_off(pump: &Rc<RefCell<Pump>>) {
+        let mut holding = true;
+        loop {
+            let batch = std::future::poll_fn(|cx| {
+                let mut p = pump.borrow_mut();
+                let over = p.over;
+                let Some(r) = p.resume.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                let bytes = match r.log.after(r.sent) {
+                    Ok(bytes) => bytes.to_vec(),
+                    // Older events were dropped: from the first kept.
+                    Err(_) => r.log.after(r.log.first() - 1).unwrap_or_default().to_vec(),
+                };
+                let last = r.log.last();
+                if !bytes.is_empty() || over {
+                    return Poll::Ready(Some((bytes, last, over)));
+                }
+                p.waker = Some(cx.waker().clone());
+                Poll::Pending
+            })
+            .await;
+            let Some((bytes, last, over)) = batch else {
+                return;
+            };
+            if holding {
+                let handoff = pump.borrow().resume.as_ref().map(|r| r.handoff.clone());
+                holding = match handoff {
+                    Some(h) => h.send(&bytes, over).await,
+                    None => false,
+                };
+                if holding {
+                    let mut p = pump.borrow_mut();
+                    if let Some(r) = p.resume.as_mut() {
+                        r.sent = last;
+                    }
+                    let mut log = p.tracked.log.borrow_mut();
+                    *log.line.handoff_calls.get_or_insert(0) += 1;
+                    *log.line.handoff_bytes.get_or_insert(0) += bytes.len() as u64;
+                } else {
+                    let log = Rc::clone(&pump.borrow().tracked.log);
+                    log.borrow_mut().line.detail =
+                        Some("the stream could not be handed over".to_owned());
+                }
+            }
+            if over {
+                // The line waited for the handoff's last call.
+                let log = Rc::clone(&pump.borrow().tracked.log);
+                log.borrow_mut().write();
+                return;
+            }
+            if holding {
+                // What comes meanwhile goes in the next call: a provider's tokens, tens of ms
+                // apart, cost a call per pause rather than one each.
+                worker::Delay::from(HANDOFF_PAUSE).await;
+            } else {
+                // Nothing goes to the object any more: the provider is still read to its end,
+                // for what it charges.
+                if let Some(r) = pump.borrow_mut().resume.as_mut() {
+                    r.sent = r.log.last();
+                }
+            }
+        }
+    }
+
+    /// The caller left and the stream goes on for a resume.
+    fn detached(&self) -> bool {
+        self.resume.as_ref().is_some_and(|r| r.detached)
     }
 
     /// Takes what the relay made of a piece: written now or held for the window; the stream's
@@ -924,6 +1017,23 @@ impl Pump {
                 log.line.ttfb_ms = Some(now.saturating_sub(log.started));
             }
             drop(log);
+            let out = match &mut self.resume {
+                Some(r) => {
+                    let numbered = r.log.number(&out);
+                    if r.detached {
+                        // For the handoff's task.
+                        if let Some(w) = self.waker.take() {
+                            w.wake();
+                        }
+                        if self.relay.is_closed() {
+                            self.finish();
+                        }
+                        return;
+                    }
+                    numbered
+                }
+                None => out,
+            };
             // The stream's end counts as the provider sent it, even if the caller is gone.
             if self.hangup.is_raised() && !self.relay.is_closed() {
                 return self.caller_left(None);
@@ -949,6 +1059,13 @@ impl Pump {
     /// for the caller (the stall limit runs).
     fn next(&mut self, now: u64) {
         if self.over {
+            return;
+        }
+        if self.detached() {
+            if !self.pipe.is_reading() {
+                self.read_started = now;
+                self.pipe.read();
+            }
             return;
         }
         if self.hangup.is_raised() {
@@ -979,6 +1096,25 @@ impl Pump {
     /// The caller went away (or stopped reading): the upstream is dropped (the runtime cancels
     /// it) and the request charged as its lifecycle says.
     fn caller_left(&mut self, why: Option<&str>) {
+        if let Some(r) = self.resume.as_mut().filter(|_| !self.relay.is_closed()) {
+            if !r.detached {
+                // Read on for a resume: the lifecycle goes on, the charge is what the
+                // provider reports at the end.
+                r.detached = true;
+                let mut log = self.tracked.log.borrow_mut();
+                log.line.handed_off = true;
+                if let Some(why) = why {
+                    log.line.detail = Some(format!("{why}; the stream was handed over"));
+                }
+                drop(log);
+                self.pipe.close();
+                if let Some(w) = self.waker.take() {
+                    w.wake();
+                }
+                self.next(now_ms());
+            }
+            return;
+        }
         if let Some(why) = why {
             self.tracked.log.borrow_mut().line.error = Some(why.to_owned());
         }
@@ -989,7 +1125,9 @@ impl Pump {
 
     fn finish(&mut self) {
         if let Some(bytes) = self.outbox.take(now_ms()) {
-            self.pipe.write(&bytes);
+            if !self.detached() {
+                self.pipe.write(&bytes);
+            }
         }
         self.pipe.close();
         let outcome = self.relay.outcome();
@@ -1003,9 +1141,88 @@ impl Pump {
         }
         self.tracked
             .step(|c, l| c.stream_ended(&outcome, usage.as_ref(), last, produced, l));
-        self.tracked.log.borrow_mut().write();
+        if !self.detached() {
+            // A handed-over stream's line is written after the handoff's last call.
+            self.tracked.log.borrow_mut().write();
+        }
         self.end();
     }
+}
+
+/// The least time between two calls of a stream's handoff (a resume sees the events that late).
+const HANDOFF_PAUSE: Duration = Duration::from_millis(250);
+
+/// A resumable stream's numbered events, and the way to its user's object.
+struct Resumable {
+    log: EventLog,
+    handoff: Handoff,
+    /// The caller left before the end: the events go to the object, not the caller.
+    detached: bool,
+    /// The last event the object holds.
+    sent: u64,
+}
+
+/// A new stream's resumability: with a window, an id for the caller's user.
+fn resumable(cx: &Cx<'_>, window_seconds: u64) -> Option<Resumable> {
+    if window_seconds == 0 {
+        return None;
+    }
+    let sub = cx.log.borrow().line.sub.clone()?;
+    let id = stream_id(&sub, now_ms(), random_u64());
+    Some(Resumable {
+        log: EventLog::default(),
+        handoff: Handoff::new(cx.env, &sub, &id, window_seconds.saturating_mul(1000)),
+        detached: false,
+        sent: 0,
+    })
+}
+
+/// `GET /v1/chat/completions/streams/{id}`: the stream's events after `Last-Event-ID`, and the
+/// rest as it comes, from the caller's own object. Nothing goes upstream and nothing is
+/// charged: the stream's request was.
+async fn resume(req: &Request, cx: &Cx<'_>, config: &Config) -> Result<Response, AppError> {
+    let path = req.path();
+    let id = path.strip_prefix(STREAMS_PATH).unwrap_or_default();
+    let sub = cx.log.borrow().line.sub.clone().unwrap_or_default();
+    cx.log.borrow_mut().line.stream_id = Some(crate::error::shorten(id, 64));
+    let header = req.headers().get(names::LAST_EVENT_ID).ok().flatten();
+    let after = last_event_id(header.as_deref()).ok_or_else(|| AppError::InvalidRequest {
+        param: Some(names::LAST_EVENT_ID.to_owned()),
+        message: "Last-Event-ID must be a whole number: the id of the last event received."
+            .to_owned(),
+    })?;
+    if config.resume_window_seconds == 0 || !belongs_to(id, &sub) {
+        return Err(AppError::StreamExpired);
+    }
+    let window_ms = config.resume_window_seconds.saturating_mul(1000);
+    // A caller that vanished without a word is noticed when it stops reading: its request
+    // hands the stream over within the stall limit, which a resume may have to wait out.
+    let wait_ms = config
+        .upstream_timeout_ms
+        .saturating_add(2_000)
+        .min(window_ms);
+    let response = streams::open(
+        cx.env,
+        &sub,
+        id,
+        after,
+        wait_ms,
+        config.upstream_timeout_ms,
+        window_ms,
+    )
+    .await?;
+    // The object's body, as it comes (a new response: the object's headers are immutable).
+    let response = match response.body() {
+        ResponseBody::Stream(body) => Response::from_body(ResponseBody::Stream(body.clone())),
+        _ => Response::from_bytes(Vec::new()),
+    }
+    .and_then(sse_response)
+    .map_err(|_| AppError::Internal)?;
+    response
+        .headers()
+        .set(names::STREAM_ID, id)
+        .map_err(|_| AppError::Internal)?;
+    Ok(response)
 }
 
 /// The upstream request, ready for the runtime's `fetch`.

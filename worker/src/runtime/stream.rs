@@ -339,6 +339,52 @@ impl Future for Read<'_> {
     }
 }
 
+/// A body written from Rust and read by the runtime, for a body fed as events come (a resume's):
+/// no read side, no backpressure (what it is fed is bounded elsewhere), no outcomes reported.
+pub struct Sink {
+    writer: JsValue,
+    closed: bool,
+}
+
+/// The id a [`Sink`]'s writes report under: no pipe has it, so the outcomes are dropped.
+const NO_PIPE: u32 = 0;
+
+impl Sink {
+    /// A new body, returned beside the sink that feeds it.
+    pub fn new() -> Result<(Sink, ReadableStream), JsValue> {
+        let pipe = js_pipe()?;
+        let body: ReadableStream = pipe.get(0).dyn_into()?;
+        Ok((
+            Sink {
+                writer: pipe.get(1),
+                closed: false,
+            },
+            body,
+        ))
+    }
+
+    /// Writes `bytes` (copied).
+    pub fn write(&mut self, bytes: &[u8]) {
+        if !self.closed && !bytes.is_empty() {
+            REPORT.with(|report| js_write(&self.writer, NO_PIPE, bytes, report));
+        }
+    }
+
+    /// Ends the body after what was written.
+    pub fn close(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            js_close(&self.writer);
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 /// The provider's body on one side, the caller's on the other, driven by a [`Driver`].
 pub struct Pipe {
     upstream: BodyReader,
