@@ -275,8 +275,14 @@ async fn a_cut_stream_resumes_where_the_caller_was(s: Arc<Suite>) {
 async fn the_client_resumes_by_itself(s: Arc<Suite>) {
     let relay = CutRelay::start(s.runtime_addr()).await.unwrap();
     for alias in [OPENAI_ALIAS, ANTHROPIC_ALIAS] {
-        for cut in [Cut::AfterBytes(0), Cut::Before("id: 5\n".into())] {
-            let what = format!("{alias}, cut {cut:?}");
+        // The second cut of a pair falls on the resume's own connection.
+        let cuts = [
+            vec![Cut::AfterBytes(0)],
+            vec![Cut::Before("id: 5\n".into())],
+            vec![Cut::Before("id: 3\n".into()), Cut::Before("id: 7\n".into())],
+        ];
+        for cut in cuts {
+            let what = format!("{alias}, cuts {cut:?}");
             let sub = user(&s, "client");
             let t = token_for(&s, &sub);
             let before = remaining(&s, &t).await;
@@ -286,10 +292,13 @@ async fn the_client_resumes_by_itself(s: Arc<Suite>) {
                 .token(t.clone())
                 .build()
                 .unwrap();
-            relay.cut_next(cut);
+            relay.cut_next(cut[0].clone());
             let request: storycad_client::ChatRequest =
                 serde_json::from_value(streamed(alias, &prompt)).unwrap();
             let mut stream = client.chat_stream(&request).await.unwrap();
+            if let Some(second) = cut.get(1) {
+                relay.cut_next(second.clone());
+            }
             let mut text = String::new();
             let mut usage = 0;
             while let Some(chunk) = stream.next().await {
@@ -300,7 +309,7 @@ async fn the_client_resumes_by_itself(s: Arc<Suite>) {
                 }
             }
             assert_eq!(text, format!("echo: {prompt}"), "{what}");
-            assert_eq!(stream.meta().resumptions, 1, "{what}");
+            assert_eq!(stream.meta().resumptions, cut.len() as u32, "{what}");
             assert_eq!(s.provider.requests_containing(&prompt).len(), 1, "{what}");
             charged_down_to(&s, &t, before - usage, &what).await;
         }
