@@ -308,34 +308,18 @@ impl Config {
                 DEFAULT_UPSTREAM_ANSWER_TIMEOUT_MS,
                 1,
             )?,
-            stream_coalesce_ms: match parse_u64(
+            stream_coalesce_ms: parse_u64_at_most(
                 "STREAM_COALESCE_MS",
                 get("STREAM_COALESCE_MS"),
                 DEFAULT_STREAM_COALESCE_MS,
-                0,
-            )? {
-                ms if ms > MAX_STREAM_COALESCE_MS => {
-                    return Err(ConfigError::new(
-                        "STREAM_COALESCE_MS",
-                        format!("must be at most {MAX_STREAM_COALESCE_MS}"),
-                    ))
-                }
-                ms => ms,
-            },
-            resume_window_seconds: match parse_u64(
+                MAX_STREAM_COALESCE_MS,
+            )?,
+            resume_window_seconds: parse_u64_at_most(
                 "RESUME_WINDOW_SECONDS",
                 get("RESUME_WINDOW_SECONDS"),
                 crate::resume::DEFAULT_WINDOW_SECONDS,
-                0,
-            )? {
-                s if s > MAX_RESUME_WINDOW_SECONDS => {
-                    return Err(ConfigError::new(
-                        "RESUME_WINDOW_SECONDS",
-                        format!("must be at most {MAX_RESUME_WINDOW_SECONDS}"),
-                    ))
-                }
-                s => s,
-            },
+                MAX_RESUME_WINDOW_SECONDS,
+            )?,
         })
     }
 
@@ -407,6 +391,19 @@ fn parse_u64(var: &str, text: Option<String>, default: u64, min: u64) -> Result<
         return Err(ConfigError::new(var, format!("must be at least {min}")));
     }
     Ok(n)
+}
+
+/// [`parse_u64`] from 0 to `max`.
+fn parse_u64_at_most(
+    var: &str,
+    text: Option<String>,
+    default: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    match parse_u64(var, text, default, 0)? {
+        n if n > max => Err(ConfigError::new(var, format!("must be at most {max}"))),
+        n => Ok(n),
+    }
 }
 
 fn is_name(s: &str) -> bool {

@@ -13,6 +13,7 @@
 //! stream; the id's tag ([`belongs_to`]) lets the Worker refuse it without asking the object.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 
 use sha2::{Digest, Sha256};
 use storycad_protocol::{codes, ErrorBody};
@@ -144,9 +145,8 @@ impl EventLog {
         while let Some(end) = event_end(rest) {
             let (event, tail) = rest.split_at(end);
             self.starts.push(self.bytes.len() + numbered.len());
-            numbered.extend_from_slice(b"id: ");
-            numbered.extend_from_slice(self.next.to_string().as_bytes());
-            numbered.push(b'\n');
+            // Into the Vec directly: no String per event.
+            let _ = writeln!(numbered, "id: {}", self.next);
             numbered.extend_from_slice(event);
             self.next += 1;
             rest = tail;

@@ -936,38 +936,32 @@ impl Pump {
     /// before) while this sends the events to the user's object in batches, one call at a time,
     /// from the first event kept (the caller may have lost any of them on the way), to the end.
     async fn hand_off(pump: &Rc<RefCell<Pump>>) {
+        let Some(handoff) = pump.borrow().resume.as_ref().map(|r| r.handoff.clone()) else {
+            return;
+        };
+        // False once a batch could not be handed over: the provider is still read to its end,
+        // for what it charges, but nothing more goes to the object.
         let mut holding = true;
         loop {
             let batch = std::future::poll_fn(|cx| {
                 let mut p = pump.borrow_mut();
                 let over = p.over;
-                let Some(r) = p.resume.as_mut() else {
-                    return Poll::Ready(None);
+                let (bytes, last) = match p.resume.as_ref() {
+                    Some(r) if holding => (r.unsent().to_vec(), r.log.last()),
+                    _ => (Vec::new(), 0),
                 };
-                let bytes = match r.log.after(r.sent) {
-                    Ok(bytes) => bytes.to_vec(),
-                    // Older events were dropped: from the first kept.
-                    Err(_) => r.log.after(r.log.first() - 1).unwrap_or_default().to_vec(),
-                };
-                let last = r.log.last();
                 if !bytes.is_empty() || over {
-                    return Poll::Ready(Some((bytes, last, over)));
+                    return Poll::Ready((bytes, last, over));
                 }
                 p.waker = Some(cx.waker().clone());
                 Poll::Pending
             })
             .await;
-            let Some((bytes, last, over)) = batch else {
-                return;
-            };
-            if holding {
-                let handoff = pump.borrow().resume.as_ref().map(|r| r.handoff.clone());
-                holding = match handoff {
-                    Some(h) => h.send(&bytes, over).await,
-                    None => false,
-                };
+            let (bytes, last, over) = batch;
+            if holding && (!bytes.is_empty() || over) {
+                holding = handoff.send(&bytes, over).await;
+                let mut p = pump.borrow_mut();
                 if holding {
-                    let mut p = pump.borrow_mut();
                     if let Some(r) = p.resume.as_mut() {
                         r.sent = last;
                     }
@@ -975,8 +969,7 @@ impl Pump {
                     *log.line.handoff_calls.get_or_insert(0) += 1;
                     *log.line.handoff_bytes.get_or_insert(0) += bytes.len() as u64;
                 } else {
-                    let log = Rc::clone(&pump.borrow().tracked.log);
-                    log.borrow_mut().line.detail =
+                    p.tracked.log.borrow_mut().line.detail =
                         Some("the stream could not be handed over".to_owned());
                 }
             }
@@ -990,12 +983,6 @@ impl Pump {
                 // What comes meanwhile goes in the next call: a provider's tokens, tens of ms
                 // apart, cost a call per pause rather than one each.
                 worker::Delay::from(HANDOFF_PAUSE).await;
-            } else {
-                // Nothing goes to the object any more: the provider is still read to its end,
-                // for what it charges.
-                if let Some(r) = pump.borrow_mut().resume.as_mut() {
-                    r.sent = r.log.last();
-                }
             }
         }
     }
@@ -1160,6 +1147,17 @@ struct Resumable {
     detached: bool,
     /// The last event the object holds.
     sent: u64,
+}
+
+impl Resumable {
+    /// The events the object does not hold yet: after the last sent, or from the first kept
+    /// when older ones were dropped.
+    fn unsent(&self) -> &[u8] {
+        self.log
+            .after(self.sent)
+            .or_else(|_| self.log.after(self.log.first() - 1))
+            .unwrap_or_default()
+    }
 }
 
 /// A new stream's resumability: with a window, an id for the caller's user.

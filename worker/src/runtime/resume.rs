@@ -246,7 +246,9 @@ impl StreamHouse {
         idle: u64,
     ) -> worker::Result<Response> {
         let (mut sink, body) = Sink::new().map_err(worker::Error::from)?;
-        sink.write(bytes);
+        if !bytes.is_empty() {
+            sink.write(bytes);
+        }
         state.readers.entry(id.to_owned()).or_default().push(sink);
         let house = self.clone();
         let id = id.to_owned();
@@ -284,8 +286,10 @@ impl State {
         let Some(readers) = self.readers.get_mut(id) else {
             return;
         };
-        for sink in readers.iter_mut() {
-            sink.write(bytes);
+        if !bytes.is_empty() {
+            for sink in readers.iter_mut() {
+                sink.write(bytes);
+            }
         }
         if ended {
             // Dropping a sink closes its body.

@@ -339,14 +339,17 @@ impl Future for Read<'_> {
     }
 }
 
-/// A body written from Rust and read by the runtime, for a body fed as events come (a resume's):
-/// no read side, no backpressure (what it is fed is bounded elsewhere), no outcomes reported.
+/// A body written from Rust and read by the runtime: the caller's side of a [`Pipe`] (whose
+/// writes report to it), or alone, for a body fed as events come (a resume's: no read side,
+/// no backpressure, what it is fed is bounded elsewhere, no outcomes reported).
 pub struct Sink {
     writer: JsValue,
+    /// Whose mailbox the writes report to ([`NO_PIPE`]: nobody's).
+    id: u32,
     closed: bool,
 }
 
-/// The id a [`Sink`]'s writes report under: no pipe has it, so the outcomes are dropped.
+/// The id a lone [`Sink`]'s writes report under: no pipe has it, so the outcomes are dropped.
 const NO_PIPE: u32 = 0;
 
 impl Sink {
@@ -357,16 +360,17 @@ impl Sink {
         Ok((
             Sink {
                 writer: pipe.get(1),
+                id: NO_PIPE,
                 closed: false,
             },
             body,
         ))
     }
 
-    /// Writes `bytes` (copied).
+    /// Writes `bytes` (copied; the runtime takes them when the body's reader reads).
     pub fn write(&mut self, bytes: &[u8]) {
-        if !self.closed && !bytes.is_empty() {
-            REPORT.with(|report| js_write(&self.writer, NO_PIPE, bytes, report));
+        if !self.closed {
+            REPORT.with(|report| js_write(&self.writer, self.id, bytes, report));
         }
     }
 
@@ -388,9 +392,7 @@ impl Drop for Sink {
 /// The provider's body on one side, the caller's on the other, driven by a [`Driver`].
 pub struct Pipe {
     upstream: BodyReader,
-    writer: JsValue,
-    /// The caller's body was closed.
-    closed: bool,
+    caller: Sink,
 }
 
 impl Pipe {
@@ -400,19 +402,11 @@ impl Pipe {
         upstream: &ReadableStream,
         hangup: &Hangup,
     ) -> Result<(Pipe, ReadableStream), JsValue> {
-        let pipe = js_pipe()?;
-        let body: ReadableStream = pipe.get(0).dyn_into()?;
-        let writer = pipe.get(1);
+        let (mut caller, body) = Sink::new()?;
         let upstream = BodyReader::new(upstream, Some(hangup));
-        REPORT.with(|report| js_watch(&writer, upstream.id, report));
-        Ok((
-            Pipe {
-                upstream,
-                writer,
-                closed: false,
-            },
-            body,
-        ))
+        caller.id = upstream.id;
+        REPORT.with(|report| js_watch(&caller.writer, upstream.id, report));
+        Ok((Pipe { upstream, caller }, body))
     }
 
     /// Sends this pipe's events to `driver` from now on (it holds the pipe: hence a weak
@@ -434,9 +428,7 @@ impl Pipe {
 
     /// Writes `bytes` to the caller (copied; the runtime takes them when the caller reads).
     pub fn write(&mut self, bytes: &[u8]) {
-        if !self.closed {
-            REPORT.with(|report| js_write(&self.writer, self.upstream.id, bytes, report));
-        }
+        self.caller.write(bytes);
     }
 
     /// How many writes the runtime has taken since the last call.
@@ -457,10 +449,7 @@ impl Pipe {
 
     /// Ends the caller's body after what was written.
     pub fn close(&mut self) {
-        if !self.closed {
-            self.closed = true;
-            js_close(&self.writer);
-        }
+        self.caller.close();
     }
 }
 
