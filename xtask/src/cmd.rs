@@ -61,15 +61,20 @@ pub fn describe(c: &Command) -> String {
 /// its full name.
 pub const NPM: &str = if cfg!(windows) { "npm.cmd" } else { "npm" };
 
-/// `$CARGO_HOME/bin`, where `cargo install` puts tools.
-pub fn cargo_bin() -> PathBuf {
+/// `$CARGO_HOME`, cargo's own directory (`~/.cargo` unless set).
+pub fn cargo_home() -> PathBuf {
     if let Some(home) = std::env::var_os("CARGO_HOME") {
-        return PathBuf::from(home).join("bin");
+        return PathBuf::from(home);
     }
     let home = std::env::var_os("HOME")
         .or_else(|| std::env::var_os("USERPROFILE"))
         .unwrap_or_else(|| "/root".into());
-    PathBuf::from(home).join(".cargo").join("bin")
+    PathBuf::from(home).join(".cargo")
+}
+
+/// `$CARGO_HOME/bin`, where `cargo install` puts tools.
+pub fn cargo_bin() -> PathBuf {
+    cargo_home().join("bin")
 }
 
 /// A tool `cargo install` put in [`cargo_bin`] (`worker-build`, `worker-build.exe` on Windows).

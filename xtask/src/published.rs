@@ -20,10 +20,16 @@ const LICENCES: [&str; 2] = ["LICENSE-MIT", "LICENSE-APACHE"];
 
 pub fn check() -> Result<()> {
     licence_copies_are_current()?;
+    // A target directory of its own, where only these builds run: cargo takes a registry
+    // crate's build as current whatever its source now says (a published version never
+    // changes), so the client could be verified against an earlier run's protocol.
+    let target = cmd::root().join("target").join("published");
+    forget_earlier_builds(&target)?;
     // Both at once, so the client is verified against the packaged protocol (a path dependency
     // that crates.io does not have yet). Builds each crate from its .crate file alone.
     let mut package = cmd::cargo();
-    package.args(["package", "--allow-dirty"]);
+    package.args(["package", "--allow-dirty", "--target-dir"]);
+    package.arg(&target);
     for (name, _) in PUBLISHED {
         package.args(["-p", name]);
     }
@@ -59,6 +65,70 @@ pub fn check() -> Result<()> {
     cmd::run(cmd::cargo().arg("test").args(native))
 }
 
+/// Removes what earlier runs of this check left of the published crates, so that the client is
+/// verified against the protocol as it is now, not as it was then (which failed CI on a
+/// checkout at the same path as an earlier one). Cargo treats a registry crate's version as
+/// fixed forever, and packaging both crates at once makes the protocol one: it extracts it
+/// from a registry under `target` into `$CARGO_HOME/registry/src/-<hash of that path>/` and
+/// never extracts that version again, and it keeps its build in `target` as current. So: the
+/// builds' fingerprints in this check's own target directory (cargo rebuilds a unit it has no
+/// fingerprint for), and the extracted copies (local registries' directories start with `-`;
+/// crates.io's do not, and are left alone).
+fn forget_earlier_builds(target: &std::path::Path) -> Result<()> {
+    let fingerprints = target.join("debug").join(".fingerprint");
+    if let Ok(units) = std::fs::read_dir(&fingerprints) {
+        for unit in units.flatten() {
+            let name = unit.file_name().to_string_lossy().into_owned();
+            if PUBLISHED
+                .iter()
+                .any(|(crate_name, _)| is_build_of(&name, crate_name))
+            {
+                std::fs::remove_dir_all(unit.path())
+                    .with_context(|| format!("cannot remove {}", unit.path().display()))?;
+            }
+        }
+    }
+    let sources = cmd::cargo_home().join("registry").join("src");
+    let Ok(registries) = std::fs::read_dir(&sources) else {
+        return Ok(()); // nothing extracted yet
+    };
+    for registry in registries.flatten() {
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        let Ok(crates) = std::fs::read_dir(registry.path()) else {
+            continue;
+        };
+        for extracted in crates.flatten() {
+            let name = extracted.file_name().to_string_lossy().into_owned();
+            if PUBLISHED
+                .iter()
+                .any(|(crate_name, _)| is_version_of(&name, crate_name))
+            {
+                std::fs::remove_dir_all(extracted.path())
+                    .with_context(|| format!("cannot remove {}", extracted.path().display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `storycad-protocol-0.1.0` is a version of `storycad-protocol`; `storycad-protocol-extra-1.0`
+/// is not.
+fn is_version_of(dir: &str, crate_name: &str) -> bool {
+    dir.strip_prefix(crate_name)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// `storycad-protocol-8994737960b1d3ef` is a build of `storycad-protocol` (cargo names a unit's
+/// fingerprint directory by the crate and a hash).
+fn is_build_of(dir: &str, crate_name: &str) -> bool {
+    dir.strip_prefix(crate_name)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|hash| !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Each crate's licence files equal the repository's (line endings aside: a Windows checkout
 /// may turn them into CRLF).
 fn licence_copies_are_current() -> Result<()> {
@@ -79,4 +149,45 @@ fn licence_copies_are_current() -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_versions_of_our_crates_are_forgotten() {
+        assert!(is_version_of(
+            "storycad-protocol-0.1.0",
+            "storycad-protocol"
+        ));
+        assert!(is_version_of(
+            "storycad-client-12.0.3-rc.1",
+            "storycad-client"
+        ));
+        assert!(!is_version_of(
+            "storycad-protocol-extra-1.0.0",
+            "storycad-protocol"
+        ));
+        assert!(!is_version_of(
+            "storycad-protocolx-1.0.0",
+            "storycad-protocol"
+        ));
+        assert!(!is_version_of("storycad-protocol", "storycad-protocol"));
+        assert!(!is_version_of("serde-1.0.0", "storycad-protocol"));
+        assert!(is_build_of(
+            "storycad-protocol-8994737960b1d3ef",
+            "storycad-protocol"
+        ));
+        assert!(is_build_of(
+            "storycad-client-1c02d06d17fb7b67",
+            "storycad-client"
+        ));
+        assert!(!is_build_of(
+            "storycad-client-ffi-1c02d06d17fb7b67",
+            "storycad-client"
+        ));
+        assert!(!is_build_of("storycad-protocol-", "storycad-protocol"));
+        assert!(!is_build_of("storycad-protocol-0.1.0", "storycad-protocol"));
+    }
 }
