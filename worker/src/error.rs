@@ -444,8 +444,10 @@ impl UpstreamError {
                 .filter(|v| !v.is_empty() && v.len() <= 40 && v.is_ascii())
                 .map(str::to_owned)
         };
-        let error = serde_json::from_slice::<Value>(body)
+        // Read as text, as every JSON in the Worker is: one copy of the parser's code.
+        let error = std::str::from_utf8(body)
             .ok()
+            .and_then(|text| serde_json::from_str::<Value>(text).ok())
             .and_then(|v| v.get("error").cloned());
         let field = |name: &str| {
             error

@@ -3,6 +3,7 @@
 use serde_json::{Map, Value};
 use storycad_protocol::ChatRequest;
 
+use super::located;
 use crate::error::{shorten, AppError};
 
 /// Longest validation message echoed to the caller: enough for a path and an expectation, too
@@ -219,7 +220,12 @@ impl BodyLimit {
 
 /// Parses and validates a chat body.
 pub fn parse_chat(body: &[u8]) -> Result<ChatCall, AppError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| AppError::InvalidJson {
+    // Checked as UTF-8 first and parsed as text, as every JSON in the Worker is: the parser's
+    // code for text is the one copy the wasm holds (from bytes would be a second).
+    let text = std::str::from_utf8(body).map_err(|e| AppError::InvalidJson {
+        message: format!("it is not UTF-8 ({e})"),
+    })?;
+    let value: Value = serde_json::from_str(text).map_err(|e| AppError::InvalidJson {
         message: shorten(&e.to_string(), MAX_MESSAGE),
     })?;
     let not_an_object = || AppError::InvalidRequest {
@@ -240,14 +246,11 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatCall, AppError> {
     }
     // Validate against the typed request (read from the parsed value, not a copy of it); the
     // error's path names the bad field.
-    let typed: ChatRequest = serde_path_to_error::deserialize(&value).map_err(|e| {
-        let path = e.path().to_string();
-        let param = (path != ".").then(|| shorten(&path, 64));
-        AppError::InvalidRequest {
-            message: shorten(&e.into_inner().to_string(), MAX_MESSAGE),
-            param,
-        }
-    })?;
+    let typed: ChatRequest =
+        located::from_object(fields).map_err(|e| AppError::InvalidRequest {
+            message: shorten(&e.message, MAX_MESSAGE),
+            param: e.path.map(|path| shorten(&path, 64)),
+        })?;
     if typed.model.trim().is_empty() {
         return Err(invalid("model", "`model` must name a model."));
     }
@@ -316,6 +319,20 @@ mod tests {
         for text in ["", "{", "{\"model\":}", "nul"] {
             let e = parse(text).unwrap_err();
             assert_eq!((e.status(), e.code()), (400, "invalid_json"), "{text}");
+        }
+        // Not UTF-8, inside a string or outside one.
+        for bytes in [
+            &b"{\"model\":\"\xff\"}"[..],
+            b"\xef\xbb{}",
+            b"{\"m\":1}\x80",
+        ] {
+            let e = parse_chat(bytes).unwrap_err();
+            assert_eq!((e.status(), e.code()), (400, "invalid_json"));
+            let message = e.body().error.message;
+            assert!(
+                message.starts_with("The body is not valid JSON: it is not UTF-8 ("),
+                "{message}"
+            );
         }
     }
 

@@ -18,7 +18,6 @@ pub mod prompt_cache;
 pub mod routing;
 pub mod sse;
 
-use serde_json::Value;
 use storycad_protocol::{codes, ChatRequest, ErrorBody, Usage};
 
 use self::anthropic::AnthropicStream;
@@ -68,8 +67,8 @@ pub fn upstream_request(
         }
         ProviderKind::Anthropic => {
             // parse_chat validated this same body against ChatRequest.
-            let mut typed: ChatRequest = serde_json::from_value(Value::Object(call.body.clone()))
-                .map_err(|_| AppError::Internal)?;
+            let mut typed: ChatRequest =
+                crate::caller::located::from_object(&call.body).map_err(|_| AppError::Internal)?;
             // Anthropic's `metadata.user_id`.
             typed.user = Some(end_user.to_owned());
             let mut translated =
@@ -298,7 +297,7 @@ impl Relay {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
     use crate::caller::request::parse_chat;

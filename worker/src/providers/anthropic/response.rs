@@ -100,7 +100,11 @@ pub fn from_messages_response(
     alias: &str,
     created: u64,
 ) -> Result<ChatResponse, (u16, ErrorBody)> {
-    let parsed: MessageBody = serde_json::from_slice(body).map_err(|_| garbage())?;
+    // Read as text, as every JSON in the Worker is: one copy of the parser's code per type.
+    let parsed: MessageBody = std::str::from_utf8(body)
+        .ok()
+        .and_then(|text| serde_json::from_str(text).ok())
+        .ok_or_else(garbage)?;
     if parsed.kind.as_deref() == Some("error") {
         return Err(map_error(502, body));
     }
@@ -198,8 +202,9 @@ pub(crate) struct ErrorInfo {
 /// (400 -> 400, 413 -> 413, 429 -> 429, 503/529 -> 503 overloaded, 504 -> 504, else 502) and the
 /// body is never echoed.
 pub fn map_error(status: u16, body: &[u8]) -> (u16, ErrorBody) {
-    let info = serde_json::from_slice::<ErrorEnvelope>(body)
+    let info = std::str::from_utf8(body)
         .ok()
+        .and_then(|text| serde_json::from_str::<ErrorEnvelope>(text).ok())
         .and_then(|e| e.error);
     let (kind, message) = match &info {
         Some(info) => (info.kind.as_deref(), info.message.as_deref()),
