@@ -64,6 +64,9 @@ pub struct WorkerOptions {
     pub worker_dir: PathBuf,
     /// Where the log, secrets file and state go; `None`: `target/e2e/<name>-<pid>-<n>`.
     pub run_dir: Option<PathBuf>,
+    /// Start from the state an earlier run in `run_dir` left (Durable Objects' storage, KV)
+    /// instead of an empty one: a restart, as when the platform evicts an object.
+    pub keep_state: bool,
     /// Run this wrangler.toml as it is instead of the project's Worker: no build, no bundle
     /// check, no snapshot (benchmarks use it for their JavaScript baseline Worker).
     pub config: Option<PathBuf>,
@@ -83,6 +86,7 @@ impl Default for WorkerOptions {
             isolate: true,
             worker_dir: workspace_root().join("worker"),
             run_dir: None,
+            keep_state: false,
             config: None,
         }
     }
@@ -150,6 +154,8 @@ pub struct Worker {
     watchdog: Option<Child>,
     watchdog_pipe: Option<ChildStdin>,
     started_in: Duration,
+    /// Stopping leaves the state directory for the next start (see [`Worker::stop_keeping_state`]).
+    keep_state: bool,
 }
 
 static RUN_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -203,7 +209,9 @@ impl Worker {
                 .join("e2e")
                 .join(format!("{}-{}-{n}", opts.name, std::process::id()))
         });
-        let _ = fs::remove_dir_all(run_dir.join("state"));
+        if !opts.keep_state {
+            let _ = fs::remove_dir_all(run_dir.join("state"));
+        }
         fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
         let secrets_path = run_dir.join("secrets.env");
         write_secrets(&secrets_path, &opts.secrets)?;
@@ -268,6 +276,7 @@ impl Worker {
             watchdog,
             watchdog_pipe,
             started_in: Duration::ZERO,
+            keep_state: false,
         };
         let deadline = started + opts.startup_timeout;
         loop {
@@ -393,6 +402,13 @@ impl Worker {
         self.stop_now()
     }
 
+    /// Stops, leaving the state directory (Durable Objects' storage, KV) for a start with
+    /// [`WorkerOptions::keep_state`] in the same run directory.
+    pub fn stop_keeping_state(mut self) -> StopReport {
+        self.keep_state = true;
+        self.stop_now()
+    }
+
     fn stop_now(&mut self) -> StopReport {
         let started = Instant::now();
         let Some(mut child) = self.child.take() else {
@@ -418,7 +434,9 @@ impl Worker {
             let _ = w.wait();
         }
         self.watchdog_pipe.take();
-        let _ = fs::remove_dir_all(self.run_dir.join("state"));
+        if !self.keep_state {
+            let _ = fs::remove_dir_all(self.run_dir.join("state"));
+        }
         StopReport {
             killed,
             took: started.elapsed(),

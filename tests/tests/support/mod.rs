@@ -10,6 +10,7 @@
 
 use std::{
     future::Future,
+    path::Path,
     pin::Pin,
     process::ExitCode,
     sync::{
@@ -20,6 +21,7 @@ use std::{
 };
 
 pub mod prompt_session;
+pub mod resume;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use reqwest::header::HeaderMap;
@@ -166,6 +168,8 @@ pub struct Suite {
     pub keys: TestKeys,
     pub jwks: Option<JwksServer>,
     worker: Mutex<Option<Worker>>,
+    /// How the Worker was started (for a restart).
+    options: WorkerOptions,
     pub url: String,
     pub http: reqwest::Client,
     pub rt: tokio::runtime::Runtime,
@@ -226,7 +230,7 @@ impl Suite {
         for (k, v) in &config.extra_vars {
             opts = opts.var(k, v);
         }
-        let worker = Worker::start(opts)?;
+        let worker = Worker::start(opts.clone())?;
         eprintln!(
             "[{}] worker on {} ready in {:.1} s (wrangler start {:.1} s); log {}",
             config.name,
@@ -246,6 +250,7 @@ impl Suite {
             keys,
             jwks,
             worker: Mutex::new(Some(worker)),
+            options: opts,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,
@@ -293,6 +298,37 @@ impl Suite {
             .runtime_port()
             .expect("the Worker's runtime port");
         std::net::SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// Stops the Worker, runs `between` on its run directory (the state it left is on disk
+    /// there, and nothing has it open), and starts it again on the same port with that state
+    /// (its Durable Objects start again from their storage, as after an eviction). Only for
+    /// serial cases: the others' requests would fail meanwhile. The old Worker's log must show
+    /// no panic (the new one's is the suite's to check); it is kept beside the new one.
+    pub fn restart_worker(&self, between: impl FnOnce(&Path)) -> anyhow::Result<Duration> {
+        let mut slot = self
+            .worker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = slot
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("the Worker is not running"))?;
+        let panics = old.panics();
+        anyhow::ensure!(panics.is_empty(), "panics before the restart: {panics:?}");
+        let run_dir = old.run_dir().to_owned();
+        let options = WorkerOptions {
+            port: Some(old.port()),
+            run_dir: Some(run_dir.clone()),
+            keep_state: true,
+            build: false,
+            ..self.options.clone()
+        };
+        let _ = std::fs::copy(old.log_path(), run_dir.join("wrangler.before-restart.log"));
+        old.stop_keeping_state();
+        between(&run_dir);
+        let started = Instant::now();
+        *slot = Some(Worker::start(options)?);
+        Ok(started.elapsed())
     }
 
     /// The Worker's log so far.
