@@ -386,9 +386,233 @@ impl Streams {
     }
 }
 
+/// A stream kept in the object's storage once it ended, so that a resume finds it for the
+/// whole window even if the runtime evicted the object from memory meanwhile (it does so some
+/// time after the last call). One record per stream, under [`Stored::key`]: when it was last
+/// fed, its window and how many chunks of events it has (under [`Stored::chunk_key`], at most
+/// [`STORED_CHUNK`] bytes each: a storage value's limit is 128 KiB). At the window's end the
+/// chunks are deleted and the record kept with no chunks for one more window, so a late resume
+/// is refused at once, as from memory; then the record goes too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// When the stream's last batch came.
+    pub updated_ms: u64,
+    /// Its window.
+    pub window_ms: u64,
+    /// Chunks of its events (0 once its window passed).
+    pub chunks: usize,
+}
+
+/// Most bytes in one stored chunk of a stream's events.
+pub const STORED_CHUNK: usize = 128 * 1024 - 1024;
+// Under the storage's limit for one value.
+const _: () = assert!(STORED_CHUNK < 128 * 1024);
+
+/// What to do with a stored stream at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Keep it; look again then.
+    KeepUntil(u64),
+    /// Its window passed: delete its chunks, keep the record without them until then.
+    DropEvents(u64),
+    /// Past twice its window: delete the record.
+    Forget,
+}
+
+impl Stored {
+    /// The record's key.
+    pub fn key(id: &str) -> String {
+        format!("{STORED_PREFIX}{id}")
+    }
+
+    /// A chunk's key.
+    pub fn chunk_key(id: &str, index: usize) -> String {
+        format!("stream-events/{id}/{index}")
+    }
+
+    /// The stream's id, from a record's key.
+    pub fn id_of(key: &str) -> Option<&str> {
+        key.strip_prefix(STORED_PREFIX)
+    }
+
+    /// The record for `bytes` of events.
+    pub fn new(updated_ms: u64, window_ms: u64, bytes: usize) -> Stored {
+        Stored {
+            updated_ms,
+            window_ms,
+            chunks: bytes.div_ceil(STORED_CHUNK),
+        }
+    }
+
+    /// The record as stored: `<updated ms> <window ms> <chunks>`.
+    pub fn to_text(self) -> String {
+        format!("{} {} {}", self.updated_ms, self.window_ms, self.chunks)
+    }
+
+    /// A record read back (`None` if it is not one).
+    pub fn from_text(text: &str) -> Option<Stored> {
+        let mut parts = text.split(' ');
+        let mut next = || parts.next()?.parse::<u64>().ok();
+        let stored = Stored {
+            updated_ms: next()?,
+            window_ms: next()?,
+            chunks: usize::try_from(next()?).ok()?,
+        };
+        parts.next().is_none().then_some(stored)
+    }
+
+    /// Whether its events may still be resumed at `now`.
+    pub fn resumable(&self, now: u64) -> bool {
+        self.chunks > 0 && now.saturating_sub(self.updated_ms) <= self.window_ms
+    }
+
+    /// What is due at `now`.
+    pub fn due(&self, now: u64) -> Due {
+        let window_end = self.updated_ms.saturating_add(self.window_ms);
+        let forget_at = window_end.saturating_add(self.window_ms);
+        if now > forget_at {
+            Due::Forget
+        } else if now > window_end && self.chunks > 0 {
+            Due::DropEvents(forget_at.saturating_add(1))
+        } else if now > window_end {
+            Due::KeepUntil(forget_at.saturating_add(1))
+        } else {
+            Due::KeepUntil(window_end.saturating_add(1))
+        }
+    }
+}
+
+/// The prefix of the stored streams' records (listed by the object's alarm).
+pub const STORED_PREFIX: &str = "stream/";
+
+impl Streams {
+    /// Takes back a stream read from storage (its events, whole, as [`EventLog::bytes_from`]
+    /// gave them): ended, last fed at `stored.updated_ms`. A stream past its window is
+    /// remembered as expired instead.
+    pub fn restore(
+        &mut self,
+        id: &str,
+        stored: Stored,
+        bytes: &[u8],
+        now: u64,
+    ) -> Result<(), LogError> {
+        if !stored.resumable(now) {
+            let until = stored
+                .updated_ms
+                .saturating_add(stored.window_ms.saturating_mul(2));
+            self.expired.insert(id.to_owned(), until);
+            return Ok(());
+        }
+        let mut log = EventLog::default();
+        log.append_numbered(bytes)?;
+        self.entries.insert(
+            id.to_owned(),
+            Entry {
+                log,
+                ended: true,
+                updated_ms: stored.updated_ms,
+            },
+        );
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_stream_reads_back_as_it_was() {
+        let mut held = Streams::default();
+        held.append("s", &events(3..=9), true, 1_000, 60_000)
+            .unwrap();
+        let kept = held.get("s").unwrap();
+        let bytes = kept.log.bytes_from(0).to_vec();
+        let stored = Stored::new(kept.updated_ms, 60_000, bytes.len());
+        assert_eq!(stored.chunks, 1);
+        let text = stored.to_text();
+        assert_eq!(Stored::from_text(&text), Some(stored));
+        // Split as stored, joined as read.
+        let joined: Vec<u8> = bytes.chunks(STORED_CHUNK).flatten().copied().collect();
+        let mut restored = Streams::default();
+        restored.restore("s", stored, &joined, 30_000).unwrap();
+        for n in [0, 2, 5, 9] {
+            assert_eq!(
+                restored.open("s", n, 30_000, 60_000),
+                held.open("s", n, 30_000, 60_000),
+                "{n}"
+            );
+        }
+        assert!(matches!(
+            restored.open("s", 4, 30_000, 60_000),
+            Lookup::Events { ended: true, .. }
+        ));
+    }
+
+    #[test]
+    fn a_stored_stream_past_its_window_is_expired_at_once() {
+        let stored = Stored::new(1_000, 60_000, 10);
+        let mut streams = Streams::default();
+        streams.restore("s", stored, b"not read", 61_001).unwrap();
+        assert_eq!(streams.open("s", 0, 61_001, 60_000), Lookup::Expired);
+        let dropped = Stored {
+            chunks: 0,
+            ..stored
+        };
+        let mut streams = Streams::default();
+        streams.restore("s", dropped, b"", 2_000).unwrap();
+        assert_eq!(streams.open("s", 0, 2_000, 60_000), Lookup::Expired);
+        // A broken record is refused, not half taken.
+        let mut streams = Streams::default();
+        assert_eq!(
+            streams.restore("s", stored, b"id: 1\ndata: x", 2_000),
+            Err(LogError::Malformed)
+        );
+        assert_eq!(streams.open("s", 0, 2_000, 60_000), Lookup::Unknown);
+    }
+
+    #[test]
+    fn stored_records_parse_strictly() {
+        for text in ["", "1 2", "1 2 3 4", "a 2 3", "1 2 -3", "1  2 3", " 1 2 3"] {
+            assert_eq!(Stored::from_text(text), None, "{text:?}");
+        }
+        assert_eq!(
+            Stored::from_text("5 6 7"),
+            Some(Stored {
+                updated_ms: 5,
+                window_ms: 6,
+                chunks: 7
+            })
+        );
+        assert_eq!(Stored::new(0, 0, 0).chunks, 0);
+        assert_eq!(Stored::new(0, 0, STORED_CHUNK).chunks, 1);
+        assert_eq!(Stored::new(0, 0, STORED_CHUNK + 1).chunks, 2);
+        assert_eq!(Stored::new(0, 0, MAX_KEPT_BYTES + STORED_CHUNK).chunks, 34);
+        assert_eq!(Stored::id_of(&Stored::key("a-b")), Some("a-b"));
+        assert_eq!(Stored::id_of("state"), None);
+    }
+
+    #[test]
+    fn stored_streams_fall_due_in_two_steps() {
+        let stored = Stored::new(1_000, 100, 1);
+        assert_eq!(stored.due(1_000), Due::KeepUntil(1_101));
+        assert_eq!(stored.due(1_100), Due::KeepUntil(1_101));
+        assert!(stored.resumable(1_100));
+        assert!(!stored.resumable(1_101));
+        assert_eq!(stored.due(1_101), Due::DropEvents(1_201));
+        let dropped = Stored {
+            chunks: 0,
+            ..stored
+        };
+        assert_eq!(dropped.due(1_101), Due::KeepUntil(1_201));
+        assert_eq!(dropped.due(1_200), Due::KeepUntil(1_201));
+        assert_eq!(dropped.due(1_201), Due::Forget);
+        assert_eq!(stored.due(5_000), Due::Forget);
+        assert_eq!(
+            Stored::new(u64::MAX - 1, u64::MAX, 1).due(0),
+            Due::KeepUntil(u64::MAX)
+        );
+    }
 
     fn events(range: std::ops::RangeInclusive<u64>) -> Vec<u8> {
         let mut out = Vec::new();

@@ -11,9 +11,10 @@
 //! is stored, so none is lost.
 //!
 //! The same object keeps the user's streams whose caller left before their end, for a resume
-//! ([`StreamHouse`]).
+//! ([`StreamHouse`]); its alarm deletes them from storage after their window.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use worker::wasm_bindgen::JsValue;
 use worker::{durable_object, Date, DurableObject, Env, Request, Response, Result, State};
@@ -26,19 +27,26 @@ const KEY: &str = "state";
 
 #[durable_object]
 pub struct UserLimiter {
-    state: State,
+    state: Rc<State>,
     memory: RefCell<Option<Ledger>>,
-    /// The user's streams whose caller left before the end (memory only).
+    /// The user's streams whose caller left before the end.
     streams: StreamHouse,
 }
 
 impl DurableObject for UserLimiter {
     fn new(state: State, _env: Env) -> Self {
+        let state = Rc::new(state);
         UserLimiter {
+            streams: StreamHouse::new(state.clone()),
             state,
             memory: RefCell::new(None),
-            streams: StreamHouse::default(),
         }
+    }
+
+    /// Only the stored streams set the alarm.
+    async fn alarm(&self) -> Result<Response> {
+        self.streams.alarm().await?;
+        Response::ok("")
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {

@@ -1,6 +1,8 @@
 //! Resumable streams on the runtime: a request whose caller left hands its events to the user's
 //! Durable Object ([`Handoff`]); a resume asks that object for them ([`open`]); the object keeps
-//! them and feeds its readers ([`Streams`], in `UserLimiter`). The decisions are
+//! them and feeds its readers ([`Streams`], in `UserLimiter`), and writes each stream that ended
+//! to its storage so that a resume still finds it after the runtime evicted the object from
+//! memory; its alarm deletes it after the window ([`Stored`]). The decisions are
 //! [`crate::resume`]'s.
 //!
 //! The object's calls (all `POST`/`GET` to `https://streams/...` on the `LIMITER` stub):
@@ -20,17 +22,24 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::future::select;
-use worker::js_sys::Uint8Array;
-use worker::{Date, Delay, Env, Headers, Method, Request, RequestInit, Response, ResponseBody};
+use worker::js_sys::{Object, Reflect, Uint8Array};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::{
+    console_log, Date, Delay, Env, Headers, ListOptions, Method, Request, RequestInit, Response,
+    ResponseBody, Storage,
+};
 
 use super::stream::Sink;
 use crate::error::AppError;
-use crate::resume::{query_param, Lookup, Streams};
+use crate::log::Event;
+use crate::resume::{query_param, Due, Lookup, Stored, Streams, STORED_CHUNK, STORED_PREFIX};
 
 /// The binding of the users' objects.
 const BINDING: &str = "LIMITER";
 /// Tries of one batch before the handoff gives up (the stream can then not be resumed).
 const HANDOFF_TRIES: u32 = 3;
+/// Keys per storage call (the runtime takes at most 128).
+const KEYS_PER_CALL: usize = 64;
 
 /// A stream's way into its user's object.
 #[derive(Clone)]
@@ -132,8 +141,12 @@ struct State {
 }
 
 /// The streams part of a user's object.
-#[derive(Clone, Default)]
-pub(crate) struct StreamHouse(Rc<RefCell<State>>);
+#[derive(Clone)]
+pub(crate) struct StreamHouse {
+    state: Rc<RefCell<State>>,
+    /// The object's own state: its storage.
+    object: Rc<worker::State>,
+}
 
 fn now() -> u64 {
     Date::now().as_millis()
@@ -153,6 +166,17 @@ fn sse(body: Response) -> worker::Result<Response> {
 }
 
 impl StreamHouse {
+    pub(crate) fn new(object: Rc<worker::State>) -> StreamHouse {
+        StreamHouse {
+            state: Rc::default(),
+            object,
+        }
+    }
+
+    fn storage(&self) -> Storage {
+        self.object.storage()
+    }
+
     /// Whether a call to the object (its URL) is a streams call.
     pub(crate) fn handles(url: &str) -> bool {
         url.starts_with("https://streams/")
@@ -168,6 +192,7 @@ impl StreamHouse {
         if path.starts_with("/append?") {
             let bytes = req.bytes().await?;
             self.append(&id, &bytes, number(&url, "end") == 1, window)
+                .await
         } else if path.starts_with("/open?") {
             let after = number(&url, "after");
             let wait = number(&url, "wait");
@@ -178,18 +203,114 @@ impl StreamHouse {
         }
     }
 
-    fn append(&self, id: &str, bytes: &[u8], end: bool, window: u64) -> worker::Result<Response> {
-        let mut state = self.0.borrow_mut();
-        let appended = state.streams.append(id, bytes, end, now(), window);
-        let Ok(from) = appended else {
-            return Response::error("does not follow on", 409);
-        };
-        state.batches += 1;
-        for waker in std::mem::take(&mut state.arrivals) {
-            waker.wake();
+    async fn append(
+        &self,
+        id: &str,
+        bytes: &[u8],
+        end: bool,
+        window: u64,
+    ) -> worker::Result<Response> {
+        {
+            let mut state = self.state.borrow_mut();
+            let was_ended = state.streams.get(id).is_some_and(|e| e.ended);
+            let appended = state.streams.append(id, bytes, end, now(), window);
+            let Ok(from) = appended else {
+                return Response::error("does not follow on", 409);
+            };
+            state.batches += 1;
+            for waker in std::mem::take(&mut state.arrivals) {
+                waker.wake();
+            }
+            state.feed(id, from);
+            if was_ended || !end {
+                return Response::ok("");
+            }
         }
-        state.feed(id, from);
+        // Its last batch: kept in storage before the answer, so the handoff's end means stored.
+        self.store(id, window).await;
         Response::ok("")
+    }
+
+    /// Writes an ended stream to storage (see [`Stored`]) and has the alarm delete it in time.
+    /// A failure is logged: memory still holds the stream, for as long as the object lives.
+    async fn store(&self, id: &str, window: u64) {
+        let (bytes, updated_ms) = {
+            let state = self.state.borrow();
+            let Some(entry) = state.streams.get(id) else {
+                return;
+            };
+            (entry.log.bytes_from(0).to_vec(), entry.updated_ms)
+        };
+        let stored = Stored::new(updated_ms, window, bytes.len());
+        if let Err(e) = write_stored(&self.storage(), id, stored, &bytes).await {
+            let event = Event::new("stream_store_failed").with_detail(&format!("{id}: {e}"));
+            console_log!("{}", event.to_line());
+        }
+    }
+
+    /// A stream this object wrote to storage before it was evicted from memory: taken back
+    /// into memory (or remembered as expired). Whether one was found.
+    async fn restore(&self, id: &str) -> bool {
+        let Ok(found) = read_stored(&self.storage(), id).await else {
+            return false;
+        };
+        let Some((stored, bytes)) = found else {
+            return false;
+        };
+        let mut state = self.state.borrow_mut();
+        if state.streams.get(id).is_some() {
+            return true; // handed over again while this read
+        }
+        state.streams.restore(id, stored, &bytes, now()).is_ok()
+    }
+
+    /// The object's alarm: deletes the stored streams whose time is up, and sets itself again
+    /// for the next one.
+    pub(crate) async fn alarm(&self) -> worker::Result<()> {
+        let storage = self.storage();
+        let records = storage
+            .list_with_options(ListOptions::new().prefix(STORED_PREFIX))
+            .await?;
+        let now = now();
+        let mut next: Option<u64> = None;
+        for entry in records.entries() {
+            let Ok(pair) = entry.map(|e| e.unchecked_into::<worker::js_sys::Array>()) else {
+                continue;
+            };
+            let (Some(key), Some(text)) = (pair.get(0).as_string(), pair.get(1).as_string()) else {
+                continue;
+            };
+            let (Some(id), Some(stored)) = (Stored::id_of(&key), Stored::from_text(&text)) else {
+                storage.delete(&key).await?;
+                continue;
+            };
+            match stored.due(now) {
+                Due::KeepUntil(at) => next = Some(next.map_or(at, |n| n.min(at))),
+                Due::DropEvents(at) => {
+                    // The chunks first: a record never names chunks that are gone while its
+                    // window is open.
+                    delete_chunks(&storage, id, stored.chunks).await?;
+                    let dropped = Stored {
+                        chunks: 0,
+                        ..stored
+                    };
+                    storage
+                        .put_raw(&key, JsValue::from_str(&dropped.to_text()))
+                        .await?;
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+                Due::Forget => {
+                    delete_chunks(&storage, id, stored.chunks).await?;
+                    storage.delete(&key).await?;
+                }
+            }
+        }
+        if let Some(at) = next {
+            storage
+                .set_alarm(Duration::from_millis(at.saturating_sub(now).max(1)))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn open(
@@ -201,9 +322,21 @@ impl StreamHouse {
         window: u64,
     ) -> worker::Result<Response> {
         let deadline = now().saturating_add(wait);
+        let mut looked_in_storage = false;
         loop {
+            let unknown = matches!(
+                self.state
+                    .borrow_mut()
+                    .streams
+                    .open(&id, after, now(), window),
+                Lookup::Unknown
+            );
+            if unknown && !looked_in_storage {
+                looked_in_storage = true;
+                self.restore(&id).await;
+            }
             let seen = {
-                let mut state = self.0.borrow_mut();
+                let mut state = self.state.borrow_mut();
                 let answer = match state.streams.open(&id, after, now(), window) {
                     Lookup::Unknown => None,
                     Lookup::Expired | Lookup::Gap => Some(Response::error("not kept", 404)),
@@ -215,7 +348,7 @@ impl StreamHouse {
                         ended: false,
                     } => {
                         let bytes = bytes.to_vec();
-                        Some(self.live(&mut state, &id, &bytes, idle))
+                        Some(self.live(&mut state, &id, &bytes, idle, window))
                     }
                 };
                 if let Some(answer) = answer {
@@ -244,6 +377,7 @@ impl StreamHouse {
         id: &str,
         bytes: &[u8],
         idle: u64,
+        window: u64,
     ) -> worker::Result<Response> {
         let (mut sink, body) = Sink::new().map_err(worker::Error::from)?;
         if !bytes.is_empty() {
@@ -255,20 +389,24 @@ impl StreamHouse {
         worker::wasm_bindgen_futures::spawn_local(async move {
             loop {
                 Delay::from(Duration::from_millis(idle)).await;
-                let mut state = house.0.borrow_mut();
-                let Some(entry) = state.streams.get(&id) else {
-                    state.readers.remove(&id);
-                    return;
-                };
-                if entry.ended {
-                    return;
-                }
-                if now().saturating_sub(entry.updated_ms) >= idle {
+                {
+                    let mut state = house.state.borrow_mut();
+                    let Some(entry) = state.streams.get(&id) else {
+                        state.readers.remove(&id);
+                        return;
+                    };
+                    if entry.ended {
+                        return;
+                    }
+                    if now().saturating_sub(entry.updated_ms) < idle {
+                        continue;
+                    }
                     if let Some(from) = state.streams.cut(&id, now()) {
                         state.feed(&id, from);
                     }
-                    return;
                 }
+                house.store(&id, window).await;
+                return;
             }
         });
         Response::from_body(ResponseBody::Stream(body)).and_then(sse)
@@ -298,6 +436,78 @@ impl State {
     }
 }
 
+/// Writes a stream's chunks, then its record (a record always has its chunks), and sets the
+/// object's alarm for it unless one is due sooner.
+async fn write_stored(
+    storage: &Storage,
+    id: &str,
+    stored: Stored,
+    bytes: &[u8],
+) -> worker::Result<()> {
+    for (group, part) in bytes.chunks(STORED_CHUNK * KEYS_PER_CALL).enumerate() {
+        let values = Object::new();
+        for (i, chunk) in part.chunks(STORED_CHUNK).enumerate() {
+            let key = Stored::chunk_key(id, group * KEYS_PER_CALL + i);
+            Reflect::set(&values, &key.into(), &Uint8Array::from(chunk).into())?;
+        }
+        storage.put_multiple_raw(values).await?;
+    }
+    storage
+        .put_raw(&Stored::key(id), JsValue::from_str(&stored.to_text()))
+        .await?;
+    let now = now();
+    let at = match stored.due(now) {
+        Due::KeepUntil(at) | Due::DropEvents(at) => at,
+        Due::Forget => now,
+    };
+    let sooner = storage
+        .get_alarm()
+        .await?
+        .is_some_and(|set| u64::try_from(set).is_ok_and(|set| set <= at));
+    if !sooner {
+        storage
+            .set_alarm(Duration::from_millis(at.saturating_sub(now).max(1)))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Deletes a stored stream's chunks.
+async fn delete_chunks(storage: &Storage, id: &str, chunks: usize) -> worker::Result<()> {
+    let keys: Vec<String> = (0..chunks).map(|i| Stored::chunk_key(id, i)).collect();
+    for group in keys.chunks(KEYS_PER_CALL) {
+        storage.delete_multiple(group.to_vec()).await?;
+    }
+    Ok(())
+}
+
+/// A stored stream: its record and its events, joined (`None` when there is no record; a
+/// record past its window comes without its events).
+async fn read_stored(storage: &Storage, id: &str) -> worker::Result<Option<(Stored, Vec<u8>)>> {
+    let record: Option<String> = storage.get(&Stored::key(id)).await?;
+    let Some(stored) = record.as_deref().and_then(Stored::from_text) else {
+        return Ok(None);
+    };
+    if !stored.resumable(now()) {
+        return Ok(Some((stored, Vec::new())));
+    }
+    let keys: Vec<String> = (0..stored.chunks)
+        .map(|i| Stored::chunk_key(id, i))
+        .collect();
+    let mut bytes = Vec::new();
+    for group in keys.chunks(KEYS_PER_CALL) {
+        let chunks = storage.get_multiple(group.to_vec()).await?;
+        for key in group {
+            let value = chunks.get(&JsValue::from_str(key));
+            let Some(chunk) = value.dyn_ref::<Uint8Array>() else {
+                return Err(worker::Error::RustError(format!("{key} is missing")));
+            };
+            bytes.extend_from_slice(&chunk.to_vec());
+        }
+    }
+    Ok(Some((stored, bytes)))
+}
+
 /// Resolves when a batch has come since `seen`.
 struct Arrival {
     house: StreamHouse,
@@ -307,7 +517,7 @@ struct Arrival {
 impl Future for Arrival {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut state = self.house.0.borrow_mut();
+        let mut state = self.house.state.borrow_mut();
         if state.batches != self.seen {
             return Poll::Ready(());
         }
