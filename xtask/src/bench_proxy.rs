@@ -15,8 +15,11 @@
 //!   off;
 //! - our Worker (JWT check, plan, limiter, routing, relay), with its per-isolate cache of
 //!   verified tokens (the default), with that cache off (`JWT_CACHE_ENTRIES=0`: every request
-//!   checks an RS256 signature), and with the limiter off (`LIMITS_ENABLED=false`: no Durable
-//!   Object round trip);
+//!   checks an RS256 signature), with the limiter off (`LIMITS_ENABLED=false`: no Durable
+//!   Object round trip), and, for streams only, with one write per piece read
+//!   (`STREAM_COALESCE_MS=0`) and with resumable streams off (`RESUME_WINDOW_SECONDS=0`: no
+//!   stream id, no event ids, no events kept: what a stream never cut costs for being
+//!   resumable);
 //! - with `--against`, another build of our Worker (before/after in one run).
 //!
 //! Measured: JSON latency and requests/s at each concurrency; streams of two shapes, many
@@ -203,6 +206,7 @@ pub const OURS: &str = "our Worker";
 pub const OURS_NO_CACHE: &str = "our Worker, no token cache";
 pub const OURS_NO_LIMITS: &str = "our Worker, limiter off";
 pub const OURS_NO_COALESCE: &str = "our Worker, STREAM_COALESCE_MS=0";
+pub const OURS_NO_RESUME: &str = "our Worker, RESUME_WINDOW_SECONDS=0";
 pub const OURS_AGAINST: &str = "our Worker, --against build";
 
 pub fn run(settings: &Settings) -> Result<()> {
@@ -223,9 +227,9 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         "models": ["bench"], "requests_per_minute": 1_000_000, "tokens_per_day": 1_000_000_000u64,
         "max_output_tokens": 4096, "concurrent_streams": 1000
     }});
-    // `coalesce`: STREAM_COALESCE_MS when not the Worker's default.
+    // `vars`: settings beyond the Worker's defaults.
     let ours =
-        |name: &str, cache: &str, limits: &str, coalesce: Option<&str>, dir: Option<PathBuf>| {
+        |name: &str, cache: &str, limits: &str, vars: &[(&str, &str)], dir: Option<PathBuf>| {
             let mut options = WorkerOptions {
                 name: name.into(),
                 // Built once above: they run the same bundle (but the --against one).
@@ -245,8 +249,8 @@ pub fn measure(settings: &Settings) -> Result<Report> {
             .var("CACHE_TTL_SECONDS", "0")
             .var("OPENAI_BASE_URL", provider.openai_base_url())
             .secret("OPENAI_API_KEY", PROVIDER_KEY);
-            if let Some(ms) = coalesce {
-                options = options.var("STREAM_COALESCE_MS", ms);
+            for (name, value) in vars {
+                options = options.var(*name, *value);
             }
             Worker::start(options)
         };
@@ -310,27 +314,30 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         Some(build) => Some(against_dir(build)?),
         None => None,
     };
-    for (name, cache, limits, coalesce, dir) in [
-        (OURS, "4096", "true", None, None),
-        (OURS_NO_CACHE, "0", "true", None, None),
-        (OURS_NO_LIMITS, "4096", "false", None, None),
-        (OURS_NO_COALESCE, "4096", "true", Some("0"), None),
+    let no_coalesce: &[(&str, &str)] = &[("STREAM_COALESCE_MS", "0")];
+    let no_resume: &[(&str, &str)] = &[("RESUME_WINDOW_SECONDS", "0")];
+    for (name, cache, limits, vars, dir) in [
+        (OURS, "4096", "true", &[][..], None),
+        (OURS_NO_CACHE, "0", "true", &[], None),
+        (OURS_NO_LIMITS, "4096", "false", &[], None),
+        (OURS_NO_COALESCE, "4096", "true", no_coalesce, None),
+        (OURS_NO_RESUME, "4096", "true", no_resume, None),
     ]
     .into_iter()
-    .chain(against.map(|dir| (OURS_AGAINST, "4096", "true", None, Some(dir))))
+    .chain(against.map(|dir| (OURS_AGAINST, "4096", "true", &[][..], Some(dir))))
     {
         let w = ours(
             &format!("bench-{}", workers.len()),
             cache,
             limits,
-            coalesce,
+            vars,
             dir,
         )?;
         let mut t = Target::new(name, &w.api_base(), tokens.clone(), "bench").served_by(&w)?;
-        // The token cache's cost is a per-request one: the JSON table shows it; coalescing is
-        // a stream's only.
+        // The token cache's cost is a per-request one: the JSON table shows it; coalescing and
+        // resumable streams are a stream's only.
         t.streams = name != OURS_NO_CACHE;
-        t.json = name != OURS_NO_COALESCE;
+        t.json = name != OURS_NO_COALESCE && name != OURS_NO_RESUME;
         targets.push(t);
         workers.push(w);
     }
