@@ -75,58 +75,46 @@ pub fn check() -> Result<()> {
 /// fingerprint for), and the extracted copies (local registries' directories start with `-`;
 /// crates.io's do not, and are left alone).
 fn forget_earlier_builds(target: &std::path::Path) -> Result<()> {
-    let fingerprints = target.join("debug").join(".fingerprint");
-    if let Ok(units) = std::fs::read_dir(&fingerprints) {
-        for unit in units.flatten() {
-            let name = unit.file_name().to_string_lossy().into_owned();
-            if PUBLISHED
-                .iter()
-                .any(|(crate_name, _)| is_build_of(&name, crate_name))
-            {
-                std::fs::remove_dir_all(unit.path())
-                    .with_context(|| format!("cannot remove {}", unit.path().display()))?;
-            }
-        }
-    }
+    remove_published(&target.join("debug").join(".fingerprint"), |tail| {
+        !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_hexdigit())
+    })?;
     let sources = cmd::cargo_home().join("registry").join("src");
     let Ok(registries) = std::fs::read_dir(&sources) else {
         return Ok(()); // nothing extracted yet
     };
     for registry in registries.flatten() {
-        if !registry.file_name().to_string_lossy().starts_with('-') {
-            continue;
-        }
-        let Ok(crates) = std::fs::read_dir(registry.path()) else {
-            continue;
-        };
-        for extracted in crates.flatten() {
-            let name = extracted.file_name().to_string_lossy().into_owned();
-            if PUBLISHED
-                .iter()
-                .any(|(crate_name, _)| is_version_of(&name, crate_name))
-            {
-                std::fs::remove_dir_all(extracted.path())
-                    .with_context(|| format!("cannot remove {}", extracted.path().display()))?;
-            }
+        if registry.file_name().to_string_lossy().starts_with('-') {
+            remove_published(&registry.path(), |tail| {
+                tail.starts_with(|c: char| c.is_ascii_digit())
+            })?;
         }
     }
     Ok(())
 }
 
-/// `storycad-protocol-0.1.0` is a version of `storycad-protocol`; `storycad-protocol-extra-1.0`
-/// is not.
-fn is_version_of(dir: &str, crate_name: &str) -> bool {
-    dir.strip_prefix(crate_name)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
+/// Removes the entries of `dir` named `<a published crate>-<tail>` where `tail` passes
+/// `is_ours` (a hash for a build's fingerprint, a version for an extracted crate); a missing
+/// `dir` holds nothing.
+fn remove_published(dir: &std::path::Path, is_ours: impl Fn(&str) -> bool) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if PUBLISHED
+            .iter()
+            .any(|(crate_name, _)| tail_after(&name, crate_name).is_some_and(&is_ours))
+        {
+            std::fs::remove_dir_all(entry.path())
+                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
-/// `storycad-protocol-8994737960b1d3ef` is a build of `storycad-protocol` (cargo names a unit's
-/// fingerprint directory by the crate and a hash).
-fn is_build_of(dir: &str, crate_name: &str) -> bool {
-    dir.strip_prefix(crate_name)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|hash| !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+/// What follows `<crate_name>-` in `dir` (`0.1.0` in `storycad-protocol-0.1.0`).
+fn tail_after<'d>(dir: &'d str, crate_name: &str) -> Option<&'d str> {
+    dir.strip_prefix(crate_name)?.strip_prefix('-')
 }
 
 /// Each crate's licence files equal the repository's (line endings aside: a Windows checkout
@@ -156,38 +144,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_versions_of_our_crates_are_forgotten() {
-        assert!(is_version_of(
+    fn only_our_crates_are_forgotten() {
+        let cases = [
+            ("storycad-protocol-0.1.0", Some("0.1.0")),
+            ("storycad-client-8994737960b1d3ef", Some("8994737960b1d3ef")),
+            ("storycad-protocol-extra-1.0.0", Some("extra-1.0.0")),
+            ("storycad-protocolx-1.0.0", None),
+            ("storycad-protocol", None),
+            ("serde-1.0.0", None),
+        ];
+        for (dir, tail) in cases {
+            let found = PUBLISHED
+                .iter()
+                .find_map(|(crate_name, _)| tail_after(dir, crate_name));
+            assert_eq!(found, tail, "{dir}");
+        }
+        let dir = std::env::temp_dir().join(format!("published-test-{}", std::process::id()));
+        for name in [
             "storycad-protocol-0.1.0",
-            "storycad-protocol"
-        ));
-        assert!(is_version_of(
-            "storycad-client-12.0.3-rc.1",
-            "storycad-client"
-        ));
-        assert!(!is_version_of(
             "storycad-protocol-extra-1.0.0",
-            "storycad-protocol"
-        ));
-        assert!(!is_version_of(
-            "storycad-protocolx-1.0.0",
-            "storycad-protocol"
-        ));
-        assert!(!is_version_of("storycad-protocol", "storycad-protocol"));
-        assert!(!is_version_of("serde-1.0.0", "storycad-protocol"));
-        assert!(is_build_of(
-            "storycad-protocol-8994737960b1d3ef",
-            "storycad-protocol"
-        ));
-        assert!(is_build_of(
-            "storycad-client-1c02d06d17fb7b67",
-            "storycad-client"
-        ));
-        assert!(!is_build_of(
-            "storycad-client-ffi-1c02d06d17fb7b67",
-            "storycad-client"
-        ));
-        assert!(!is_build_of("storycad-protocol-", "storycad-protocol"));
-        assert!(!is_build_of("storycad-protocol-0.1.0", "storycad-protocol"));
+            "storycad-client-abc123",
+            "serde-1.0.0",
+        ] {
+            std::fs::create_dir_all(dir.join(name)).unwrap();
+        }
+        remove_published(&dir, |tail| tail.starts_with(|c: char| c.is_ascii_digit())).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "serde-1.0.0",
+                "storycad-client-abc123",
+                "storycad-protocol-extra-1.0.0"
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        remove_published(&dir, |_| true).unwrap(); // gone: nothing to do
     }
 }

@@ -99,6 +99,7 @@ impl Found {
 }
 
 /// Where a value sits: a chain through the stack, written out only for an error.
+#[derive(Clone, Copy)]
 enum Segment<'p> {
     Root,
     Key(&'p str, &'p Segment<'p>),
@@ -141,6 +142,22 @@ struct At<'a, 'p> {
 }
 
 impl<'a, 'p> At<'a, 'p> {
+    /// Reads `value`, this one's child at `segment`, noting where an error came out.
+    fn read_child<'s, T>(
+        &'s self,
+        value: &'a Value,
+        segment: Segment<'s>,
+        read: impl FnOnce(At<'a, 's>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let found = self.found;
+        let at = At {
+            value: Node::Value(value),
+            segment,
+            found,
+        };
+        read(at).inspect_err(|_| found.note(&segment))
+    }
+
     fn unexpected(&self) -> Unexpected<'a> {
         match self.value {
             Node::Object(_) | Node::Value(Value::Object(_)) => Unexpected::Map,
@@ -281,14 +298,9 @@ impl<'de> MapAccess<'de> for Fields<'de, '_, '_> {
         let Some((key, value)) = self.value.take() else {
             return Err(de::Error::custom("a value asked for before its key"));
         };
-        let found = self.parent.found;
-        let at = At {
-            value: Node::Value(value),
-            segment: Segment::Key(key, &self.parent.segment),
-            found,
-        };
-        seed.deserialize(at).inspect_err(|_| {
-            found.note(&Segment::Key(key, &self.parent.segment));
+        let parent = self.parent;
+        parent.read_child(value, Segment::Key(key, &parent.segment), |at| {
+            seed.deserialize(at)
         })
     }
 
@@ -313,15 +325,12 @@ impl<'de> SeqAccess<'de> for Items<'de, '_, '_> {
         let Some((index, value)) = self.items.next() else {
             return Ok(None);
         };
-        let found = self.parent.found;
-        let at = At {
-            value: Node::Value(value),
-            segment: Segment::Index(index, &self.parent.segment),
-            found,
-        };
-        seed.deserialize(at).map(Some).inspect_err(|_| {
-            found.note(&Segment::Index(index, &self.parent.segment));
-        })
+        let parent = self.parent;
+        parent
+            .read_child(value, Segment::Index(index, &parent.segment), |at| {
+                seed.deserialize(at)
+            })
+            .map(Some)
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -356,13 +365,8 @@ impl<'de> Variant<'de, '_, '_> {
         let Some(value) = self.content else {
             return Err(de::Error::invalid_type(Unexpected::UnitVariant, &expected));
         };
-        let found = self.parent.found;
-        let at = At {
-            value: Node::Value(value),
-            segment: Segment::Key(self.variant, &self.parent.segment),
-            found,
-        };
-        read(at).inspect_err(|_| found.note(&Segment::Key(self.variant, &self.parent.segment)))
+        let parent = self.parent;
+        parent.read_child(value, Segment::Key(self.variant, &parent.segment), read)
     }
 }
 
