@@ -9,6 +9,9 @@
 //! - a JavaScript reader loop that sees every piece once and writes it to workerd's native
 //!   `IdentityTransformStream` (`bench/reader`): the same looking, without a JS stream between
 //!   the code and the caller;
+//! - the JS metering Worker (`bench/metered`, answers not streamed only): the passthrough that
+//!   reads the answer whole, takes its usage out (`JSON.parse`) and writes one log line, the
+//!   least a proxy that meters does; the passthrough hands the body through unread;
 //! - the calibration Worker (`bench/calibrate`): the passthrough plus a known amount of CPU work
 //!   per request (sized under node, then measured under the same workerd in requests that do it
 //!   many times); it must read as that much more than the passthrough, or the measurement is
@@ -201,6 +204,7 @@ pub const DIRECT: &str = "provider directly";
 pub const PASSTHROUGH: &str = "JS passthrough Worker";
 pub const TRANSFORM: &str = "JS + TransformStream Worker";
 pub const READER: &str = "JS reader + native stream Worker";
+pub const METERED: &str = "JS metering Worker (reads the answer, one log line)";
 pub const CALIBRATION: &str = "calibration Worker (passthrough + known CPU)";
 pub const OURS: &str = "our Worker";
 pub const OURS_NO_CACHE: &str = "our Worker, no token cache";
@@ -283,10 +287,13 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         (PASSTHROUGH, "passthrough", None),
         (TRANSFORM, "transform", None),
         (READER, "reader", None),
+        (METERED, "metered", None),
         (CALIBRATION, "calibrate", Some(calibration.rounds)),
     ] {
         let w = js(dir, rounds)?;
-        let t = Target::new(name, &w.api_base(), vec!["unused".into()], "gpt-4o-mini");
+        let mut t = Target::new(name, &w.api_base(), vec!["unused".into()], "gpt-4o-mini");
+        // Its streams are the passthrough's.
+        t.streams = name != METERED;
         targets.push(t.served_by(&w)?);
         workers.push(w);
     }
@@ -786,18 +793,24 @@ pub fn markdown(report: &Report) -> Result<String> {
             )?;
         }
         let find = |name: &str| rows.iter().find(|r| r.path == name);
-        let Some(base) = find(PASSTHROUGH) else {
-            continue;
-        };
-        for (label, name) in [
-            ("ours", OURS),
-            ("ours, limiter off,", OURS_NO_LIMITS),
-            ("calibration", CALIBRATION),
+        for (label, name, base_label, base) in [
+            ("ours", OURS, "passthrough", PASSTHROUGH),
+            (
+                "ours, limiter off,",
+                OURS_NO_LIMITS,
+                "passthrough",
+                PASSTHROUGH,
+            ),
+            ("metering JS", METERED, "passthrough", PASSTHROUGH),
+            ("ours, limiter off,", OURS_NO_LIMITS, "metering JS", METERED),
+            ("calibration", CALIBRATION, "passthrough", PASSTHROUGH),
         ] {
-            let Some(o) = find(name) else { continue };
+            let (Some(o), Some(base)) = (find(name), find(base)) else {
+                continue;
+            };
             writeln!(
                 md,
-                "| *{label} vs passthrough* | {c} | {:+.2} | {:+.2} | {:+.2} | {} | {} |",
+                "| *{label} vs {base_label}* | {c} | {:+.2} | {:+.2} | {:+.2} | {} | {} |",
                 o.p50 - base.p50,
                 o.p90 - base.p90,
                 o.p99 - base.p99,
