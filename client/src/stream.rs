@@ -386,11 +386,16 @@ impl ChatStream {
         }
     }
 
-    fn error_event(&self, body: ErrorBody) -> Error {
+    /// The error a stream carried: its `ErrorBody` when it is one, else its text as the message.
+    fn error_event(&self, body: std::result::Result<ErrorBody, String>) -> Error {
+        let (code, kind, message) = match body {
+            Ok(body) => (body.error.code, body.error.kind, body.error.message),
+            Err(text) => (None, None, text),
+        };
         Error::Stream {
-            code: body.error.code,
-            kind: body.error.kind,
-            message: body.error.message,
+            code,
+            kind,
+            message,
             request_id: self.meta.request_id.clone(),
         }
     }
@@ -467,31 +472,18 @@ impl Stream for ChatStream {
                     return Poll::Ready(None);
                 }
                 if event.event == "error" {
-                    let e = match serde_json::from_str::<ErrorBody>(data) {
-                        Ok(body) => self.error_event(body),
-                        Err(_) => Error::Stream {
-                            code: None,
-                            kind: None,
-                            message: data.to_owned(),
-                            request_id: self.meta.request_id.clone(),
-                        },
-                    };
+                    let body = serde_json::from_str::<ErrorBody>(data).map_err(|_| data.to_owned());
+                    let e = self.error_event(body);
                     return self.fail(e);
                 }
                 match serde_json::from_str::<ChatChunk>(data) {
                     Ok(mut chunk) => {
                         if let Some(err) = chunk.extra.remove("error") {
-                            let e = match serde_json::from_value::<ErrorBody>(
+                            let body = serde_json::from_value::<ErrorBody>(
                                 serde_json::json!({ "error": err }),
-                            ) {
-                                Ok(body) => self.error_event(body),
-                                Err(_) => Error::Stream {
-                                    code: None,
-                                    kind: None,
-                                    message: err.to_string(),
-                                    request_id: self.meta.request_id.clone(),
-                                },
-                            };
+                            )
+                            .map_err(|_| err.to_string());
+                            let e = self.error_event(body);
                             return self.fail(e);
                         }
                         if let (Some(resume), Some(v)) = (self.resume.as_deref_mut(), verdict) {

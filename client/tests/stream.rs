@@ -222,6 +222,42 @@ async fn error_event_mid_stream_is_a_typed_error() {
 }
 
 #[tokio::test]
+async fn an_error_not_in_the_usual_shape_is_still_a_stream_error_with_its_text() {
+    bounded(async {
+        // An `error` event whose data is not an error body, and a chunk whose `error` is a
+        // bare string: the text is kept as the message, without code or type.
+        for (event, message) in [
+            (
+                "event: error\ndata: the provider gave up\n\n",
+                "the provider gave up",
+            ),
+            ("data: {\"error\":\"overloaded\"}\n\n", "\"overloaded\""),
+        ] {
+            let body = format!("{}{event}", text_event("Once upon"));
+            let (text, _, err) = read(Action::sse_steps(
+                &[("x-request-id", "req-odd")],
+                vec![Step::Write(body.into_bytes())],
+            ))
+            .await;
+            assert_eq!(text, "Once upon");
+            match err {
+                Some(Error::Stream {
+                    code: None,
+                    kind: None,
+                    message: m,
+                    request_id,
+                }) => {
+                    assert_eq!(m, message);
+                    assert_eq!(request_id.as_deref(), Some("req-odd"));
+                }
+                other => panic!("{event:?}: expected Error::Stream, got {other:?}"),
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn stall_gives_idle_timeout_error() {
     bounded(async {
         let server = TestServer::start(vec![Action::sse_steps(
