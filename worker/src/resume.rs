@@ -430,6 +430,11 @@ impl Stored {
         format!("stream-events/{id}/{index}")
     }
 
+    /// The keys of a stream's first `chunks` chunks.
+    pub fn chunk_keys(id: &str, chunks: usize) -> Vec<String> {
+        (0..chunks).map(|i| Stored::chunk_key(id, i)).collect()
+    }
+
     /// The stream's id, from a record's key.
     pub fn id_of(key: &str) -> Option<&str> {
         key.strip_prefix(STORED_PREFIX)
@@ -466,10 +471,17 @@ impl Stored {
         self.chunks > 0 && now.saturating_sub(self.updated_ms) <= self.window_ms
     }
 
+    /// Until when the stream is remembered as expired once its window passed: a second window.
+    pub fn forget_at(&self) -> u64 {
+        self.updated_ms
+            .saturating_add(self.window_ms)
+            .saturating_add(self.window_ms)
+    }
+
     /// What is due at `now`.
     pub fn due(&self, now: u64) -> Due {
         let window_end = self.updated_ms.saturating_add(self.window_ms);
-        let forget_at = window_end.saturating_add(self.window_ms);
+        let forget_at = self.forget_at();
         if now > forget_at {
             Due::Forget
         } else if now > window_end && self.chunks > 0 {
@@ -497,10 +509,7 @@ impl Streams {
         now: u64,
     ) -> Result<(), LogError> {
         if !stored.resumable(now) {
-            let until = stored
-                .updated_ms
-                .saturating_add(stored.window_ms.saturating_mul(2));
-            self.expired.insert(id.to_owned(), until);
+            self.expired.insert(id.to_owned(), stored.forget_at());
             return Ok(());
         }
         let mut log = EventLog::default();

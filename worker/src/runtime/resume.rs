@@ -324,17 +324,6 @@ impl StreamHouse {
         let deadline = now().saturating_add(wait);
         let mut looked_in_storage = false;
         loop {
-            let unknown = matches!(
-                self.state
-                    .borrow_mut()
-                    .streams
-                    .open(&id, after, now(), window),
-                Lookup::Unknown
-            );
-            if unknown && !looked_in_storage {
-                looked_in_storage = true;
-                self.restore(&id).await;
-            }
             let seen = {
                 let mut state = self.state.borrow_mut();
                 let answer = match state.streams.open(&id, after, now(), window) {
@@ -356,6 +345,13 @@ impl StreamHouse {
                 }
                 state.batches
             };
+            // Unknown here: the object may have stored it before it was evicted from memory.
+            if !looked_in_storage {
+                looked_in_storage = true;
+                if self.restore(&id).await {
+                    continue;
+                }
+            }
             let left = deadline.saturating_sub(now());
             if left == 0 {
                 return Response::error("not kept", 404);
@@ -474,8 +470,7 @@ async fn write_stored(
 
 /// Deletes a stored stream's chunks.
 async fn delete_chunks(storage: &Storage, id: &str, chunks: usize) -> worker::Result<()> {
-    let keys: Vec<String> = (0..chunks).map(|i| Stored::chunk_key(id, i)).collect();
-    for group in keys.chunks(KEYS_PER_CALL) {
+    for group in Stored::chunk_keys(id, chunks).chunks(KEYS_PER_CALL) {
         storage.delete_multiple(group.to_vec()).await?;
     }
     Ok(())
@@ -491,11 +486,8 @@ async fn read_stored(storage: &Storage, id: &str) -> worker::Result<Option<(Stor
     if !stored.resumable(now()) {
         return Ok(Some((stored, Vec::new())));
     }
-    let keys: Vec<String> = (0..stored.chunks)
-        .map(|i| Stored::chunk_key(id, i))
-        .collect();
     let mut bytes = Vec::new();
-    for group in keys.chunks(KEYS_PER_CALL) {
+    for group in Stored::chunk_keys(id, stored.chunks).chunks(KEYS_PER_CALL) {
         let chunks = storage.get_multiple(group.to_vec()).await?;
         for key in group {
             let value = chunks.get(&JsValue::from_str(key));
