@@ -195,6 +195,48 @@ fn bearer(token: String) -> Option<String> {
     Some(format!("Bearer {token}"))
 }
 
+/// `token` with its signature's bytes changed by `change`.
+fn signature_changed(token: &str, change: impl FnOnce(&mut Vec<u8>)) -> String {
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let mut sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+    change(&mut sig);
+    format!("{input}.{}", b64(&sig))
+}
+
+/// The order of Ed25519's group, little-endian.
+const ED25519_L: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// `to += add`, little-endian (S + l fits in 32 bytes: S < l < 2^253).
+fn add_le(to: &mut [u8], add: &[u8; 32]) {
+    let mut carry = 0u16;
+    for (t, a) in to.iter_mut().zip(add) {
+        let sum = u16::from(*t) + u16::from(*a) + carry;
+        *t = sum as u8;
+        carry = sum >> 8;
+    }
+    assert_eq!(carry, 0);
+}
+
+/// A raw `r || s` ECDSA signature as DER (`SEQUENCE { INTEGER r, INTEGER s }`).
+fn der_ecdsa(raw: &[u8]) -> Vec<u8> {
+    let int = |half: &[u8]| {
+        let trimmed: Vec<u8> = half.iter().copied().skip_while(|b| *b == 0).collect();
+        let mut out = vec![2u8];
+        let pad = trimmed.first().is_some_and(|b| b & 0x80 != 0);
+        out.push((trimmed.len() + usize::from(pad)) as u8);
+        if pad {
+            out.push(0);
+        }
+        out.extend(trimmed);
+        out
+    };
+    let body = [int(&raw[..32]), int(&raw[32..])].concat();
+    [vec![0x30, body.len() as u8], body].concat()
+}
+
 type Build = fn(&Suite) -> Option<String>;
 
 /// Each rejected `Authorization` value: one flaw each, everything else valid, and the reason
@@ -384,6 +426,42 @@ fn rejections() -> Vec<(&'static str, &'static str, Build)> {
                 parts[2]
             ))
         }),
+        // The signature's verdict is WebCrypto's: a changed bit fails for each algorithm.
+        ("rs256_signature_with_a_bit_changed", "bad_signature", |s| {
+            bearer(signature_changed(&s.token(Alg::RS256), |sig| sig[100] ^= 1))
+        }),
+        ("es256_signature_with_a_bit_changed", "bad_signature", |s| {
+            bearer(signature_changed(&s.token(Alg::ES256), |sig| sig[40] ^= 1))
+        }),
+        ("eddsa_signature_with_a_bit_changed", "bad_signature", |s| {
+            bearer(signature_changed(&s.token(Alg::EdDSA), |sig| sig[40] ^= 1))
+        }),
+        ("es256_signature_in_der_form", "bad_signature", |s| {
+            bearer(signature_changed(&s.token(Alg::ES256), |sig| {
+                *sig = der_ecdsa(sig)
+            }))
+        }),
+        // The same Ed25519 signature spelt with S + l: valid arithmetic, refused (malleability).
+        (
+            "eddsa_signature_with_s_plus_the_group_order",
+            "bad_signature",
+            |s| {
+                bearer(signature_changed(&s.token(Alg::EdDSA), |sig| {
+                    add_le(&mut sig[32..], &ED25519_L)
+                }))
+            },
+        ),
+        // R the identity point (small order): refused before any arithmetic.
+        (
+            "eddsa_signature_with_a_small_order_r",
+            "bad_signature",
+            |s| {
+                bearer(signature_changed(&s.token(Alg::EdDSA), |sig| {
+                    sig[..32].fill(0);
+                    sig[0] = 1;
+                }))
+            },
+        ),
         ("signature_stripped", "malformed_segments", |s| {
             let token = s.token(Alg::RS256);
             let cut = token.rsplit_once('.').map(|(head, _)| head).unwrap_or("");

@@ -45,6 +45,15 @@ pub mod resume;
 #[cfg(target_arch = "wasm32")]
 mod runtime;
 
+/// `bytes` in lowercase hex, appended to `out` (ids, hashes and keys made of digests).
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+}
+
 /// A file of the workspace's `fixtures/` (recorded provider answers), for unit tests.
 #[cfg(test)]
 pub(crate) fn fixture(path: &str) -> Vec<u8> {

@@ -50,10 +50,9 @@ fn tag(sub: &str, head: &str) -> String {
     hash.update(sub.as_bytes());
     hash.update(b"\0");
     hash.update(head.as_bytes());
-    hash.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut id = String::with_capacity(16);
+    crate::push_hex(&mut id, &hash.finalize()[..8]);
+    id
 }
 
 /// `Last-Event-ID`: a whole number (absent means 0: from the first event).

@@ -1,4 +1,5 @@
-//! Verification keys: a JWK or a JWKS parsed once into ready-to-use RustCrypto verifying keys.
+//! Verification keys: a JWK or a JWKS parsed once into checked public keys (the Worker's
+//! WebCrypto and the host's RustCrypto both take them from there: `signature.rs`).
 //!
 //! Each usable key fixes exactly one [`Algorithm`] from its `kty`/`crv` (and `alg`, when the JWK
 //! states one), so a token's `alg` can only ever select a key that was made for it.
@@ -22,7 +23,7 @@ use base64::{
 };
 use serde_json::{Map, Value};
 
-use super::{Algorithm, KeyError, KeyLabel, MAX_JWKS_BYTES};
+use super::{curve, Algorithm, KeyError, KeyLabel, MAX_JWKS_BYTES};
 
 /// Key fields are our configuration (or the issuer's JWKS), not attacker input: accept them with
 /// or without padding.
@@ -33,23 +34,28 @@ const KEY_B64: GeneralPurpose = GeneralPurpose::new(
 
 /// Smallest RSA modulus accepted, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
-/// Largest RSA modulus accepted, in bits (the `rsa` crate's own limit; bounds verify CPU time).
+/// Largest RSA modulus accepted, in bits (the `rsa` crate's own limit).
 pub const MAX_RSA_BITS: usize = 4096;
 
-/// A ready-to-use public key.
-#[derive(Clone, Debug)]
+/// A checked public key: its material, already judged as a key of its algorithm (modulus size;
+/// a point of the curve, not of small order), so the signature check has nothing left to refuse
+/// it for.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum PublicKey {
-    Rs256(Box<rsa::pkcs1v15::VerifyingKey<sha2::Sha256>>),
-    Es256(p256::ecdsa::VerifyingKey),
-    EdDsa(ed25519_dalek::VerifyingKey),
+    /// Big-endian modulus and exponent, without leading zeros.
+    Rs256 { n: Vec<u8>, e: Vec<u8> },
+    /// The SEC1 uncompressed point, `0x04 || x || y`.
+    Es256 { sec1: [u8; 65] },
+    /// The encoded point.
+    EdDsa { x: [u8; 32] },
 }
 
 impl PublicKey {
     pub(crate) fn algorithm(&self) -> Algorithm {
         match self {
-            Self::Rs256(_) => Algorithm::RS256,
-            Self::Es256(_) => Algorithm::ES256,
-            Self::EdDsa(_) => Algorithm::EdDSA,
+            Self::Rs256 { .. } => Algorithm::RS256,
+            Self::Es256 { .. } => Algorithm::ES256,
+            Self::EdDsa { .. } => Algorithm::EdDSA,
         }
     }
 }
@@ -227,6 +233,12 @@ fn label(kid: Option<&str>, index: usize) -> KeyLabel {
     }
 }
 
+fn without_leading_zeros(mut bytes: Vec<u8>) -> Vec<u8> {
+    let zeros = bytes.iter().take_while(|b| **b == 0).count();
+    bytes.drain(..zeros);
+    bytes
+}
+
 /// Parses one JWK. `Ok` with an unusable entry for keys we skip; `Err` for broken keys.
 fn parse_jwk(jwk: &Map<String, Value>, index: usize) -> Result<Entry, KeyError> {
     let kid = match jwk.get("kid") {
@@ -311,21 +323,27 @@ fn parse_jwk(jwk: &Map<String, Value>, index: usize) -> Result<Entry, KeyError> 
             }
             let n = field("n", "`n` missing or not base64url")?;
             let e = field("e", "`e` missing or not base64url")?;
-            let n = rsa::BigUint::from_bytes_be(&n);
-            let e = rsa::BigUint::from_bytes_be(&e);
-            if n.bits() < MIN_RSA_BITS {
+            let (n, e) = (without_leading_zeros(n), without_leading_zeros(e));
+            let bits = n.first().map_or(0, |top| {
+                8 * n.len() - usize::try_from(top.leading_zeros()).unwrap_or(0)
+            });
+            if bits < MIN_RSA_BITS {
                 return Err(invalid("RSA modulus shorter than 2048 bits"));
             }
-            if n.bits() > MAX_RSA_BITS {
+            if bits > MAX_RSA_BITS {
                 return Err(invalid("RSA modulus longer than 4096 bits"));
             }
-            let id = key_id("RSA", &[&n.to_bytes_be(), &e.to_bytes_be()]);
-            let public = rsa::RsaPublicKey::new(n, e)
-                .map_err(|_| invalid("RSA public key rejected (bad exponent or modulus)"))?;
-            (
-                PublicKey::Rs256(Box::new(rsa::pkcs1v15::VerifyingKey::new(public))),
-                id,
-            )
+            // An RSA key's exponent is odd and its modulus too; the exponent from 3 to 2^33 - 1
+            // (the `rsa` crate's bounds).
+            let odd = e.last().is_some_and(|low| low & 1 == 1);
+            if !odd || e.len() > 5 || (e.len() == 5 && e[0] > 1) || e == [1] {
+                return Err(invalid("RSA public key rejected (bad exponent or modulus)"));
+            }
+            if n.last().is_some_and(|low| low & 1 == 0) {
+                return Err(invalid("RSA public key rejected (bad exponent or modulus)"));
+            }
+            let id = key_id("RSA", &[&n, &e]);
+            (PublicKey::Rs256 { n, e }, id)
         }
         "EC" => {
             if crv != Some("P-256") {
@@ -336,17 +354,18 @@ fn parse_jwk(jwk: &Map<String, Value>, index: usize) -> Result<Entry, KeyError> 
             }
             let x = field("x", "`x` missing or not base64url")?;
             let y = field("y", "`y` missing or not base64url")?;
-            if x.len() != 32 || y.len() != 32 {
+            let (Ok(x), Ok(y)) = (<[u8; 32]>::try_from(x), <[u8; 32]>::try_from(y)) else {
                 return Err(invalid("P-256 coordinates must be 32 bytes each"));
+            };
+            if !curve::p256_on_curve(&x, &y) {
+                return Err(invalid("P-256 point is not on the curve"));
             }
             // SEC1 uncompressed point: 0x04 || x || y.
             let mut sec1 = [0u8; 65];
             sec1[0] = 4;
             sec1[1..33].copy_from_slice(&x);
             sec1[33..].copy_from_slice(&y);
-            let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
-                .map_err(|_| invalid("P-256 point is not on the curve"))?;
-            (PublicKey::Es256(key), key_id("EC", &[&sec1]))
+            (PublicKey::Es256 { sec1 }, key_id("EC", &[&sec1]))
         }
         "OKP" => {
             if crv != Some("Ed25519") {
@@ -359,12 +378,13 @@ fn parse_jwk(jwk: &Map<String, Value>, index: usize) -> Result<Entry, KeyError> 
             let x: [u8; 32] = x
                 .try_into()
                 .map_err(|_| invalid("Ed25519 key must be 32 bytes"))?;
-            let key = ed25519_dalek::VerifyingKey::from_bytes(&x)
-                .map_err(|_| invalid("Ed25519 key is not a curve point"))?;
-            if key.is_weak() {
+            if !curve::ed25519_decodes(&x) {
+                return Err(invalid("Ed25519 key is not a curve point"));
+            }
+            if curve::ed25519_small_order(&x) {
                 return Err(invalid("Ed25519 key has small order"));
             }
-            (PublicKey::EdDsa(key), key_id("OKP", &[&x]))
+            (PublicKey::EdDsa { x }, key_id("OKP", &[&x]))
         }
         _ => return skip("unsupported key type"),
     };

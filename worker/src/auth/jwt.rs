@@ -14,6 +14,7 @@ use serde::{
 
 use super::{
     algorithm::HeaderAlg,
+    curve,
     jwk::{KeyId, Pick, PublicKey},
     Algorithm, AuthError, KeySet, TokenPart,
 };
@@ -40,12 +41,54 @@ pub struct Claims {
     pub plan: Option<String>,
 }
 
+/// A token checked up to its signature ([`Verifier::signed_with`]): the key it names, what the
+/// signature covers and the signature. Its claims are out of reach until the signature's check
+/// says it is valid ([`Signed::verdict`]).
+#[derive(Debug)]
+pub struct Signed<'t> {
+    pub(crate) key: PublicKey,
+    key_id: KeyId,
+    /// `header.claims` as sent: what the signature covers.
+    pub(crate) message: &'t str,
+    pub(crate) signature: Vec<u8>,
+    claims: &'t str,
+}
+
+impl<'t> Signed<'t> {
+    /// The signature check's verdict: a valid token goes on to its claims
+    /// ([`Verifier::claims`]), any other is [`AuthError::BadSignature`].
+    pub fn verdict(self, valid: bool) -> Result<Verified<'t>, AuthError> {
+        if valid {
+            Ok(Verified {
+                key_id: self.key_id,
+                claims: self.claims,
+            })
+        } else {
+            Err(AuthError::BadSignature)
+        }
+    }
+
+    /// The key's identity (for a cache of imported keys).
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+}
+
+/// A token whose signature is valid; its claims are not checked yet.
+#[derive(Debug)]
+pub struct Verified<'t> {
+    key_id: KeyId,
+    claims: &'t str,
+}
+
 /// Verifies bearer tokens against one issuer, one audience and an algorithm allow-list.
 ///
 /// Built once per isolate from the configuration. With `JWT_PUBLIC_JWK` it owns its keys
-/// ([`Verifier::new`], [`Verifier::verify`]); with `JWT_JWKS_URL` the keys live in a
+/// ([`Verifier::new`], [`Verifier::signed`]); with `JWT_JWKS_URL` the keys live in a
 /// [`super::JwksCache`] and each call passes them ([`Verifier::with_remote_keys`],
-/// [`Verifier::verify_with`]).
+/// [`Verifier::signed_with`]). Either way the signature's check is the caller's (WebCrypto in
+/// the Worker, [`Signed::check`] on the host), between [`Verifier::signed_with`] and
+/// [`Verifier::claims`].
 #[derive(Debug, Clone)]
 pub struct Verifier {
     keys: Option<KeySet>,
@@ -67,8 +110,8 @@ impl Verifier {
         }
     }
 
-    /// A verifier whose keys come from a JWKS fetched at run time: use [`Verifier::verify_with`]
-    /// ([`Verifier::verify`] then answers [`AuthError::KeysUnavailable`]).
+    /// A verifier whose keys come from a JWKS fetched at run time: use [`Verifier::signed_with`]
+    /// ([`Verifier::signed`] then answers [`AuthError::KeysUnavailable`]).
     pub fn with_remote_keys(issuer: String, audience: String, algorithms: Vec<Algorithm>) -> Self {
         Self {
             keys: None,
@@ -83,41 +126,19 @@ impl Verifier {
         &self.algorithms
     }
 
-    /// Verifies `token` (the bearer value, without `Bearer `) with the verifier's own keys at
-    /// `now_unix` (seconds since the epoch).
-    pub fn verify(&self, token: &str, now_unix: u64) -> Result<Claims, AuthError> {
+    /// A token checked up to its signature, with the verifier's own keys: see [`Signed`].
+    pub fn signed<'t>(&self, token: &'t str) -> Result<Signed<'t>, AuthError> {
         match &self.keys {
-            Some(keys) => self.verify_with(keys, token, now_unix),
+            Some(keys) => self.signed_with(keys, token),
             None => Err(AuthError::KeysUnavailable),
         }
     }
 
-    /// Verifies `token` with `keys` (e.g. the JWKS cache's current set).
-    pub fn verify_with(
-        &self,
-        keys: &KeySet,
-        token: &str,
-        now_unix: u64,
-    ) -> Result<Claims, AuthError> {
-        self.verify_with_key(keys, token, now_unix)
-            .map(|(claims, _)| claims)
-    }
-
-    /// [`Verifier::verify`], also naming the key that verified the token.
-    pub fn verify_keyed(&self, token: &str, now_unix: u64) -> Result<(Claims, KeyId), AuthError> {
-        match &self.keys {
-            Some(keys) => self.verify_with_key(keys, token, now_unix),
-            None => Err(AuthError::KeysUnavailable),
-        }
-    }
-
-    /// [`Verifier::verify_with`], also naming the key that verified the token.
-    pub fn verify_with_key(
-        &self,
-        keys: &KeySet,
-        token: &str,
-        now_unix: u64,
-    ) -> Result<(Claims, KeyId), AuthError> {
+    /// A token checked up to its signature, with `keys` (e.g. the JWKS cache's current set):
+    /// its size and segments, its header, the allow-list, the key for it, and the signature's
+    /// form (length; for Ed25519 a canonical `S` and an `R` not of small order, so the check of
+    /// the signature itself finds nothing else to refuse).
+    pub fn signed_with<'t>(&self, keys: &KeySet, token: &'t str) -> Result<Signed<'t>, AuthError> {
         let parts = split(token)?;
         let raw_header = decode(parts.header, TokenPart::Header)?;
         let header = parse_header(&raw_header)?;
@@ -131,9 +152,81 @@ impl Verifier {
                     Pick::Ambiguous => AuthError::AmbiguousKey,
                     Pick::Mismatch => AuthError::KeyMismatch,
                 })?;
-        verify_signature(key, parts.signing_input.as_bytes(), parts.signature)?;
-        let claims = decode(parts.claims, TokenPart::Claims)?;
-        Ok((self.check_claims(&claims, now_unix)?, *id))
+        let signature = decode(parts.signature, TokenPart::Signature)?;
+        let well_formed = match key {
+            PublicKey::Rs256 { n, .. } => signature.len() == n.len(),
+            // JOSE ES256 is raw r || s: exactly 64 bytes (DER is refused).
+            PublicKey::Es256 { .. } => signature.len() == 64,
+            // dalek's verify_strict: a second spelling of a signature (S + l) or a small-order R
+            // is refused, so tokens are not malleable.
+            PublicKey::EdDsa { .. } => match <&[u8; 64]>::try_from(signature.as_slice()) {
+                Ok(sig) => {
+                    let (r, s) = sig.split_at(32);
+                    let (r, s) = (r.try_into(), s.try_into());
+                    matches!((r, s), (Ok(r), Ok(s))
+                        if curve::ed25519_canonical_s(s) && !curve::ed25519_small_order(r))
+                }
+                Err(_) => false,
+            },
+        };
+        if !well_formed {
+            return Err(AuthError::BadSignature);
+        }
+        Ok(Signed {
+            key: key.clone(),
+            key_id: *id,
+            message: parts.signing_input,
+            signature,
+            claims: parts.claims,
+        })
+    }
+
+    /// The claims of a token whose signature was checked ([`Signed::verdict`]), checked at
+    /// `now_unix` (seconds since the epoch), with the key that signed it.
+    pub fn claims(&self, token: Verified<'_>, now_unix: u64) -> Result<(Claims, KeyId), AuthError> {
+        let claims = decode(token.claims, TokenPart::Claims)?;
+        Ok((self.check_claims(&claims, now_unix)?, token.key_id))
+    }
+
+    /// Verifies `token` (the bearer value, without `Bearer `) with the verifier's own keys at
+    /// `now_unix` (seconds since the epoch), checking its signature with RustCrypto. Host
+    /// builds only: the Worker checks signatures with WebCrypto (`runtime/signature.rs`).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn verify(&self, token: &str, now_unix: u64) -> Result<Claims, AuthError> {
+        self.verify_keyed(token, now_unix).map(|(claims, _)| claims)
+    }
+
+    /// [`Verifier::verify`] with `keys` (e.g. the JWKS cache's current set).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn verify_with(
+        &self,
+        keys: &KeySet,
+        token: &str,
+        now_unix: u64,
+    ) -> Result<Claims, AuthError> {
+        self.verify_with_key(keys, token, now_unix)
+            .map(|(claims, _)| claims)
+    }
+
+    /// [`Verifier::verify`], also naming the key that verified the token.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn verify_keyed(&self, token: &str, now_unix: u64) -> Result<(Claims, KeyId), AuthError> {
+        let signed = self.signed(token)?;
+        let valid = signed.check();
+        self.claims(signed.verdict(valid)?, now_unix)
+    }
+
+    /// [`Verifier::verify_with`], also naming the key that verified the token.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn verify_with_key(
+        &self,
+        keys: &KeySet,
+        token: &str,
+        now_unix: u64,
+    ) -> Result<(Claims, KeyId), AuthError> {
+        let signed = self.signed_with(keys, token)?;
+        let valid = signed.check();
+        self.claims(signed.verdict(valid)?, now_unix)
     }
 
     fn check_claims(&self, raw: &[u8], now: u64) -> Result<Claims, AuthError> {
@@ -171,7 +264,7 @@ impl Verifier {
 }
 
 /// The `kid` of a token's header, without verifying anything but the token's shape and header
-/// (the same checks [`Verifier::verify_with`] starts with). The JWKS glue uses it to ask the
+/// (the same checks [`Verifier::signed_with`] starts with). The JWKS glue uses it to ask the
 /// cache whether a fetch is needed before verifying.
 pub fn token_kid(token: &str) -> Result<Option<String>, AuthError> {
     let parts = split(token)?;
@@ -303,27 +396,6 @@ fn parse_header(raw: &[u8]) -> Result<Header<'_>, AuthError> {
         alg,
         kid: header.kid,
     })
-}
-
-fn verify_signature(key: &PublicKey, message: &[u8], signature: &str) -> Result<(), AuthError> {
-    use rsa::signature::Verifier as _;
-
-    let sig = decode(signature, TokenPart::Signature)?;
-    let ok = match key {
-        PublicKey::Rs256(key) => rsa::pkcs1v15::Signature::try_from(sig.as_slice())
-            .is_ok_and(|sig| key.verify(message, &sig).is_ok()),
-        // JOSE ES256 is raw r || s; `from_slice` takes exactly 64 bytes and refuses DER.
-        PublicKey::Es256(key) => p256::ecdsa::Signature::from_slice(&sig)
-            .is_ok_and(|sig| key.verify(message, &sig).is_ok()),
-        // verify_strict refuses non-canonical and small-order edge cases (malleability).
-        PublicKey::EdDsa(key) => ed25519_dalek::Signature::from_slice(&sig)
-            .is_ok_and(|sig| key.verify_strict(message, &sig).is_ok()),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(AuthError::BadSignature)
-    }
 }
 
 /// The claims as sent. Unknown claims are ignored; duplicate members of known claims are an

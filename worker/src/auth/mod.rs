@@ -1,11 +1,14 @@
-//! Bearer JWT verification: our own small verifier over RustCrypto (pure Rust, so it builds for
-//! `wasm32-unknown-unknown`), which keeps every header decision in our hands.
+//! Bearer JWT verification: our own small verifier, which keeps every header decision in our
+//! hands. The signature itself is checked by the runtime's WebCrypto in the Worker
+//! (`runtime/signature.rs`) and by RustCrypto on the host ([`Signed::check`]); everything else,
+//! the strict rules on keys and signatures included, is here and shared.
 //!
 //! - [`bearer_token`] takes the token out of the `Authorization` header.
 //! - [`KeySet`] is `JWT_PUBLIC_JWK` or a fetched JWKS, parsed once into verifying keys
 //!   (`jwk.rs` lists which keys are used).
 //! - [`parse_algorithms`] reads `JWT_ALGORITHMS` (default [`Algorithm::DEFAULT`]).
-//! - [`Verifier`] checks a token and returns its [`Claims`].
+//! - [`Verifier`] checks a token up to its signature ([`Signed`]), then, once the signature is
+//!   found valid ([`Verified`]), its [`Claims`].
 //! - [`ClaimsCache`] keeps verified tokens' claims per isolate until they expire.
 //! - [`JwksCache`] decides when the glue must fetch `JWT_JWKS_URL` (the fetch itself is glue).
 //!
@@ -29,10 +32,13 @@
 
 mod algorithm;
 mod claims_cache;
+mod curve;
 mod error;
 mod jwk;
 mod jwks_cache;
 mod jwt;
+#[cfg(not(target_arch = "wasm32"))]
+mod signature;
 #[cfg(test)]
 pub(crate) mod test_signer;
 #[cfg(test)]
@@ -41,9 +47,11 @@ mod tests;
 pub use algorithm::{parse_algorithms, Algorithm};
 pub use claims_cache::{ClaimsCache, DEFAULT_CACHE_ENTRIES};
 pub use error::{AuthError, KeyError, KeyLabel, TokenPart};
+#[cfg(target_arch = "wasm32")]
+pub(crate) use jwk::PublicKey;
 pub use jwk::{KeyId, KeySet, MAX_RSA_BITS, MIN_RSA_BITS};
 pub use jwks_cache::{CachePolicy, CacheStats, FetchReason, JwksCache, Lookup, FETCH_WINDOW_SECS};
-pub use jwt::{token_kid, Claims, Verifier, LEEWAY_SECS, MAX_TOKEN_BYTES};
+pub use jwt::{token_kid, Claims, Signed, Verified, Verifier, LEEWAY_SECS, MAX_TOKEN_BYTES};
 
 /// Largest JWK or JWKS text accepted (configuration or a fetched body), in bytes. A real JWKS
 /// is a few KiB; the glue should stop reading a fetched body at this size.

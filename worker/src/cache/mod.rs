@@ -32,7 +32,6 @@ pub use entry::{entry, parse_entry, replay_sse, Cached, MAX_ENTRY_BYTES};
 pub use fold::{StreamFold, MAX_FOLD_BYTES};
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -134,10 +133,7 @@ pub fn key(
     let digest = Sha256::digest(text.as_bytes());
     let mut out = String::with_capacity(KEY_PREFIX.len() + 64);
     out.push_str(KEY_PREFIX);
-    for b in digest {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{b:02x}");
-    }
+    crate::push_hex(&mut out, &digest);
     out
 }
 

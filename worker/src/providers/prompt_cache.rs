@@ -118,7 +118,6 @@ impl PromptCache {
 /// provider cannot tell who it is and two users never share a key.
 pub fn cache_key(end_user: &str, alias: &str) -> String {
     use sha2::{Digest, Sha256};
-    use std::fmt::Write;
     let mut h = Sha256::new();
     h.update(b"storycad-prompt-cache\0");
     h.update(end_user.as_bytes());
@@ -127,9 +126,7 @@ pub fn cache_key(end_user: &str, alias: &str) -> String {
     let digest = h.finalize();
     let mut key = String::with_capacity(35);
     key.push_str("sc-");
-    for b in &digest[..16] {
-        let _ = write!(key, "{b:02x}");
-    }
+    crate::push_hex(&mut key, &digest[..16]);
     key
 }
 

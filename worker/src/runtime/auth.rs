@@ -1,6 +1,7 @@
 //! Bearer-token checks on the runtime: the token from the header, keys from `JWT_PUBLIC_JWK` or
 //! from `JWT_JWKS_URL` (fetched with the Worker's `Fetch`, cached per isolate by the
-//! [`JwksCache`] policy), and the auth module's [`Verifier`].
+//! [`JwksCache`] policy), the auth module's [`Verifier`], and the signature checked with
+//! WebCrypto (`signature`).
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use worker::{console_log, Date, Delay, Headers, Method, Request, RequestInit, RequestRedirect};
 
 use super::fetch::{fetch, read_capped, Body, FetchError, ReadError};
+use super::signature;
 
 use crate::auth::{
     bearer_token, token_kid, AuthError, Claims, ClaimsCache, FetchReason, JwksCache, KeyId, KeySet,
@@ -90,15 +92,26 @@ impl Authenticator {
     }
 
     async fn verify(&self, token: &str, request_id: &str) -> Result<(Claims, KeyId), AppError> {
-        if self.jwks_url.is_none() {
-            return Ok(self.verifier.verify_keyed(token, now_secs())?);
-        }
-        let kid = token_kid(token)?;
-        self.refresh(kid.as_deref(), request_id).await;
-        let now = now_secs();
-        let cache = self.state.jwks.borrow();
-        let keys = cache.keys(now).ok_or(AuthError::KeysUnavailable)?;
-        Ok(self.verifier.verify_with_key(keys, token, now)?)
+        let signed = if self.jwks_url.is_none() {
+            self.verifier.signed(token)?
+        } else {
+            let kid = token_kid(token)?;
+            self.refresh(kid.as_deref(), request_id).await;
+            let cache = self.state.jwks.borrow();
+            let keys = cache.keys(now_secs()).ok_or(AuthError::KeysUnavailable)?;
+            self.verifier.signed_with(keys, token)?
+        };
+        let valid = match signature::check(&signed).await {
+            Ok(valid) => valid,
+            Err(problem) => {
+                let event = Event::new("key_import_failed")
+                    .in_request(request_id)
+                    .with_detail(&problem);
+                console_log!("{}", event.to_line());
+                false
+            }
+        };
+        Ok(self.verifier.claims(signed.verdict(valid)?, now_secs())?)
     }
 
     /// Fetches the JWKS when the policy says so, or waits for another request's fetch in

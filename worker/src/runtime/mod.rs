@@ -4,6 +4,7 @@
 //! - `entry`: the `fetch` event and the request's task (auth, the endpoints, the chat pipeline
 //!   driven by [`crate::lifecycle`], the stream pump).
 //! - `auth`: the bearer token checked against `JWT_PUBLIC_JWK` or a fetched JWKS.
+//! - `signature`: a token's signature checked with the runtime's WebCrypto.
 //! - `limiter`: the client of the user's Durable Object (admit, usage reports, settlements).
 //! - `durable`: the `UserLimiter` Durable Object.
 //! - `kv`: the response cache's KV reads and writes.
@@ -20,6 +21,7 @@ mod fetch;
 mod kv;
 pub(crate) mod limiter;
 mod resume;
+mod signature;
 mod stream;
 
 use worker::wasm_bindgen::{JsCast, JsValue};

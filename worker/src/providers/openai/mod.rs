@@ -69,7 +69,6 @@ impl std::fmt::Debug for UpstreamRequest {
 /// tell who it is.
 pub fn end_user_id(key: &[u8], sub: &str) -> String {
     use hmac::{Hmac, Mac};
-    use std::fmt::Write;
     let mut mac = match Hmac::<sha2::Sha256>::new_from_slice(key) {
         Ok(mac) => mac,
         // HMAC takes a key of any length; this arm is never taken.
@@ -80,9 +79,7 @@ pub fn end_user_id(key: &[u8], sub: &str) -> String {
     let digest = mac.finalize().into_bytes();
     let mut id = String::with_capacity(34);
     id.push_str("u-");
-    for b in &digest[..16] {
-        let _ = write!(id, "{b:02x}");
-    }
+    crate::push_hex(&mut id, &digest[..16]);
     id
 }
 
