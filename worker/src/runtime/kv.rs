@@ -48,7 +48,9 @@ impl Store {
         let key = self.key.clone();
         let ttl = self.ttl;
         self.ctx.wait_until(async move {
-            let written = match kv.put(&key, entry) {
+            // As bytes: workers-rs' `put` of a `String` goes through serde_wasm_bindgen and
+            // a float formatter, ~20 KB of wasm for a string KV stores as its UTF-8 anyway.
+            let written = match kv.put_bytes(&key, entry.as_bytes()) {
                 Ok(put) => put.expiration_ttl(ttl).execute().await,
                 Err(e) => Err(e),
             };
