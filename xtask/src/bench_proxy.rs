@@ -98,6 +98,10 @@ pub struct Settings {
     /// beside this one, same settings: before/after in one run.
     #[arg(long, value_name = "DIR")]
     pub against: Option<PathBuf>,
+    /// Cold starts per Worker (each a fresh runtime; the table shows their medians). One start
+    /// is one sample of a noisy quantity: several runs of one sample each differed by 2x.
+    #[arg(long, default_value_t = 5, value_parser = at_least(1))]
+    pub cold_starts: usize,
 }
 
 impl Settings {
@@ -192,7 +196,9 @@ const SPIN_TIMES: usize = 40;
 /// What `bench proxy` measured.
 pub struct Report {
     pub requests: usize,
+    /// Medians of [`Report::cold_starts`] starts each.
     pub cold: Vec<ColdRow>,
+    pub cold_starts: usize,
     pub latency: Vec<LatencyRow>,
     pub calibration: Calibration,
     pub streams: Vec<StreamTable>,
@@ -258,9 +264,10 @@ pub fn measure(settings: &Settings) -> Result<Report> {
             }
             Worker::start(options)
         };
-    let js = |dir: &str, rounds: Option<u64>| {
+    // `suffix` tells apart the fresh starts of the same Worker (the cold-start samples).
+    let js = |dir: &str, suffix: &str, rounds: Option<u64>| {
         let mut options = WorkerOptions {
-            name: format!("bench-{dir}"),
+            name: format!("bench-{dir}{suffix}"),
             config: Some(
                 workspace_root()
                     .join("bench")
@@ -283,14 +290,15 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         vec![PROVIDER_KEY.into()],
         "gpt-4o-mini",
     )];
-    for (name, dir, rounds) in [
+    let js_workers = [
         (PASSTHROUGH, "passthrough", None),
         (TRANSFORM, "transform", None),
         (READER, "reader", None),
         (METERED, "metered", None),
         (CALIBRATION, "calibrate", Some(calibration.rounds)),
-    ] {
-        let w = js(dir, rounds)?;
+    ];
+    for (name, dir, rounds) in js_workers {
+        let w = js(dir, "", rounds)?;
         let mut t = Target::new(name, &w.api_base(), vec!["unused".into()], "gpt-4o-mini");
         // Its streams are the passthrough's.
         t.streams = name != METERED;
@@ -323,7 +331,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
     };
     let no_coalesce: &[(&str, &str)] = &[("STREAM_COALESCE_MS", "0")];
     let no_resume: &[(&str, &str)] = &[("RESUME_WINDOW_SECONDS", "0")];
-    for (name, cache, limits, vars, dir) in [
+    let our_workers: Vec<_> = [
         (OURS, "4096", "true", &[][..], None),
         (OURS_NO_CACHE, "0", "true", &[], None),
         (OURS_NO_LIMITS, "4096", "false", &[], None),
@@ -332,14 +340,9 @@ pub fn measure(settings: &Settings) -> Result<Report> {
     ]
     .into_iter()
     .chain(against.map(|dir| (OURS_AGAINST, "4096", "true", &[][..], Some(dir))))
-    {
-        let w = ours(
-            &format!("bench-{}", workers.len()),
-            cache,
-            limits,
-            vars,
-            dir,
-        )?;
+    .collect();
+    for (i, (name, cache, limits, vars, dir)) in our_workers.iter().cloned().enumerate() {
+        let w = ours(&format!("bench-{i}"), cache, limits, vars, dir)?;
         let mut t = Target::new(name, &w.api_base(), tokens.clone(), "bench").served_by(&w)?;
         // The token cache's cost is a per-request one: the JSON table shows it. Coalescing and
         // resumable streams are a stream's only, but those Workers are measured on JSON too
@@ -362,8 +365,73 @@ pub fn measure(settings: &Settings) -> Result<Report> {
             eprintln!("bench: some wrangler processes were still running at the end");
         }
     }
+    let mut report = result?;
+    // The other cold-start samples: each Worker started afresh, measured alone, stopped.
+    let mut samples = vec![std::mem::take(&mut report.cold)];
+    for round in 1..settings.cold_starts {
+        let suffix = format!("-cold-{round}");
+        let mut rows = Vec::new();
+        for (name, dir, rounds) in js_workers {
+            let w = js(dir, &suffix, rounds)?;
+            let t = Target::new(name, &w.api_base(), vec!["unused".into()], "gpt-4o-mini");
+            rows.extend(rt.block_on(cold_alone(t.served_by(&w)?))?);
+            stop(w);
+        }
+        for (i, (name, cache, limits, vars, dir)) in our_workers.iter().cloned().enumerate() {
+            let w = ours(&format!("bench-{i}{suffix}"), cache, limits, vars, dir)?;
+            let t = Target::new(name, &w.api_base(), tokens.clone(), "bench");
+            rows.extend(rt.block_on(cold_alone(t.served_by(&w)?))?);
+            stop(w);
+        }
+        samples.push(rows);
+    }
+    report.cold = median_cold(&samples);
+    report.cold_starts = samples.len();
     drop(provider);
-    result
+    Ok(report)
+}
+
+fn stop(w: Worker) {
+    if !w.stop().group_empty {
+        eprintln!("bench: some wrangler processes were still running at the end");
+    }
+}
+
+/// One fresh Worker's cold start.
+async fn cold_alone(t: Target) -> Result<Vec<ColdRow>> {
+    let http = reqwest::Client::builder().build()?;
+    cold_starts(&http, std::slice::from_ref(&t)).await
+}
+
+/// Each Worker's cold start as the median of its samples, field by field.
+fn median_cold(samples: &[Vec<ColdRow>]) -> Vec<ColdRow> {
+    let Some(first) = samples.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .map(|row| {
+            let of: Vec<&ColdRow> = samples
+                .iter()
+                .filter_map(|rows| rows.iter().find(|r| r.path == row.path))
+                .collect();
+            let median = |field: fn(&ColdRow) -> f64| {
+                let mut v: Vec<f64> = of.iter().map(|r| field(r)).collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            ColdRow {
+                path: row.path,
+                startup_cpu_ms: median(|r| r.startup_cpu_ms),
+                first_ms: median(|r| r.first_ms),
+                first_cpu_ms: median(|r| r.first_cpu_ms),
+                first_other_cpu_ms: median(|r| r.first_other_cpu_ms),
+                second_ms: median(|r| r.second_ms),
+                second_cpu_ms: median(|r| r.second_cpu_ms),
+                second_other_cpu_ms: median(|r| r.second_other_cpu_ms),
+            }
+        })
+        .collect()
 }
 
 /// Finds how many rounds of `bench/calibrate/spin.mjs` cost `ms` of CPU under node (the same
@@ -677,6 +745,7 @@ async fn measure_targets(
     let mut report = Report {
         requests: settings.requests,
         cold,
+        cold_starts: 1,
         latency: Vec::new(),
         calibration,
         streams: Vec::new(),
@@ -913,19 +982,20 @@ pub fn markdown(report: &Report) -> Result<String> {
             ratio(Some(r.rate), transform)
         )?;
     }
-    cold_table(&mut md, &report.cold)?;
+    cold_table(&mut md, &report.cold, report.cold_starts)?;
     Ok(md)
 }
 
-/// The cold-start table: one sample per Worker (a start each), beside the passthrough's.
-fn cold_table(md: &mut String, rows: &[ColdRow]) -> Result<()> {
+/// The cold-start table: each Worker's medians over `starts` fresh starts, beside the
+/// passthrough's.
+fn cold_table(md: &mut String, rows: &[ColdRow], starts: usize) -> Result<()> {
     use std::fmt::Write as _;
     if rows.is_empty() {
         return Ok(());
     }
     writeln!(
         md,
-        "\n### Cold start (each Worker's runtime as started; one sample each)\n\n\
+        "\n### Cold start (each Worker's runtime as started; medians of {starts} starts each)\n\n\
          Start-up CPU: the runtime process's CPU from its spawn to the first request (workerd's \
          own start, the same for all, loading the Worker, and the `GET /healthz` that told the \
          harness it was up). Requests: the first chat request and the next (another user): ms, \
@@ -1164,7 +1234,35 @@ fn processes_cpu(pids: &[u32]) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use super::{batches, position};
+    use super::{batches, median_cold, position, ColdRow};
+
+    fn cold(path: &'static str, ms: f64) -> ColdRow {
+        ColdRow {
+            path,
+            startup_cpu_ms: ms,
+            first_ms: ms,
+            first_cpu_ms: ms,
+            first_other_cpu_ms: -ms,
+            second_ms: ms,
+            second_cpu_ms: ms,
+            second_other_cpu_ms: ms,
+        }
+    }
+
+    #[test]
+    fn cold_starts_are_medians_per_worker_and_field() {
+        let samples = vec![
+            vec![cold("a", 1.0), cold("b", 10.0)],
+            vec![cold("b", 30.0), cold("a", 9.0)],
+            vec![cold("a", 5.0), cold("b", 20.0)],
+        ];
+        let rows = median_cold(&samples);
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].path, rows[0].first_cpu_ms), ("a", 5.0));
+        assert_eq!(rows[0].first_other_cpu_ms, -5.0);
+        assert_eq!((rows[1].path, rows[1].second_ms), ("b", 20.0));
+        assert!(median_cold(&[]).is_empty());
+    }
 
     #[test]
     fn rounds_are_even_in_number_and_size() {
