@@ -10,7 +10,10 @@
 //!   top-level `[vars]` plus `JWT_PUBLIC_JWK` (the three-key fixture JWKS: RSA-2048, P-256,
 //!   Ed25519), `PLANS` with it.
 //! - `jwt/RS256`, `jwt/ES256`, `jwt/EdDSA`: one valid token verified by the configured
-//!   verifier, as every request does (the token is signed once, outside the timing).
+//!   verifier, as a request with a token not in the isolate's cache does (the token is signed
+//!   once, outside the timing). The signature is checked by the host's RustCrypto here; the
+//!   Worker hands that step to the runtime's WebCrypto (native code), so in the Worker only the
+//!   rest (header, key choice, claims) is its own CPU.
 //! - `request/openai`, `request/anthropic`: a typical StoryCAD chat body through `parse_chat`,
 //!   the plan (`check_model`, `cap_output`, `estimate_tokens`), `routing::chain` and
 //!   `upstream_request` for the route of that provider.

@@ -31,9 +31,12 @@ const HOST_COSTS: &[(&str, &str)] = &[
         "jwt/cached",
         "token found in the isolate's cache (SHA-256 + lookup)",
     ),
-    ("jwt/RS256", "token verified, RS256"),
-    ("jwt/ES256", "token verified, ES256"),
-    ("jwt/EdDSA", "token verified, EdDSA"),
+    (
+        "jwt/RS256",
+        "token verified, RS256 (the host's RustCrypto; the Worker's signature check is WebCrypto's)",
+    ),
+    ("jwt/ES256", "token verified, ES256 (the same)"),
+    ("jwt/EdDSA", "token verified, EdDSA (the same)"),
     (
         "request/openai",
         "request read, plan checked, routed, upstream request built: OpenAI",
