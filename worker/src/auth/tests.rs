@@ -711,6 +711,86 @@ fn rejects_eddsa_signature_with_non_canonical_s() {
     );
 }
 
+/// `token` with its signature's bytes changed by `change`.
+fn signature_changed(token: &str, change: impl FnOnce(&mut Vec<u8>)) -> String {
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let mut raw =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig).unwrap();
+    change(&mut raw);
+    format!("{input}.{}", b64(&raw))
+}
+
+#[test]
+fn refuses_signatures_of_the_wrong_form_before_checking_them() {
+    // What `signed_with` refuses on its own, so that WebCrypto (the Worker) and RustCrypto
+    // (here) never see it: each is `BadSignature`, and never gets as far as a `Signed`.
+    let v = verifier();
+    let keys = all_keys();
+    let cases = [
+        // R the identity point: small order.
+        signature_changed(
+            &sign(TestKey::EdDsa, &header(TestKey::EdDsa), &claims()),
+            |s| {
+                s[..32].fill(0);
+                s[0] = 1;
+            },
+        ),
+        // R of order 2 (y = p - 1), whatever the sign bit.
+        signature_changed(
+            &sign(TestKey::EdDsa, &header(TestKey::EdDsa), &claims()),
+            |s| {
+                s[..32].fill(0xff);
+                s[0] = 0xec;
+            },
+        ),
+        signature_changed(
+            &sign(TestKey::EdDsa, &header(TestKey::EdDsa), &claims()),
+            |s| {
+                s.pop();
+            },
+        ),
+        // An RS256 signature one byte short of the modulus, or with a zero byte in front.
+        signature_changed(
+            &sign(TestKey::Rs256, &header(TestKey::Rs256), &claims()),
+            |s| {
+                s.remove(0);
+            },
+        ),
+        signature_changed(
+            &sign(TestKey::Rs256, &header(TestKey::Rs256), &claims()),
+            |s| {
+                s.insert(0, 0);
+            },
+        ),
+        signature_changed(
+            &sign(TestKey::Es256, &header(TestKey::Es256), &claims()),
+            |s| {
+                s.push(0);
+            },
+        ),
+    ];
+    for token in &cases {
+        assert_eq!(
+            v.signed_with(&keys, token).unwrap_err(),
+            AuthError::BadSignature,
+            "{token}"
+        );
+    }
+    // A well-formed signature gets a `Signed`, and only a passing verdict reaches the claims.
+    let good = sign(TestKey::EdDsa, &header(TestKey::EdDsa), &claims());
+    let signed = v.signed_with(&keys, &good).unwrap();
+    assert!(signed.check());
+    let forged = signature_changed(&good, |s| s[40] ^= 1);
+    let signed_forged = v.signed_with(&keys, &forged).unwrap();
+    assert!(!signed_forged.check());
+    assert_eq!(
+        signed_forged.verdict(false).unwrap_err(),
+        AuthError::BadSignature
+    );
+    let (claims, _) = v.claims(signed.verdict(true).unwrap(), NOW).unwrap();
+    assert_eq!(claims, expected_claims());
+}
+
 #[test]
 fn rejects_token_signed_by_another_key_with_our_kid() {
     // Signed with the ES256 fixture key but presented as a token of a different P-256 key.
