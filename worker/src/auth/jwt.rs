@@ -43,8 +43,8 @@ pub struct Claims {
 
 /// A token checked up to its signature ([`Verifier::signed_with`]): the key it names, what the
 /// signature covers and the signature. Its claims are out of reach until the signature's check
-/// says it is valid ([`Signed::verdict`]).
-#[derive(Debug)]
+/// says it is valid ([`Signed::verdict`]). Its `Debug` names the algorithm only: the rest is
+/// the token.
 pub struct Signed<'t> {
     pub(crate) key: PublicKey,
     key_id: KeyId,
@@ -74,11 +74,24 @@ impl<'t> Signed<'t> {
     }
 }
 
-/// A token whose signature is valid; its claims are not checked yet.
-#[derive(Debug)]
+/// A token whose signature is valid; its claims are not checked yet (nor shown by `Debug`).
 pub struct Verified<'t> {
     key_id: KeyId,
     claims: &'t str,
+}
+
+impl std::fmt::Debug for Signed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signed")
+            .field("algorithm", &self.key.algorithm())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Verified<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verified").finish_non_exhaustive()
+    }
 }
 
 /// Verifies bearer tokens against one issuer, one audience and an algorithm allow-list.

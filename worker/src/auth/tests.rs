@@ -783,11 +783,20 @@ fn refuses_signatures_of_the_wrong_form_before_checking_them() {
     let forged = signature_changed(&good, |s| s[40] ^= 1);
     let signed_forged = v.signed_with(&keys, &forged).unwrap();
     assert!(!signed_forged.check());
+    let signed_forged_text = format!("{signed_forged:?}");
+    assert!(signed_forged_text.contains("EdDSA"), "{signed_forged_text}");
     assert_eq!(
         signed_forged.verdict(false).unwrap_err(),
         AuthError::BadSignature
     );
-    let (claims, _) = v.claims(signed.verdict(true).unwrap(), NOW).unwrap();
+    // Neither shows the token in a log line, should one ever be formatted.
+    let (_, sig) = good.rsplit_once('.').unwrap();
+    let (input, _) = good.rsplit_once('.').unwrap();
+    let verified = signed.verdict(true).unwrap();
+    for text in [signed_forged_text, format!("{verified:?}")] {
+        assert!(!text.contains(sig) && !text.contains(input), "{text}");
+    }
+    let (claims, _) = v.claims(verified, NOW).unwrap();
     assert_eq!(claims, expected_claims());
 }
 
