@@ -297,12 +297,15 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         (METERED, "metered", None),
         (CALIBRATION, "calibrate", Some(calibration.rounds)),
     ];
+    let js_target = |name, w: &Worker| {
+        Target::new(name, &w.api_base(), vec!["unused".into()], "gpt-4o-mini").served_by(w)
+    };
     for (name, dir, rounds) in js_workers {
         let w = js(dir, "", rounds)?;
-        let mut t = Target::new(name, &w.api_base(), vec!["unused".into()], "gpt-4o-mini");
+        let mut t = js_target(name, &w)?;
         // Its streams are the passthrough's.
         t.streams = name != METERED;
-        targets.push(t.served_by(&w)?);
+        targets.push(t);
         workers.push(w);
     }
 
@@ -341,9 +344,11 @@ pub fn measure(settings: &Settings) -> Result<Report> {
     .into_iter()
     .chain(against.map(|dir| (OURS_AGAINST, "4096", "true", &[][..], Some(dir))))
     .collect();
+    let our_target =
+        |name, w: &Worker| Target::new(name, &w.api_base(), tokens.clone(), "bench").served_by(w);
     for (i, (name, cache, limits, vars, dir)) in our_workers.iter().cloned().enumerate() {
         let w = ours(&format!("bench-{i}"), cache, limits, vars, dir)?;
-        let mut t = Target::new(name, &w.api_base(), tokens.clone(), "bench").served_by(&w)?;
+        let mut t = our_target(name, &w)?;
         // The token cache's cost is a per-request one: the JSON table shows it. Coalescing and
         // resumable streams are a stream's only, but those Workers are measured on JSON too
         // (the same path as ours: their rows show the run's noise), so that every Worker in
@@ -360,11 +365,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         .enable_all()
         .build()?;
     let result = rt.block_on(measure_targets(settings, &targets, calibration));
-    for w in workers {
-        if !w.stop().group_empty {
-            eprintln!("bench: some wrangler processes were still running at the end");
-        }
-    }
+    workers.into_iter().for_each(stop);
     let mut report = result?;
     // The other cold-start samples: each Worker started afresh, measured alone, stopped.
     let mut samples = vec![std::mem::take(&mut report.cold)];
@@ -373,14 +374,12 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         let mut rows = Vec::new();
         for (name, dir, rounds) in js_workers {
             let w = js(dir, &suffix, rounds)?;
-            let t = Target::new(name, &w.api_base(), vec!["unused".into()], "gpt-4o-mini");
-            rows.extend(rt.block_on(cold_alone(t.served_by(&w)?))?);
+            rows.extend(rt.block_on(cold_alone(js_target(name, &w)?))?);
             stop(w);
         }
         for (i, (name, cache, limits, vars, dir)) in our_workers.iter().cloned().enumerate() {
             let w = ours(&format!("bench-{i}{suffix}"), cache, limits, vars, dir)?;
-            let t = Target::new(name, &w.api_base(), tokens.clone(), "bench");
-            rows.extend(rt.block_on(cold_alone(t.served_by(&w)?))?);
+            rows.extend(rt.block_on(cold_alone(our_target(name, &w)?))?);
             stop(w);
         }
         samples.push(rows);
@@ -391,6 +390,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
     Ok(report)
 }
 
+/// Stops a Worker, saying so when it left processes behind.
 fn stop(w: Worker) {
     if !w.stop().group_empty {
         eprintln!("bench: some wrangler processes were still running at the end");
