@@ -3,10 +3,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::de::open_struct;
 use crate::Extra;
 
 /// `POST /v1/chat/completions` request body.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct ChatRequest {
     /// The model alias (the Worker routes it to a provider's model).
@@ -88,7 +89,7 @@ impl ChatRequest {
 }
 
 /// `stop`: one sequence or several. (Exhaustive: the wire shape is a string or an array.)
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Stop {
     /// A single stop sequence.
@@ -108,7 +109,7 @@ impl Stop {
 }
 
 /// `stream_options`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct StreamOptions {
     /// Ask for a final chunk with `usage` and no choices.
@@ -160,7 +161,7 @@ impl Role {
 }
 
 /// One message of the conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Message {
     /// Who wrote it.
@@ -236,7 +237,7 @@ impl Message {
 
 /// Message content: a string or an array of typed parts. (Exhaustive: those are the two
 /// shapes JSON gives it; new kinds of part are [`ContentPart`]s.)
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Content {
     /// Plain text.
@@ -246,7 +247,7 @@ pub enum Content {
 }
 
 /// One part of an array content.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ContentPart {
@@ -377,7 +378,7 @@ fn function_type() -> String {
 }
 
 /// A function definition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct FunctionDef {
     /// The function's name.
@@ -410,7 +411,7 @@ impl FunctionDef {
 }
 
 /// `tool_choice`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 #[non_exhaustive]
 pub enum ToolChoice {
@@ -563,7 +564,7 @@ impl From<FinishReason> for String {
 }
 
 /// Token counts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Usage {
     /// Tokens in the prompt.
@@ -599,7 +600,7 @@ impl Usage {
 }
 
 /// A complete (non-streaming) chat completion.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct ChatResponse {
     /// The completion's id.
@@ -639,7 +640,7 @@ impl ChatResponse {
 }
 
 /// One choice of a complete answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Choice {
     /// Its position.
@@ -672,7 +673,7 @@ impl Choice {
 }
 
 /// The assistant's message in a complete answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct ResponseMessage {
     /// `assistant`.
@@ -712,7 +713,7 @@ impl Default for ResponseMessage {
 }
 
 /// One server-sent event of a streamed completion.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct ChatChunk {
     /// The completion's id (the same on every chunk).
@@ -751,7 +752,7 @@ impl ChatChunk {
 }
 
 /// One choice's delta in a chunk.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct ChunkChoice {
     /// Which choice this delta extends.
@@ -783,7 +784,7 @@ impl ChunkChoice {
 }
 
 /// What a chunk adds to a choice.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Delta {
     /// Set on the first chunk.
@@ -841,3 +842,89 @@ pub struct FunctionCallDelta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<String>,
 }
+
+open_struct!(ChatRequest {
+    model: required,
+    messages: required,
+    temperature: default,
+    top_p: default,
+    max_tokens: default,
+    max_completion_tokens: default,
+    stop: default,
+    stream: default,
+    stream_options: default,
+    tools: default,
+    tool_choice: default,
+    parallel_tool_calls: default,
+    response_format: default,
+    seed: default,
+    user: default,
+    presence_penalty: default,
+    frequency_penalty: default,
+    n: default,
+});
+open_struct!(StreamOptions {
+    include_usage: default
+});
+open_struct!(Message {
+    role: required,
+    content: default,
+    name: default,
+    tool_calls: default,
+    tool_call_id: default,
+});
+open_struct!(FunctionDef {
+    name: required,
+    description: default,
+    parameters: default,
+    strict: default,
+});
+open_struct!(Usage {
+    prompt_tokens: default,
+    completion_tokens: default,
+    total_tokens: default,
+    prompt_tokens_details: default,
+    completion_tokens_details: default,
+});
+open_struct!(ChatResponse {
+    id: default,
+    object: default,
+    created: default,
+    model: default,
+    choices: default,
+    usage: default,
+    system_fingerprint: default,
+});
+open_struct!(Choice {
+    index: default,
+    message: required,
+    finish_reason: default,
+    logprobs: default,
+});
+open_struct!(ResponseMessage {
+    role: required,
+    content: default,
+    refusal: default,
+    tool_calls: default,
+});
+open_struct!(ChatChunk {
+    id: default,
+    object: default,
+    created: default,
+    model: default,
+    choices: default,
+    usage: default,
+    system_fingerprint: default,
+});
+open_struct!(ChunkChoice {
+    index: default,
+    delta: default,
+    finish_reason: default,
+    logprobs: default,
+});
+open_struct!(Delta {
+    role: default,
+    content: default,
+    refusal: default,
+    tool_calls: default,
+});

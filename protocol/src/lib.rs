@@ -26,6 +26,7 @@
 
 mod accumulate;
 mod chat;
+mod de;
 mod error;
 pub mod headers;
 mod models;

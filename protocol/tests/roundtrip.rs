@@ -1,7 +1,7 @@
 //! Serde round trips over fixtures shaped like what the providers really send.
 #![allow(clippy::unwrap_used)] // test helpers, like the tests, fail by panicking
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use storycad_protocol::*;
 
 fn fixture(path: &str) -> String {
@@ -257,4 +257,144 @@ fn finish_reasons_keep_unknown_values() {
         serde_json::from_str(r#"{"index":0,"delta":{},"finish_reason":"weird"}"#).unwrap();
     assert_eq!(c.finish_reason, Some(FinishReason::Other("weird".into())));
     assert_eq!(serde_json::to_value(&c).unwrap()["finish_reason"], "weird");
+}
+
+/// The error `text` gives as a `ChatRequest`.
+fn request_error(text: &str) -> String {
+    serde_json::from_str::<ChatRequest>(text)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn unknown_fields_are_kept_and_known_ones_checked() {
+    let text = r#"{"model":"m","messages":[{"role":"user","content":"x","audio":{"id":"a"}}],
+        "metadata":{"k":"v"},"stream_options":{"include_usage":true,"include_obfuscation":false}}"#;
+    let req: ChatRequest = serde_json::from_str(text).unwrap();
+    assert_eq!(req.extra["metadata"], json!({"k": "v"}));
+    assert_eq!(req.messages[0].extra["audio"], json!({"id": "a"}));
+    let options = req.stream_options.as_ref().unwrap();
+    assert_eq!(options.include_usage, Some(true));
+    assert_eq!(options.extra["include_obfuscation"], json!(false));
+    // An escaped key is a key like any other.
+    let req: ChatRequest =
+        serde_json::from_str(r#"{"model":"m","messages":[],"\u0073eed":7,"x\ny":1}"#).unwrap();
+    assert_eq!(req.seed, Some(7));
+    assert_eq!(req.extra["x\ny"], json!(1));
+
+    assert!(request_error(r#"{"messages":[]}"#).contains("missing field `model`"));
+    let twice = request_error(r#"{"model":"m","model":"n","messages":[]}"#);
+    assert!(twice.contains("duplicate field `model`"), "{twice}");
+    let wrong = request_error(r#"{"model":"m","messages":[],"n":"two"}"#);
+    assert!(
+        wrong.contains("invalid type: string \"two\", expected u32"),
+        "{wrong}"
+    );
+    assert!(request_error(r#"[]"#).contains("expected struct ChatRequest"));
+    assert!(request_error(r#"{"model":"m","messages":[{}]}"#).contains("missing field `role`"));
+    // Absent and null are both "not given" for the optional fields.
+    let req: ChatRequest =
+        serde_json::from_str(r#"{"model":"m","messages":[],"stop":null,"tools":null}"#).unwrap();
+    assert_eq!((req.stop, req.tools), (None, None));
+}
+
+#[test]
+fn stop_content_and_tool_choice_take_either_shape() {
+    let req: ChatRequest = serde_json::from_str(
+        r#"{"model":"m","stop":"END","tool_choice":"auto",
+            "messages":[{"role":"user","content":[{"type":"text","text":"a"}]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(req.stop, Some(Stop::One("END".into())));
+    assert_eq!(req.tool_choice, Some(ToolChoice::Mode("auto".into())));
+    assert_eq!(
+        req.messages[0].content,
+        Some(Content::Parts(vec![ContentPart::text("a")]))
+    );
+    let req: ChatRequest = serde_json::from_str(
+        r#"{"model":"m","stop":["a","b"],"messages":[],
+            "tool_choice":{"type":"function","function":{"name":"f"}}}"#,
+    )
+    .unwrap();
+    assert_eq!(req.stop, Some(Stop::Many(vec!["a".into(), "b".into()])));
+    assert_eq!(req.tool_choice, Some(ToolChoice::function("f")));
+
+    let stop = request_error(r#"{"model":"m","messages":[],"stop":["a",5]}"#);
+    assert!(
+        stop.contains("invalid type: integer `5`, expected a string"),
+        "{stop}"
+    );
+    let stop = request_error(r#"{"model":"m","messages":[],"stop":5}"#);
+    assert!(
+        stop.contains("expected a string or an array of strings"),
+        "{stop}"
+    );
+    let content = request_error(r#"{"model":"m","messages":[{"role":"user","content":{}}]}"#);
+    assert!(
+        content.contains("expected a string or an array of content parts"),
+        "{content}"
+    );
+    let choice = request_error(r#"{"model":"m","messages":[],"tool_choice":{"type":"function"}}"#);
+    assert!(choice.contains("missing field `function`"), "{choice}");
+    let choice = request_error(r#"{"model":"m","messages":[],"tool_choice":true}"#);
+    assert!(choice.contains("a named function"), "{choice}");
+}
+
+#[test]
+fn content_parts_that_do_not_fit_their_type_are_kept_whole() {
+    let parts = |text: &str| -> Vec<ContentPart> {
+        match serde_json::from_str::<Content>(text).unwrap() {
+            Content::Parts(parts) => parts,
+            other => panic!("{other:?}"),
+        }
+    };
+    let known = parts(
+        r#"[{"type":"text","text":"a","cache_control":{"type":"ephemeral","ttl":"1h"},"x":1},
+            {"type":"text","text":"b","cache_control":null},
+            {"type":"image_url","image_url":{"url":"https://i","detail":null}},
+            {"type":"image_url","image_url":{"url":"data:,","detail":"low"}},
+            {"type":"refusal","refusal":"no"}]"#,
+    );
+    let mut cached = ContentPart::text("a");
+    if let ContentPart::Text { cache_control, .. } = &mut cached {
+        let mut control = CacheControl::ephemeral();
+        control.ttl = Some("1h".into());
+        *cache_control = Some(control);
+    }
+    let mut low = ImageUrl::new("data:,");
+    low.detail = Some("low".into());
+    assert_eq!(
+        known,
+        vec![
+            cached,
+            ContentPart::text("b"),
+            ContentPart::ImageUrl {
+                image_url: ImageUrl::new("https://i")
+            },
+            ContentPart::ImageUrl { image_url: low },
+            ContentPart::Refusal {
+                refusal: "no".into()
+            },
+        ]
+    );
+    // What is not one of those, or does not fit it, is passed on as it came.
+    let odd = [
+        json!({"type": "input_audio", "input_audio": {"data": "AA==", "format": "wav"}}),
+        json!({"type": "text"}),
+        json!({"type": "text", "text": 5}),
+        json!({"type": "text", "text": "a", "cache_control": {"ttl": "5m"}}),
+        json!({"type": "text", "text": "a", "cache_control": "ephemeral"}),
+        json!({"type": "image_url", "image_url": "https://i"}),
+        json!({"type": "image_url", "image_url": {"url": "https://i", "detail": 1}}),
+        json!({"type": "refusal"}),
+        json!({"text": "no type"}),
+        json!({"type": 1}),
+        json!("a string"),
+        json!(null),
+    ];
+    let kept = parts(&Value::Array(odd.to_vec()).to_string());
+    assert_eq!(
+        kept,
+        odd.into_iter().map(ContentPart::Other).collect::<Vec<_>>()
+    );
 }

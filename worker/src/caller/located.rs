@@ -7,10 +7,12 @@
 //! the only deserializer the request's types are read with (the check here, and the Anthropic
 //! translation's read of the same body), so the Worker holds one copy of their code.
 //!
-//! What serde buffers before deciding (an untagged enum such as `stop`, the fields of an
-//! internally tagged one such as a content part, after its `type`) is read from serde's
-//! buffer, not from here, so an error inside one names the buffered value itself
-//! (`messages[0].content[1]`), not a field within it; a bad tag is named (`...content[1].type`).
+//! The request's types read their fields where they stand (`storycad_protocol`'s hand-written
+//! `Deserialize` for the objects with an `extra` map and for `stop`, `content` and
+//! `tool_choice`), so an error anywhere names its own path (`stop[1]`,
+//! `tool_choice.function.name`). A type that derives serde's buffering (an untagged or
+//! internally tagged enum, as the tests below do) is read from serde's copy, not from here, so
+//! an error inside one names the buffered value itself; a bad tag is named (`...content[1].type`).
 
 use std::cell::RefCell;
 use std::fmt;

@@ -359,6 +359,24 @@ mod tests {
                 Some("model"),
             ),
             (r#"{"model":"m","messages":[]}"#, Some("messages")),
+            // Inside a stop list, a content array, a tool choice: the element itself.
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stop":["a",5]}"#,
+                Some("stop[1]"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stop":5}"#,
+                Some("stop"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":7}]}"#,
+                Some("messages[0].content"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],
+                    "tool_choice":{"type":"function","function":{"name":9}}}"#,
+                Some("tool_choice.function.name"),
+            ),
         ];
         for (text, param) in cases {
             let e = parse(text).unwrap_err();

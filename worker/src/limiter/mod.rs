@@ -35,8 +35,12 @@ pub struct Settlement {
 /// Every call carries the settlements the isolate holds for that user (`settle`), applied
 /// before the call's own operation: a settled request waits in the isolate (briefly, see
 /// `client`) for the user's next call instead of making a round trip of its own.
+///
+/// On the wire `{"op": "admit", ...}`; read through [`CallWire`], one flat struct, rather than
+/// serde's internally tagged enum, which buffers the whole call first (and costs the wasm a
+/// second deserializer for it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(tag = "op", rename_all = "snake_case", try_from = "CallWire")]
 pub enum Call {
     /// Admit a request reserving `tokens`, with a stream slot if `stream`.
     Admit {
@@ -65,6 +69,43 @@ pub enum Call {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         settle: Vec<Settlement>,
     },
+}
+
+/// Every field any [`Call`] has; `op` says which apply.
+#[derive(Deserialize)]
+struct CallWire {
+    op: String,
+    limits: Limits,
+    tokens: Option<u64>,
+    stream: Option<bool>,
+    settle: Option<Vec<Settlement>>,
+}
+
+impl TryFrom<CallWire> for Call {
+    type Error = String;
+
+    fn try_from(w: CallWire) -> Result<Call, String> {
+        let missing = |field: &str| format!("missing field `{field}`");
+        match w.op.as_str() {
+            "admit" => Ok(Call::Admit {
+                limits: w.limits,
+                tokens: w.tokens.ok_or_else(|| missing("tokens"))?,
+                stream: w.stream.ok_or_else(|| missing("stream"))?,
+                settle: w.settle.unwrap_or_default(),
+            }),
+            "settle" => Ok(Call::Settle {
+                limits: w.limits,
+                settle: w.settle.ok_or_else(|| missing("settle"))?,
+            }),
+            "peek" => Ok(Call::Peek {
+                limits: w.limits,
+                settle: w.settle.unwrap_or_default(),
+            }),
+            other => Err(format!(
+                "unknown variant `{other}`, expected one of `admit`, `settle`, `peek`"
+            )),
+        }
+    }
 }
 
 impl Call {
@@ -293,6 +334,63 @@ mod tests {
         tokens_per_day: 100,
         concurrent_streams: 1,
     };
+
+    #[test]
+    fn calls_keep_their_wire_shape_and_refuse_what_is_not_a_call() {
+        let limits = serde_json::to_value(LIMITS).unwrap();
+        let admit = Call::Admit {
+            limits: LIMITS,
+            tokens: 60,
+            stream: true,
+            settle: Vec::new(),
+        };
+        assert_eq!(
+            serde_json::to_value(&admit).unwrap(),
+            serde_json::json!({"op": "admit", "limits": limits, "tokens": 60, "stream": true})
+        );
+        let read =
+            |v: serde_json::Value| serde_json::from_value::<Call>(v).map_err(|e| e.to_string());
+        let settle = read(serde_json::json!({"op": "settle", "limits": limits,
+            "settle": [{"ticket": 3, "tokens": 9}], "tokens": 1}));
+        assert_eq!(
+            settle,
+            Ok(Call::Settle {
+                limits: LIMITS,
+                settle: vec![Settlement {
+                    ticket: 3,
+                    tokens: 9
+                }],
+            })
+        );
+        let refused = [
+            (
+                serde_json::json!({"op": "admit", "limits": limits, "stream": true}),
+                "missing field `tokens`",
+            ),
+            (
+                serde_json::json!({"op": "admit", "limits": limits, "tokens": 1}),
+                "missing field `stream`",
+            ),
+            (
+                serde_json::json!({"op": "settle", "limits": limits}),
+                "missing field `settle`",
+            ),
+            (serde_json::json!({"op": "peek"}), "missing field `limits`"),
+            (
+                serde_json::json!({"op": "grant", "limits": limits}),
+                "unknown variant `grant`",
+            ),
+            (serde_json::json!({"limits": limits}), "missing field `op`"),
+            (
+                serde_json::json!({"op": "admit", "limits": limits, "tokens": -1, "stream": true}),
+                "invalid value",
+            ),
+        ];
+        for (call, why) in refused {
+            let e = read(call.clone()).unwrap_err();
+            assert!(e.contains(why), "{call}: {e}");
+        }
+    }
 
     #[test]
     fn calls_round_trip_as_json_and_apply() {
