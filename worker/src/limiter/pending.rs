@@ -11,7 +11,43 @@
 //!
 //! No I/O here: the glue (`client`) makes the calls and reports how they went.
 
+use std::time::Duration;
+
 use super::Settlement;
+
+/// How long a settlement the object applied may wait for the object's next write before its
+/// settle task asks for one (the object writes at least once a second while calls come).
+pub const STORE_WAIT: Duration = Duration::from_millis(1_200);
+/// How often a settle task looks again while a call carries its settlement (answered soon).
+pub const CARRIED_PAUSE: Duration = Duration::from_millis(20);
+
+/// What a settle task does next, its settlement found where it is at `now` (ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Stored: nothing left to do.
+    Done,
+    /// Look again after this long.
+    Wait(Duration),
+    /// Send it in a `Settle` call of its own.
+    Send,
+}
+
+impl Where {
+    /// The settle task's next step. An applied settlement waits on one timer, to the time it
+    /// should have been stored by ([`STORE_WAIT`]): calls that carry it meanwhile make no
+    /// difference to that, and a timer per look cost the isolate ~8 wakes per request.
+    pub fn step(self, now: u64) -> Step {
+        let store_by = |at: u64| at.saturating_add(STORE_WAIT.as_millis() as u64);
+        match self {
+            Where::Delivered => Step::Done,
+            Where::Carried => Step::Wait(CARRIED_PAUSE),
+            Where::Applied(at) if now < store_by(at) => {
+                Step::Wait(Duration::from_millis(store_by(at) - now))
+            }
+            Where::Waiting | Where::Applied(_) => Step::Send,
+        }
+    }
+}
 
 /// One call's claim on the settlements it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +161,35 @@ mod tests {
 
     fn s(ticket: u64, tokens: u64) -> Settlement {
         Settlement { ticket, tokens }
+    }
+
+    #[test]
+    fn a_settle_task_waits_once_for_the_store_and_sends_when_it_is_late() {
+        let ms = Duration::from_millis;
+        assert_eq!(Where::Delivered.step(5), Step::Done);
+        assert_eq!(Where::Waiting.step(5), Step::Send);
+        assert_eq!(Where::Carried.step(5), Step::Wait(CARRIED_PAUSE));
+        // Applied at 1,000: one wait, to 2,200; at or after it, sent.
+        assert_eq!(Where::Applied(1_000).step(1_100), Step::Wait(ms(1_100)));
+        assert_eq!(Where::Applied(1_000).step(2_199), Step::Wait(ms(1)));
+        assert_eq!(Where::Applied(1_000).step(2_200), Step::Send);
+        assert_eq!(Where::Applied(u64::MAX).step(0), Step::Wait(ms(u64::MAX)));
+
+        // Carried again after it was applied (not stored by that call): the first application
+        // still sets the time, so a settlement never waits past it for a store.
+        let mut p = Pending::default();
+        p.add(s(7, 1));
+        let (first, _) = p.take();
+        p.answered(first, false, 1_000);
+        let (second, carried) = p.take();
+        assert_eq!(carried, vec![s(7, 1)]);
+        assert_eq!(p.find(7).step(1_500), Step::Wait(CARRIED_PAUSE));
+        p.answered(second, false, 1_900);
+        assert_eq!(p.find(7).step(2_000), Step::Wait(ms(200)));
+        assert_eq!(p.find(7).step(2_200), Step::Send);
+        let (third, _) = p.take();
+        p.answered(third, true, 2_300);
+        assert_eq!(p.find(7).step(2_300), Step::Done);
     }
 
     #[test]

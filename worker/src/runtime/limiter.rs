@@ -13,7 +13,8 @@
 //! then waits in the isolate ([`Pending`], per user) for [`SETTLE_DELAY`]: the user's next
 //! admission or usage call from this isolate carries it (one round trip per request instead of
 //! two; the object applies it before deciding, and stores it within a second). If none comes in
-//! time, or the object has not stored it within [`STORE_WAIT`], the request's settle task sends
+//! time, or the object has not stored it within
+//! [`STORE_WAIT`](crate::limiter::pending::STORE_WAIT), the request's settle task sends
 //! it in a `Settle` call (stored before the answer), and again after a failed call, until it is
 //! stored or [`SETTLE_DEADLINE`] passes (the runtime ends a request's background work 30 s after
 //! its caller left). That task was registered with `wait_until` at admission, so the runtime
@@ -35,16 +36,13 @@ use worker::{
 };
 
 use crate::error::AppError;
-use crate::limiter::pending::{CallId, Pending, Where};
+use crate::limiter::pending::{CallId, Pending, Step};
 use crate::limiter::{Call, Decision, Limits, Settlement, Snapshot};
 use crate::log::Event;
 use crate::plans::Plan;
 
 /// How long a settlement waits in the isolate for the user's next call before it is sent alone.
 pub(crate) const SETTLE_DELAY: Duration = Duration::from_millis(100);
-/// How long a settlement the object applied may wait for the object's next write before its
-/// settle task asks for one (the object writes at least once a second while calls come).
-const STORE_WAIT: Duration = Duration::from_millis(1_200);
 /// How long a settle task keeps trying to deliver its settlement.
 pub(crate) const SETTLE_DEADLINE: Duration = Duration::from_secs(20);
 /// The first pause after a failed settle call (doubled after each, up to a second).
@@ -85,24 +83,21 @@ async fn call_carrying(
 }
 
 /// Delivers the settlement of `ticket` (already added to [`PENDING`]): after [`SETTLE_DELAY`],
-/// unless another call took it along (and the object stored it within [`STORE_WAIT`]), in a
-/// `Settle` call of its own, resent after failures until [`SETTLE_DEADLINE`].
+/// unless another call took it along (and the object stored it within
+/// [`STORE_WAIT`](crate::limiter::pending::STORE_WAIT)), in a `Settle` call of its own, resent after failures until [`SETTLE_DEADLINE`].
 async fn deliver(namespace: ObjectNamespace, sub: String, limits: Limits, ticket: u64) {
     Delay::from(SETTLE_DELAY).await;
     let deadline = Date::now().as_millis() + SETTLE_DEADLINE.as_millis() as u64;
     let mut pause = RETRY_PAUSE;
     loop {
         let now = Date::now().as_millis();
-        match with_pending(&sub, |p| p.find(ticket)) {
-            Where::Delivered => return,
-            // Another call carries it, or the object applied it and will store it with its next
-            // write: wait a little (on a timer of this request's own: a request may not await
-            // another's I/O).
-            Where::Carried => Delay::from(Duration::from_millis(20)).await,
-            Where::Applied(at) if now.saturating_sub(at) < STORE_WAIT.as_millis() as u64 => {
-                Delay::from(Duration::from_millis(50)).await
-            }
-            Where::Waiting | Where::Applied(_) => {
+        // Another call carries it, or the object applied it and will store it with its next
+        // write: wait (on a timer of this request's own: a request may not await another's
+        // I/O).
+        match with_pending(&sub, |p| p.find(ticket)).step(now) {
+            Step::Done => return,
+            Step::Wait(wait) => Delay::from(wait).await,
+            Step::Send => {
                 let sent =
                     call_carrying(&namespace, &sub, |settle| Call::Settle { limits, settle }).await;
                 if sent.is_err() {
