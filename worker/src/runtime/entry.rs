@@ -22,17 +22,17 @@ use worker::js_sys::{self, Uint8Array};
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{
-    console_error, console_log, event, Context, Date, Env, Headers, Method, Request, RequestInit,
+    console_error, console_log, event, Context, Env, Headers, Method, Request, RequestInit,
     RequestRedirect, Response, ResponseBody,
 };
 
 use super::auth::Authenticator;
-use super::context_handle;
 use super::fetch::{fetch, read_capped, Body, FetchError, ReadError};
 use super::kv;
 use super::limiter::{Admission, Limiter};
 use super::resume::{self as streams, Handoff};
 use super::stream::{Driver, Piece, Pipe, PipeEvent, Timer};
+use super::{context_handle, now_ms};
 use crate::cache::{self, Status as CacheStatus, StreamFold};
 use crate::caller::body::{Hangup, Outbox};
 use crate::caller::endpoints::{match_route, model_list, Endpoint, STREAMS_PATH};
@@ -96,10 +96,6 @@ pub(crate) fn env_text(env: &Env, name: &str) -> Option<String> {
         return Some(s);
     }
     js_sys::JSON::stringify(&value).ok()?.as_string()
-}
-
-fn now_ms() -> u64 {
-    Date::now().as_millis()
 }
 
 fn random_u64() -> u64 {

@@ -31,9 +31,7 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use worker::js_sys::Uint8Array;
-use worker::{
-    console_log, Context, Date, Delay, Env, Method, ObjectNamespace, Request, RequestInit,
-};
+use worker::{console_log, Context, Delay, Env, Method, ObjectNamespace, Request, RequestInit};
 
 use crate::error::AppError;
 use crate::limiter::pending::{CallId, Pending, Step};
@@ -74,7 +72,7 @@ async fn call_carrying(
 ) -> Result<Decision, AppError> {
     let (id, settle): (CallId, Vec<Settlement>) = with_pending(sub, Pending::take);
     let result = call(namespace, sub, &make(settle)).await;
-    let now = Date::now().as_millis();
+    let now = super::now_ms();
     with_pending(sub, |p| match &result {
         Ok(decision) => p.answered(id, decision.stored, now),
         Err(_) => p.failed(id),
@@ -87,10 +85,10 @@ async fn call_carrying(
 /// [`STORE_WAIT`](crate::limiter::pending::STORE_WAIT)), in a `Settle` call of its own, resent after failures until [`SETTLE_DEADLINE`].
 async fn deliver(namespace: ObjectNamespace, sub: String, limits: Limits, ticket: u64) {
     Delay::from(SETTLE_DELAY).await;
-    let deadline = Date::now().as_millis() + SETTLE_DEADLINE.as_millis() as u64;
+    let deadline = super::now_ms() + SETTLE_DEADLINE.as_millis() as u64;
     let mut pause = RETRY_PAUSE;
     loop {
-        let now = Date::now().as_millis();
+        let now = super::now_ms();
         // Another call carries it, or the object applied it and will store it with its next
         // write: wait (on a timer of this request's own: a request may not await another's
         // I/O).
@@ -106,7 +104,7 @@ async fn deliver(namespace: ObjectNamespace, sub: String, limits: Limits, ticket
                 }
             }
         }
-        if Date::now().as_millis() >= deadline {
+        if super::now_ms() >= deadline {
             let event = Event::new("settlement_undelivered")
                 .for_user(&sub)
                 .with_detail(&format!(
@@ -168,7 +166,7 @@ impl Limiter {
         let Some(namespace) = &self.namespace else {
             return Ok(Admission::none());
         };
-        let started = Date::now().as_millis();
+        let started = super::now_ms();
         let (limits, sub) = (self.limits, self.sub.as_str());
         let decision = call_carrying(namespace, sub, |settle| Call::Admit {
             limits,
@@ -178,7 +176,7 @@ impl Limiter {
         })
         .await?;
         self.admit_ms
-            .set(Some(Date::now().as_millis().saturating_sub(started)));
+            .set(Some(super::now_ms().saturating_sub(started)));
         self.last.set(Some(decision.snapshot));
         if let Some(refusal) = decision.refusal {
             return Err(AppError::Limit(refusal));

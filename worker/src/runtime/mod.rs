@@ -27,6 +27,12 @@ mod stream;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::Context;
 
+/// The time now, in ms since the Unix epoch: `Date.now()`, one call into the runtime (workers-rs'
+/// `Date::now()` builds a JS `Date` to read it).
+pub(crate) fn now_ms() -> u64 {
+    worker::js_sys::Date::now() as u64
+}
+
 /// Another handle on the request's context (workers-rs' `Context` is not `Clone`).
 pub(crate) fn context_handle(ctx: &Context) -> Context {
     let js: &JsValue = ctx.as_ref().as_ref();

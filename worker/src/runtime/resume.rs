@@ -25,7 +25,7 @@ use futures_util::future::select;
 use worker::js_sys::{Object, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{
-    console_log, Date, Delay, Env, Headers, ListOptions, Method, Request, RequestInit, Response,
+    console_log, Delay, Env, Headers, ListOptions, Method, Request, RequestInit, Response,
     ResponseBody, Storage,
 };
 
@@ -148,10 +148,6 @@ pub(crate) struct StreamHouse {
     object: Rc<worker::State>,
 }
 
-fn now() -> u64 {
-    Date::now().as_millis()
-}
-
 fn number(url: &str, name: &str) -> u64 {
     query_param(url, name)
         .and_then(|v| v.parse().ok())
@@ -213,7 +209,9 @@ impl StreamHouse {
         {
             let mut state = self.state.borrow_mut();
             let was_ended = state.streams.get(id).is_some_and(|e| e.ended);
-            let appended = state.streams.append(id, bytes, end, now(), window);
+            let appended = state
+                .streams
+                .append(id, bytes, end, super::now_ms(), window);
             let Ok(from) = appended else {
                 return Response::error("does not follow on", 409);
             };
@@ -261,7 +259,10 @@ impl StreamHouse {
         if state.streams.get(id).is_some() {
             return true; // handed over again while this read
         }
-        state.streams.restore(id, stored, &bytes, now()).is_ok()
+        state
+            .streams
+            .restore(id, stored, &bytes, super::now_ms())
+            .is_ok()
     }
 
     /// The object's alarm: deletes the stored streams whose time is up, and sets itself again
@@ -271,7 +272,7 @@ impl StreamHouse {
         let records = storage
             .list_with_options(ListOptions::new().prefix(STORED_PREFIX))
             .await?;
-        let now = now();
+        let now = super::now_ms();
         let mut next: Option<u64> = None;
         for entry in records.entries() {
             let Ok(pair) = entry.map(|e| e.unchecked_into::<worker::js_sys::Array>()) else {
@@ -321,12 +322,12 @@ impl StreamHouse {
         idle: u64,
         window: u64,
     ) -> worker::Result<Response> {
-        let deadline = now().saturating_add(wait);
+        let deadline = super::now_ms().saturating_add(wait);
         let mut looked_in_storage = false;
         loop {
             let seen = {
                 let mut state = self.state.borrow_mut();
-                let answer = match state.streams.open(&id, after, now(), window) {
+                let answer = match state.streams.open(&id, after, super::now_ms(), window) {
                     Lookup::Unknown => None,
                     Lookup::Expired | Lookup::Gap => Some(Response::error("not kept", 404)),
                     Lookup::Events { bytes, ended: true } => {
@@ -352,7 +353,7 @@ impl StreamHouse {
                     continue;
                 }
             }
-            let left = deadline.saturating_sub(now());
+            let left = deadline.saturating_sub(super::now_ms());
             if left == 0 {
                 return Response::error("not kept", 404);
             }
@@ -394,10 +395,10 @@ impl StreamHouse {
                     if entry.ended {
                         return;
                     }
-                    if now().saturating_sub(entry.updated_ms) < idle {
+                    if super::now_ms().saturating_sub(entry.updated_ms) < idle {
                         continue;
                     }
-                    if let Some(from) = state.streams.cut(&id, now()) {
+                    if let Some(from) = state.streams.cut(&id, super::now_ms()) {
                         state.feed(&id, from);
                     }
                 }
@@ -451,7 +452,7 @@ async fn write_stored(
     storage
         .put_raw(&Stored::key(id), JsValue::from_str(&stored.to_text()))
         .await?;
-    let now = now();
+    let now = super::now_ms();
     let at = match stored.due(now) {
         Due::KeepUntil(at) | Due::DropEvents(at) => at,
         Due::Forget => now,
@@ -483,7 +484,7 @@ async fn read_stored(storage: &Storage, id: &str) -> worker::Result<Option<(Stor
     let Some(stored) = record.as_deref().and_then(Stored::from_text) else {
         return Ok(None);
     };
-    if !stored.resumable(now()) {
+    if !stored.resumable(super::now_ms()) {
         return Ok(Some((stored, Vec::new())));
     }
     let mut bytes = Vec::new();
