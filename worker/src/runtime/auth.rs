@@ -9,6 +9,7 @@ use std::time::Duration;
 use worker::{console_log, Delay, Headers, Method, Request, RequestInit, RequestRedirect};
 
 use super::fetch::{fetch, read_capped, Body, FetchError, ReadError};
+use super::now_ms;
 use super::signature;
 
 use crate::auth::{
@@ -40,7 +41,7 @@ pub struct Authenticator {
 }
 
 fn now_secs() -> u64 {
-    super::now_ms() / 1000
+    now_ms() / 1000
 }
 
 impl Authenticator {
@@ -162,7 +163,7 @@ fn log_fetch_failure(request_id: &str, reason: FetchReason, problem: &str) {
 
 /// GETs the JWKS: 200, at most `MAX_JWKS_BYTES`, within `JWKS_TIMEOUT`, parsed.
 async fn fetch_jwks(url: &str) -> Result<KeySet, String> {
-    let started = super::now_ms();
+    let started = now_ms();
     let headers = Headers::new();
     headers
         .set("accept", "application/json")
@@ -186,7 +187,7 @@ async fn fetch_jwks(url: &str) -> Result<KeySet, String> {
         return Err(format!("the JWKS answered HTTP {status}"));
     }
     // What is left of the time limit.
-    let spent = Duration::from_millis(super::now_ms().saturating_sub(started));
+    let spent = Duration::from_millis(now_ms().saturating_sub(started));
     let body = read_capped(
         Body::of(&response, MAX_JWKS_BYTES as u64),
         Some(JWKS_TIMEOUT.saturating_sub(spent)),

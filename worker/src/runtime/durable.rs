@@ -19,6 +19,7 @@ use std::rc::Rc;
 use worker::wasm_bindgen::JsValue;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
+use super::now_ms;
 use super::resume::StreamHouse;
 use crate::limiter::{Call, Ledger, UserState};
 
@@ -61,11 +62,11 @@ impl DurableObject for UserLimiter {
         if self.memory.borrow().is_none() {
             let stored = self.state.storage().get::<String>(KEY).await?;
             let stored = stored.and_then(|text| serde_json::from_str::<UserState>(&text).ok());
-            let restored = Ledger::restore(stored, super::now_ms());
+            let restored = Ledger::restore(stored, now_ms());
             // Another call may have loaded it while this one waited.
             self.memory.borrow_mut().get_or_insert(restored);
         }
-        let now = super::now_ms();
+        let now = now_ms();
         let (decision, text) = {
             let mut memory = self.memory.borrow_mut();
             let ledger = memory.get_or_insert_with(|| Ledger::restore(None, now));

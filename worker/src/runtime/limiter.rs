@@ -33,6 +33,7 @@ use std::time::Duration;
 use worker::js_sys::Uint8Array;
 use worker::{console_log, Context, Delay, Env, Method, ObjectNamespace, Request, RequestInit};
 
+use super::now_ms;
 use crate::error::AppError;
 use crate::limiter::pending::{CallId, Pending, Step};
 use crate::limiter::{Call, Decision, Limits, Settlement, Snapshot};
@@ -72,7 +73,7 @@ async fn call_carrying(
 ) -> Result<Decision, AppError> {
     let (id, settle): (CallId, Vec<Settlement>) = with_pending(sub, Pending::take);
     let result = call(namespace, sub, &make(settle)).await;
-    let now = super::now_ms();
+    let now = now_ms();
     with_pending(sub, |p| match &result {
         Ok(decision) => p.answered(id, decision.stored, now),
         Err(_) => p.failed(id),
@@ -82,13 +83,14 @@ async fn call_carrying(
 
 /// Delivers the settlement of `ticket` (already added to [`PENDING`]): after [`SETTLE_DELAY`],
 /// unless another call took it along (and the object stored it within
-/// [`STORE_WAIT`](crate::limiter::pending::STORE_WAIT)), in a `Settle` call of its own, resent after failures until [`SETTLE_DEADLINE`].
+/// [`STORE_WAIT`](crate::limiter::pending::STORE_WAIT)), in a `Settle` call of its own, resent
+/// after failures until [`SETTLE_DEADLINE`].
 async fn deliver(namespace: ObjectNamespace, sub: String, limits: Limits, ticket: u64) {
     Delay::from(SETTLE_DELAY).await;
-    let deadline = super::now_ms() + SETTLE_DEADLINE.as_millis() as u64;
+    let deadline = now_ms() + SETTLE_DEADLINE.as_millis() as u64;
     let mut pause = RETRY_PAUSE;
     loop {
-        let now = super::now_ms();
+        let now = now_ms();
         // Another call carries it, or the object applied it and will store it with its next
         // write: wait (on a timer of this request's own: a request may not await another's
         // I/O).
@@ -104,7 +106,7 @@ async fn deliver(namespace: ObjectNamespace, sub: String, limits: Limits, ticket
                 }
             }
         }
-        if super::now_ms() >= deadline {
+        if now_ms() >= deadline {
             let event = Event::new("settlement_undelivered")
                 .for_user(&sub)
                 .with_detail(&format!(
@@ -166,7 +168,7 @@ impl Limiter {
         let Some(namespace) = &self.namespace else {
             return Ok(Admission::none());
         };
-        let started = super::now_ms();
+        let started = now_ms();
         let (limits, sub) = (self.limits, self.sub.as_str());
         let decision = call_carrying(namespace, sub, |settle| Call::Admit {
             limits,
@@ -175,8 +177,7 @@ impl Limiter {
             settle,
         })
         .await?;
-        self.admit_ms
-            .set(Some(super::now_ms().saturating_sub(started)));
+        self.admit_ms.set(Some(now_ms().saturating_sub(started)));
         self.last.set(Some(decision.snapshot));
         if let Some(refusal) = decision.refusal {
             return Err(AppError::Limit(refusal));

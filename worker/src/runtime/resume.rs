@@ -29,6 +29,7 @@ use worker::{
     ResponseBody, Storage,
 };
 
+use super::now_ms;
 use super::stream::Sink;
 use crate::error::AppError;
 use crate::log::Event;
@@ -209,9 +210,7 @@ impl StreamHouse {
         {
             let mut state = self.state.borrow_mut();
             let was_ended = state.streams.get(id).is_some_and(|e| e.ended);
-            let appended = state
-                .streams
-                .append(id, bytes, end, super::now_ms(), window);
+            let appended = state.streams.append(id, bytes, end, now_ms(), window);
             let Ok(from) = appended else {
                 return Response::error("does not follow on", 409);
             };
@@ -259,10 +258,7 @@ impl StreamHouse {
         if state.streams.get(id).is_some() {
             return true; // handed over again while this read
         }
-        state
-            .streams
-            .restore(id, stored, &bytes, super::now_ms())
-            .is_ok()
+        state.streams.restore(id, stored, &bytes, now_ms()).is_ok()
     }
 
     /// The object's alarm: deletes the stored streams whose time is up, and sets itself again
@@ -272,7 +268,7 @@ impl StreamHouse {
         let records = storage
             .list_with_options(ListOptions::new().prefix(STORED_PREFIX))
             .await?;
-        let now = super::now_ms();
+        let now = now_ms();
         let mut next: Option<u64> = None;
         for entry in records.entries() {
             let Ok(pair) = entry.map(|e| e.unchecked_into::<worker::js_sys::Array>()) else {
@@ -322,12 +318,12 @@ impl StreamHouse {
         idle: u64,
         window: u64,
     ) -> worker::Result<Response> {
-        let deadline = super::now_ms().saturating_add(wait);
+        let deadline = now_ms().saturating_add(wait);
         let mut looked_in_storage = false;
         loop {
             let seen = {
                 let mut state = self.state.borrow_mut();
-                let answer = match state.streams.open(&id, after, super::now_ms(), window) {
+                let answer = match state.streams.open(&id, after, now_ms(), window) {
                     Lookup::Unknown => None,
                     Lookup::Expired | Lookup::Gap => Some(Response::error("not kept", 404)),
                     Lookup::Events { bytes, ended: true } => {
@@ -353,7 +349,7 @@ impl StreamHouse {
                     continue;
                 }
             }
-            let left = deadline.saturating_sub(super::now_ms());
+            let left = deadline.saturating_sub(now_ms());
             if left == 0 {
                 return Response::error("not kept", 404);
             }
@@ -395,10 +391,10 @@ impl StreamHouse {
                     if entry.ended {
                         return;
                     }
-                    if super::now_ms().saturating_sub(entry.updated_ms) < idle {
+                    if now_ms().saturating_sub(entry.updated_ms) < idle {
                         continue;
                     }
-                    if let Some(from) = state.streams.cut(&id, super::now_ms()) {
+                    if let Some(from) = state.streams.cut(&id, now_ms()) {
                         state.feed(&id, from);
                     }
                 }
@@ -452,7 +448,7 @@ async fn write_stored(
     storage
         .put_raw(&Stored::key(id), JsValue::from_str(&stored.to_text()))
         .await?;
-    let now = super::now_ms();
+    let now = now_ms();
     let at = match stored.due(now) {
         Due::KeepUntil(at) | Due::DropEvents(at) => at,
         Due::Forget => now,
@@ -484,7 +480,7 @@ async fn read_stored(storage: &Storage, id: &str) -> worker::Result<Option<(Stor
     let Some(stored) = record.as_deref().and_then(Stored::from_text) else {
         return Ok(None);
     };
-    if !stored.resumable(super::now_ms()) {
+    if !stored.resumable(now_ms()) {
         return Ok(Some((stored, Vec::new())));
     }
     let mut bytes = Vec::new();
