@@ -93,9 +93,11 @@ impl Default for WorkerOptions {
 }
 
 impl WorkerOptions {
-    /// Adds a variable.
+    /// Sets a variable (replacing an earlier value of the same name).
     pub fn var(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.vars.push((name.into(), value.into()));
+        let name = name.into();
+        self.vars.retain(|(set, _)| *set != name);
+        self.vars.push((name, value.into()));
         self
     }
 

@@ -12,7 +12,7 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use serde_json::json;
-use storycad_e2e::tokens::{self, forge, Alg, DevKey};
+use storycad_e2e::tokens::{self, forge, Alg, DevKey, TestKeys};
 use support::{chat_body, Case, Suite, SuiteConfig, AUDIENCE, ISSUER, OPENAI_ALIAS};
 
 fn main() -> ExitCode {
@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         accepts_lowercase_bearer_scheme,
         models_needs_a_valid_token,
         health_needs_no_token,
+        a_key_webcrypto_refuses_is_logged_and_its_tokens_refused,
     ];
     for (name, reason, authorization) in rejections() {
         cases.push(Case::new(
@@ -34,11 +35,18 @@ fn main() -> ExitCode {
             },
         ));
     }
+    // The test keys, and one our parser accepts but workerd's WebCrypto will not import.
+    let keys = TestKeys::load().unwrap();
+    let mut jwks = keys.jwks();
+    jwks["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(refused_key(&keys));
     support::run(
         SuiteConfig {
             name: "e2e_auth",
             jwks_url: false,
-            extra_vars: Vec::new(),
+            extra_vars: vec![("JWT_PUBLIC_JWK".into(), jwks.to_string())],
         },
         cases,
     )
@@ -143,6 +151,74 @@ async fn health_needs_no_token(s: Arc<Suite>) {
             !text.contains(secret_ish),
             "/healthz reveals configuration: {text}"
         );
+    }
+}
+
+/// The `kid` of [`refused_key`].
+const REFUSED_KID: &str = "exponent-over-2-32";
+
+/// The RS256 test key's modulus with the exponent 2^32 + 1: odd and within the 2^33 - 1 the
+/// Worker's parser allows (the `rsa` crate's bound, which the host tests verify with), but
+/// workerd's WebCrypto imports only 3, 17, 37 and 65537 (`Rsa::validateRsaParams`; an
+/// exponent over 32 bits is refused under any compatibility flags).
+fn refused_key(keys: &TestKeys) -> serde_json::Value {
+    let mut jwk = keys.rs256.public_jwk();
+    jwk["e"] = json!(b64(&[1, 0, 0, 0, 1]));
+    jwk["kid"] = json!(REFUSED_KID);
+    jwk
+}
+
+/// A key the runtime refuses to import: each token of it is refused (`bad_signature`), each
+/// time with a `key_import_failed` event carrying WebCrypto's reason and no token, and the
+/// other keys go on working.
+async fn a_key_webcrypto_refuses_is_logged_and_its_tokens_refused(s: Arc<Suite>) {
+    let header = json!({"alg": "RS256", "typ": "JWT", "kid": REFUSED_KID});
+    let token = tokens::mint_with_header(&s.keys.rs256, &header, &s.claims("odd-key-user"));
+    for attempt in 0..2 {
+        let nonce = s.nonce();
+        let seen = s
+            .chat(Some(&token), &chat_body(OPENAI_ALIAS, &nonce, false))
+            .await;
+        assert_unauthorized(&seen);
+        let id = seen.header("x-request-id").unwrap().to_owned();
+        let line = line_of(&s, &id, |v| v["event"].is_null()).await;
+        assert_eq!(line["detail"], "bad_signature", "{line}");
+        let event = line_of(&s, &id, |v| v["event"] == "key_import_failed").await;
+        let detail = event["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("publicExponent"),
+            "attempt {attempt}: WebCrypto's reason is missing: {event}"
+        );
+        assert!(!event.to_string().contains(&token), "{event}");
+        assert!(s.provider.requests_containing(&nonce).is_empty());
+    }
+    accepted(&s, &s.token(Alg::RS256)).await;
+}
+
+/// The Worker's line for request `id` that `wanted` picks (waits up to 5 s): its request
+/// line, or one of the event lines written on its behalf.
+async fn line_of(
+    s: &Suite,
+    id: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = s
+            .worker_log()
+            .lines()
+            .filter_map(storycad_e2e::workerd::parse_log_line)
+            .map(|entry| entry.value)
+            .find(|v| v["request_id"] == id && wanted(v));
+        if let Some(line) = found {
+            return line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no such line for request {id}:\n{}",
+            s.worker_log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
