@@ -60,6 +60,7 @@ fn main() -> ExitCode {
                 provider_rejecting_our_key_is_not_a_401,
                 anthropic_provider_rejecting_our_key_is_not_a_401,
                 provider_400_is_passed_on_scrubbed,
+                provider_redirect_is_not_followed,
                 anthropic_provider_400_is_passed_on_scrubbed,
                 reset_before_headers_is_502,
                 invalid_json_from_upstream_is_502,
@@ -666,6 +667,27 @@ async fn anthropic_provider_400_is_passed_on_scrubbed(s: Arc<Suite>) {
     let seen = s.chat(Some(&s.token(Alg::EdDSA)), &body).await;
     seen.assert_error(400, "invalid_value");
     leaky_400(&s, ANTHROPIC_ALIAS).await;
+}
+
+async fn provider_redirect_is_not_followed(s: Arc<Suite>) {
+    let token = s.token(Alg::EdDSA);
+    for alias in [OPENAI_ALIAS, ANTHROPIC_ALIAS] {
+        for stream in [false, true] {
+            let nonce = s.nonce();
+            let mut body = chat_body(alias, &format!("fault:redirect {nonce}"), stream);
+            body["max_tokens"] = json!(64);
+            let seen = s.chat(Some(&token), &body).await;
+            seen.assert_error(502, "upstream_error");
+            assert!(seen.header("location").is_none(), "{:?}", seen.headers);
+            // Followed, the 307 would have sent the request, and the key, once more.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let sent = s.provider.requests_containing(&nonce).len();
+            assert_eq!(
+                sent, 1,
+                "{alias} stream={stream}: the redirect was followed"
+            );
+        }
+    }
 }
 
 async fn leaky_400(s: &Suite, alias: &str) {

@@ -36,6 +36,10 @@ pub enum Fault {
     /// OpenAI never sends 529, so its path answers its own overload: 503 "engine is currently
     /// overloaded".
     Overloaded,
+    /// `fault:redirect`: 307 to the request's own path (a client that follows it sends the
+    /// same request, with its key, again: to a place the proxy was never configured with, in
+    /// real life).
+    Redirect,
     /// `fault:reset`: read the request, close the socket without answering.
     Reset,
     /// `fault:cut`: start the answer (headers and the first events, or half a JSON body), then
@@ -126,6 +130,7 @@ impl Fault {
             "500" => Fault::ServerError,
             "503" => Fault::Unavailable,
             "529" => Fault::Overloaded,
+            "redirect" => Fault::Redirect,
             "reset" => Fault::Reset,
             "cut" => Fault::Cut,
             "cut-clean" => Fault::CutClean,
@@ -159,6 +164,7 @@ mod tests {
         assert_eq!(Fault::parse(""), None);
         assert_eq!(Fault::parse("say fault:500"), None);
         assert_eq!(Fault::parse("fault:500 please"), Some(Fault::ServerError));
+        assert_eq!(Fault::parse("fault:redirect 17"), Some(Fault::Redirect));
         assert_eq!(
             Fault::parse("fault:429"),
             Some(Fault::RateLimited {

@@ -564,6 +564,18 @@ async fn handle(shared: Arc<Shared>, req: Request, mut conn: Conn) -> (Conn, Aft
             };
             send(conn, &reply, n, rid).await
         }
+        Some(Fault::Redirect) => {
+            // As a redirecting front end answers: no error of either API in the body.
+            let reply = Reply {
+                status: 307,
+                headers: vec![
+                    ("content-type", "text/plain".into()),
+                    ("location", req.path.clone()),
+                ],
+                body: b"Temporary Redirect".to_vec(),
+            };
+            send(conn, &reply, n, rid).await
+        }
         Some(Fault::Reset) => (conn, After::Close),
         Some(Fault::Hang) => {
             tokio::time::sleep(hang).await;

@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use worker::{console_log, Delay, Headers, Method, Request, RequestInit, RequestRedirect};
+use worker::{console_log, Delay, Headers, Request};
 
 use super::fetch::{fetch, read_capped, Body, FetchError, ReadError};
 use super::now_ms;
@@ -168,12 +168,9 @@ async fn fetch_jwks(url: &str) -> Result<KeySet, String> {
     headers
         .set("accept", "application/json")
         .map_err(|e| e.to_string())?;
-    let mut init = RequestInit::new();
     // A redirect is an error, not followed: keys come from the configured URL only.
-    init.with_method(Method::Get)
-        .with_headers(headers)
-        .with_redirect(RequestRedirect::Manual);
-    let request = Request::new_with_init(url, &init).map_err(|e| e.to_string())?;
+    let request =
+        super::new_request(url, "GET", Some(&headers), None).map_err(|e| e.to_string())?;
     let response = fetch(request, JWKS_TIMEOUT, None)
         .await
         .map_err(|e| match e {

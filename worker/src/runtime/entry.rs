@@ -18,12 +18,11 @@ use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use storycad_protocol::headers as names;
-use worker::js_sys::{self, Uint8Array};
+use worker::js_sys;
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{
-    console_error, console_log, event, Context, Env, Headers, Method, Request, RequestInit,
-    RequestRedirect, Response, ResponseBody,
+    console_error, console_log, event, Context, Env, Headers, Request, Response, ResponseBody,
 };
 
 use super::auth::Authenticator;
@@ -1227,13 +1226,13 @@ fn upstream_fetch_request(
     for (name, value) in &upstream.headers {
         headers.set(name, value)?;
     }
-    let mut init = RequestInit::new();
     // A redirect is answered as the provider's error, never followed with the key.
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(Uint8Array::from(upstream.body.as_slice()).into()))
-        .with_redirect(RequestRedirect::Manual);
-    Request::new_with_init(&upstream.url, &init)
+    super::new_request(
+        &upstream.url,
+        "POST",
+        Some(&headers),
+        Some(upstream.body.as_slice()),
+    )
 }
 
 /// An upstream body, at most `limit` bytes within `timeout`, as the provider's failure.

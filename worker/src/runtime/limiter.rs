@@ -30,8 +30,7 @@ use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
-use worker::js_sys::Uint8Array;
-use worker::{console_log, Context, Delay, Env, Method, ObjectNamespace, Request, RequestInit};
+use worker::{console_log, Context, Delay, Env, ObjectNamespace};
 
 use super::now_ms;
 use crate::error::AppError;
@@ -238,10 +237,7 @@ async fn call(namespace: &ObjectNamespace, sub: &str, call: &Call) -> Result<Dec
     let result = async {
         let stub = namespace.id_from_name(sub)?.get_stub()?;
         let body = serde_json::to_vec(call).map_err(|e| worker::Error::RustError(e.to_string()))?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_body(Some(Uint8Array::from(body.as_slice()).into()));
-        let request = Request::new_with_init("https://limiter/", &init)?;
+        let request = super::new_request("https://limiter/", "POST", None, Some(&body))?;
         let mut response = stub.fetch_with_request(request).await?;
         if response.status_code() != 200 {
             return Err(worker::Error::RustError(format!(

@@ -24,8 +24,10 @@ mod resume;
 mod signature;
 mod stream;
 
+use worker::js_sys::Uint8Array;
 use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::Context;
+use worker::web_sys::{self, RequestRedirect};
+use worker::{Context, Headers, Request};
 
 /// The time now, in ms since the Unix epoch: `Date.now()`, one call into the runtime (workers-rs'
 /// `Date::now()` builds a JS `Date` to read it).
@@ -37,4 +39,33 @@ pub(crate) fn now_ms() -> u64 {
 pub(crate) fn context_handle(ctx: &Context) -> Context {
     let js: &JsValue = ctx.as_ref().as_ref();
     Context::new(js.clone().unchecked_into())
+}
+
+/// A request for `fetch` or a Durable Object stub, built on the runtime's own `RequestInit`:
+/// workers-rs' `RequestInit` would link its `cf` options' conversion (image resizing, polish...,
+/// with serde-wasm-bindgen), ~13 KB of code never run. A redirect is never followed: it comes
+/// back as the answer.
+pub(crate) fn new_request(
+    url: &str,
+    method: &str,
+    headers: Option<&Headers>,
+    body: Option<&[u8]>,
+) -> worker::Result<Request> {
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    init.set_redirect(RequestRedirect::Manual);
+    if let Some(headers) = headers {
+        init.set_headers(headers.0.as_ref());
+    }
+    if let Some(bytes) = body {
+        init.set_body(&Uint8Array::from(bytes).into());
+    }
+    web_sys::Request::new_with_str_and_init(url, &init)
+        .map(Request::from)
+        .map_err(|e| {
+            worker::Error::JsError(
+                e.as_string()
+                    .unwrap_or_else(|| "invalid URL or options for Request".to_owned()),
+            )
+        })
 }

@@ -25,8 +25,7 @@ use futures_util::future::select;
 use worker::js_sys::{Object, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{
-    console_log, Delay, Env, Headers, ListOptions, Method, Request, RequestInit, Response,
-    ResponseBody, Storage,
+    console_log, Delay, Env, Headers, ListOptions, Request, Response, ResponseBody, Storage,
 };
 
 use super::now_ms;
@@ -76,7 +75,7 @@ impl Handoff {
         );
         let mut pause = Duration::from_millis(50);
         for _ in 0..HANDOFF_TRIES {
-            let sent = call(&self.env, &self.sub, &url, Method::Post, Some(bytes)).await;
+            let sent = call(&self.env, &self.sub, &url, "POST", Some(bytes)).await;
             match sent {
                 Ok(r) if r.status_code() == 200 => return true,
                 // Refused as not following on: sending it again changes nothing.
@@ -96,16 +95,11 @@ async fn call(
     env: &Env,
     sub: &str,
     url: &str,
-    method: Method,
+    method: &str,
     body: Option<&[u8]>,
 ) -> worker::Result<Response> {
     let stub = env.durable_object(BINDING)?.id_from_name(sub)?.get_stub()?;
-    let mut init = RequestInit::new();
-    init.with_method(method);
-    if let Some(bytes) = body {
-        init.with_body(Some(Uint8Array::from(bytes).into()));
-    }
-    stub.fetch_with_request(Request::new_with_init(url, &init)?)
+    stub.fetch_with_request(super::new_request(url, method, None, body)?)
         .await
 }
 
@@ -122,7 +116,7 @@ pub(crate) async fn open(
     let url = format!(
         "https://streams/open?id={id}&after={after}&wait={wait_ms}&idle={idle_ms}&window={window_ms}"
     );
-    match call(env, sub, &url, Method::Get, None).await {
+    match call(env, sub, &url, "GET", None).await {
         Ok(r) if r.status_code() == 200 => Ok(r),
         Ok(r) if r.status_code() == 404 => Err(AppError::StreamExpired),
         _ => Err(AppError::LimiterUnavailable),
