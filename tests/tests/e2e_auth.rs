@@ -181,9 +181,9 @@ async fn a_key_webcrypto_refuses_is_logged_and_its_tokens_refused(s: Arc<Suite>)
             .await;
         assert_unauthorized(&seen);
         let id = seen.header("x-request-id").unwrap().to_owned();
-        let line = line_of(&s, &id, |v| v["event"].is_null()).await;
+        let line = s.log_line(&id).await;
         assert_eq!(line["detail"], "bad_signature", "{line}");
-        let event = line_of(&s, &id, |v| v["event"] == "key_import_failed").await;
+        let event = s.event_line(&id, "key_import_failed").await;
         let detail = event["detail"].as_str().unwrap_or_default();
         assert!(
             detail.contains("publicExponent"),
@@ -193,33 +193,6 @@ async fn a_key_webcrypto_refuses_is_logged_and_its_tokens_refused(s: Arc<Suite>)
         assert!(s.provider.requests_containing(&nonce).is_empty());
     }
     accepted(&s, &s.token(Alg::RS256)).await;
-}
-
-/// The Worker's line for request `id` that `wanted` picks (waits up to 5 s): its request
-/// line, or one of the event lines written on its behalf.
-async fn line_of(
-    s: &Suite,
-    id: &str,
-    wanted: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let found = s
-            .worker_log()
-            .lines()
-            .filter_map(storycad_e2e::workerd::parse_log_line)
-            .map(|entry| entry.value)
-            .find(|v| v["request_id"] == id && wanted(v));
-        if let Some(line) = found {
-            return line;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no such line for request {id}:\n{}",
-            s.worker_log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn assert_unauthorized(seen: &support::Seen) {

@@ -346,21 +346,35 @@ impl Suite {
         self.log_entry(request_id).await.value
     }
 
-    /// The Worker's log line for `request_id` with its console level (waits up to 5 s).
+    /// The Worker's log line for `request_id` with its console level (waits up to 5 s): the
+    /// line the request ends with, not an event line written on its behalf.
     pub async fn log_entry(&self, request_id: &str) -> LogEntry {
+        self.line_where(request_id, |v| v.get("event").is_none())
+            .await
+    }
+
+    /// The `{"event": name}` line written on behalf of request `request_id` (waits up to 5 s).
+    pub async fn event_line(&self, request_id: &str, name: &str) -> Value {
+        self.line_where(request_id, |v| v["event"] == name)
+            .await
+            .value
+    }
+
+    /// The first of `request_id`'s lines that `wanted` picks (waits up to 5 s for it).
+    async fn line_where(&self, request_id: &str, wanted: impl Fn(&Value) -> bool) -> LogEntry {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let found = self
                 .worker_log()
                 .lines()
                 .filter_map(workerd::parse_log_line)
-                .find(|e| e.value["request_id"] == request_id);
+                .find(|e| e.value["request_id"] == request_id && wanted(&e.value));
             if let Some(entry) = found {
                 return entry;
             }
             assert!(
                 Instant::now() < deadline,
-                "no log line for request {request_id}"
+                "no such log line for request {request_id}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
