@@ -5,12 +5,12 @@
 //! not read here: a provider names the secret that holds its key and the glue reads it when the
 //! provider is used, so the key never sits in a long-lived struct.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use crate::auth::{parse_algorithms, Algorithm, KeySet, Verifier};
+use crate::named::Named;
 
 /// `OPENAI_BASE_URL` when unset.
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
@@ -147,9 +147,9 @@ pub struct Config {
     /// JWT verification settings.
     pub jwt: JwtConfig,
     /// Providers by name: `openai`, `anthropic` and those of `PROVIDERS`.
-    pub providers: BTreeMap<String, Provider>,
+    pub providers: Named<Provider>,
     /// Alias -> fallback chain (never empty).
-    pub routes: BTreeMap<String, Vec<RouteTarget>>,
+    pub routes: Named<Vec<RouteTarget>>,
     /// `PLANS`, with `DEFAULT_PLAN` and `LIMITS_ENABLED`.
     pub plans: crate::plans::Plans,
     /// `CACHE_TTL_SECONDS`.
@@ -171,14 +171,6 @@ pub struct Config {
     /// `RESUME_WINDOW_SECONDS`: how long a stream whose caller left before its end can be
     /// resumed, counted from its last event (0: streams are not resumable).
     pub resume_window_seconds: u64,
-}
-
-/// A `PROVIDERS` entry.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProviderSpec {
-    base_url: String,
-    key_secret: String,
 }
 
 impl Config {
@@ -233,7 +225,7 @@ impl Config {
             .map_err(|_| ConfigError::new("JWT_CACHE_ENTRIES", "is too large"))?,
         };
 
-        let mut providers = BTreeMap::new();
+        let mut providers = Named::new();
         let openai_base = get("OPENAI_BASE_URL").unwrap_or_else(|| DEFAULT_OPENAI_BASE_URL.into());
         providers.insert(
             OPENAI.to_owned(),
@@ -257,7 +249,7 @@ impl Config {
         );
         if let Some(text) = get("PROVIDERS") {
             for (name, spec) in parse_providers(&text)? {
-                providers.insert(name.clone(), spec);
+                providers.insert(name, spec);
             }
         }
 
@@ -325,7 +317,7 @@ impl Config {
 
     /// The aliases callers may put in `model`, sorted.
     pub fn aliases(&self) -> impl Iterator<Item = &str> {
-        self.routes.keys().map(String::as_str)
+        self.routes.keys()
     }
 }
 
@@ -415,15 +407,14 @@ fn is_name(s: &str) -> bool {
 
 fn parse_providers(text: &str) -> Result<Vec<(String, Provider)>, ConfigError> {
     const VAR: &str = "PROVIDERS";
-    let specs: BTreeMap<String, ProviderSpec> = serde_json::from_str(text).map_err(|e| {
+    let shape = |problem: String| {
         ConfigError::new(
             VAR,
-            format!(
-                "must be a JSON object of name -> {{\"base_url\",\"key_secret\"}} ({})",
-                json_problem(&e)
-            ),
+            format!("must be a JSON object of name -> {{\"base_url\",\"key_secret\"}} ({problem})"),
         )
-    })?;
+    };
+    let specs: Map<String, Value> =
+        serde_json::from_str(text).map_err(|e| shape(json_problem(&e)))?;
     let mut out = Vec::with_capacity(specs.len());
     for (name, spec) in specs {
         if !is_name(&name) {
@@ -438,8 +429,19 @@ fn parse_providers(text: &str) -> Result<Vec<(String, Provider)>, ConfigError> {
                 format!("provider {name:?} is built in; set its *_BASE_URL instead"),
             ));
         }
-        let base_url = parse_url(&format!("{VAR}.{name}.base_url"), &spec.base_url)?;
-        let key_secret = spec.key_secret.trim().to_owned();
+        // Exactly the two fields, both strings (checked here rather than by a derived
+        // `Deserialize`: this is the whole of it, in less code).
+        let (base_url, key_secret) = match &spec {
+            Value::Object(fields) if fields.len() == 2 => {
+                match (fields.get("base_url"), fields.get("key_secret")) {
+                    (Some(Value::String(url)), Some(Value::String(secret))) => (url, secret),
+                    _ => return Err(shape(format!("wrong shape: provider {name:?}"))),
+                }
+            }
+            _ => return Err(shape(format!("wrong shape: provider {name:?}"))),
+        };
+        let base_url = parse_url(&format!("{VAR}.{name}.base_url"), base_url)?;
+        let key_secret = key_secret.trim().to_owned();
         if key_secret.is_empty()
             || !key_secret
                 .bytes()
@@ -465,22 +467,21 @@ fn parse_providers(text: &str) -> Result<Vec<(String, Provider)>, ConfigError> {
 
 fn parse_routes(
     text: &str,
-    providers: &BTreeMap<String, Provider>,
-) -> Result<BTreeMap<String, Vec<RouteTarget>>, ConfigError> {
+    providers: &Named<Provider>,
+) -> Result<Named<Vec<RouteTarget>>, ConfigError> {
     const VAR: &str = "ROUTES";
-    let raw: BTreeMap<String, Vec<String>> = serde_json::from_str(text).map_err(|e| {
+    let shape = |problem: String| {
         ConfigError::new(
             VAR,
-            format!(
-                "must be a JSON object of alias -> [\"provider:model\", ...] ({})",
-                json_problem(&e)
-            ),
+            format!("must be a JSON object of alias -> [\"provider:model\", ...] ({problem})"),
         )
-    })?;
+    };
+    let raw: Map<String, Value> =
+        serde_json::from_str(text).map_err(|e| shape(json_problem(&e)))?;
     if raw.is_empty() {
         return Err(ConfigError::new(VAR, "defines no alias"));
     }
-    let mut routes = BTreeMap::new();
+    let mut routes = Named::new();
     for (alias, chain) in raw {
         if !is_name(&alias) {
             return Err(ConfigError::new(
@@ -488,6 +489,9 @@ fn parse_routes(
                 format!("alias {alias:?} must be letters, digits, '-', '_' or '.'"),
             ));
         }
+        let Value::Array(chain) = chain else {
+            return Err(shape(format!("wrong shape: alias {alias:?}")));
+        };
         if chain.is_empty() {
             return Err(ConfigError::new(
                 VAR,
@@ -495,7 +499,10 @@ fn parse_routes(
             ));
         }
         let mut targets = Vec::with_capacity(chain.len());
-        for entry in chain {
+        for entry in &chain {
+            let Value::String(entry) = entry else {
+                return Err(shape(format!("wrong shape: alias {alias:?}")));
+            };
             let Some((provider, model)) = entry.split_once(':') else {
                 return Err(ConfigError::new(
                     VAR,
@@ -858,6 +865,8 @@ mod tests {
             ("not json", "invalid JSON"),
             (r#"["openai:gpt-4o"]"#, "wrong shape"),
             (r#"{"a":"openai:gpt-4o"}"#, "wrong shape"),
+            (r#"{"a":["openai:gpt-4o",1]}"#, "wrong shape"),
+            (r#"{"a":null}"#, "wrong shape"),
             ("{}", "no alias"),
             (r#"{"a":[]}"#, "empty chain"),
             (r#"{"a":["gpt-4o"]}"#, "is not \"provider:model\""),
@@ -877,6 +886,11 @@ mod tests {
         let cases = [
             ("[]", "wrong shape"),
             (r#"{"x":{"base_url":"https://h"}}"#, "wrong shape"),
+            (
+                r#"{"x":{"base_url":"https://h","key_secret":7}}"#,
+                "wrong shape",
+            ),
+            (r#"{"x":"https://h"}"#, "wrong shape"),
             (
                 r#"{"x":{"base_url":"https://h","key_secret":"K","extra":1}}"#,
                 "wrong shape",

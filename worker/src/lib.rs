@@ -38,6 +38,7 @@ pub mod error;
 pub mod lifecycle;
 pub mod limiter;
 pub mod log;
+pub mod named;
 pub mod plans;
 pub mod providers;
 pub mod resume;

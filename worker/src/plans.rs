@@ -26,8 +26,6 @@
 //! `LIMITS_ENABLED=false` turns the per-user limiter (requests, tokens, streams) off; models and
 //! the output cap still apply.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use storycad_protocol::{codes, ErrorBody};
@@ -35,6 +33,7 @@ use storycad_protocol::{codes, ErrorBody};
 use crate::config::{json_problem, Config, ConfigError, RouteTarget};
 use crate::error::{shorten, AppError};
 use crate::limiter::Limits;
+use crate::named::Named;
 
 /// The error code of a token whose plan is not configured.
 pub const UNKNOWN_PLAN: &str = storycad_protocol::codes::UNKNOWN_PLAN;
@@ -104,7 +103,7 @@ fn one() -> u64 {
 /// Every plan, the default, and whether the limiter runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plans {
-    plans: BTreeMap<String, Plan>,
+    plans: Named<Plan>,
     default: String,
     /// `LIMITS_ENABLED` (default true).
     pub limits_enabled: bool,
@@ -185,10 +184,10 @@ impl Plans {
         text: Option<&str>,
         default_plan: Option<&str>,
         limits_enabled: Option<&str>,
-        routes: &BTreeMap<String, Vec<RouteTarget>>,
+        routes: &Named<Vec<RouteTarget>>,
     ) -> Result<Plans, ConfigError> {
         const VAR: &str = "PLANS";
-        let specs: BTreeMap<String, Value> = match text {
+        let specs: Map<String, Value> = match text {
             Some(text) => serde_json::from_str(text).map_err(|e| {
                 config_error(
                     VAR,
@@ -198,12 +197,12 @@ impl Plans {
                     ),
                 )
             })?,
-            None => BTreeMap::new(),
+            None => Map::new(),
         };
         if specs.is_empty() {
             return Err(config_error(VAR, "is required and must define a plan"));
         }
-        let mut plans = BTreeMap::new();
+        let mut plans = Named::new();
         for (name, value) in specs {
             if !value.is_object() {
                 return Err(config_error(
@@ -238,7 +237,7 @@ impl Plans {
                 name
             }
             None if plans.contains_key("free") => "free".to_owned(),
-            None if plans.len() == 1 => plans.keys().next().cloned().unwrap_or_default(),
+            None if plans.len() == 1 => plans.keys().next().unwrap_or_default().to_owned(),
             None => {
                 return Err(config_error(
                     "DEFAULT_PLAN",
@@ -277,7 +276,7 @@ impl Plan {
     fn from_spec(
         name: &str,
         spec: PlanSpec,
-        routes: &BTreeMap<String, Vec<RouteTarget>>,
+        routes: &Named<Vec<RouteTarget>>,
     ) -> Result<Plan, ConfigError> {
         let bad = |why: String| config_error("PLANS", format!("plan {name:?}: {why}"));
         for (field, n) in [

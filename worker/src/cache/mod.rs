@@ -31,8 +31,6 @@ mod fold;
 pub use entry::{entry, parse_entry, replay_sse, Cached, MAX_ENTRY_BYTES};
 pub use fold::{StreamFold, MAX_FOLD_BYTES};
 
-use std::collections::BTreeMap;
-
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -141,7 +139,8 @@ pub fn key(
 fn canonical(value: &Value, out: &mut String) {
     match value {
         Value::Object(map) => {
-            let sorted: BTreeMap<&String, &Value> = map.iter().collect();
+            let mut sorted: Vec<(&String, &Value)> = map.iter().collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
             out.push('{');
             for (i, (k, v)) in sorted.into_iter().enumerate() {
                 if i > 0 {
