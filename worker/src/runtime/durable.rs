@@ -16,11 +16,11 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use worker::wasm_bindgen::JsValue;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
 use super::now_ms;
 use super::resume::StreamHouse;
+use super::storage::Storage;
 use crate::limiter::{Call, Ledger, UserState};
 
 /// The storage key of the state (JSON text).
@@ -60,7 +60,7 @@ impl DurableObject for UserLimiter {
             return Response::error("bad limiter call", 400);
         };
         if self.memory.borrow().is_none() {
-            let stored = self.state.storage().get::<String>(KEY).await?;
+            let stored = Storage::of(&self.state)?.get_text(KEY).await?;
             let stored = stored.and_then(|text| serde_json::from_str::<UserState>(&text).ok());
             let restored = Ledger::restore(stored, now_ms());
             // Another call may have loaded it while this one waited.
@@ -73,11 +73,10 @@ impl DurableObject for UserLimiter {
             ledger.call(now, &call)
         };
         if let Some(text) = text {
-            let written = self
-                .state
-                .storage()
-                .put_raw(KEY, JsValue::from_str(&text))
-                .await;
+            let written = match Storage::of(&self.state) {
+                Ok(storage) => storage.put_text(KEY, &text).await,
+                Err(e) => Err(e),
+            };
             if let Err(e) = written {
                 // Memory holds what storage does not: forget it, so the next call starts from
                 // storage again and the Worker's resent settlements apply to that.

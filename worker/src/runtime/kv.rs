@@ -2,7 +2,10 @@
 //! caller never waits for it. What is cached, the key and the entry are decided in
 //! [`crate::cache`].
 
-use worker::{console_log, Context, Env, KvStore};
+use worker::js_sys::{Function, Object, Promise, Reflect, Uint8Array};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{console_log, Context, Env};
 
 use crate::cache::{self, Cached};
 use crate::log::Event;
@@ -12,7 +15,7 @@ pub const BINDING: &str = "CACHE";
 
 /// Where a cacheable answer will be stored once it is complete.
 pub struct Store {
-    kv: KvStore,
+    kv: Kv,
     /// The request's context, owned: a stream's entry is written after the handler returned.
     ctx: Context,
     /// The entry's key.
@@ -24,7 +27,7 @@ pub struct Store {
 impl Store {
     /// A store for `key`; `None` when the binding is missing (the cache then stays off).
     pub fn new(env: &Env, ctx: &Context, key: String, ttl: u64) -> Option<Store> {
-        let kv = env.kv(BINDING).ok()?;
+        let kv = Kv::of(env)?;
         Some(Store {
             kv,
             ctx: crate::runtime::context_handle(ctx),
@@ -35,7 +38,7 @@ impl Store {
 
     /// The entry under this key; any failure (KV error, unreadable entry) is a miss.
     pub async fn lookup(&self) -> Option<Cached> {
-        let text = self.kv.get(&self.key).text().await.ok()??;
+        let text = self.kv.get_text(&self.key).await.ok()??;
         cache::parse_entry(&text)
     }
 
@@ -48,17 +51,50 @@ impl Store {
         let key = self.key.clone();
         let ttl = self.ttl;
         self.ctx.wait_until(async move {
-            // As bytes: workers-rs' `put` of a `String` goes through serde_wasm_bindgen and
-            // a float formatter, ~20 KB of wasm for a string KV stores as its UTF-8 anyway.
-            let written = match kv.put_bytes(&key, entry.as_bytes()) {
-                Ok(put) => put.expiration_ttl(ttl).execute().await,
-                Err(e) => Err(e),
-            };
+            let written = kv.put(&key, entry.as_bytes(), ttl).await;
             if let Err(e) = written {
                 // The key is a hash: nothing of the request in it.
                 let event = Event::new("cache_write_failed").with_detail(&format!("{key}: {e}"));
                 console_log!("{}", event.to_line());
             }
         });
+    }
+}
+
+/// The KV namespace through the runtime's binding. workers-rs' `KvStore` builds every call's
+/// options (`{type}`, `{expirationTtl}`) with serde-wasm-bindgen, several KB of wasm for two
+/// small objects; these two calls build them directly.
+#[derive(Clone)]
+struct Kv(Object);
+
+impl Kv {
+    /// The binding; `None` when it is missing.
+    fn of(env: &Env) -> Option<Kv> {
+        let this = Reflect::get(env, &BINDING.into()).ok()?;
+        this.is_object().then(|| Kv(this.unchecked_into()))
+    }
+
+    /// Calls the namespace's method `name` with `args`.
+    async fn call(&self, name: &str, args: &[JsValue]) -> worker::Result<JsValue> {
+        let method: Function = Reflect::get(&self.0, &name.into())?.dyn_into()?;
+        let args: worker::js_sys::Array = args.iter().collect();
+        let promise: Promise = method.apply(&self.0, &args)?.dyn_into()?;
+        Ok(JsFuture::from(promise).await?)
+    }
+
+    /// The text under `key`; `None` when there is none.
+    async fn get_text(&self, key: &str) -> worker::Result<Option<String>> {
+        let value = self.call("get", &[key.into(), "text".into()]).await?;
+        Ok(value.as_string())
+    }
+
+    /// Stores `value` under `key`, to expire `ttl` seconds from now.
+    async fn put(&self, key: &str, value: &[u8], ttl: u64) -> worker::Result<()> {
+        let options = Object::new();
+        Reflect::set(&options, &"expirationTtl".into(), &(ttl as f64).into())?;
+        let value = Uint8Array::from(value);
+        self.call("put", &[key.into(), value.into(), options.into()])
+            .await?;
+        Ok(())
     }
 }

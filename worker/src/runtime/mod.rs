@@ -22,6 +22,7 @@ mod kv;
 pub(crate) mod limiter;
 mod resume;
 mod signature;
+mod storage;
 mod stream;
 
 use worker::js_sys::Uint8Array;

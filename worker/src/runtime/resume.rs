@@ -24,11 +24,10 @@ use std::time::Duration;
 use futures_util::future::select;
 use worker::js_sys::{Object, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::{
-    console_log, Delay, Env, Headers, ListOptions, Request, Response, ResponseBody, Storage,
-};
+use worker::{console_log, Delay, Env, Headers, Request, Response, ResponseBody};
 
 use super::now_ms;
+use super::storage::Storage;
 use super::stream::Sink;
 use crate::error::AppError;
 use crate::log::Event;
@@ -164,8 +163,8 @@ impl StreamHouse {
         }
     }
 
-    fn storage(&self) -> Storage {
-        self.object.storage()
+    fn storage(&self) -> worker::Result<Storage> {
+        Storage::of(&self.object)
     }
 
     /// Whether a call to the object (its URL) is a streams call.
@@ -233,7 +232,7 @@ impl StreamHouse {
             (entry.log.bytes_from(0).to_vec(), entry.updated_ms)
         };
         let stored = Stored::new(updated_ms, window, bytes.len());
-        if let Err(e) = write_stored(&self.storage(), id, stored, &bytes).await {
+        if let Err(e) = write_stored(&self.object, id, stored, &bytes).await {
             let event = Event::new("stream_store_failed").with_detail(&format!("{id}: {e}"));
             console_log!("{}", event.to_line());
         }
@@ -242,7 +241,7 @@ impl StreamHouse {
     /// A stream this object wrote to storage before it was evicted from memory: taken back
     /// into memory (or remembered as expired). Whether one was found.
     async fn restore(&self, id: &str) -> bool {
-        let Ok(found) = read_stored(&self.storage(), id).await else {
+        let Ok(found) = read_stored(&self.object, id).await else {
             return false;
         };
         let Some((stored, bytes)) = found else {
@@ -258,10 +257,8 @@ impl StreamHouse {
     /// The object's alarm: deletes the stored streams whose time is up, and sets itself again
     /// for the next one.
     pub(crate) async fn alarm(&self) -> worker::Result<()> {
-        let storage = self.storage();
-        let records = storage
-            .list_with_options(ListOptions::new().prefix(STORED_PREFIX))
-            .await?;
+        let storage = self.storage()?;
+        let records = storage.list_prefix(STORED_PREFIX).await?;
         let now = now_ms();
         let mut next: Option<u64> = None;
         for entry in records.entries() {
@@ -285,9 +282,7 @@ impl StreamHouse {
                         chunks: 0,
                         ..stored
                     };
-                    storage
-                        .put_raw(&key, JsValue::from_str(&dropped.to_text()))
-                        .await?;
+                    storage.put_text(&key, &dropped.to_text()).await?;
                     next = Some(next.map_or(at, |n| n.min(at)));
                 }
                 Due::Forget => {
@@ -426,31 +421,29 @@ impl State {
 /// Writes a stream's chunks, then its record (a record always has its chunks), and sets the
 /// object's alarm for it unless one is due sooner.
 async fn write_stored(
-    storage: &Storage,
+    object: &worker::State,
     id: &str,
     stored: Stored,
     bytes: &[u8],
 ) -> worker::Result<()> {
+    let storage = Storage::of(object)?;
     for (group, part) in bytes.chunks(STORED_CHUNK * KEYS_PER_CALL).enumerate() {
         let values = Object::new();
         for (i, chunk) in part.chunks(STORED_CHUNK).enumerate() {
             let key = Stored::chunk_key(id, group * KEYS_PER_CALL + i);
             Reflect::set(&values, &key.into(), &Uint8Array::from(chunk).into())?;
         }
-        storage.put_multiple_raw(values).await?;
+        storage.put_all(values).await?;
     }
     storage
-        .put_raw(&Stored::key(id), JsValue::from_str(&stored.to_text()))
+        .put_text(&Stored::key(id), &stored.to_text())
         .await?;
     let now = now_ms();
     let at = match stored.due(now) {
         Due::KeepUntil(at) | Due::DropEvents(at) => at,
         Due::Forget => now,
     };
-    let sooner = storage
-        .get_alarm()
-        .await?
-        .is_some_and(|set| u64::try_from(set).is_ok_and(|set| set <= at));
+    let sooner = storage.alarm().await?.is_some_and(|set| set <= at as f64);
     if !sooner {
         storage
             .set_alarm(Duration::from_millis(at.saturating_sub(now).max(1)))
@@ -462,15 +455,19 @@ async fn write_stored(
 /// Deletes a stored stream's chunks.
 async fn delete_chunks(storage: &Storage, id: &str, chunks: usize) -> worker::Result<()> {
     for group in Stored::chunk_keys(id, chunks).chunks(KEYS_PER_CALL) {
-        storage.delete_multiple(group.to_vec()).await?;
+        storage.delete_all(group).await?;
     }
     Ok(())
 }
 
 /// A stored stream: its record and its events, joined (`None` when there is no record; a
 /// record past its window comes without its events).
-async fn read_stored(storage: &Storage, id: &str) -> worker::Result<Option<(Stored, Vec<u8>)>> {
-    let record: Option<String> = storage.get(&Stored::key(id)).await?;
+async fn read_stored(
+    object: &worker::State,
+    id: &str,
+) -> worker::Result<Option<(Stored, Vec<u8>)>> {
+    let storage = Storage::of(object)?;
+    let record = storage.get_text(&Stored::key(id)).await?;
     let Some(stored) = record.as_deref().and_then(Stored::from_text) else {
         return Ok(None);
     };
@@ -479,7 +476,7 @@ async fn read_stored(storage: &Storage, id: &str) -> worker::Result<Option<(Stor
     }
     let mut bytes = Vec::new();
     for group in Stored::chunk_keys(id, stored.chunks).chunks(KEYS_PER_CALL) {
-        let chunks = storage.get_multiple(group.to_vec()).await?;
+        let chunks = storage.get_all(group).await?;
         for key in group {
             let value = chunks.get(&JsValue::from_str(key));
             let Some(chunk) = value.dyn_ref::<Uint8Array>() else {
