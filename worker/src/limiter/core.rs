@@ -38,7 +38,7 @@
 //! issued since its last write as [`UserState::lost`]: their reservations are gone (the
 //! requests are still running upstream), but their settlements, when they come, charge.
 
-use serde::{Deserialize, Serialize};
+use serde::{Serialize, Serializer};
 
 /// Length of a request window.
 pub const MINUTE_MS: u64 = 60_000;
@@ -68,7 +68,7 @@ pub const MAX_RECOVERED: usize = 1024;
 pub const ID_SHIFT: u32 = 10;
 
 /// One plan's limits, as the limiter needs them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Limits {
     /// Requests admitted per window.
     pub requests_per_minute: u64,
@@ -79,7 +79,7 @@ pub struct Limits {
 }
 
 /// An admitted request's reservation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Ticket {
     /// Its id (unique per user, across restarts).
     pub id: u64,
@@ -92,7 +92,7 @@ pub struct Ticket {
 }
 
 /// A ticket whose lease lapsed: its reservation was charged, on `day`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Lapsed {
     /// The ticket.
     pub id: u64,
@@ -105,7 +105,7 @@ pub struct Lapsed {
 }
 
 /// Ticket ids `start..end` that a run of the object may have issued without storing them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct IdRange {
     /// The first id.
     pub start: u64,
@@ -119,18 +119,18 @@ impl IdRange {
     }
 }
 
-/// One user's limiter state (what the Durable Object stores).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// One user's limiter state (what the Durable Object stores). Read back by
+/// [`super::wire`]: a field added later is read there with a default, since the state an
+/// earlier release stored lacks it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct UserState {
     /// Start of the current request window (meaningful while `window_count > 0`).
     pub window_start: u64,
     /// Requests admitted in the current window.
     pub window_count: u64,
     /// Start of the current usage-report window.
-    #[serde(default)]
     pub peek_start: u64,
     /// Usage reports in it.
-    #[serde(default)]
     pub peek_count: u64,
     /// The UTC day (`now / DAY_MS`) that `used` counts.
     pub day: u64,
@@ -141,19 +141,15 @@ pub struct UserState {
     /// Reservations in flight.
     pub tickets: Vec<Ticket>,
     /// Tickets that lapsed, kept [`RETENTION_MS`] for a late settlement.
-    #[serde(default)]
     pub lapsed: Vec<Lapsed>,
     /// Ids earlier runs may have issued without storing them.
-    #[serde(default)]
     pub lost: Vec<IdRange>,
     /// Tickets of `lost` already settled.
-    #[serde(default)]
     pub recovered: Vec<u64>,
 }
 
 /// Which limit refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefusalKind {
     /// The request window is full.
     Requests,
@@ -169,8 +165,38 @@ pub enum RefusalKind {
     Reports,
 }
 
+impl RefusalKind {
+    /// Every kind.
+    pub const ALL: [RefusalKind; 6] = [
+        RefusalKind::Requests,
+        RefusalKind::TokensInFlight,
+        RefusalKind::Budget,
+        RefusalKind::Reservation,
+        RefusalKind::Streams,
+        RefusalKind::Reports,
+    ];
+
+    /// Its name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusalKind::Requests => "requests",
+            RefusalKind::TokensInFlight => "tokens_in_flight",
+            RefusalKind::Budget => "budget",
+            RefusalKind::Reservation => "reservation",
+            RefusalKind::Streams => "streams",
+            RefusalKind::Reports => "reports",
+        }
+    }
+}
+
+impl Serialize for RefusalKind {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
 /// A refusal: which limit, its size, and when to retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Refusal {
     /// The limit that refused.
     pub kind: RefusalKind,
@@ -179,15 +205,13 @@ pub struct Refusal {
     /// Milliseconds until retrying can succeed.
     pub retry_after_ms: u64,
     /// What the request asked for (tokens, for [`RefusalKind::Reservation`]).
-    #[serde(default)]
     pub asked: u64,
     /// What was left of it (tokens, for [`RefusalKind::Reservation`]).
-    #[serde(default)]
     pub left: u64,
 }
 
 /// One limit's state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Level {
     /// The limit.
     pub limit: u64,
@@ -198,7 +222,7 @@ pub struct Level {
 }
 
 /// Every limit's state at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
     /// Requests in the window.
     pub requests: Level,
@@ -209,7 +233,7 @@ pub struct Snapshot {
 }
 
 /// What `admit` decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Decision {
     /// The reservation, when admitted.
     pub ticket: Option<u64>,
@@ -219,7 +243,6 @@ pub struct Decision {
     pub snapshot: Snapshot,
     /// Whether everything the object has applied, this call's settlements included, is stored
     /// (a settlement stays with the isolate until a call carrying it says so).
-    #[serde(default)]
     pub stored: bool,
 }
 
@@ -776,12 +799,12 @@ mod tests {
         let mut s = UserState::restore(None, T0);
         admit(&mut s, T0, 10, true).unwrap();
         let text = serde_json::to_string(&s).unwrap();
-        let back: UserState = serde_json::from_str(&text).unwrap();
+        let back: UserState = crate::limiter::wire::from_str(&text).unwrap();
         assert_eq!(back, s);
         // The state as the previous release stored it.
         let old = r#"{"window_start":1,"window_count":1,"day":2,"used":3,"next_ticket":4,
             "tickets":[{"id":3,"tokens":5,"stream":true,"expires":9}]}"#;
-        let old: UserState = serde_json::from_str(old).unwrap();
+        let old: UserState = crate::limiter::wire::from_str(old).unwrap();
         assert_eq!((old.used, old.next_ticket, old.tickets.len()), (3, 4, 1));
         assert!(old.lapsed.is_empty() && old.lost.is_empty());
     }

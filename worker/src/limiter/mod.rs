@@ -10,10 +10,11 @@
 
 pub mod core;
 pub mod pending;
+pub mod wire;
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use storycad_protocol::ratelimit::RateLimitInfo;
 use storycad_protocol::{codes, headers, ErrorBody, LimitStatus, UsageReport};
 
@@ -22,7 +23,7 @@ use crate::config::Config;
 use crate::plans::Plan;
 
 /// A request's real cost, settled against the ticket its admission got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Settlement {
     /// The ticket `Admit` gave.
     pub ticket: u64,
@@ -36,11 +37,9 @@ pub struct Settlement {
 /// before the call's own operation: a settled request waits in the isolate (briefly, see
 /// `client`) for the user's next call instead of making a round trip of its own.
 ///
-/// On the wire `{"op": "admit", ...}`; read through [`CallWire`], one flat struct, rather than
-/// serde's internally tagged enum, which buffers the whole call first (and costs the wasm a
-/// second deserializer for it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", try_from = "CallWire")]
+/// On the wire `{"op": "admit", ...}`; read by [`wire`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum Call {
     /// Admit a request reserving `tokens`, with a stream slot if `stream`.
     Admit {
@@ -51,7 +50,7 @@ pub enum Call {
         /// Whether it holds a stream slot.
         stream: bool,
         /// Requests settled since the last call.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(skip_serializing_if = "Vec::is_empty")]
         settle: Vec<Settlement>,
     },
     /// Settle requests that no other call took along.
@@ -66,46 +65,9 @@ pub enum Call {
         /// The caller's plan's limits.
         limits: Limits,
         /// Requests settled since the last call.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(skip_serializing_if = "Vec::is_empty")]
         settle: Vec<Settlement>,
     },
-}
-
-/// Every field any [`Call`] has; `op` says which apply.
-#[derive(Deserialize)]
-struct CallWire {
-    op: String,
-    limits: Limits,
-    tokens: Option<u64>,
-    stream: Option<bool>,
-    settle: Option<Vec<Settlement>>,
-}
-
-impl TryFrom<CallWire> for Call {
-    type Error = String;
-
-    fn try_from(w: CallWire) -> Result<Call, String> {
-        let missing = |field: &str| format!("missing field `{field}`");
-        match w.op.as_str() {
-            "admit" => Ok(Call::Admit {
-                limits: w.limits,
-                tokens: w.tokens.ok_or_else(|| missing("tokens"))?,
-                stream: w.stream.ok_or_else(|| missing("stream"))?,
-                settle: w.settle.unwrap_or_default(),
-            }),
-            "settle" => Ok(Call::Settle {
-                limits: w.limits,
-                settle: w.settle.ok_or_else(|| missing("settle"))?,
-            }),
-            "peek" => Ok(Call::Peek {
-                limits: w.limits,
-                settle: w.settle.unwrap_or_default(),
-            }),
-            other => Err(format!(
-                "unknown variant `{other}`, expected one of `admit`, `settle`, `peek`"
-            )),
-        }
-    }
 }
 
 impl Call {
@@ -348,8 +310,7 @@ mod tests {
             serde_json::to_value(&admit).unwrap(),
             serde_json::json!({"op": "admit", "limits": limits, "tokens": 60, "stream": true})
         );
-        let read =
-            |v: serde_json::Value| serde_json::from_value::<Call>(v).map_err(|e| e.to_string());
+        let read = |v: serde_json::Value| wire::from_str::<Call>(&v.to_string());
         let settle = read(serde_json::json!({"op": "settle", "limits": limits,
             "settle": [{"ticket": 3, "tokens": 9}], "tokens": 1}));
         assert_eq!(
@@ -416,10 +377,10 @@ mod tests {
         let mut out = vec![first];
         for call in &calls {
             let text = serde_json::to_string(call).unwrap();
-            let back: Call = serde_json::from_str(&text).unwrap();
+            let back: Call = wire::from_str(&text).unwrap();
             assert_eq!(&back, call);
             let (d, _) = apply(&mut state, 1_000, &back);
-            let d: Decision = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+            let d: Decision = wire::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
             out.push(d);
         }
         assert_eq!(out[0].snapshot.tokens.remaining, 40);
@@ -529,7 +490,7 @@ mod tests {
         assert!(text.is_none() && !d.stored);
         // A second after the last write, an admission stores everything.
         let (d, text) = ledger.call(t0 + WRITE_INTERVAL_MS, &admit(Vec::new()));
-        let stored: UserState = serde_json::from_str(&text.unwrap()).unwrap();
+        let stored: UserState = wire::from_str(&text.unwrap()).unwrap();
         assert!(d.stored);
         assert_eq!(stored.used, 5);
         ledger.stored(t0 + WRITE_INTERVAL_MS);

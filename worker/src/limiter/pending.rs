@@ -245,7 +245,7 @@ mod tests {
             fn call(&mut self, now: u64, call: &Call) -> super::super::Decision {
                 let (decision, text) = self.ledger.call(now, call);
                 if let Some(text) = text {
-                    self.stored = Some(serde_json::from_str(&text).unwrap());
+                    self.stored = Some(crate::limiter::wire::from_str(&text).unwrap());
                     self.ledger.stored(now);
                 }
                 decision

@@ -21,7 +21,7 @@ use worker::{durable_object, DurableObject, Env, Request, Response, Result, Stat
 use super::now_ms;
 use super::resume::StreamHouse;
 use super::storage::Storage;
-use crate::limiter::{Call, Ledger, UserState};
+use crate::limiter::{wire, Call, Ledger, UserState};
 
 /// The storage key of the state (JSON text).
 const KEY: &str = "state";
@@ -56,12 +56,12 @@ impl DurableObject for UserLimiter {
         }
         // serde_json on the text, not the runtime's JSON: ticket ids are exact 64-bit numbers.
         let text = req.text().await?;
-        let Ok(call) = serde_json::from_str::<Call>(&text) else {
+        let Ok(call) = wire::from_str::<Call>(&text) else {
             return Response::error("bad limiter call", 400);
         };
         if self.memory.borrow().is_none() {
             let stored = Storage::of(&self.state)?.get_text(KEY).await?;
-            let stored = stored.and_then(|text| serde_json::from_str::<UserState>(&text).ok());
+            let stored = stored.and_then(|text| wire::from_str::<UserState>(&text).ok());
             let restored = Ledger::restore(stored, now_ms());
             // Another call may have loaded it while this one waited.
             self.memory.borrow_mut().get_or_insert(restored);

@@ -246,7 +246,7 @@ async fn call(namespace: &ObjectNamespace, sub: &str, call: &Call) -> Result<Dec
             )));
         }
         let text = response.text().await?;
-        serde_json::from_str::<Decision>(&text).map_err(|e| worker::Error::RustError(e.to_string()))
+        crate::limiter::wire::from_str::<Decision>(&text).map_err(worker::Error::RustError)
     }
     .await;
     result.map_err(|e| {

@@ -1,0 +1,459 @@
+//! Reading the limiter's JSON: the calls the Worker sends its users' Durable Objects, the
+//! decisions they answer, and the state they store. Written with serde (`Serialize`); read
+//! here, through [`serde_json::Value`].
+//!
+//! The types are flat structs of integers, read only from what this code wrote, on every
+//! admission (a call one way, a decision the other). serde's derived readers cost the wasm
+//! ~39 KB before optimisation for them (a field matcher, a map visitor and a sequence visitor
+//! per type); these are a few hundred bytes each. The rules are serde's, so what was stored by
+//! an earlier release still reads: unknown fields are ignored, a missing field is an error
+//! unless it has a default (then the default), an `Option` may be missing or `null`.
+//! Integers keep all 64 bits (ticket ids are exact).
+
+use serde_json::{Map, Value};
+
+use super::core::{IdRange, Lapsed, Ticket};
+use super::{Call, Decision, Level, Limits, Refusal, RefusalKind, Settlement, Snapshot, UserState};
+
+/// A value read from the limiter's JSON.
+pub trait FromJson: Sized {
+    /// `value` as this type, or why it is not one.
+    fn from_json(value: &Value) -> Result<Self, String>;
+}
+
+/// Parses `text` as a `T`.
+pub fn from_str<T: FromJson>(text: &str) -> Result<T, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    T::from_json(&value)
+}
+
+fn invalid(value: &Value, expected: &str) -> String {
+    let what = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    match value {
+        Value::Number(n) => format!("invalid value: {n}, expected {expected}"),
+        _ => format!("invalid type: {what}, expected {expected}"),
+    }
+}
+
+impl FromJson for u64 {
+    fn from_json(value: &Value) -> Result<u64, String> {
+        value
+            .as_u64()
+            .ok_or_else(|| invalid(value, "an unsigned integer"))
+    }
+}
+
+impl FromJson for bool {
+    fn from_json(value: &Value) -> Result<bool, String> {
+        value.as_bool().ok_or_else(|| invalid(value, "a boolean"))
+    }
+}
+
+impl<T: FromJson> FromJson for Option<T> {
+    fn from_json(value: &Value) -> Result<Option<T>, String> {
+        match value {
+            Value::Null => Ok(None),
+            v => T::from_json(v).map(Some),
+        }
+    }
+}
+
+impl<T: FromJson> FromJson for Vec<T> {
+    fn from_json(value: &Value) -> Result<Vec<T>, String> {
+        match value {
+            Value::Array(items) => items.iter().map(T::from_json).collect(),
+            v => Err(invalid(v, "an array")),
+        }
+    }
+}
+
+/// An object's fields, read by name.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl<'a> Fields<'a> {
+    fn of(value: &'a Value, what: &str) -> Result<Fields<'a>, String> {
+        match value {
+            Value::Object(map) => Ok(Fields(map)),
+            v => Err(invalid(v, what)),
+        }
+    }
+
+    fn read<T: FromJson>(&self, name: &str, value: &Value) -> Result<T, String> {
+        T::from_json(value).map_err(|e| format!("{e} (field `{name}`)"))
+    }
+
+    /// A field that must be there.
+    fn required<T: FromJson>(&self, name: &str) -> Result<T, String> {
+        match self.0.get(name) {
+            Some(value) => self.read(name, value),
+            None => Err(format!("missing field `{name}`")),
+        }
+    }
+
+    /// A field that may be missing (then its default), or an `Option` field (missing: `None`).
+    fn or_default<T: FromJson + Default>(&self, name: &str) -> Result<T, String> {
+        match self.0.get(name) {
+            Some(value) => self.read(name, value),
+            None => Ok(T::default()),
+        }
+    }
+}
+
+impl FromJson for Limits {
+    fn from_json(value: &Value) -> Result<Limits, String> {
+        let f = Fields::of(value, "struct Limits")?;
+        Ok(Limits {
+            requests_per_minute: f.required("requests_per_minute")?,
+            tokens_per_day: f.required("tokens_per_day")?,
+            concurrent_streams: f.required("concurrent_streams")?,
+        })
+    }
+}
+
+impl FromJson for Ticket {
+    fn from_json(value: &Value) -> Result<Ticket, String> {
+        let f = Fields::of(value, "struct Ticket")?;
+        Ok(Ticket {
+            id: f.required("id")?,
+            tokens: f.required("tokens")?,
+            stream: f.required("stream")?,
+            expires: f.required("expires")?,
+        })
+    }
+}
+
+impl FromJson for Lapsed {
+    fn from_json(value: &Value) -> Result<Lapsed, String> {
+        let f = Fields::of(value, "struct Lapsed")?;
+        Ok(Lapsed {
+            id: f.required("id")?,
+            tokens: f.required("tokens")?,
+            day: f.required("day")?,
+            at: f.required("at")?,
+        })
+    }
+}
+
+impl FromJson for IdRange {
+    fn from_json(value: &Value) -> Result<IdRange, String> {
+        let f = Fields::of(value, "struct IdRange")?;
+        Ok(IdRange {
+            start: f.required("start")?,
+            end: f.required("end")?,
+        })
+    }
+}
+
+impl FromJson for UserState {
+    fn from_json(value: &Value) -> Result<UserState, String> {
+        let f = Fields::of(value, "struct UserState")?;
+        Ok(UserState {
+            window_start: f.required("window_start")?,
+            window_count: f.required("window_count")?,
+            peek_start: f.or_default("peek_start")?,
+            peek_count: f.or_default("peek_count")?,
+            day: f.required("day")?,
+            used: f.required("used")?,
+            next_ticket: f.required("next_ticket")?,
+            tickets: f.required("tickets")?,
+            lapsed: f.or_default("lapsed")?,
+            lost: f.or_default("lost")?,
+            recovered: f.or_default("recovered")?,
+        })
+    }
+}
+
+impl FromJson for RefusalKind {
+    fn from_json(value: &Value) -> Result<RefusalKind, String> {
+        let name = value
+            .as_str()
+            .ok_or_else(|| invalid(value, "a refusal kind"))?;
+        RefusalKind::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| format!("unknown variant `{name}`"))
+    }
+}
+
+impl FromJson for Refusal {
+    fn from_json(value: &Value) -> Result<Refusal, String> {
+        let f = Fields::of(value, "struct Refusal")?;
+        Ok(Refusal {
+            kind: f.required("kind")?,
+            limit: f.required("limit")?,
+            retry_after_ms: f.required("retry_after_ms")?,
+            asked: f.or_default("asked")?,
+            left: f.or_default("left")?,
+        })
+    }
+}
+
+impl FromJson for Level {
+    fn from_json(value: &Value) -> Result<Level, String> {
+        let f = Fields::of(value, "struct Level")?;
+        Ok(Level {
+            limit: f.required("limit")?,
+            remaining: f.required("remaining")?,
+            reset_ms: f.required("reset_ms")?,
+        })
+    }
+}
+
+impl FromJson for Snapshot {
+    fn from_json(value: &Value) -> Result<Snapshot, String> {
+        let f = Fields::of(value, "struct Snapshot")?;
+        Ok(Snapshot {
+            requests: f.required("requests")?,
+            tokens: f.required("tokens")?,
+            streams: f.required("streams")?,
+        })
+    }
+}
+
+impl FromJson for Decision {
+    fn from_json(value: &Value) -> Result<Decision, String> {
+        let f = Fields::of(value, "struct Decision")?;
+        Ok(Decision {
+            ticket: f.or_default("ticket")?,
+            refusal: f.or_default("refusal")?,
+            snapshot: f.required("snapshot")?,
+            stored: f.or_default("stored")?,
+        })
+    }
+}
+
+impl FromJson for Settlement {
+    fn from_json(value: &Value) -> Result<Settlement, String> {
+        let f = Fields::of(value, "struct Settlement")?;
+        Ok(Settlement {
+            ticket: f.required("ticket")?,
+            tokens: f.required("tokens")?,
+        })
+    }
+}
+
+impl FromJson for Call {
+    /// `{"op": "admit" | "settle" | "peek", "limits", ...}`: `tokens` and `stream` for an
+    /// admission, `settle` (settlements) required by a settle call and optional otherwise.
+    fn from_json(value: &Value) -> Result<Call, String> {
+        let f = Fields::of(value, "a limiter call")?;
+        let op = match f.0.get("op") {
+            Some(Value::String(op)) => op.as_str(),
+            Some(other) => return Err(invalid(other, "a string (field `op`)")),
+            None => return Err("missing field `op`".to_owned()),
+        };
+        let limits = f.required("limits")?;
+        match op {
+            "admit" => Ok(Call::Admit {
+                limits,
+                tokens: f.required("tokens")?,
+                stream: f.required("stream")?,
+                settle: f.or_default("settle")?,
+            }),
+            "settle" => Ok(Call::Settle {
+                limits,
+                settle: f.required("settle")?,
+            }),
+            "peek" => Ok(Call::Peek {
+                limits,
+                settle: f.or_default("settle")?,
+            }),
+            other => Err(format!(
+                "unknown variant `{other}`, expected one of `admit`, `settle`, `peek`"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn level(n: u64) -> Level {
+        Level {
+            limit: n,
+            remaining: n / 2,
+            reset_ms: n.saturating_mul(3),
+        }
+    }
+
+    fn round_trip<T: FromJson + serde::Serialize + PartialEq + std::fmt::Debug>(value: &T) {
+        let text = serde_json::to_string(value).unwrap();
+        assert_eq!(&from_str::<T>(&text).unwrap(), value, "{text}");
+    }
+
+    #[test]
+    fn what_serde_writes_reads_back() {
+        for kind in RefusalKind::ALL {
+            let refusal = Refusal {
+                kind,
+                limit: 10,
+                retry_after_ms: 1_500,
+                asked: 7,
+                left: 3,
+            };
+            round_trip(&Decision {
+                ticket: None,
+                refusal: Some(refusal),
+                snapshot: Snapshot {
+                    requests: level(10),
+                    tokens: level(u64::MAX),
+                    streams: level(0),
+                },
+                stored: true,
+            });
+        }
+        round_trip(&Decision {
+            ticket: Some(u64::MAX),
+            refusal: None,
+            snapshot: Snapshot::default(),
+            stored: false,
+        });
+        // Ids past 2^53 stay exact: they are not read as floats.
+        let big = (1u64 << 53) + 1;
+        round_trip(&UserState {
+            window_start: 1,
+            window_count: 2,
+            peek_start: 3,
+            peek_count: 4,
+            day: 5,
+            used: 6,
+            next_ticket: big,
+            tickets: vec![Ticket {
+                id: big - 2,
+                tokens: 9,
+                stream: true,
+                expires: 10,
+            }],
+            lapsed: vec![Lapsed {
+                id: big - 3,
+                tokens: 11,
+                day: 5,
+                at: 12,
+            }],
+            lost: vec![IdRange {
+                start: 100,
+                end: big,
+            }],
+            recovered: vec![101, 102],
+        });
+        round_trip(&UserState::default());
+        let limits = Limits {
+            requests_per_minute: 1,
+            tokens_per_day: 2,
+            concurrent_streams: 3,
+        };
+        for call in [
+            Call::Admit {
+                limits,
+                tokens: 5,
+                stream: false,
+                settle: vec![Settlement {
+                    ticket: big,
+                    tokens: 0,
+                }],
+            },
+            Call::Admit {
+                limits,
+                tokens: 0,
+                stream: true,
+                settle: Vec::new(),
+            },
+            Call::Settle {
+                limits,
+                settle: vec![Settlement {
+                    ticket: 1,
+                    tokens: 2,
+                }],
+            },
+            Call::Peek {
+                limits,
+                settle: Vec::new(),
+            },
+        ] {
+            round_trip(&call);
+        }
+    }
+
+    #[test]
+    fn serde_rules_for_missing_null_and_unknown_fields() {
+        // Defaults and Options may be missing; an Option may be null; unknown fields are
+        // ignored (a later release may add some).
+        let d: Decision = from_str(
+            r#"{"ticket":null,"snapshot":{"requests":{"limit":1,"remaining":1,"reset_ms":0,
+                "new":true},"tokens":{"limit":2,"remaining":2,"reset_ms":0},
+                "streams":{"limit":3,"remaining":3,"reset_ms":0}},"later":[1,2]}"#,
+        )
+        .unwrap();
+        assert_eq!((d.ticket, d.refusal, d.stored), (None, None, false));
+        assert_eq!(d.snapshot.streams.limit, 3);
+        let r: Refusal = from_str(r#"{"kind":"budget","limit":5,"retry_after_ms":9}"#).unwrap();
+        assert_eq!((r.kind, r.asked, r.left), (RefusalKind::Budget, 0, 0));
+
+        // Each case's other fields are valid: the reader stops at the first bad one.
+        let snapshot = r#""snapshot":{"requests":{"limit":1,"remaining":1,"reset_ms":0},
+            "tokens":{"limit":2,"remaining":2,"reset_ms":0},
+            "streams":{"limit":3,"remaining":3,"reset_ms":0}}"#;
+        let refused = [
+            ("not json".to_owned(), "expected"),
+            (
+                "[]".to_owned(),
+                "invalid type: an array, expected struct Decision",
+            ),
+            (r#"{"ticket":1}"#.to_owned(), "missing field `snapshot`"),
+            (r#"{"snapshot":{}}"#.to_owned(), "missing field `requests`"),
+            (
+                format!(r#"{{"ticket":"1",{snapshot}}}"#),
+                "invalid type: a string, expected an unsigned integer (field `ticket`)",
+            ),
+            (
+                format!(r#"{{"ticket":1.5,{snapshot}}}"#),
+                "invalid value: 1.5, expected an unsigned integer (field `ticket`)",
+            ),
+            (
+                format!(r#"{{"ticket":-1,{snapshot}}}"#),
+                "invalid value: -1, expected an unsigned integer",
+            ),
+            (
+                format!(
+                    r#"{{"refusal":{{"kind":"Budget","limit":1,"retry_after_ms":1}},{snapshot}}}"#
+                ),
+                "unknown variant `Budget`",
+            ),
+            (
+                format!(r#"{{"stored":1,{snapshot}}}"#),
+                "expected a boolean (field `stored`)",
+            ),
+            (
+                format!(r#"{{"stored":null,{snapshot}}}"#),
+                "invalid type: null, expected a boolean",
+            ),
+        ];
+        for (text, why) in refused {
+            let e = from_str::<Decision>(&text).unwrap_err();
+            assert!(e.contains(why), "{text}: {e}");
+        }
+        // A required list may not be missing; an optional one may.
+        let state = json!({"window_start": 0, "window_count": 0, "day": 0, "used": 0,
+            "next_ticket": 0});
+        assert_eq!(
+            UserState::from_json(&state).unwrap_err(),
+            "missing field `tickets`"
+        );
+        let e = from_str::<UserState>(
+            r#"{"window_start":0,"window_count":0,"day":0,"used":0,"next_ticket":0,
+                "tickets":[{"id":1,"tokens":1,"stream":"yes","expires":1}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("(field `stream`) (field `tickets`)"), "{e}");
+    }
+}
