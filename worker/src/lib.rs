@@ -35,6 +35,7 @@ pub mod cache;
 pub mod caller;
 pub mod config;
 pub mod error;
+pub mod json_read;
 pub mod lifecycle;
 pub mod limiter;
 pub mod log;

@@ -139,12 +139,36 @@ fn stop_reasons_map_in_complete_answers() {
 
 #[test]
 fn a_body_that_is_not_an_answer_is_502() {
-    for body in [&b"<html>bad gateway</html>"[..], b"{\"hello\":1}", b""] {
+    // Not JSON, not a message, or a message with a field of the wrong type.
+    let message = |fields: &str| format!(r#"{{"type":"message","id":"msg_1",{fields}}}"#);
+    let mistyped = [
+        message(r#""content":"hi""#),
+        message(r#""content":[{"text":"no type"}]"#),
+        message(r#""content":[{"type":"text","text":5}]"#),
+        message(r#""content":[],"usage":null"#),
+        message(r#""content":[],"usage":{"output_tokens":-1}"#),
+        message(r#""content":[],"stop_reason":1"#),
+        r#"{"type":"message","id":5}"#.to_owned(),
+        r#"{"type":7}"#.to_owned(),
+        "[]".to_owned(),
+    ];
+    let bodies = [&b"<html>bad gateway</html>"[..], b"{\"hello\":1}", b""]
+        .into_iter()
+        .chain(mistyped.iter().map(|b| b.as_bytes()));
+    for body in bodies {
         let (status, err) = from_messages_response(body, "a", 0).expect_err("not an answer");
         assert_eq!(status, 502);
         assert_eq!(err.error.code.as_deref(), Some("upstream_error"));
         assert!(!err.error.message.contains("html"));
     }
+    // Unknown fields and a null stop reason are fine.
+    let body = json!({"type": "message", "id": "msg_2", "role": "assistant", "model": "m",
+        "content": [{"type": "text", "text": "ok", "citations": null}, {"type": "thinking"}],
+        "stop_reason": null, "usage": {"input_tokens": 3, "output_tokens": 1, "server": {}}});
+    let answer = from_messages_response(body.to_string().as_bytes(), "a", 0).unwrap();
+    assert_eq!(answer.id, "msg_2");
+    assert_eq!(answer.choices[0].message.content.as_deref(), Some("ok"));
+    assert_eq!(answer.usage.as_ref().map(|u| u.total_tokens), Some(4));
     // An error body sent with 200 is still an error.
     let (status, err) =
         from_messages_response(&fixture("error_529_overloaded_error.json"), "a", 0).unwrap_err();
@@ -241,6 +265,22 @@ fn other_error_types_and_garbage_bodies_map_by_type_then_status() {
     assert!(!b.error.message.contains("html"));
     let (s, _) = map_error(429, b"");
     assert_eq!(s, 429);
+    // An error object of another shape says nothing: the status decides.
+    for body in [
+        json!({"error": {"type": 5, "message": "m"}}),
+        json!({"error": "overloaded_error"}),
+        json!({"error": null}),
+        json!(["overloaded_error"]),
+    ] {
+        let (s, b) = map_error(500, body.to_string().as_bytes());
+        assert_eq!(
+            (s, b.error.code.as_deref()),
+            (502, Some("upstream_error")),
+            "{body}"
+        );
+        let (s, _) = map_error(529, body.to_string().as_bytes());
+        assert_eq!(s, 503, "{body}");
+    }
 }
 
 #[test]

@@ -1,110 +1,20 @@
 //! Reading the limiter's JSON: the calls the Worker sends its users' Durable Objects, the
 //! decisions they answer, and the state they store. Written with serde (`Serialize`); read
-//! here, through [`serde_json::Value`].
+//! here, by field ([`crate::json_read`]).
 //!
 //! The types are flat structs of integers, read only from what this code wrote, on every
 //! admission (a call one way, a decision the other). serde's derived readers cost the wasm
-//! ~39 KB before optimisation for them (a field matcher, a map visitor and a sequence visitor
-//! per type); these are a few hundred bytes each. The rules are serde's, so what was stored by
-//! an earlier release still reads: unknown fields are ignored, a missing field is an error
-//! unless it has a default (then the default), an `Option` may be missing or `null`.
-//! Integers keep all 64 bits (ticket ids are exact).
+//! ~39 KB before optimisation for them; these are a few hundred bytes each. The rules are
+//! serde's, so what was stored by an earlier release still reads. Integers keep all 64 bits
+//! (ticket ids are exact).
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+pub use crate::json_read::from_str;
+use crate::json_read::{invalid, Fields, FromJson};
 
 use super::core::{IdRange, Lapsed, Ticket};
 use super::{Call, Decision, Level, Limits, Refusal, RefusalKind, Settlement, Snapshot, UserState};
-
-/// A value read from the limiter's JSON.
-pub trait FromJson: Sized {
-    /// `value` as this type, or why it is not one.
-    fn from_json(value: &Value) -> Result<Self, String>;
-}
-
-/// Parses `text` as a `T`.
-pub fn from_str<T: FromJson>(text: &str) -> Result<T, String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    T::from_json(&value)
-}
-
-fn invalid(value: &Value, expected: &str) -> String {
-    let what = match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    };
-    match value {
-        Value::Number(n) => format!("invalid value: {n}, expected {expected}"),
-        _ => format!("invalid type: {what}, expected {expected}"),
-    }
-}
-
-impl FromJson for u64 {
-    fn from_json(value: &Value) -> Result<u64, String> {
-        value
-            .as_u64()
-            .ok_or_else(|| invalid(value, "an unsigned integer"))
-    }
-}
-
-impl FromJson for bool {
-    fn from_json(value: &Value) -> Result<bool, String> {
-        value.as_bool().ok_or_else(|| invalid(value, "a boolean"))
-    }
-}
-
-impl<T: FromJson> FromJson for Option<T> {
-    fn from_json(value: &Value) -> Result<Option<T>, String> {
-        match value {
-            Value::Null => Ok(None),
-            v => T::from_json(v).map(Some),
-        }
-    }
-}
-
-impl<T: FromJson> FromJson for Vec<T> {
-    fn from_json(value: &Value) -> Result<Vec<T>, String> {
-        match value {
-            Value::Array(items) => items.iter().map(T::from_json).collect(),
-            v => Err(invalid(v, "an array")),
-        }
-    }
-}
-
-/// An object's fields, read by name.
-struct Fields<'a>(&'a Map<String, Value>);
-
-impl<'a> Fields<'a> {
-    fn of(value: &'a Value, what: &str) -> Result<Fields<'a>, String> {
-        match value {
-            Value::Object(map) => Ok(Fields(map)),
-            v => Err(invalid(v, what)),
-        }
-    }
-
-    fn read<T: FromJson>(&self, name: &str, value: &Value) -> Result<T, String> {
-        T::from_json(value).map_err(|e| format!("{e} (field `{name}`)"))
-    }
-
-    /// A field that must be there.
-    fn required<T: FromJson>(&self, name: &str) -> Result<T, String> {
-        match self.0.get(name) {
-            Some(value) => self.read(name, value),
-            None => Err(format!("missing field `{name}`")),
-        }
-    }
-
-    /// A field that may be missing (then its default), or an `Option` field (missing: `None`).
-    fn or_default<T: FromJson + Default>(&self, name: &str) -> Result<T, String> {
-        match self.0.get(name) {
-            Some(value) => self.read(name, value),
-            None => Ok(T::default()),
-        }
-    }
-}
 
 impl FromJson for Limits {
     fn from_json(value: &Value) -> Result<Limits, String> {
@@ -244,7 +154,7 @@ impl FromJson for Call {
     /// admission, `settle` (settlements) required by a settle call and optional otherwise.
     fn from_json(value: &Value) -> Result<Call, String> {
         let f = Fields::of(value, "a limiter call")?;
-        let op = match f.0.get("op") {
+        let op = match f.get("op") {
             Some(Value::String(op)) => op.as_str(),
             Some(other) => return Err(invalid(other, "a string (field `op`)")),
             None => return Err("missing field `op`".to_owned()),

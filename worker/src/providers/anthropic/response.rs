@@ -7,6 +7,7 @@ use storycad_protocol::{
 };
 
 use super::map_stop_reason;
+use crate::json_read::{invalid, Fields, FromJson};
 
 /// The `code` of an overloaded upstream (retryable, like a 503).
 pub(crate) const OVERLOADED_CODE: &str = "overloaded";
@@ -47,35 +48,6 @@ pub(crate) fn openai_usage(input: u64, cache_creation: u64, cache_read: u64, out
     usage
 }
 
-#[derive(Deserialize)]
-struct MessageBody {
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-    #[serde(default)]
-    id: String,
-    #[serde(default)]
-    content: Vec<ResponseBlock>,
-    #[serde(default)]
-    stop_reason: Option<String>,
-    #[serde(default)]
-    usage: AnthropicUsage,
-}
-
-/// A content block, flat: only the fields we use, whatever its type.
-#[derive(Deserialize)]
-struct ResponseBlock {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    input: Option<Value>,
-}
-
 /// Translate a complete Anthropic answer (HTTP 200 body) into an OpenAI chat completion.
 ///
 /// - `id`: Anthropic's message id as sent (`msg_...`), so it matches Anthropic's logs.
@@ -100,37 +72,25 @@ pub fn from_messages_response(
     alias: &str,
     created: u64,
 ) -> Result<ChatResponse, (u16, ErrorBody)> {
-    // Read as text, as every JSON in the Worker is: one copy of the parser's code per type.
-    let parsed: MessageBody = std::str::from_utf8(body)
+    let parsed: Value = std::str::from_utf8(body)
         .ok()
         .and_then(|text| serde_json::from_str(text).ok())
         .ok_or_else(garbage)?;
-    if parsed.kind.as_deref() == Some("error") {
+    let answer = read_answer(&parsed).map_err(|_| garbage())?;
+    if answer.kind == Some("error") {
         return Err(map_error(502, body));
     }
-    if parsed.kind.as_deref() != Some("message") {
+    if answer.kind != Some("message") {
         return Err(garbage());
     }
-
-    let mut text = String::new();
-    let mut tool_calls = Vec::new();
-    for block in parsed.content {
-        match block.kind.as_str() {
-            "text" => text.push_str(block.text.as_deref().unwrap_or("")),
-            "tool_use" => tool_calls.push(ToolCall::function(
-                block.id.unwrap_or_default(),
-                FunctionCall::new(
-                    block.name.unwrap_or_default(),
-                    block
-                        .input
-                        .map_or_else(|| "{}".to_owned(), |input| input.to_string()),
-                ),
-            )),
-            _ => {}
-        }
-    }
-
-    let u = &parsed.usage;
+    let Answer {
+        id,
+        text,
+        tool_calls,
+        stop_reason,
+        usage: u,
+        ..
+    } = answer;
     let usage = openai_usage(
         u.input_tokens.unwrap_or(0),
         u.cache_creation_input_tokens.unwrap_or(0),
@@ -146,17 +106,83 @@ pub fn from_messages_response(
     let mut message = ResponseMessage::assistant(content);
     message.tool_calls = (!tool_calls.is_empty()).then_some(tool_calls);
     let mut choice = Choice::new(0, message);
-    choice.finish_reason = Some(map_stop_reason(
-        parsed.stop_reason.as_deref().unwrap_or("end_turn"),
-    ));
+    choice.finish_reason = Some(map_stop_reason(stop_reason.unwrap_or("end_turn")));
     let mut response = ChatResponse::default();
-    response.id = parsed.id;
+    response.id = id.to_owned();
     response.object = "chat.completion".to_owned();
     response.created = created;
     response.model = alias.to_owned();
     response.choices = vec![choice];
     response.usage = Some(usage);
     Ok(response)
+}
+
+/// What a Messages answer says, read from its JSON by field (the rules of serde's derive:
+/// unknown fields ignored, a field of the wrong type makes the whole answer unreadable).
+struct Answer<'a> {
+    kind: Option<&'a str>,
+    id: &'a str,
+    /// The text blocks, concatenated (Anthropic splits one answer into several blocks, e.g.
+    /// around citations).
+    text: String,
+    tool_calls: Vec<ToolCall>,
+    stop_reason: Option<&'a str>,
+    usage: AnthropicUsage,
+}
+
+fn read_answer(value: &Value) -> Result<Answer<'_>, String> {
+    let f = Fields::of(value, "a Messages answer")?;
+    let blocks: &[Value] = match f.get("content") {
+        None | Some(Value::Null) => &[],
+        Some(Value::Array(blocks)) => blocks,
+        Some(v) => return Err(invalid(v, "an array (field `content`)")),
+    };
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    for block in blocks {
+        // A content block, flat: only the fields we use, whatever its type.
+        let b = Fields::of(block, "a content block")?;
+        let (kind, block_text, id, name) = (
+            b.str("type")?,
+            b.str_or_none("text")?,
+            b.str_or_none("id")?,
+            b.str_or_none("name")?,
+        );
+        match kind {
+            "text" => text.push_str(block_text.unwrap_or("")),
+            "tool_use" => tool_calls.push(ToolCall::function(
+                id.unwrap_or_default().to_owned(),
+                FunctionCall::new(
+                    name.unwrap_or_default().to_owned(),
+                    match b.get("input") {
+                        None | Some(Value::Null) => "{}".to_owned(),
+                        Some(input) => input.to_string(),
+                    },
+                ),
+            )),
+            _ => {}
+        }
+    }
+    Ok(Answer {
+        kind: f.str_or_none("type")?,
+        id: f.str_or_none("id")?.unwrap_or_default(),
+        text,
+        tool_calls,
+        stop_reason: f.str_or_none("stop_reason")?,
+        usage: f.or_default("usage")?,
+    })
+}
+
+impl FromJson for AnthropicUsage {
+    fn from_json(value: &Value) -> Result<AnthropicUsage, String> {
+        let f = Fields::of(value, "Anthropic's usage")?;
+        Ok(AnthropicUsage {
+            input_tokens: f.or_default("input_tokens")?,
+            output_tokens: f.or_default("output_tokens")?,
+            cache_creation_input_tokens: f.or_default("cache_creation_input_tokens")?,
+            cache_read_input_tokens: f.or_default("cache_read_input_tokens")?,
+        })
+    }
 }
 
 fn garbage() -> (u16, ErrorBody) {
@@ -171,17 +197,24 @@ fn garbage() -> (u16, ErrorBody) {
 }
 
 #[derive(Deserialize)]
-struct ErrorEnvelope {
-    #[serde(default)]
-    error: Option<ErrorInfo>,
-}
-
-#[derive(Deserialize)]
 pub(crate) struct ErrorInfo {
     #[serde(rename = "type", default)]
     pub kind: Option<String>,
     #[serde(default)]
     pub message: Option<String>,
+}
+
+/// An error answer's `{"error": {"type", "message"}}`; anything else (a field of another type
+/// included) says nothing, and the status decides.
+fn read_error(value: &Value) -> Result<(Option<&str>, Option<&str>), String> {
+    let envelope = Fields::of(value, "an error answer")?;
+    match envelope.get("error") {
+        None | Some(Value::Null) => Ok((None, None)),
+        Some(error) => {
+            let error = Fields::of(error, "an error")?;
+            Ok((error.str_or_none("type")?, error.str_or_none("message")?))
+        }
+    }
 }
 
 /// Translate an Anthropic error answer (`status`, body) into the status and OpenAI error body the
@@ -202,14 +235,13 @@ pub(crate) struct ErrorInfo {
 /// (400 -> 400, 413 -> 413, 429 -> 429, 503/529 -> 503 overloaded, 504 -> 504, else 502) and the
 /// body is never echoed.
 pub fn map_error(status: u16, body: &[u8]) -> (u16, ErrorBody) {
-    let info = std::str::from_utf8(body)
+    let parsed: Option<Value> = std::str::from_utf8(body)
         .ok()
-        .and_then(|text| serde_json::from_str::<ErrorEnvelope>(text).ok())
-        .and_then(|e| e.error);
-    let (kind, message) = match &info {
-        Some(info) => (info.kind.as_deref(), info.message.as_deref()),
-        None => (None, None),
-    };
+        .and_then(|text| serde_json::from_str(text).ok());
+    let (kind, message) = parsed
+        .as_ref()
+        .and_then(|value| read_error(value).ok())
+        .unwrap_or((None, None));
     map_error_kind(status, kind, message)
 }
 
