@@ -492,6 +492,66 @@ fn invalid_json_ends_the_stream_with_upstream_error() {
 }
 
 #[test]
+fn an_event_without_what_it_must_carry_ends_the_stream_as_invalid() {
+    let broken = [
+        (None, ev("message_start", json!({"type": "message_start"}))),
+        (
+            Some(start("msg_k")),
+            ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0}),
+            ),
+        ),
+        (
+            Some(start("msg_k")),
+            ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0}),
+            ),
+        ),
+        (
+            Some(start("msg_k")),
+            ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"text": "hi"}}),
+            ),
+        ),
+        (
+            Some(start("msg_k")),
+            ev(
+                "message_delta",
+                json!({"type": "message_delta", "usage": {"output_tokens": 1}}),
+            ),
+        ),
+        (
+            Some(start("msg_k")),
+            ev(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": 7}}),
+            ),
+        ),
+    ];
+    for (first, event) in broken {
+        let what = event.1.clone();
+        let events: Vec<_> = first
+            .into_iter()
+            .chain([event, ev("message_stop", json!({"type": "message_stop"}))])
+            .collect();
+        let mut tr = StreamTranslator::new(ALIAS, CREATED, true);
+        let f = fold(&run(&mut tr, &events));
+        assert_eq!(f.done, 0, "{what}");
+        assert!(f.error_last, "{what}");
+        let error = f.error.unwrap().error;
+        assert_eq!(error.code.as_deref(), Some("upstream_error"), "{what}");
+        assert!(
+            error.message.contains("not valid JSON"),
+            "{what}: {}",
+            error.message
+        );
+    }
+}
+
+#[test]
 fn content_before_message_start_is_upstream_error() {
     let events = vec![ev(
         "content_block_delta",

@@ -244,16 +244,28 @@ impl StreamTranslator {
         self.started
     }
 
+    /// `field` of an event, which the event must have: `None` when it does not, and the stream
+    /// has failed instead (as for an event that is not JSON).
+    fn need<T>(&mut self, field: Option<T>, out: &mut Vec<u8>) -> Option<T> {
+        if field.is_none() {
+            self.fail_invalid_json(out);
+        }
+        field
+    }
+
     fn on_message_start(&mut self, data: &str, out: &mut Vec<u8>) {
-        let Some(ev) = self.parse::<MessageStart<'_>>(data, out) else {
+        let Some(ev) = self.parse::<Event<'_>>(data, out) else {
+            return;
+        };
+        let Some(message) = self.need(ev.message, out) else {
             return;
         };
         if self.started {
             return;
         }
         self.started = true;
-        self.id = ev.message.id.into_owned();
-        self.take_usage(&ev.message.usage);
+        self.id = message.id.into_owned();
+        self.take_usage(&message.usage);
         self.emit(
             out,
             DeltaOut {
@@ -266,17 +278,19 @@ impl StreamTranslator {
     }
 
     fn on_block_start(&mut self, data: &str, out: &mut Vec<u8>) {
-        let Some(ev) = self.parse_started::<BlockStart<'_>>("content_block_start", data, out)
-        else {
+        let Some(ev) = self.parse::<Event<'_>>(data, out) else {
             return;
         };
-        if ev.content_block.kind != "tool_use" {
+        let Some(block) = self.need(ev.content_block, out) else {
+            return;
+        };
+        if !self.require_started("content_block_start", out) || block.kind != "tool_use" {
             return;
         }
         let index = u32::try_from(self.tool_blocks.len()).unwrap_or(u32::MAX);
         self.tool_blocks.push((ev.index, index));
-        let id = ev.content_block.id.as_deref().unwrap_or("");
-        let name = ev.content_block.name.as_deref().unwrap_or("");
+        let id = block.id.as_deref().unwrap_or("");
+        let name = block.name.as_deref().unwrap_or("");
         self.output_bytes += (id.len() + name.len()) as u64;
         self.emit(
             out,
@@ -298,24 +312,33 @@ impl StreamTranslator {
     }
 
     fn on_block_delta(&mut self, data: &str, out: &mut Vec<u8>) {
-        let Some(ev) = self.parse_started::<BlockDelta<'_>>("content_block_delta", data, out)
-        else {
+        let Some(ev) = self.parse::<Event<'_>>(data, out) else {
             return;
         };
-        match ev.delta.kind.as_ref() {
-            "text_delta" if !ev.delta.text.is_empty() => {
-                self.output_bytes += ev.delta.text.len() as u64;
+        let Some(delta) = self.need(ev.delta, out) else {
+            return;
+        };
+        // A content delta names its type.
+        let Some(kind) = self.need(delta.kind.as_deref(), out) else {
+            return;
+        };
+        if !self.require_started("content_block_delta", out) {
+            return;
+        }
+        match kind {
+            "text_delta" if !delta.text.is_empty() => {
+                self.output_bytes += delta.text.len() as u64;
                 self.emit(
                     out,
                     DeltaOut {
                         role: None,
-                        content: Some(&ev.delta.text),
+                        content: Some(&delta.text),
                         tool_calls: None,
                     },
                     None,
                 );
             }
-            "input_json_delta" if !ev.delta.partial_json.is_empty() => {
+            "input_json_delta" if !delta.partial_json.is_empty() => {
                 let Some(&(_, index)) = self
                     .tool_blocks
                     .iter()
@@ -324,7 +347,7 @@ impl StreamTranslator {
                 else {
                     return;
                 };
-                self.output_bytes += ev.delta.partial_json.len() as u64;
+                self.output_bytes += delta.partial_json.len() as u64;
                 self.emit(
                     out,
                     DeltaOut {
@@ -336,7 +359,7 @@ impl StreamTranslator {
                             kind: None,
                             function: FunctionDeltaOut {
                                 name: None,
-                                arguments: &ev.delta.partial_json,
+                                arguments: &delta.partial_json,
                             },
                         }]),
                     },
@@ -354,9 +377,15 @@ impl StreamTranslator {
     }
 
     fn on_message_delta(&mut self, data: &str, out: &mut Vec<u8>) {
-        let Some(ev) = self.parse_started::<MessageDelta<'_>>("message_delta", data, out) else {
+        let Some(ev) = self.parse::<Event<'_>>(data, out) else {
             return;
         };
+        let Some(delta) = self.need(ev.delta, out) else {
+            return;
+        };
+        if !self.require_started("message_delta", out) {
+            return;
+        }
         if let Some(usage) = &ev.usage {
             self.take_usage(usage);
             if usage.output_tokens.is_some() {
@@ -364,7 +393,7 @@ impl StreamTranslator {
             }
         }
         if !self.finish_sent {
-            let reason = ev.delta.stop_reason.as_deref().unwrap_or("end_turn");
+            let reason = delta.stop_reason.as_deref().unwrap_or("end_turn");
             self.emit_finish(out, reason);
         }
     }
@@ -401,7 +430,7 @@ impl StreamTranslator {
     }
 
     fn on_error(&mut self, data: &str, out: &mut Vec<u8>) {
-        let Some(ev) = self.parse::<ErrorEvent>(data, out) else {
+        let Some(ev) = self.parse::<Event<'_>>(data, out) else {
             return;
         };
         let (kind, message) = match &ev.error {
@@ -502,10 +531,30 @@ struct TypeOnly<'a> {
     kind: Cow<'a, str>,
 }
 
+/// Every event's fields, flat: each handler takes those of its event, and requires the ones
+/// it must have ([`StreamTranslator::need`]). One serde reader for every event type: the wasm
+/// has a copy of serde_json's struct reader per type (~2 KB each), and an event is read once.
 #[derive(Deserialize)]
-struct MessageStart<'a> {
-    #[serde(borrow)]
-    message: StartMessage<'a>,
+struct Event<'a> {
+    /// `content_block_*`: the block's index.
+    #[serde(default)]
+    index: u64,
+    /// `message_start`.
+    #[serde(borrow, default)]
+    message: Option<StartMessage<'a>>,
+    /// `content_block_start`.
+    #[serde(borrow, default)]
+    content_block: Option<BlockStartBody<'a>>,
+    /// `content_block_delta` (`type`, `text`, `partial_json`) and `message_delta`
+    /// (`stop_reason`).
+    #[serde(borrow, default)]
+    delta: Option<DeltaBody<'a>>,
+    /// `message_delta`.
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+    /// `error`.
+    #[serde(default)]
+    error: Option<ErrorInfo>,
 }
 
 #[derive(Deserialize)]
@@ -514,14 +563,6 @@ struct StartMessage<'a> {
     id: Cow<'a, str>,
     #[serde(default)]
     usage: AnthropicUsage,
-}
-
-#[derive(Deserialize)]
-struct BlockStart<'a> {
-    #[serde(default)]
-    index: u64,
-    #[serde(borrow)]
-    content_block: BlockStartBody<'a>,
 }
 
 #[derive(Deserialize)]
@@ -535,41 +576,15 @@ struct BlockStartBody<'a> {
 }
 
 #[derive(Deserialize)]
-struct BlockDelta<'a> {
-    #[serde(default)]
-    index: u64,
-    #[serde(borrow)]
-    delta: DeltaBody<'a>,
-}
-
-#[derive(Deserialize)]
 struct DeltaBody<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     text: Cow<'a, str>,
     #[serde(borrow, default)]
     partial_json: Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-struct MessageDelta<'a> {
-    #[serde(borrow)]
-    delta: MessageDeltaBody<'a>,
-    #[serde(default)]
-    usage: Option<AnthropicUsage>,
-}
-
-#[derive(Deserialize)]
-struct MessageDeltaBody<'a> {
     #[serde(borrow, default)]
     stop_reason: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct ErrorEvent {
-    #[serde(default)]
-    error: Option<ErrorInfo>,
 }
 
 // ---- OpenAI chunks, serialized straight into `out` ----
