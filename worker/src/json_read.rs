@@ -18,8 +18,18 @@ pub trait FromJson: Sized {
 
 /// Parses `text` as a `T`.
 pub fn from_str<T: FromJson>(text: &str) -> Result<T, String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    T::from_json(&value)
+    T::from_json(&parse(text)?)
+}
+
+// The generic functions here are one copy per type read: what does not depend on the type is
+// kept out of them, in functions of one copy.
+
+fn parse(text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
+fn in_field(e: String, name: &str) -> String {
+    format!("{e} (field `{name}`)")
 }
 
 /// Why `value` is not `expected`, in serde's words.
@@ -46,6 +56,21 @@ impl FromJson for u64 {
     }
 }
 
+impl FromJson for u32 {
+    fn from_json(value: &Value) -> Result<u32, String> {
+        value
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| invalid(value, "an unsigned 32-bit integer"))
+    }
+}
+
+impl FromJson for f64 {
+    fn from_json(value: &Value) -> Result<f64, String> {
+        value.as_f64().ok_or_else(|| invalid(value, "a number"))
+    }
+}
+
 impl FromJson for bool {
     fn from_json(value: &Value) -> Result<bool, String> {
         value.as_bool().ok_or_else(|| invalid(value, "a boolean"))
@@ -64,7 +89,13 @@ impl<T: FromJson> FromJson for Option<T> {
 impl<T: FromJson> FromJson for Vec<T> {
     fn from_json(value: &Value) -> Result<Vec<T>, String> {
         match value {
-            Value::Array(items) => items.iter().map(T::from_json).collect(),
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    out.push(T::from_json(item)?);
+                }
+                Ok(out)
+            }
             v => Err(invalid(v, "an array")),
         }
     }
@@ -86,8 +117,9 @@ impl<'a> Fields<'a> {
         self.0.get(name)
     }
 
-    fn read<T: FromJson>(&self, name: &str, value: &Value) -> Result<T, String> {
-        T::from_json(value).map_err(|e| format!("{e} (field `{name}`)"))
+    /// The names of the fields, as sent.
+    pub fn names(&self) -> impl Iterator<Item = &'a str> {
+        self.0.keys().map(String::as_str)
     }
 
     /// A string field that may be missing or `null` (`None`), borrowed.
@@ -95,7 +127,7 @@ impl<'a> Fields<'a> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(v) => Err(format!("{} (field `{name}`)", invalid(v, "a string"))),
+            Some(v) => Err(in_field(invalid(v, "a string"), name)),
         }
     }
 
@@ -103,7 +135,7 @@ impl<'a> Fields<'a> {
     pub fn str(&self, name: &str) -> Result<&'a str, String> {
         match self.0.get(name) {
             Some(Value::String(s)) => Ok(s),
-            Some(v) => Err(format!("{} (field `{name}`)", invalid(v, "a string"))),
+            Some(v) => Err(in_field(invalid(v, "a string"), name)),
             None => Err(format!("missing field `{name}`")),
         }
     }
@@ -111,7 +143,7 @@ impl<'a> Fields<'a> {
     /// A field that must be there.
     pub fn required<T: FromJson>(&self, name: &str) -> Result<T, String> {
         match self.0.get(name) {
-            Some(value) => self.read(name, value),
+            Some(value) => T::from_json(value).map_err(|e| in_field(e, name)),
             None => Err(format!("missing field `{name}`")),
         }
     }
@@ -119,7 +151,7 @@ impl<'a> Fields<'a> {
     /// A field that may be missing (then its default), or an `Option` field (missing: `None`).
     pub fn or_default<T: FromJson + Default>(&self, name: &str) -> Result<T, String> {
         match self.0.get(name) {
-            Some(value) => self.read(name, value),
+            Some(value) => T::from_json(value).map_err(|e| in_field(e, name)),
             None => Ok(T::default()),
         }
     }

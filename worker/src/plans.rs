@@ -26,12 +26,12 @@
 //! `LIMITS_ENABLED=false` turns the per-user limiter (requests, tokens, streams) off; models and
 //! the output cap still apply.
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use storycad_protocol::{codes, ErrorBody};
 
 use crate::config::{json_problem, Config, ConfigError, RouteTarget};
 use crate::error::{shorten, AppError};
+use crate::json_read::{Fields, FromJson};
 use crate::limiter::Limits;
 use crate::named::Named;
 
@@ -78,26 +78,53 @@ pub struct Plan {
 /// provider (`store`).
 pub const GATED_FIELDS: [&str; 3] = ["service_tier", "store", "web_search_options"];
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A `PLANS` entry as written.
 struct PlanSpec {
     models: Vec<String>,
     requests_per_minute: u64,
     tokens_per_day: u64,
     max_output_tokens: u32,
     concurrent_streams: u64,
-    #[serde(default = "one")]
     max_choices: u64,
-    #[serde(default)]
     allow: Vec<String>,
-    #[serde(default)]
     cached_input_weight: Option<f64>,
-    #[serde(default)]
     cache_write_weight: Option<f64>,
 }
 
-fn one() -> u64 {
-    1
+impl FromJson for PlanSpec {
+    /// The fields above and no other; `max_choices` defaults to 1, `allow` to none, the
+    /// weights to the provider's.
+    fn from_json(value: &Value) -> Result<PlanSpec, String> {
+        const FIELDS: [&str; 9] = [
+            "models",
+            "requests_per_minute",
+            "tokens_per_day",
+            "max_output_tokens",
+            "concurrent_streams",
+            "max_choices",
+            "allow",
+            "cached_input_weight",
+            "cache_write_weight",
+        ];
+        let f = Fields::of(value, "a plan")?;
+        if let Some(unknown) = f.names().find(|name| !FIELDS.contains(name)) {
+            return Err(format!("unknown field `{unknown}`"));
+        }
+        Ok(PlanSpec {
+            models: f.required("models")?,
+            requests_per_minute: f.required("requests_per_minute")?,
+            tokens_per_day: f.required("tokens_per_day")?,
+            max_output_tokens: f.required("max_output_tokens")?,
+            concurrent_streams: f.required("concurrent_streams")?,
+            max_choices: match f.get("max_choices") {
+                Some(_) => f.required("max_choices")?,
+                None => 1,
+            },
+            allow: f.or_default("allow")?,
+            cached_input_weight: f.or_default("cached_input_weight")?,
+            cache_write_weight: f.or_default("cache_write_weight")?,
+        })
+    }
 }
 
 /// Every plan, the default, and whether the limiter runs.
@@ -210,7 +237,7 @@ impl Plans {
                     format!("plan {:?} must be a JSON object", shorten(&name, 64)),
                 ));
             }
-            let spec: PlanSpec = serde_json::from_value(value).map_err(|e| {
+            let spec = PlanSpec::from_json(&value).map_err(|e| {
                 config_error(
                     VAR,
                     format!(
@@ -218,7 +245,7 @@ impl Plans {
                          max_output_tokens, concurrent_streams, and may have max_choices, \
                          allow, cached_input_weight and cache_write_weight, nothing else ({})",
                         shorten(&name, 64),
-                        shorten(&e.to_string(), 120)
+                        shorten(&e, 120)
                     ),
                 )
             })?;
@@ -522,6 +549,33 @@ mod tests {
         .unwrap();
         assert_eq!(p.for_claim(None).unwrap().name, "pro");
         assert!(!p.limits_enabled);
+        // The optional fields: integer weights are numbers too; a null weight is the default.
+        let p = plans_with(
+            &format!(
+                r#"{{"free":{}}}"#,
+                plan(r#"["fast"]"#).replace(
+                    "}",
+                    r#","max_choices":3,"allow":["store"],"cached_input_weight":1,"cache_write_weight":null}"#
+                )
+            ),
+            &[],
+        )
+        .unwrap();
+        let free = p.for_claim(None).unwrap();
+        assert_eq!(free.max_choices, 3);
+        assert_eq!(free.allow, ["store"]);
+        assert_eq!(
+            (free.cached_input_weight, free.cache_write_weight),
+            (Some(1.0), None)
+        );
+        assert_eq!(
+            plans_with(&format!(r#"{{"free":{}}}"#, plan("[]")), &[])
+                .unwrap()
+                .for_claim(None)
+                .unwrap()
+                .max_choices,
+            1
+        );
         // One plan, whatever its name, is the default.
         let p = plans_with(&format!(r#"{{"gold":{}}}"#, plan("[]")), &[]).unwrap();
         assert_eq!(p.default_plan(), "gold");
@@ -557,7 +611,40 @@ mod tests {
                 ),
                 vec![],
                 "PLANS",
-                "needs models",
+                "unknown field `concurent_streams`",
+            ),
+            (
+                format!(
+                    r#"{{"free":{}}}"#,
+                    plan("[]").replace(":100,", ":4294967296,")
+                ),
+                vec![],
+                "PLANS",
+                "(field `max_output_tokens`)",
+            ),
+            (
+                format!(
+                    r#"{{"free":{}}}"#,
+                    plan("[]").replace("}", r#","max_choices":null}"#)
+                ),
+                vec![],
+                "PLANS",
+                "(field `max_choices`)",
+            ),
+            (
+                format!(
+                    r#"{{"free":{}}}"#,
+                    plan("[]").replace("}", r#","allow":"store"}"#)
+                ),
+                vec![],
+                "PLANS",
+                "(field `allow`)",
+            ),
+            (
+                format!(r#"{{"free":{}}}"#, plan("[1]")),
+                vec![],
+                "PLANS",
+                "(field `models`)",
             ),
             (
                 format!(r#"{{"free":{}}}"#, plan(r#"["nope"]"#)),
