@@ -530,6 +530,17 @@ fn an_event_without_what_it_must_carry_ends_the_stream_as_invalid() {
                 json!({"type": "message_delta", "delta": {"stop_reason": 7}}),
             ),
         ),
+        (
+            Some(start("msg_k")),
+            ev("error", json!({"type": "error", "error": {"type": 5}})),
+        ),
+        (
+            Some(start("msg_k")),
+            ev(
+                "error",
+                json!({"type": "error", "error": "overloaded_error"}),
+            ),
+        ),
     ];
     for (first, event) in broken {
         let what = event.1.clone();

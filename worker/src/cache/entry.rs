@@ -24,6 +24,8 @@ const REPLAY_PIECES: usize = 4;
 /// A stored entry.
 #[derive(Debug, Deserialize)]
 pub struct Cached {
+    /// The entry's format: 1 (another is a miss).
+    v: u32,
     /// The route that produced the answer (`x-storycad-route` of a hit).
     pub route: String,
     /// The complete OpenAI answer, as sent the first time.
@@ -35,11 +37,6 @@ struct EntryOut<'a> {
     v: u32,
     route: &'a str,
     answer: &'a RawValue,
-}
-
-#[derive(Deserialize)]
-struct Version {
-    v: u32,
 }
 
 /// The entry to store for `answer` (a complete OpenAI answer, JSON) produced by `route`;
@@ -61,10 +58,12 @@ pub fn entry(route: &str, answer: &[u8]) -> Option<String> {
 
 /// Reads a stored entry; `None` for anything unreadable (treated as a miss).
 pub fn parse_entry(text: &str) -> Option<Cached> {
-    if serde_json::from_str::<Version>(text).ok()?.v != 1 {
+    // One read for the version and the rest: an entry of another version is a miss, whatever
+    // its shape.
+    let cached: Cached = serde_json::from_str(text).ok()?;
+    if cached.v != 1 {
         return None;
     }
-    let cached: Cached = serde_json::from_str(text).ok()?;
     // Replays need it to be an answer.
     serde_json::from_str::<ChatResponse>(cached.answer.get()).ok()?;
     Some(cached)
@@ -207,6 +206,8 @@ mod tests {
             "",
             "{}",
             r#"{"v":2,"route":"r","answer":{}}"#,
+            r#"{"v":2,"key":"k"}"#,
+            r#"{"route":"r","answer":{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[]}}"#,
             r#"{"v":1,"route":"r","answer":[1]}"#,
             r#"{"v":1,"route":"r"}"#,
         ] {

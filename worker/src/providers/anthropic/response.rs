@@ -196,25 +196,21 @@ fn garbage() -> (u16, ErrorBody) {
     )
 }
 
-#[derive(Deserialize)]
-pub(crate) struct ErrorInfo {
-    #[serde(rename = "type", default)]
-    pub kind: Option<String>,
-    #[serde(default)]
-    pub message: Option<String>,
-}
-
 /// An error answer's `{"error": {"type", "message"}}`; anything else (a field of another type
 /// included) says nothing, and the status decides.
 fn read_error(value: &Value) -> Result<(Option<&str>, Option<&str>), String> {
     let envelope = Fields::of(value, "an error answer")?;
     match envelope.get("error") {
         None | Some(Value::Null) => Ok((None, None)),
-        Some(error) => {
-            let error = Fields::of(error, "an error")?;
-            Ok((error.str_or_none("type")?, error.str_or_none("message")?))
-        }
+        Some(error) => error_info(error),
     }
+}
+
+/// An error object's `type` and `message` (each may be missing or null; another type makes
+/// it unreadable).
+pub(crate) fn error_info(error: &Value) -> Result<(Option<&str>, Option<&str>), String> {
+    let error = Fields::of(error, "an error")?;
+    Ok((error.str_or_none("type")?, error.str_or_none("message")?))
 }
 
 /// Translate an Anthropic error answer (`status`, body) into the status and OpenAI error body the

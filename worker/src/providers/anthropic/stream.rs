@@ -26,11 +26,13 @@
 use std::borrow::Cow;
 
 use serde::{de::IgnoredAny, Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
 use storycad_protocol::{codes, ErrorBody, Usage};
 
 use super::{
     map_stop_reason,
-    response::{map_error_kind, openai_usage, AnthropicUsage, ErrorInfo},
+    response::{error_info, map_error_kind, openai_usage, AnthropicUsage},
 };
 
 const CHUNK_OBJECT: &str = "chat.completion.chunk";
@@ -102,12 +104,17 @@ impl StreamTranslator {
                 if data.trim().is_empty() {
                     return;
                 }
-                match serde_json::from_str::<TypeOnly<'_>>(data) {
-                    Ok(t) => {
-                        peeked = t.kind;
-                        peeked.as_ref()
+                // Its `type` names it (rare: Anthropic names its events). Read as a Value: the
+                // Worker has that reader anyway, where a struct would be one more.
+                match serde_json::from_str::<Value>(data) {
+                    Ok(Value::Object(mut fields)) => {
+                        peeked = match fields.remove("type") {
+                            Some(Value::String(kind)) => kind,
+                            _ => return self.fail_invalid_json(out),
+                        };
+                        peeked.as_str()
                     }
-                    Err(_) => return self.fail_invalid_json(out),
+                    _ => return self.fail_invalid_json(out),
                 }
             }
         };
@@ -433,9 +440,16 @@ impl StreamTranslator {
         let Some(ev) = self.parse::<Event<'_>>(data, out) else {
             return;
         };
-        let (kind, message) = match &ev.error {
-            Some(info) => (info.kind.as_deref(), info.message.as_deref()),
+        // `{"type", "message"}`, read as a Value (a once-a-stream event: no reader of its own).
+        let error: Option<Value> = match ev.error.map(|raw| serde_json::from_str(raw.get())) {
+            None => None,
+            Some(Ok(error)) => Some(error),
+            Some(Err(_)) => return self.fail_invalid_json(out),
+        };
+        let (kind, message) = match error.as_ref().map(error_info) {
             None => (None, None),
+            Some(Ok(info)) => info,
+            Some(Err(_)) => return self.fail_invalid_json(out),
         };
         // No HTTP status mid-stream: 502 makes an unknown type an upstream_error.
         let (_, body) = map_error_kind(502, kind.or(Some("api_error")), message);
@@ -525,12 +539,6 @@ fn write_data<T: Serialize>(out: &mut Vec<u8>, value: &T) -> bool {
 
 // ---- Anthropic events (only the fields we read; padding and unknown fields are fine) ----
 
-#[derive(Deserialize)]
-struct TypeOnly<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-}
-
 /// Every event's fields, flat: each handler takes those of its event, and requires the ones
 /// it must have ([`StreamTranslator::need`]). One serde reader for every event type: the wasm
 /// has a copy of serde_json's struct reader per type (~2 KB each), and an event is read once.
@@ -553,8 +561,8 @@ struct Event<'a> {
     #[serde(default)]
     usage: Option<AnthropicUsage>,
     /// `error`.
-    #[serde(default)]
-    error: Option<ErrorInfo>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
