@@ -535,6 +535,29 @@ fn an_event_without_what_it_must_carry_ends_the_stream_as_invalid() {
             ev("error", json!({"type": "error", "error": {"type": 5}})),
         ),
         (
+            None,
+            ev(
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "msg_k", "usage": null}}),
+            ),
+        ),
+        (
+            None,
+            ev(
+                "message_start",
+                json!({"type": "message_start",
+                    "message": {"id": "msg_k", "usage": {"input_tokens": -1}}}),
+            ),
+        ),
+        (
+            Some(start("msg_k")),
+            ev(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                    "usage": {"output_tokens": "5"}}),
+            ),
+        ),
+        (
             Some(start("msg_k")),
             ev(
                 "error",
@@ -560,6 +583,29 @@ fn an_event_without_what_it_must_carry_ends_the_stream_as_invalid() {
             error.message
         );
     }
+}
+
+#[test]
+fn usage_may_be_missing_or_null_where_anthropic_may_leave_it_out() {
+    // No usage in message_start (nothing to count from it), a null one in message_delta.
+    let events = vec![
+        ev(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_u"}}),
+        ),
+        ev(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": null}),
+        ),
+        ev("message_stop", json!({"type": "message_stop"})),
+    ];
+    let mut tr = StreamTranslator::new(ALIAS, CREATED, true);
+    let f = fold(&run(&mut tr, &events));
+    assert_eq!(f.done, 1);
+    assert!(f.error.is_none());
+    let usage = tr.usage().unwrap();
+    assert_eq!((usage.prompt_tokens, usage.completion_tokens), (0, 0));
+    assert!(!tr.usage_is_final());
 }
 
 #[test]

@@ -1,6 +1,5 @@
 //! Anthropic complete answers and error answers -> OpenAI shapes.
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use storycad_protocol::{
     codes, ChatResponse, Choice, ErrorBody, FunctionCall, ResponseMessage, ToolCall, Usage,
@@ -14,16 +13,13 @@ pub(crate) const OVERLOADED_CODE: &str = "overloaded";
 /// OpenAI's code for a prompt longer than the model's context.
 const CONTEXT_LENGTH_EXCEEDED: &str = "context_length_exceeded";
 
-/// Anthropic's `usage` object (in answers, `message_start` and `message_delta`).
-#[derive(Debug, Default, Deserialize)]
+/// Anthropic's `usage` object (in answers, `message_start` and `message_delta`), read by field
+/// ([`FromJson`]): each count may be missing or `null`.
+#[derive(Debug, Default)]
 pub(crate) struct AnthropicUsage {
-    #[serde(default)]
     pub input_tokens: Option<u64>,
-    #[serde(default)]
     pub output_tokens: Option<u64>,
-    #[serde(default)]
     pub cache_creation_input_tokens: Option<u64>,
-    #[serde(default)]
     pub cache_read_input_tokens: Option<u64>,
 }
 

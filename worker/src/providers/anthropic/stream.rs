@@ -34,6 +34,7 @@ use super::{
     map_stop_reason,
     response::{error_info, map_error_kind, openai_usage, AnthropicUsage},
 };
+use crate::json_read;
 
 const CHUNK_OBJECT: &str = "chat.completion.chunk";
 const DONE: &[u8] = b"data: [DONE]\n\n";
@@ -260,6 +261,23 @@ impl StreamTranslator {
         field
     }
 
+    /// An event's `usage` object, read (twice a stream: no serde reader of its own, see
+    /// [`AnthropicUsage`]'s); `None` when it is unreadable, and the stream has failed instead.
+    fn usage_of(
+        &mut self,
+        raw: Option<&RawValue>,
+        out: &mut Vec<u8>,
+    ) -> Option<Option<AnthropicUsage>> {
+        match raw.map(|raw| json_read::from_str::<AnthropicUsage>(raw.get())) {
+            None => Some(None),
+            Some(Ok(usage)) => Some(Some(usage)),
+            Some(Err(_)) => {
+                self.fail_invalid_json(out);
+                None
+            }
+        }
+    }
+
     fn on_message_start(&mut self, data: &str, out: &mut Vec<u8>) {
         let Some(ev) = self.parse::<Event<'_>>(data, out) else {
             return;
@@ -267,12 +285,15 @@ impl StreamTranslator {
         let Some(message) = self.need(ev.message, out) else {
             return;
         };
+        let Some(usage) = self.usage_of(message.usage.0, out) else {
+            return;
+        };
         if self.started {
             return;
         }
         self.started = true;
         self.id = message.id.into_owned();
-        self.take_usage(&message.usage);
+        self.take_usage(&usage.unwrap_or_default());
         self.emit(
             out,
             DeltaOut {
@@ -390,10 +411,13 @@ impl StreamTranslator {
         let Some(delta) = self.need(ev.delta, out) else {
             return;
         };
+        let Some(usage) = self.usage_of(ev.usage, out) else {
+            return;
+        };
         if !self.require_started("message_delta", out) {
             return;
         }
-        if let Some(usage) = &ev.usage {
+        if let Some(usage) = &usage {
             self.take_usage(usage);
             if usage.output_tokens.is_some() {
                 self.output_final = true;
@@ -557,9 +581,9 @@ struct Event<'a> {
     /// (`stop_reason`).
     #[serde(borrow, default)]
     delta: Option<DeltaBody<'a>>,
-    /// `message_delta`.
-    #[serde(default)]
-    usage: Option<AnthropicUsage>,
+    /// `message_delta` (`null`: none).
+    #[serde(borrow, default)]
+    usage: Option<&'a RawValue>,
     /// `error`.
     #[serde(borrow, default)]
     error: Option<&'a RawValue>,
@@ -569,8 +593,20 @@ struct Event<'a> {
 struct StartMessage<'a> {
     #[serde(borrow, default)]
     id: Cow<'a, str>,
-    #[serde(default)]
-    usage: AnthropicUsage,
+    /// Missing: none; `null` is not a usage object.
+    #[serde(borrow, default)]
+    usage: PresentRaw<'a>,
+}
+
+/// A field's raw JSON when the field is there, `null` included (serde reads a `null` `Option`
+/// as `None`).
+#[derive(Default)]
+struct PresentRaw<'a>(Option<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for PresentRaw<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(d).map(|raw| PresentRaw(Some(raw)))
+    }
 }
 
 #[derive(Deserialize)]
