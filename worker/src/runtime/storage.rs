@@ -45,7 +45,7 @@ impl Storage {
         let keys = keys.iter().map(|k| JsValue::from_str(k)).collect();
         Ok(JsFuture::from(self.0.get_multiple(keys)?)
             .await?
-            .unchecked_into())
+            .dyn_into()?)
     }
 
     /// Deletes `key`.
@@ -67,7 +67,7 @@ impl Storage {
         Reflect::set(&options, &"prefix".into(), &prefix.into())?;
         Ok(JsFuture::from(self.0.list_with_options(options)?)
             .await?
-            .unchecked_into())
+            .dyn_into()?)
     }
 
     /// When the alarm is set for, in ms since the epoch; `None` when it is not set.
