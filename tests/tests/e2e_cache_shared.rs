@@ -9,7 +9,7 @@ mod support;
 
 use std::{
     path::Path,
-    process::{Command, ExitCode},
+    process::ExitCode,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -115,20 +115,8 @@ for path in glob.glob(sys.argv[1] + "/state/**/*.sqlite", recursive=True):
 if "_mf_entries" not in tables:
     sys.exit("no _mf_entries table among " + repr(sorted(tables)))
 "#;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(READ)
-        .arg(run_dir)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
+    support::stored_state(run_dir, READ)
+        .iter()
         .map(|line| {
             let (key, expires) = line.rsplit_once(' ').unwrap();
             (key.to_owned(), expires.parse().unwrap_or(0))

@@ -13,7 +13,7 @@ mod support;
 
 use std::{
     path::Path,
-    process::{Command, ExitCode},
+    process::ExitCode,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -56,22 +56,7 @@ for path in glob.glob(sys.argv[1] + "/state/**/*.sqlite", recursive=True):
 if "_cf_KV" not in tables:
     sys.exit("no _cf_KV table among " + repr(sorted(tables)))
 "#;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(READ)
-        .arg(run_dir)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    support::stored_state(run_dir, READ)
 }
 
 async fn a_stored_stream_outlives_the_object(s: Arc<Suite>) {

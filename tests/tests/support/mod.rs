@@ -492,6 +492,28 @@ pub fn plans() -> Value {
     json!({"free": plan, "pro": plan})
 }
 
+/// What the Worker stopped in `run_dir` left in its local storage: the lines `script` (Python,
+/// with `sqlite3`) prints when given `run_dir`. The state's SQLite files are read while the
+/// Worker is down ([`Suite::restart_worker`]): nothing has them open.
+pub fn stored_state(run_dir: &Path, script: &str) -> Vec<String> {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(run_dir)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("the script prints text")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A chat request body for `alias` whose last user message is `text`.
 pub fn chat_body(alias: &str, text: &str, stream: bool) -> Value {
     json!({
