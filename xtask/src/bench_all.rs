@@ -60,6 +60,9 @@ const HOST_COSTS: &[(&str, &str)] = &[
 ];
 
 pub fn run(record: bool, settings: &bench_proxy::Settings) -> Result<()> {
+    if settings.cold_only {
+        bail!("--cold-only measures one thing: run it as `cargo xtask bench proxy --cold-only`");
+    }
     let started = std::time::Instant::now();
     let load_before = load_average();
 

@@ -102,6 +102,10 @@ pub struct Settings {
     /// is one sample of a noisy quantity: several runs of one sample each differed by 2x.
     #[arg(long, default_value_t = 5, value_parser = at_least(1))]
     pub cold_starts: usize,
+    /// Only the cold starts, of the passthrough and our Worker (limiter on and off, and
+    /// --against's): many starts in minutes, for a change to start-up or the first request.
+    #[arg(long)]
+    pub cold_only: bool,
 }
 
 impl Settings {
@@ -300,7 +304,12 @@ pub fn measure(settings: &Settings) -> Result<Report> {
     let js_target = |name, w: &Worker| {
         Target::new(name, &w.api_base(), vec!["unused".into()], "gpt-4o-mini").served_by(w)
     };
-    for (name, dir, rounds) in js_workers {
+    // A cold-only run starts only the Workers its table compares.
+    let js_workers: Vec<_> = js_workers
+        .into_iter()
+        .filter(|(name, ..)| !settings.cold_only || *name == PASSTHROUGH)
+        .collect();
+    for &(name, dir, rounds) in &js_workers {
         let w = js(dir, "", rounds)?;
         let mut t = js_target(name, &w)?;
         // Its streams are the passthrough's.
@@ -343,6 +352,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
     ]
     .into_iter()
     .chain(against.map(|dir| (OURS_AGAINST, "4096", "true", &[][..], Some(dir))))
+    .filter(|(name, ..)| !settings.cold_only || [OURS, OURS_NO_LIMITS, OURS_AGAINST].contains(name))
     .collect();
     let our_target =
         |name, w: &Worker| Target::new(name, &w.api_base(), tokens.clone(), "bench").served_by(w);
@@ -364,7 +374,11 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let result = rt.block_on(measure_targets(settings, &targets, calibration));
+    let result = if settings.cold_only {
+        rt.block_on(cold_report(settings, &targets, calibration))
+    } else {
+        rt.block_on(measure_targets(settings, &targets, calibration))
+    };
     workers.into_iter().for_each(stop);
     let mut report = result?;
     // The other cold-start samples: each Worker started afresh, measured alone, stopped.
@@ -372,7 +386,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
     for round in 1..settings.cold_starts {
         let suffix = format!("-cold-{round}");
         let mut rows = Vec::new();
-        for (name, dir, rounds) in js_workers {
+        for &(name, dir, rounds) in &js_workers {
             let w = js(dir, &suffix, rounds)?;
             rows.extend(rt.block_on(cold_alone(js_target(name, &w)?))?);
             stop(w);
@@ -697,6 +711,25 @@ async fn cold_starts(http: &reqwest::Client, targets: &[Target]) -> Result<Vec<C
     Ok(rows)
 }
 
+/// A report of the first cold start only (`--cold-only`): the other tables stay empty.
+async fn cold_report(
+    settings: &Settings,
+    targets: &[Target],
+    calibration: Calibration,
+) -> Result<Report> {
+    let http = reqwest::Client::builder().build()?;
+    Ok(Report {
+        requests: settings.requests,
+        cold: cold_starts(&http, targets).await?,
+        cold_starts: 1,
+        latency: Vec::new(),
+        calibration,
+        streams: Vec::new(),
+        rate_streams: 0,
+        rates: Vec::new(),
+    })
+}
+
 async fn measure_targets(
     settings: &Settings,
     targets: &[Target],
@@ -844,6 +877,11 @@ fn ratio(ours: Option<f64>, base: Option<f64>) -> String {
 pub fn markdown(report: &Report) -> Result<String> {
     use std::fmt::Write as _;
     let mut md = String::new();
+    if report.latency.is_empty() && report.streams.is_empty() && report.rates.is_empty() {
+        // A cold-only run.
+        cold_table(&mut md, &report.cold, report.cold_starts)?;
+        return Ok(md);
+    }
     writeln!(
         md,
         "### Latency through the proxy, not streamed ({} requests per path and concurrency)\n",
@@ -1234,7 +1272,10 @@ fn processes_cpu(pids: &[u32]) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use super::{batches, median_cold, position, ColdRow};
+    use super::{
+        batches, markdown, median_cold, position, Calibration, ColdRow, Report, OURS,
+        OURS_NO_LIMITS, PASSTHROUGH,
+    };
 
     fn cold(path: &'static str, ms: f64) -> ColdRow {
         ColdRow {
@@ -1262,6 +1303,35 @@ mod tests {
         assert_eq!(rows[0].first_other_cpu_ms, -5.0);
         assert_eq!((rows[1].path, rows[1].second_ms), ("b", 20.0));
         assert!(median_cold(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_cold_only_report_is_its_cold_table_alone() {
+        let report = Report {
+            requests: 20,
+            cold: vec![
+                cold(PASSTHROUGH, 2.0),
+                cold(OURS, 9.0),
+                cold(OURS_NO_LIMITS, 5.0),
+            ],
+            cold_starts: 12,
+            latency: Vec::new(),
+            calibration: Calibration {
+                ms: 1.0,
+                workerd_ms: None,
+                rounds: 1,
+            },
+            streams: Vec::new(),
+            rate_streams: 0,
+            rates: Vec::new(),
+        };
+        let md = markdown(&report).unwrap();
+        assert!(md.starts_with("\n### Cold start"), "{md}");
+        assert!(md.contains("medians of 12 starts each"), "{md}");
+        assert!(md.contains("| *ours vs passthrough* | +7 |"), "{md}");
+        for other in ["Latency", "Calibration", "Streams"] {
+            assert!(!md.contains(other), "{other} in {md}");
+        }
     }
 
     #[test]
