@@ -374,11 +374,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let result = if settings.cold_only {
-        rt.block_on(cold_report(settings, &targets, calibration))
-    } else {
-        rt.block_on(measure_targets(settings, &targets, calibration))
-    };
+    let result = rt.block_on(measure_targets(settings, &targets, calibration));
     workers.into_iter().for_each(stop);
     let mut report = result?;
     // The other cold-start samples: each Worker started afresh, measured alone, stopped.
@@ -711,37 +707,30 @@ async fn cold_starts(http: &reqwest::Client, targets: &[Target]) -> Result<Vec<C
     Ok(rows)
 }
 
-/// A report of the first cold start only (`--cold-only`): the other tables stay empty.
-async fn cold_report(
+async fn measure_targets(
     settings: &Settings,
     targets: &[Target],
     calibration: Calibration,
 ) -> Result<Report> {
-    let http = reqwest::Client::builder().build()?;
-    Ok(Report {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let mut report = Report {
         requests: settings.requests,
+        // Before anything else reaches the Workers.
         cold: cold_starts(&http, targets).await?,
         cold_starts: 1,
         latency: Vec::new(),
         calibration,
         streams: Vec::new(),
-        rate_streams: 0,
+        rate_streams: settings.requests.max(50),
         rates: Vec::new(),
-    })
-}
-
-async fn measure_targets(
-    settings: &Settings,
-    targets: &[Target],
-    mut calibration: Calibration,
-) -> Result<Report> {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()?;
-    // Before anything else reaches the Workers.
-    let cold = cold_starts(&http, targets).await?;
+    };
+    if settings.cold_only {
+        return Ok(report);
+    }
     if let Some(t) = targets.iter().find(|t| t.name == CALIBRATION) {
-        calibration.workerd_ms = Some(spin_cost(&http, t).await.context("calibrating")?);
+        report.calibration.workerd_ms = Some(spin_cost(&http, t).await.context("calibrating")?);
     }
     let all: Vec<&Target> = targets.iter().filter(|t| t.json).collect();
     let streaming: Vec<&Target> = targets.iter().filter(|t| t.streams).collect();
@@ -775,16 +764,6 @@ async fn measure_targets(
         }
     }
 
-    let mut report = Report {
-        requests: settings.requests,
-        cold,
-        cold_starts: 1,
-        latency: Vec::new(),
-        calibration,
-        streams: Vec::new(),
-        rate_streams: settings.requests.max(50),
-        rates: Vec::new(),
-    };
     for &concurrency in &settings.concurrency {
         let samples =
             interleaved(&http, &all, &short, settings.requests, concurrency, false).await?;
