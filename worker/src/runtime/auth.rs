@@ -6,9 +6,9 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use worker::{console_log, Delay, Headers, Request};
+use worker::{console_log, Delay, Request};
 
-use super::fetch::{fetch, read_capped, Body, FetchError, ReadError};
+use super::fetch::{fetch, read_capped, Body, FetchError, Outgoing, ReadError};
 use super::now_ms;
 use super::signature;
 
@@ -164,18 +164,18 @@ fn log_fetch_failure(request_id: &str, reason: FetchReason, problem: &str) {
 /// GETs the JWKS: 200, at most `MAX_JWKS_BYTES`, within `JWKS_TIMEOUT`, parsed.
 async fn fetch_jwks(url: &str) -> Result<KeySet, String> {
     let started = now_ms();
-    let headers = Headers::new();
-    headers
-        .set("accept", "application/json")
-        .map_err(|e| e.to_string())?;
     // A redirect is an error, not followed: keys come from the configured URL only.
-    let request =
-        super::new_request(url, "GET", Some(&headers), None).map_err(|e| e.to_string())?;
+    let request = Outgoing {
+        url,
+        method: "GET",
+        headers: &[("accept", "application/json")],
+        body: None,
+    };
     let response = fetch(request, JWKS_TIMEOUT, None)
         .await
         .map_err(|e| match e {
             FetchError::NoAnswer => "the JWKS did not answer in time".to_owned(),
-            FetchError::NoConnection | FetchError::CallerGone => {
+            FetchError::NotSent | FetchError::NoConnection | FetchError::CallerGone => {
                 "the JWKS request failed".to_owned()
             }
         })?;

@@ -26,7 +26,7 @@ use worker::{
 };
 
 use super::auth::Authenticator;
-use super::fetch::{fetch, read_capped, Body, FetchError, ReadError};
+use super::fetch::{fetch, read_capped, Body, FetchError, Outgoing, ReadError};
 use super::kv;
 use super::limiter::{Admission, Limiter};
 use super::resume::{self as streams, Handoff};
@@ -598,11 +598,20 @@ async fn attempt(
         Ok(u) => u,
         Err(e) => return ended(AttemptEnd::NotSent(e)),
     };
-    let Ok(request) = upstream_fetch_request(&upstream) else {
-        return ended(AttemptEnd::NotSent(AppError::Internal));
+    let headers: Vec<(&str, &str)> = upstream
+        .headers
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    let request = Outgoing {
+        url: &upstream.url,
+        method: "POST",
+        headers: &headers,
+        body: Some(&upstream.body),
     };
     let response = match fetch(request, to_headers, Some(cx.hangup)).await {
         Ok(r) => r,
+        Err(FetchError::NotSent) => return ended(AttemptEnd::NotSent(AppError::Internal)),
         Err(FetchError::CallerGone) => return None,
         Err(FetchError::NoConnection) => return ended(AttemptEnd::NoConnection),
         Err(FetchError::NoAnswer) => return ended(AttemptEnd::NoAnswer),
@@ -1216,23 +1225,6 @@ async fn resume(req: &Request, cx: &Cx<'_>, config: &Config) -> Result<Response,
         .set(names::STREAM_ID, id)
         .map_err(|_| AppError::Internal)?;
     Ok(response)
-}
-
-/// The upstream request, ready for the runtime's `fetch`.
-fn upstream_fetch_request(
-    upstream: &crate::providers::openai::UpstreamRequest,
-) -> worker::Result<Request> {
-    let headers = Headers::new();
-    for (name, value) in &upstream.headers {
-        headers.set(name, value)?;
-    }
-    // A redirect is answered as the provider's error, never followed with the key.
-    super::new_request(
-        &upstream.url,
-        "POST",
-        Some(&headers),
-        Some(upstream.body.as_slice()),
-    )
 }
 
 /// An upstream body, at most `limit` bytes within `timeout`, as the provider's failure.

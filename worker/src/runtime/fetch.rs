@@ -2,19 +2,59 @@
 //! caller goes away), and a body read with a size cap and a time limit. Providers' answers, the
 //! issuer's JWKS and the caller's own request body all go through these.
 
+use std::ops::Deref;
 use std::time::Duration;
 
 use futures_util::future::{pending, select, Either};
-use worker::web_sys::ReadableStream;
-use worker::{AbortController, Delay, Fetch, Request, Response, ResponseBody};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use worker::js_sys::Promise;
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::web_sys::{self, ReadableStream};
+use worker::{AbortController, Delay, Response, ResponseBody};
 
 use super::stream::{BodyReader, Piece};
 use crate::caller::body::Hangup;
 use crate::caller::request::{reads_whole, BodyLimit};
 
+/// A request for the runtime's `fetch`, handed over in one call as a URL and options: no
+/// `Request` object is built here for the runtime to copy into its own. A redirect is answered,
+/// never followed (a provider's key or the JWKS URL goes nowhere else).
+pub(crate) struct Outgoing<'a> {
+    pub url: &'a str,
+    pub method: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: Option<&'a [u8]>,
+}
+
+// The headers come as one string, `name\nvalue\n...`: no line break can be part of a header, and
+// `Headers` refuses the other characters that cannot (thrown here, before anything is sent).
+#[wasm_bindgen(inline_js = r#"
+export function storycadFetch(url, method, lines, body, signal) {
+  const headers = new Headers();
+  const parts = lines === "" ? [] : lines.split("\n");
+  for (let i = 0; i + 1 < parts.length; i += 2) headers.set(parts[i], parts[i + 1]);
+  const init = { method, headers, redirect: "manual", signal };
+  if (body !== undefined) init.body = body.slice();
+  return fetch(url, init);
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(js_name = storycadFetch, catch)]
+    fn js_fetch(
+        url: &str,
+        method: &str,
+        lines: &str,
+        body: Option<&[u8]>,
+        signal: &JsValue,
+    ) -> Result<Promise, JsValue>;
+}
+
 /// Why a fetch gave no response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FetchError {
+    /// The request could not be made (a header the runtime refuses): nothing was sent.
+    NotSent,
     /// The connection failed before any headers.
     NoConnection,
     /// No headers within the time limit.
@@ -26,14 +66,39 @@ pub(crate) enum FetchError {
 /// Sends `request` and waits for its headers, at most `timeout`, and, with a `hangup`, no
 /// longer than the caller stays; the fetch is aborted when it gives up.
 pub(crate) async fn fetch(
-    request: Request,
+    request: Outgoing<'_>,
     timeout: Duration,
     hangup: Option<&Hangup>,
 ) -> Result<Response, FetchError> {
+    let mut lines = String::new();
+    for (name, value) in request.headers {
+        if name.contains(['\n', '\r']) || value.contains(['\n', '\r']) {
+            return Err(FetchError::NotSent);
+        }
+        if !lines.is_empty() {
+            lines.push('\n');
+        }
+        lines.push_str(name);
+        lines.push('\n');
+        lines.push_str(value);
+    }
     let controller = AbortController::default();
     let signal = controller.signal();
-    let fetch = Fetch::Request(request);
-    let sent = Box::pin(fetch.send_with_signal(&signal));
+    let promise = js_fetch(
+        request.url,
+        request.method,
+        &lines,
+        request.body,
+        signal.deref().as_ref(),
+    )
+    .map_err(|_| FetchError::NotSent)?;
+    let sent = async {
+        let answer = JsFuture::from(promise).await.ok()?;
+        answer
+            .dyn_into::<web_sys::Response>()
+            .ok()
+            .map(Response::from)
+    };
     let gone = async {
         match hangup {
             Some(h) => h.wait().await,
@@ -41,11 +106,11 @@ pub(crate) async fn fetch(
         }
     };
     let waited = select(Delay::from(timeout), Box::pin(gone));
-    // Bound to a name so the borrowed futures are dropped before `fetch` and `signal`.
+    // Bound to a name so the borrowed futures are dropped before `signal`.
     #[allow(clippy::let_and_return)]
-    let result = match select(sent, waited).await {
-        Either::Left((Ok(response), _)) => Ok(response),
-        Either::Left((Err(_), _)) => Err(FetchError::NoConnection),
+    let result = match select(Box::pin(sent), waited).await {
+        Either::Left((Some(response), _)) => Ok(response),
+        Either::Left((None, _)) => Err(FetchError::NoConnection),
         Either::Right((Either::Left(_), _)) => {
             controller.abort();
             Err(FetchError::NoAnswer)
