@@ -24,6 +24,22 @@ pub enum Endpoint {
 /// The path of a stream's resume, before its id.
 pub const STREAMS_PATH: &str = "/v1/chat/completions/streams/";
 
+/// The path of a request's URL as the runtime gives it (serialized, absolute): from the first
+/// `/` after the host to the query or fragment. In a serialized `http(s)` URL the path is never
+/// empty and holds no unescaped `?` or `#`.
+pub fn url_path(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[after_scheme..];
+    let Some(start) = rest
+        .find(['/', '?', '#'])
+        .filter(|&i| rest[i..].starts_with('/'))
+    else {
+        return "/";
+    };
+    let path = &rest[start..];
+    &path[..path.find(['?', '#']).unwrap_or(path.len())]
+}
+
 /// Matches a request line: 404 for an unknown path, 405 (with `allow`) for a wrong method.
 /// `HEAD` is served wherever `GET` is.
 pub fn match_route(method: &str, path: &str) -> Result<Endpoint, AppError> {
@@ -65,6 +81,29 @@ pub fn model_list(config: &Config, plan: &Plan) -> ModelList {
 mod tests {
     use super::*;
     use crate::config::test_config;
+
+    #[test]
+    fn the_path_of_a_url_is_between_its_host_and_its_query() {
+        for (url, path) in [
+            (
+                "https://proxy.example/v1/chat/completions",
+                "/v1/chat/completions",
+            ),
+            ("http://127.0.0.1:8787/v1/models?x=1", "/v1/models"),
+            ("https://proxy.example/healthz#top", "/healthz"),
+            ("https://proxy.example/", "/"),
+            ("https://proxy.example", "/"),
+            ("https://proxy.example?q=/v1/models", "/"),
+            (
+                "https://proxy.example/v1/chat/completions/streams/abc?after=3",
+                "/v1/chat/completions/streams/abc",
+            ),
+            ("https://proxy.example/a%3Fb/c", "/a%3Fb/c"),
+            ("/v1/usage", "/v1/usage"),
+        ] {
+            assert_eq!(url_path(url), path, "{url}");
+        }
+    }
 
     #[test]
     fn routes_methods_and_unknown_paths() {

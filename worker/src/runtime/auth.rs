@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use worker::{console_log, Delay, Request};
+use worker::{console_log, Delay};
 
 use super::fetch::{fetch, read_capped, Body, FetchError, Outgoing, ReadError};
 use super::now_ms;
@@ -61,9 +61,12 @@ impl Authenticator {
     /// The verified claims of the request's bearer token: from the isolate's cache when this
     /// exact token was verified before, has not expired, and its key set is fresh (or was just
     /// refreshed and still has its key), else checked now (and kept).
-    pub async fn authenticate(&self, req: &Request, request_id: &str) -> Result<Claims, AppError> {
-        let header = req.headers().get("authorization").ok().flatten();
-        let token = bearer_token(header.as_deref())?;
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        request_id: &str,
+    ) -> Result<Claims, AppError> {
+        let token = bearer_token(authorization)?;
         // An oversized token is refused by the verifier before it is even hashed.
         let key = (token.len() <= MAX_TOKEN_BYTES).then(|| ClaimsCache::key(token));
         if let Some(key) = &key {

@@ -22,7 +22,7 @@ use worker::js_sys;
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{
-    console_error, console_log, event, Context, Env, Headers, Request, Response, ResponseBody,
+    console_error, console_log, event, web_sys, Context, Env, Headers, Response, ResponseBody,
 };
 
 use super::auth::Authenticator;
@@ -34,7 +34,7 @@ use super::stream::{Driver, Piece, Pipe, PipeEvent, Timer};
 use super::{context_handle, now_ms};
 use crate::cache::{self, Status as CacheStatus, StreamFold};
 use crate::caller::body::{Hangup, Outbox};
-use crate::caller::endpoints::{match_route, model_list, Endpoint, STREAMS_PATH};
+use crate::caller::endpoints::{match_route, model_list, url_path, Endpoint, STREAMS_PATH};
 use crate::caller::request::{check_declared_length, parse_chat, ChatCall, Correlation};
 use crate::config::{Config, ConfigError};
 use crate::error::{AppError, UpstreamError};
@@ -197,19 +197,19 @@ impl Future for ReplyWait {
 /// Raises `hangup` when the runtime aborts the request's signal (the caller disconnected);
 /// stops listening when dropped.
 struct AbortWatch {
-    signal: worker::web_sys::AbortSignal,
+    signal: web_sys::AbortSignal,
     _listener: Closure<dyn FnMut()>,
 }
 
 impl AbortWatch {
-    fn new(req: &Request, hangup: &Hangup) -> Option<AbortWatch> {
+    fn new(req: &web_sys::Request, hangup: &Hangup) -> Option<AbortWatch> {
         // Without the compatibility flag the property may be missing: then only the body's
         // cancellation tells.
-        let value = js_sys::Reflect::get(req.inner(), &JsValue::from_str("signal")).ok()?;
+        let value = js_sys::Reflect::get(req, &JsValue::from_str("signal")).ok()?;
         if !value.is_object() {
             return None;
         }
-        let signal: worker::web_sys::AbortSignal = value.unchecked_into();
+        let signal: web_sys::AbortSignal = value.unchecked_into();
         if signal.aborted() {
             hangup.raise();
             return None;
@@ -230,8 +230,10 @@ impl Drop for AbortWatch {
     }
 }
 
+// The runtime's own request, not workers-rs' `Request`: making one copies its URL and method
+// and deep-copies its `cf` object, which nothing here reads.
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let slot = Rc::new(RefCell::new(ReplySlot::default()));
     let reply = Reply(Rc::clone(&slot));
     ctx.wait_until(serve(req, env, context_handle(&ctx), reply));
@@ -243,19 +245,21 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
 
 /// The whole request: the answer goes to `reply` as soon as it is ready; a stream is then
 /// relayed here to its end.
-async fn serve(req: Request, env: Env, ctx: Context, reply: Reply) {
+async fn serve(req: web_sys::Request, env: Env, ctx: Context, reply: Reply) {
     let started = now_ms();
     let hangup = Hangup::new();
     let _watch = AbortWatch::new(&req, &hangup);
     let header = |name: &str| req.headers().get(name).ok().flatten();
     let id = request_id(header("cf-ray").as_deref(), random_u64());
-    let path = req.path();
+    let url = req.url();
+    let path = url_path(&url);
     let correlation = Correlation::from_headers(
         header("x-request-id").as_deref(),
         header("traceparent").as_deref(),
     );
     // The method as sent: workers-rs maps a method it does not know (PROPFIND) to GET.
-    let mut line = RequestLog::new(&id, &req.inner().method(), &path);
+    let method = req.method();
+    let mut line = RequestLog::new(&id, &method, path);
     line.client_request_id = correlation.client_request_id;
     line.trace_id = correlation.trace_id;
     let log: Log = Rc::new(RefCell::new(LogLine {
@@ -271,7 +275,12 @@ async fn serve(req: Request, env: Env, ctx: Context, reply: Reply) {
         log: &log,
         hangup: &hangup,
     };
-    let (answer, pump) = match handle(req, &cx, &id).await {
+    let incoming = Incoming {
+        req: &req,
+        method: &method,
+        path,
+    };
+    let (answer, pump) = match handle(incoming, &cx, &id).await {
         Ok((response, pump)) => (Ok(response), pump),
         Err(e) => {
             log.borrow_mut().line.set_error(&e);
@@ -339,13 +348,25 @@ struct Cx<'a> {
     hangup: &'a Hangup,
 }
 
+/// The caller's request, with what was read of it first.
+struct Incoming<'a> {
+    req: &'a web_sys::Request,
+    method: &'a str,
+    path: &'a str,
+}
+
+impl Incoming<'_> {
+    fn header(&self, name: &str) -> Option<String> {
+        self.req.headers().get(name).ok().flatten()
+    }
+}
+
 async fn handle(
-    mut req: Request,
+    req: Incoming<'_>,
     cx: &Cx<'_>,
     request_id: &str,
 ) -> Result<(Response, Option<Pump>), AppError> {
-    let method = req.inner().method();
-    let endpoint = match_route(&method, &req.path())?;
+    let endpoint = match_route(req.method, req.path)?;
     if endpoint == Endpoint::Health {
         // Liveness only: answers even when the configuration is broken, and reveals nothing.
         return json_response(200, br#"{"status":"ok"}"#.to_vec())
@@ -354,7 +375,10 @@ async fn handle(
     }
     let isolate = isolate(cx.env)?;
     // Auth comes first: nothing of a rejected request is read, let alone sent upstream.
-    let claims = isolate.auth.authenticate(&req, request_id).await?;
+    let claims = isolate
+        .auth
+        .authenticate(req.header("authorization").as_deref(), request_id)
+        .await?;
     let plans = &isolate.config.plans;
     let plan = plans.for_claim(claims.plan.as_deref())?;
     let limiter = Limiter::new(cx.env, &claims.sub, plan, plans.limits_enabled)?;
@@ -375,9 +399,9 @@ async fn handle(
             }
             Err(e) => Err(e),
         },
-        Endpoint::ChatCompletions => match read_body(&mut req, config.max_body_bytes).await {
+        Endpoint::ChatCompletions => match read_body(&req, config.max_body_bytes).await {
             Ok(body) => {
-                let cache_header = req.headers().get(names::CACHE).ok().flatten();
+                let cache_header = req.header(names::CACHE);
                 chat(body, cx, config, plan, &limiter, cache_header).await
             }
             Err(e) => Err(e),
@@ -394,15 +418,13 @@ async fn handle(
     answer
 }
 
-async fn read_body(req: &mut Request, limit: u64) -> Result<Vec<u8>, AppError> {
-    crate::caller::request::check_content_type(
-        req.headers().get("content-type").ok().flatten().as_deref(),
-    )?;
-    let declared = req.headers().get("content-length").ok().flatten();
+async fn read_body(req: &Incoming<'_>, limit: u64) -> Result<Vec<u8>, AppError> {
+    crate::caller::request::check_content_type(req.header("content-type").as_deref())?;
+    let declared = req.header("content-length");
     check_declared_length(declared.as_deref(), limit)?;
-    let encoding = req.headers().get("content-encoding").ok().flatten();
+    let encoding = req.header("content-encoding");
     let body = Body::new(
-        req.inner().body(),
+        req.req.body(),
         limit,
         declared.as_deref(),
         encoding.as_deref(),
@@ -1182,12 +1204,12 @@ fn resumable(cx: &Cx<'_>, window_seconds: u64) -> Option<Resumable> {
 /// `GET /v1/chat/completions/streams/{id}`: the stream's events after `Last-Event-ID`, and the
 /// rest as it comes, from the caller's own object. Nothing goes upstream and nothing is
 /// charged: the stream's request was.
-async fn resume(req: &Request, cx: &Cx<'_>, config: &Config) -> Result<Response, AppError> {
-    let path = req.path();
+async fn resume(req: &Incoming<'_>, cx: &Cx<'_>, config: &Config) -> Result<Response, AppError> {
+    let path = req.path;
     let id = path.strip_prefix(STREAMS_PATH).unwrap_or_default();
     let sub = cx.log.borrow().line.sub.clone().unwrap_or_default();
     cx.log.borrow_mut().line.stream_id = Some(crate::error::shorten(id, 64));
-    let header = req.headers().get(names::LAST_EVENT_ID).ok().flatten();
+    let header = req.header(names::LAST_EVENT_ID);
     let after = last_event_id(header.as_deref()).ok_or_else(|| AppError::InvalidRequest {
         param: Some(names::LAST_EVENT_ID.to_owned()),
         message: "Last-Event-ID must be a whole number: the id of the last event received."
