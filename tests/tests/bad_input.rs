@@ -136,6 +136,7 @@ fn main() -> ExitCode {
         SuiteConfig {
             name: "bad_input",
             jwks_url: false,
+            extra_secrets: vec![],
             extra_vars: vec![
                 ("MAX_BODY_BYTES".to_owned(), BODY_LIMIT.to_string()),
                 (

@@ -46,6 +46,7 @@ fn main() -> ExitCode {
         SuiteConfig {
             name: "e2e_auth",
             jwks_url: false,
+            extra_secrets: vec![],
             extra_vars: vec![("JWT_PUBLIC_JWK".into(), jwks.to_string())],
         },
         cases,

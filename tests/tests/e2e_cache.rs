@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         SuiteConfig {
             name: "e2e_cache",
             jwks_url: false,
+            extra_secrets: vec![],
             extra_vars: vec![("CACHE_TTL_SECONDS".into(), "1".into())],
         },
         cases![

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         SuiteConfig {
             name: "e2e_cache_shared",
             jwks_url: false,
+            extra_secrets: vec![],
             extra_vars: vec![
                 ("CACHE_TTL_SECONDS".into(), TTL_SECONDS.to_string()),
                 ("CACHE_SCOPE".into(), "shared".into()),

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         SuiteConfig {
             name: "e2e_jwks_url",
             jwks_url: true,
+            extra_secrets: vec![],
             extra_vars: Vec::new(),
         },
         cases,

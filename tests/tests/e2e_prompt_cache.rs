@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         SuiteConfig {
             name: "e2e_prompt_cache",
             jwks_url: false,
+            extra_secrets: vec![],
             extra_vars: vec![("MAX_BODY_BYTES".into(), SESSION_BODY_BYTES.into())],
         },
         cases![

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         SuiteConfig {
             name: "e2e_prompt_cache_off",
             jwks_url: false,
+            extra_secrets: vec![],
             extra_vars: vec![
                 ("MAX_BODY_BYTES".into(), "1048576".into()),
                 ("PROMPT_CACHE".into(), "off".into()),

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         SuiteConfig {
             name: "e2e_proxy",
             jwks_url: false,
+            extra_secrets: vec![],
             extra_vars: Vec::new(),
         },
         {

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         SuiteConfig {
             name: "e2e_resume",
             jwks_url: false,
+            extra_secrets: vec![],
             extra_vars: vec![("RESUME_WINDOW_SECONDS".into(), WINDOW_SECONDS.to_string())],
         },
         cases![

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         SuiteConfig {
             name: "e2e_resume_off",
             jwks_url: false,
+            extra_secrets: vec![],
             extra_vars: vec![("RESUME_WINDOW_SECONDS".into(), "0".into())],
         },
         cases![streams_are_not_resumable],

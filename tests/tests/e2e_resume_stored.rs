@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         SuiteConfig {
             name: "e2e_resume_stored",
             jwks_url: false,
+            extra_secrets: vec![],
             extra_vars: vec![("RESUME_WINDOW_SECONDS".into(), WINDOW.as_secs().to_string())],
         },
         // It restarts the Worker: nothing else may run meanwhile.

@@ -5,7 +5,9 @@
 //!
 //! Providers: the suite's fake provider (OpenAI and Anthropic on one port) as `openai` and
 //! `anthropic`; a second fake started with `fail_all: 500` as the `PROVIDERS` entry `failing`;
-//! a closed port as the `PROVIDERS` entry `closed`.
+//! a closed port as the `PROVIDERS` entry `closed`; a third fake that checks the suite's OpenAI
+//! key, as the `PROVIDERS` entry `padded`, whose key secret holds that key with a trailing
+//! newline.
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,7 +20,7 @@ use storycad_e2e::fake_provider::{FakeProvider, FakeProviderOptions};
 use storycad_e2e::tokens::Alg;
 use support::{
     chat_body, Seen, Suite, SuiteConfig, ANTHROPIC_ALIAS, ANTHROPIC_MODEL, OPENAI_ALIAS,
-    OPENAI_MODEL,
+    OPENAI_KEY, OPENAI_MODEL,
 };
 
 /// `failing:gpt-4o-mini` (500) then `anthropic:claude-haiku-4-5`.
@@ -33,7 +35,11 @@ const DEAD: &str = "e2e-dead";
 /// `anthropic:claude-haiku-4-5` then `openai:gpt-4o-mini` (the same fake behind both).
 const ANTHROPIC_FIRST: &str = "e2e-anthropic-first";
 
+/// `padded:gpt-4o-mini`: its key secret is the OpenAI key with a trailing newline.
+const PADDED: &str = "e2e-padded";
+
 static FAILING: OnceLock<FakeProvider> = OnceLock::new();
+static KEYED: OnceLock<FakeProvider> = OnceLock::new();
 
 fn failing() -> &'static FakeProvider {
     FAILING.get().unwrap()
@@ -47,6 +53,13 @@ fn main() -> ExitCode {
     .expect("the failing provider");
     let failing_url = failing.openai_base_url();
     let _ = FAILING.set(failing);
+    let keyed = FakeProvider::start_with(FakeProviderOptions {
+        openai_key: Some(OPENAI_KEY.into()),
+        ..Default::default()
+    })
+    .expect("the key-checking provider");
+    let keyed_url = keyed.openai_base_url();
+    let _ = KEYED.set(keyed);
     // A port nothing listens on: bound, then released.
     let closed = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -55,6 +68,7 @@ fn main() -> ExitCode {
     let providers = json!({
         "failing": {"base_url": failing_url, "key_secret": "OPENAI_API_KEY"},
         "closed": {"base_url": format!("http://127.0.0.1:{closed}/v1"), "key_secret": "OPENAI_API_KEY"},
+        "padded": {"base_url": keyed_url, "key_secret": "PADDED_API_KEY"},
     });
     let openai = format!("openai:{OPENAI_MODEL}");
     let anthropic = format!("anthropic:{ANTHROPIC_MODEL}");
@@ -66,6 +80,7 @@ fn main() -> ExitCode {
         CHAIN: [openai, anthropic],
         DEAD: [format!("closed:{OPENAI_MODEL}"), format!("failing:{OPENAI_MODEL}")],
         ANTHROPIC_FIRST: [anthropic, openai],
+        PADDED: [format!("padded:{OPENAI_MODEL}")],
     });
     let mut plans = support::plans();
     let aliases = json!([
@@ -75,7 +90,8 @@ fn main() -> ExitCode {
         CONN_FALLBACK,
         CHAIN,
         DEAD,
-        ANTHROPIC_FIRST
+        ANTHROPIC_FIRST,
+        PADDED
     ]);
     for plan in plans.as_object_mut().unwrap().values_mut() {
         plan["models"] = aliases.clone();
@@ -84,6 +100,8 @@ fn main() -> ExitCode {
         SuiteConfig {
             name: "e2e_routing",
             jwks_url: false,
+            // As an operator may store it: `echo $KEY | wrangler secret put`.
+            extra_secrets: vec![("PADDED_API_KEY".into(), format!("{OPENAI_KEY}\n"))],
             extra_vars: vec![
                 ("PROVIDERS".into(), providers.to_string()),
                 ("ROUTES".into(), routes.to_string()),
@@ -104,6 +122,7 @@ fn main() -> ExitCode {
             anthropic_untranslatable_request_is_400,
             anthropic_tool_use_stream,
             anthropic_tool_use_answer,
+            a_key_stored_with_a_trailing_newline_is_sent_without_it,
         ],
     )
 }
@@ -226,6 +245,22 @@ async fn first_provider_500_stream_from_the_second(s: Arc<Suite>) {
             pair(&anthropic_route(), Some(200)),
         ]
     );
+}
+
+async fn a_key_stored_with_a_trailing_newline_is_sent_without_it(s: Arc<Suite>) {
+    // The runtime's `Headers` trims a value's surrounding whitespace; the Worker must not refuse
+    // such a key before it gets there. The fake answers 401 to any other key.
+    let keyed = KEYED.get().unwrap();
+    for stream in [false, true] {
+        let nonce = unique(&s);
+        let seen = ask(&s, PADDED, &nonce, stream).await;
+        assert_eq!(seen.status, 200, "stream={stream}: {}", seen.text());
+        assert_eq!(
+            keyed.requests_containing(&nonce).len(),
+            1,
+            "stream={stream}"
+        );
+    }
 }
 
 async fn connection_error_moves_to_the_next(s: Arc<Suite>) {

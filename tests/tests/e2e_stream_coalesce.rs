@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         SuiteConfig {
             name: "e2e_stream_coalesce",
             jwks_url: false,
+            extra_secrets: vec![],
             extra_vars: vec![("STREAM_COALESCE_MS".into(), WINDOW_MS.to_string())],
         },
         cases![

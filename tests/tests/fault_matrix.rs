@@ -285,6 +285,7 @@ fn main() -> ExitCode {
         SuiteConfig {
             name: "fault_matrix",
             jwks_url: false,
+            extra_secrets: vec![],
             extra_vars: Vec::new(),
         },
         cases,

@@ -96,6 +96,7 @@ fn main() -> ExitCode {
         SuiteConfig {
             name: "lifecycle",
             jwks_url: false,
+            extra_secrets: vec![],
             extra_vars: vec![
                 ("PLANS".into(), plans().to_string()),
                 ("UPSTREAM_TIMEOUT_MS".into(), IDLE.as_millis().to_string()),

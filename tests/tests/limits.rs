@@ -82,6 +82,7 @@ fn main() -> ExitCode {
         SuiteConfig {
             name: "limits",
             jwks_url: false,
+            extra_secrets: vec![],
             extra_vars: vec![("PLANS".into(), plans().to_string())],
         },
         cases,

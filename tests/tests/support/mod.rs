@@ -64,6 +64,9 @@ pub struct SuiteConfig {
     pub jwks_url: bool,
     /// More variables (they come after the standard ones, so they win).
     pub extra_vars: Vec<(String, String)>,
+    /// More secrets (values the suite's secret checks already cover, such as a provider key
+    /// stored differently).
+    pub extra_secrets: Vec<(String, String)>,
 }
 
 /// An answer as received, whole.
@@ -229,6 +232,9 @@ impl Suite {
         };
         for (k, v) in &config.extra_vars {
             opts = opts.var(k, v);
+        }
+        for (k, v) in &config.extra_secrets {
+            opts = opts.secret(k, v);
         }
         let worker = Worker::start(opts.clone())?;
         eprintln!(

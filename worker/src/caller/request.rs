@@ -170,6 +170,28 @@ pub fn check_declared_length(content_length: Option<&str>, limit: u64) -> Result
     }
 }
 
+/// The headers of a request to send (a provider's, the JWKS GET) as one string, `name\nvalue\n…`,
+/// for the runtime's `fetch` in one call. Each value loses the leading and trailing whitespace
+/// (tab, space, CR, LF) that `Headers` strips anyway, so a provider key stored with a trailing
+/// newline works as it always did. `None` when a line break is left inside a name or value: no
+/// header can hold one (`Headers` would refuse it), and it would split the string.
+pub fn header_lines(headers: &[(&str, &str)]) -> Option<String> {
+    let mut lines = String::new();
+    for (name, value) in headers {
+        let value = value.trim_matches([' ', '\t', '\r', '\n']);
+        if name.contains(['\n', '\r']) || value.contains(['\n', '\r']) {
+            return None;
+        }
+        if !lines.is_empty() {
+            lines.push('\n');
+        }
+        lines.push_str(name);
+        lines.push('\n');
+        lines.push_str(value);
+    }
+    Some(lines)
+}
+
 /// Whether a body can be read whole by the runtime in one call rather than piece by piece:
 /// its `content-length` is declared and within `limit`, and it is not compressed (the runtime
 /// inflates a compressed answer, past its declared length). Any other body is read piece by
@@ -295,6 +317,44 @@ mod tests {
 
     fn parse(text: &str) -> Result<ChatCall, AppError> {
         parse_chat(text.as_bytes())
+    }
+
+    /// What the runtime helper makes of the string: names and values, pair by pair.
+    fn pairs(lines: &str) -> Vec<(&str, &str)> {
+        let parts: Vec<&str> = lines.split('\n').collect();
+        parts.chunks(2).map(|p| (p[0], p[1])).collect()
+    }
+
+    #[test]
+    fn header_lines_keep_every_pair_and_trim_values_as_headers_do() {
+        let sent = [
+            ("authorization", "Bearer sk-key\n"),
+            ("x-empty", ""),
+            ("anthropic-version", " 2023-06-01\t"),
+            ("content-type", "application/json"),
+        ];
+        let lines = header_lines(&sent).unwrap();
+        assert_eq!(
+            pairs(&lines),
+            [
+                ("authorization", "Bearer sk-key"),
+                ("x-empty", ""),
+                ("anthropic-version", "2023-06-01"),
+                ("content-type", "application/json"),
+            ]
+        );
+        assert_eq!(header_lines(&[]).as_deref(), Some(""));
+        assert_eq!(pairs(&header_lines(&[("a", "")]).unwrap()), [("a", "")]);
+    }
+
+    #[test]
+    fn header_lines_refuse_a_line_break_inside() {
+        assert_eq!(
+            header_lines(&[("authorization", "Bearer sk\nx-evil: 1")]),
+            None
+        );
+        assert_eq!(header_lines(&[("authorization", "Bearer sk\r\nx")]), None);
+        assert_eq!(header_lines(&[("x-a\nb", "v")]), None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use worker::{AbortController, Delay, Response, ResponseBody};
 
 use super::stream::{BodyReader, Piece};
 use crate::caller::body::Hangup;
-use crate::caller::request::{reads_whole, BodyLimit};
+use crate::caller::request::{header_lines, reads_whole, BodyLimit};
 
 /// A request for the runtime's `fetch`, handed over in one call as a URL and options: no
 /// `Request` object is built here for the runtime to copy into its own. A redirect is answered,
@@ -27,8 +27,8 @@ pub(crate) struct Outgoing<'a> {
     pub body: Option<&'a [u8]>,
 }
 
-// The headers come as one string, `name\nvalue\n...`: no line break can be part of a header, and
-// `Headers` refuses the other characters that cannot (thrown here, before anything is sent).
+// The headers come as one string ([`header_lines`]); `Headers` refuses what no header can hold,
+// here, before anything is sent.
 #[wasm_bindgen(inline_js = r#"
 export function storycadFetch(url, method, lines, body, signal) {
   const headers = new Headers();
@@ -70,18 +70,7 @@ pub(crate) async fn fetch(
     timeout: Duration,
     hangup: Option<&Hangup>,
 ) -> Result<Response, FetchError> {
-    let mut lines = String::new();
-    for (name, value) in request.headers {
-        if name.contains(['\n', '\r']) || value.contains(['\n', '\r']) {
-            return Err(FetchError::NotSent);
-        }
-        if !lines.is_empty() {
-            lines.push('\n');
-        }
-        lines.push_str(name);
-        lines.push('\n');
-        lines.push_str(value);
-    }
+    let lines = header_lines(request.headers).ok_or(FetchError::NotSent)?;
     let controller = AbortController::default();
     let signal = controller.signal();
     let promise = js_fetch(
