@@ -63,6 +63,9 @@ pub fn run(record: bool, settings: &bench_proxy::Settings) -> Result<()> {
     if settings.cold_only {
         bail!("--cold-only measures one thing: run it as `cargo xtask bench proxy --cold-only`");
     }
+    if settings.json_only {
+        bail!("--json-only measures part of the proxy: run it as `cargo xtask bench proxy --json-only`");
+    }
     let started = std::time::Instant::now();
     let load_before = load_average();
 

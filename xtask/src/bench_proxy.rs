@@ -106,6 +106,11 @@ pub struct Settings {
     /// --against's): many starts in minutes, for a change to start-up or the first request.
     #[arg(long)]
     pub cold_only: bool,
+    /// Only the requests not streamed (latency, requests/s and CPU per request, with the
+    /// calibration) and the cold starts: a change to the request path, before and after
+    /// (`--against`), in minutes rather than the whole run's ten.
+    #[arg(long, conflicts_with = "cold_only")]
+    pub json_only: bool,
 }
 
 impl Settings {
@@ -754,7 +759,7 @@ async fn measure_targets(
     let warm_stream = stream_prompt(RATE_CHUNKS, 0);
     for t in targets {
         for (prompt, stream) in [("hello there", false), (warm_stream.as_str(), true)] {
-            if (stream && !t.streams) || (!stream && !t.json) {
+            if (stream && (!t.streams || settings.json_only)) || (!stream && !t.json) {
                 continue;
             }
             let body = t.body(prompt, stream);
@@ -779,6 +784,9 @@ async fn measure_targets(
                 cpu_ms: s.cpu_per_request(),
             });
         }
+    }
+    if settings.json_only {
+        return Ok(report);
     }
     for (shape, chunks, spacing, concurrency) in [
         ("back to back".to_owned(), settings.burst_chunks, 0, 1),
@@ -975,6 +983,11 @@ pub fn markdown(report: &Report) -> Result<String> {
         }
     }
 
+    if report.rates.is_empty() {
+        // A JSON-only run.
+        cold_table(&mut md, &report.cold, report.cold_starts)?;
+        return Ok(md);
+    }
     writeln!(
         md,
         "\n### Streams per second ({} streams of {RATE_CHUNKS} content chunks per path, concurrency {RATE_CONCURRENCY})\n",
@@ -1252,8 +1265,8 @@ fn processes_cpu(pids: &[u32]) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::{
-        batches, markdown, median_cold, position, Calibration, ColdRow, Report, OURS,
-        OURS_NO_LIMITS, PASSTHROUGH,
+        batches, markdown, median_cold, position, Calibration, ColdRow, LatencyRow, Report,
+        CALIBRATION, METERED, OURS, OURS_NO_LIMITS, PASSTHROUGH,
     };
 
     fn cold(path: &'static str, ms: f64) -> ColdRow {
@@ -1311,6 +1324,49 @@ mod tests {
         for other in ["Latency", "Calibration", "Streams"] {
             assert!(!md.contains(other), "{other} in {md}");
         }
+    }
+
+    #[test]
+    fn a_json_only_report_has_no_stream_sections() {
+        let row = |path, p50, cpu_ms| LatencyRow {
+            path,
+            concurrency: 1,
+            p50,
+            p90: p50,
+            p99: p50,
+            rate: 1000.0 / p50,
+            cpu_ms: Some(cpu_ms),
+        };
+        let report = Report {
+            requests: 20,
+            cold: vec![cold(PASSTHROUGH, 2.0), cold(OURS, 9.0)],
+            cold_starts: 1,
+            latency: vec![
+                row(PASSTHROUGH, 2.0, 1.0),
+                row(METERED, 3.0, 1.25),
+                row(CALIBRATION, 4.0, 2.0),
+                row(OURS, 6.0, 3.0),
+                row(OURS_NO_LIMITS, 5.0, 2.0),
+            ],
+            calibration: Calibration {
+                ms: 1.0,
+                workerd_ms: Some(1.0),
+                rounds: 1,
+            },
+            streams: Vec::new(),
+            rate_streams: 50,
+            rates: Vec::new(),
+        };
+        let md = markdown(&report).unwrap();
+        for part in [
+            "### Latency",
+            "| *ours vs passthrough* | 1 | +4.00 |",
+            "Calibration:",
+            "### Cold start",
+        ] {
+            assert!(md.contains(part), "{part} missing from {md}");
+        }
+        assert!(!md.contains("Streams"), "{md}");
     }
 
     #[test]

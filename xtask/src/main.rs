@@ -214,6 +214,7 @@ mod tests {
             "bench --requests many",
             "bench proxy --burst-chunks 2",
             "bench proxy --calibration-ms 0",
+            "bench proxy --json-only --cold-only",
             "bench client --record",
             "soak --via-wrangler --miniflare",
             "soak --users 0",
