@@ -249,17 +249,20 @@ async fn serve(req: web_sys::Request, env: Env, ctx: Context, reply: Reply) {
     let started = now_ms();
     let hangup = Hangup::new();
     let _watch = AbortWatch::new(&req, &hangup);
-    let header = |name: &str| req.headers().get(name).ok().flatten();
-    let id = request_id(header("cf-ray").as_deref(), random_u64());
     let url = req.url();
-    let path = url_path(&url);
-    let correlation = Correlation::from_headers(
-        header("x-request-id").as_deref(),
-        header("traceparent").as_deref(),
-    );
     // The method as sent: workers-rs maps a method it does not know (PROPFIND) to GET.
     let method = req.method();
-    let mut line = RequestLog::new(&id, &method, path);
+    let incoming = Incoming {
+        req: &req,
+        method: &method,
+        path: url_path(&url),
+    };
+    let id = request_id(incoming.header("cf-ray").as_deref(), random_u64());
+    let correlation = Correlation::from_headers(
+        incoming.header("x-request-id").as_deref(),
+        incoming.header("traceparent").as_deref(),
+    );
+    let mut line = RequestLog::new(&id, &method, incoming.path);
     line.client_request_id = correlation.client_request_id;
     line.trace_id = correlation.trace_id;
     let log: Log = Rc::new(RefCell::new(LogLine {
@@ -274,11 +277,6 @@ async fn serve(req: web_sys::Request, env: Env, ctx: Context, reply: Reply) {
         ctx: &ctx,
         log: &log,
         hangup: &hangup,
-    };
-    let incoming = Incoming {
-        req: &req,
-        method: &method,
-        path,
     };
     let (answer, pump) = match handle(incoming, &cx, &id).await {
         Ok((response, pump)) => (Ok(response), pump),

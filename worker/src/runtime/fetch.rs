@@ -95,9 +95,7 @@ pub(crate) async fn fetch(
         }
     };
     let waited = select(Delay::from(timeout), Box::pin(gone));
-    // Bound to a name so the borrowed futures are dropped before `signal`.
-    #[allow(clippy::let_and_return)]
-    let result = match select(Box::pin(sent), waited).await {
+    match select(Box::pin(sent), waited).await {
         Either::Left((Some(response), _)) => Ok(response),
         Either::Left((None, _)) => Err(FetchError::NoConnection),
         Either::Right((Either::Left(_), _)) => {
@@ -108,8 +106,7 @@ pub(crate) async fn fetch(
             controller.abort();
             Err(FetchError::CallerGone)
         }
-    };
-    result
+    }
 }
 
 /// Why a body read failed.
