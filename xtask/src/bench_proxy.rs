@@ -983,34 +983,32 @@ pub fn markdown(report: &Report) -> Result<String> {
         }
     }
 
-    if report.rates.is_empty() {
-        // A JSON-only run.
-        cold_table(&mut md, &report.cold, report.cold_starts)?;
-        return Ok(md);
-    }
-    writeln!(
-        md,
-        "\n### Streams per second ({} streams of {RATE_CHUNKS} content chunks per path, concurrency {RATE_CONCURRENCY})\n",
-        report.rate_streams
-    )?;
-    writeln!(
-        md,
-        "| path | streams/s | CPU ms/stream | streams/s vs TransformStream |\n|---|---:|---:|---:|"
-    )?;
-    let transform = report
-        .rates
-        .iter()
-        .find(|r| r.path == TRANSFORM)
-        .map(|r| r.rate);
-    for r in &report.rates {
+    // A JSON-only run has no stream sections.
+    if !report.rates.is_empty() {
         writeln!(
             md,
-            "| {} | {:.0} | {} | {} |",
-            r.path,
-            r.rate,
-            cpu(r.cpu_ms),
-            ratio(Some(r.rate), transform)
+            "\n### Streams per second ({} streams of {RATE_CHUNKS} content chunks per path, concurrency {RATE_CONCURRENCY})\n",
+            report.rate_streams
         )?;
+        writeln!(
+            md,
+            "| path | streams/s | CPU ms/stream | streams/s vs TransformStream |\n|---|---:|---:|---:|"
+        )?;
+        let transform = report
+            .rates
+            .iter()
+            .find(|r| r.path == TRANSFORM)
+            .map(|r| r.rate);
+        for r in &report.rates {
+            writeln!(
+                md,
+                "| {} | {:.0} | {} | {} |",
+                r.path,
+                r.rate,
+                cpu(r.cpu_ms),
+                ratio(Some(r.rate), transform)
+            )?;
+        }
     }
     cold_table(&mut md, &report.cold, report.cold_starts)?;
     Ok(md)
