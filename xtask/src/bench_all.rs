@@ -230,14 +230,15 @@ fn document(tables: &str, load_before: String, took: std::time::Duration) -> Res
         "The latest run of `{command}` (commit `{rev}`, {:.0} s). Every figure sits beside its \
          baseline measured in the same run; machines are noisy, so compare within a table, not \
          across runs. `CPU ms` is the CPU time the serving workerd processes used per request \
-         (from /proc; wrangler's own node process left out), steadier than wall time on a busy \
-         machine.\n",
+         (from /proc; the node process that started them left out), steadier than wall time on \
+         a busy machine. The proxy's tables run each Worker under miniflare alone: no dev proxy \
+         and no DevTools client, whose console capture `wrangler dev` adds to every log line.\n",
         took.as_secs_f64()
     )?;
     writeln!(
         doc,
         "Machine: {cpu}, {cores} cores; load average {load_before} at the start (1, 5, 15 min); \
-         wrangler {wrangler} with its bundled workerd; the fake provider on 127.0.0.1.\n"
+         wrangler {wrangler} with its miniflare and workerd; the fake provider on 127.0.0.1.\n"
     )?;
     doc.push_str(tables);
     Ok(doc)

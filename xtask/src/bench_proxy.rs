@@ -33,10 +33,12 @@
 //! token and limiter), as callers are in real use.
 //!
 //! CPU is what the Worker's own workerd process used (utime + stime from /proc, all threads:
-//! the isolate, the runtime's HTTP and stream work). Each Worker runs under `wrangler dev`, but
-//! the requests go to its runtime's own port: wrangler's dev proxy (a second workerd in the path
-//! of `wrangler dev`'s public port) buffers answers and does work of its own that a deployed
-//! Worker does not have (TOOLCHAIN.md).
+//! the isolate, the runtime's HTTP and stream work). Each Worker runs under miniflare alone
+//! (`crate::miniflare`): one workerd, no dev proxy and no DevTools client. Under `wrangler dev`
+//! the dev proxy is a second workerd in the path that buffers answers (TOOLCHAIN.md), and its
+//! inspector makes every `console.log` a DevTools message with a captured stack trace, work a
+//! deployed Worker does not do: it cost our Worker ~0.5 ms a request and the JS metering Worker
+//! ~0.35.
 
 use std::{
     path::{Path, PathBuf},
@@ -53,10 +55,11 @@ use serde_json::json;
 use storycad_e2e::{
     fake_provider::{FakeProvider, FakeProviderOptions},
     tokens::{self, Alg, TestKeys},
-    workerd::{workerds, workspace_root, Worker, WorkerOptions},
+    workerd::workspace_root,
 };
 
 use crate::build;
+use crate::miniflare::{self, Code, Miniflare};
 
 const ISSUER: &str = "storycad-bench";
 const AUDIENCE: &str = "storycad-bench";
@@ -248,49 +251,51 @@ pub fn measure(settings: &Settings) -> Result<Report> {
     }});
     // `vars`: settings beyond the Worker's defaults.
     let ours =
-        |name: &str, cache: &str, limits: &str, vars: &[(&str, &str)], dir: Option<PathBuf>| {
-            let mut options = WorkerOptions {
+        |name: &str, cache: &str, limits: &str, vars: &[(&str, &str)], build: Option<PathBuf>| {
+            let bindings = [
+                ("JWT_PUBLIC_JWK", key.public_jwk().to_string()),
+                ("JWT_ISSUER", ISSUER.to_owned()),
+                ("JWT_AUDIENCE", AUDIENCE.to_owned()),
+                ("JWT_ALGORITHMS", "RS256".to_owned()),
+                ("JWT_CACHE_ENTRIES", cache.to_owned()),
+                ("LIMITS_ENABLED", limits.to_owned()),
+                ("ROUTES", r#"{"bench":["openai:gpt-4o-mini"]}"#.to_owned()),
+                ("PLANS", plans.to_string()),
+                ("DEFAULT_PLAN", "bench".to_owned()),
+                ("CACHE_TTL_SECONDS", "0".to_owned()),
+                ("OPENAI_BASE_URL", provider.openai_base_url()),
+                ("OPENAI_API_KEY", PROVIDER_KEY.to_owned()),
+            ]
+            .into_iter()
+            .chain(vars.iter().map(|(n, v)| (*n, (*v).to_owned())))
+            .map(|(n, v)| (n.to_owned(), v))
+            .collect();
+            Miniflare::start(miniflare::Options {
                 name: name.into(),
                 // Built once above: they run the same bundle (but the --against one).
-                build: false,
-                worker_dir: dir.unwrap_or_else(|| workspace_root().join("worker")),
-                ..WorkerOptions::default()
-            }
-            .var("JWT_PUBLIC_JWK", key.public_jwk().to_string())
-            .var("JWT_ISSUER", ISSUER)
-            .var("JWT_AUDIENCE", AUDIENCE)
-            .var("JWT_ALGORITHMS", "RS256")
-            .var("JWT_CACHE_ENTRIES", cache)
-            .var("LIMITS_ENABLED", limits)
-            .var("ROUTES", r#"{"bench":["openai:gpt-4o-mini"]}"#)
-            .var("PLANS", plans.to_string())
-            .var("DEFAULT_PLAN", "bench")
-            .var("CACHE_TTL_SECONDS", "0")
-            .var("OPENAI_BASE_URL", provider.openai_base_url())
-            .secret("OPENAI_API_KEY", PROVIDER_KEY);
-            for (name, value) in vars {
-                options = options.var(*name, *value);
-            }
-            Worker::start(options)
+                code: Code::Bundle(build.unwrap_or_else(build::bundle_dir)),
+                bindings,
+            })
         };
     // `suffix` tells apart the fresh starts of the same Worker (the cold-start samples).
     let js = |dir: &str, suffix: &str, rounds: Option<u64>| {
-        let mut options = WorkerOptions {
+        let mut bindings = vec![
+            ("OPENAI_BASE_URL".to_owned(), provider.openai_base_url()),
+            ("OPENAI_API_KEY".to_owned(), PROVIDER_KEY.to_owned()),
+        ];
+        if let Some(rounds) = rounds {
+            bindings.push(("SPIN_ROUNDS".to_owned(), rounds.to_string()));
+        }
+        Miniflare::start(miniflare::Options {
             name: format!("bench-{dir}{suffix}"),
-            config: Some(
+            code: Code::Script(
                 workspace_root()
                     .join("bench")
                     .join(dir)
                     .join("wrangler.toml"),
             ),
-            ..WorkerOptions::default()
-        }
-        .var("OPENAI_BASE_URL", provider.openai_base_url())
-        .secret("OPENAI_API_KEY", PROVIDER_KEY);
-        if let Some(rounds) = rounds {
-            options = options.var("SPIN_ROUNDS", rounds.to_string());
-        }
-        Worker::start(options)
+            bindings,
+        })
     };
     let mut workers = Vec::new();
     let mut targets = vec![Target::new(
@@ -306,8 +311,8 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         (METERED, "metered", None),
         (CALIBRATION, "calibrate", Some(calibration.rounds)),
     ];
-    let js_target = |name, w: &Worker| {
-        Target::new(name, &w.api_base(), vec!["unused".into()], "gpt-4o-mini").served_by(w)
+    let js_target = |name, w: &Miniflare| {
+        Target::new(name, "", vec!["unused".into()], "gpt-4o-mini").served_by(w)
     };
     // A cold-only run starts only the Workers its table compares.
     let js_workers: Vec<_> = js_workers
@@ -316,7 +321,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         .collect();
     for &(name, dir, rounds) in &js_workers {
         let w = js(dir, "", rounds)?;
-        let mut t = js_target(name, &w)?;
+        let mut t = js_target(name, &w);
         // Its streams are the passthrough's.
         t.streams = name != METERED;
         targets.push(t);
@@ -360,10 +365,10 @@ pub fn measure(settings: &Settings) -> Result<Report> {
     .filter(|(name, ..)| !settings.cold_only || [OURS, OURS_NO_LIMITS, OURS_AGAINST].contains(name))
     .collect();
     let our_target =
-        |name, w: &Worker| Target::new(name, &w.api_base(), tokens.clone(), "bench").served_by(w);
+        |name, w: &Miniflare| Target::new(name, "", tokens.clone(), "bench").served_by(w);
     for (i, (name, cache, limits, vars, dir)) in our_workers.iter().cloned().enumerate() {
         let w = ours(&format!("bench-{i}"), cache, limits, vars, dir)?;
-        let mut t = our_target(name, &w)?;
+        let mut t = our_target(name, &w);
         // The token cache's cost is a per-request one: the JSON table shows it. Coalescing and
         // resumable streams are a stream's only, but those Workers are measured on JSON too
         // (the same path as ours: their rows show the run's noise), so that every Worker in
@@ -389,12 +394,12 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         let mut rows = Vec::new();
         for &(name, dir, rounds) in &js_workers {
             let w = js(dir, &suffix, rounds)?;
-            rows.extend(rt.block_on(cold_alone(js_target(name, &w)?))?);
+            rows.extend(rt.block_on(cold_alone(js_target(name, &w)))?);
             stop(w);
         }
         for (i, (name, cache, limits, vars, dir)) in our_workers.iter().cloned().enumerate() {
             let w = ours(&format!("bench-{i}{suffix}"), cache, limits, vars, dir)?;
-            rows.extend(rt.block_on(cold_alone(our_target(name, &w)?))?);
+            rows.extend(rt.block_on(cold_alone(our_target(name, &w)))?);
             stop(w);
         }
         samples.push(rows);
@@ -406,9 +411,9 @@ pub fn measure(settings: &Settings) -> Result<Report> {
 }
 
 /// Stops a Worker, saying so when it left processes behind.
-fn stop(w: Worker) {
-    if !w.stop().group_empty {
-        eprintln!("bench: some wrangler processes were still running at the end");
+fn stop(w: Miniflare) {
+    if !w.stop() {
+        eprintln!("bench: a Worker's workerd was still running at the end");
     }
 }
 
@@ -491,32 +496,15 @@ console.log(guess, cost(guess, Math.ceil(400 / {ms})));"#,
     }
 }
 
-/// A Worker directory for the `--against` build: this checkout's wrangler.toml and
-/// node_modules, and a copy of that build.
+/// The `--against` build, checked to be one.
 fn against_dir(build: &Path) -> Result<PathBuf> {
-    if !build.join("worker").join("shim.mjs").exists() {
+    if !build.join("worker").join("shim.mjs").exists() || !build.join("index_bg.wasm").exists() {
         bail!(
             "--against {}: not a Worker build (a copy of worker/build, with worker/shim.mjs)",
             build.display()
         );
     }
-    let worker = workspace_root().join("worker");
-    let dir = storycad_e2e::workerd::target_dir()
-        .join("bench")
-        .join("against");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::copy(worker.join("wrangler.toml"), dir.join("wrangler.toml"))?;
-    std::os::unix::fs::symlink(worker.join("node_modules"), dir.join("node_modules"))?;
-    let status = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(build)
-        .arg(dir.join("build"))
-        .status()?;
-    if !status.success() {
-        bail!("copying {} failed", build.display());
-    }
-    Ok(dir)
+    Ok(build.to_path_buf())
 }
 
 /// One way to the same answer.
@@ -547,17 +535,11 @@ impl Target {
         }
     }
 
-    /// Sends to `worker`'s runtime directly (past wrangler's dev proxy) and measures that
-    /// runtime's CPU.
-    fn served_by(mut self, worker: &Worker) -> Result<Self> {
-        let port = worker.runtime_port()?;
-        self.url = format!("http://127.0.0.1:{port}/v1/chat/completions");
-        self.runtime = workerds(worker.pgid(), worker.port())
-            .into_iter()
-            .filter(|w| !w.proxy)
-            .map(|w| w.pid)
-            .collect();
-        Ok(self)
+    /// Sends to `worker` and measures its workerd's CPU.
+    fn served_by(mut self, worker: &Miniflare) -> Self {
+        self.url = format!("{}/chat/completions", worker.api_base());
+        self.runtime = worker.runtime();
+        self
     }
 
     fn body(&self, prompt: &str, stream: bool) -> String {

@@ -16,6 +16,8 @@ mod csharp;
 #[cfg(unix)]
 mod dev;
 mod fuzz;
+#[cfg(unix)]
+mod miniflare;
 mod python;
 mod setup;
 #[cfg(unix)]

@@ -1,20 +1,13 @@
 //! The Worker under load, however it was started: `wrangler dev` (requests to its runtime or
 //! through its dev proxy) or miniflare alone; its process group, log and inspector.
 
-use std::{
-    os::unix::process::CommandExt,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use serde_json::json;
-use storycad_e2e::workerd::{
-    free_port, health, panic_lines, runtime_ports, target_dir, workerds, Worker, WorkerOptions,
-};
+use anyhow::{Context, Result};
+use storycad_e2e::workerd::{panic_lines, runtime_ports, Worker, WorkerOptions};
 
 use super::{memory::GcProbe, Settings};
+use crate::miniflare::{self, Miniflare};
 use crate::{build, cmd};
 
 /// The running Worker, however it was started.
@@ -32,7 +25,7 @@ pub struct Backend {
 
 enum BackendKind {
     Wrangler(Worker),
-    Miniflare(Child),
+    Miniflare(Miniflare),
 }
 
 impl Backend {
@@ -94,85 +87,35 @@ impl Backend {
     /// The bundle (a snapshot of worker/build) under miniflare alone, in a process group of
     /// its own.
     fn miniflare(vars: &[(&str, String)], secrets: &[(&str, &str)]) -> Result<Self> {
-        let root = cmd::root();
-        let run_dir = target_dir()
-            .join("e2e")
-            .join(format!("soak-miniflare-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&run_dir);
-        std::fs::create_dir_all(&run_dir)?;
-        let build = run_dir.join("build");
-        copy_dir(&build::bundle_dir(), &build)?;
-        let port = free_port()?;
-        let inspector_port = free_port()?;
+        let bindings = vars
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .chain(
+                secrets
+                    .iter()
+                    .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+            )
+            .collect();
         let name = worker_name()?;
-        let mut bindings = serde_json::Map::new();
-        for (name, value) in vars {
-            bindings.insert((*name).to_owned(), json!(value));
-        }
-        for (name, value) in secrets {
-            bindings.insert((*name).to_owned(), json!(value));
-        }
-        let toml = std::fs::read_to_string(root.join("worker").join("wrangler.toml"))?;
-        let compatibility_date = toml
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("compatibility_date"))
-            .and_then(|v| v.split('"').nth(1))
-            .context("wrangler.toml has no compatibility_date")?
-            .to_owned();
-        // `compatibility_flags = ["a", "b"]` on one line.
-        let compatibility_flags: Vec<String> = toml
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("compatibility_flags"))
-            .map(|v| v.split('"').skip(1).step_by(2).map(str::to_owned).collect())
-            .unwrap_or_default();
-        let config = json!({
-            "node_modules": root.join("worker").join("node_modules"),
-            "build": build,
-            "port": port,
-            "inspector_port": inspector_port,
-            "name": name,
-            "persist": run_dir.join("state"),
-            "compatibility_date": compatibility_date,
-            "compatibility_flags": compatibility_flags,
-            "bindings": bindings,
-        });
-        let config_path = run_dir.join("miniflare.json");
-        write_private(&config_path, config.to_string().as_bytes())?;
-        let log = run_dir.join("miniflare.log");
-        let out = std::fs::File::create(&log)?;
-        let child = Command::new("node")
-            .arg(root.join("xtask/src/soak/miniflare.mjs"))
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .process_group(0)
-            .spawn()
-            .context("starting node (miniflare)")?;
-        let pgid = i32::try_from(child.id()).context("pid out of range")?;
-        let backend = Backend {
-            target: format!("http://127.0.0.1:{port}/v1"),
+        let mf = Miniflare::start(miniflare::Options {
+            name: name.clone(),
+            code: miniflare::Code::Bundle(build::bundle_dir()),
+            bindings,
+        })?;
+        Ok(Backend {
+            target: mf.api_base(),
             what: "miniflare alone (no DevTools client, no dev proxy)",
             group: Group {
-                pgid,
+                pgid: mf.pgid,
                 public_port: 0,
             },
-            log,
+            log: mf.log.clone(),
             gc: Some(GcProbe::new(vec![format!(
-                "ws://127.0.0.1:{inspector_port}/core:user:{name}"
+                "ws://127.0.0.1:{}/core:user:{name}",
+                mf.inspector_port
             )])),
-            kind: BackendKind::Miniflare(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !health(port) {
-            if Instant::now() > deadline {
-                let text = std::fs::read_to_string(&backend.log).unwrap_or_default();
-                backend.stop();
-                bail!("miniflare did not answer /healthz within 90 s:\n{text}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Ok(backend)
+            kind: BackendKind::Miniflare(mf),
+        })
     }
 
     /// Log lines that show a Rust panic or a wasm trap in the Worker.
@@ -193,56 +136,13 @@ impl Backend {
                     eprintln!("soak: some wrangler processes were still running at the end");
                 }
             }
-            BackendKind::Miniflare(mut child) => {
-                // The node process and its workerd, by the group id of the node we started.
-                let group = format!("-{}", self.group.pgid);
-                let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while Instant::now() < deadline
-                    && !workerds(self.group.pgid, self.group.public_port).is_empty()
-                {
-                    std::thread::sleep(Duration::from_millis(100));
+            BackendKind::Miniflare(mf) => {
+                if !mf.stop() {
+                    eprintln!("soak: miniflare's workerd was still running at the end");
                 }
-                if !workerds(self.group.pgid, self.group.public_port).is_empty() {
-                    let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-                }
-                let _ = child.kill();
-                let _ = child.wait();
             }
         }
     }
-}
-
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        if entry.file_name() == ".tmp" {
-            continue;
-        }
-        let path = entry.path();
-        if entry.file_type()?.is_dir() {
-            copy_dir(&path, &to.join(entry.file_name()))?;
-        } else {
-            std::fs::copy(&path, to.join(entry.file_name()))?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes `bytes` to `path`, readable by the owner only (it holds the fake secrets).
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(bytes)?;
-    Ok(())
 }
 
 /// The Worker's process group, and the public port that tells its dev proxy apart.

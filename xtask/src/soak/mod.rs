@@ -22,7 +22,7 @@
 //! Other ways to run it, to tell the Worker's costs from the tooling's:
 //!
 //! - `--via-wrangler`: through wrangler's dev proxy, as other tests do.
-//! - `--miniflare`: the same bundle under miniflare alone (`soak/miniflare.mjs`): one workerd,
+//! - `--miniflare`: the same bundle under miniflare alone (`xtask/src/miniflare.mjs`): one workerd,
 //!   no DevTools inspector (which `wrangler dev` always attaches, with its Network domain on),
 //!   no dev proxy.
 //! - `--no-limits` (`LIMITS_ENABLED=false`: no Durable Object), `--no-stream` (complete

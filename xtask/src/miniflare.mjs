@@ -1,0 +1,57 @@
+// A Worker under workerd through miniflare alone: no DevTools client and no dev proxy (what
+// `wrangler dev` adds around the runtime). `cargo xtask soak --miniflare` runs our bundle so;
+// `cargo xtask bench proxy` runs every Worker it measures so.
+//
+// usage: node miniflare.mjs CONFIG_JSON_FILE
+// The file: {"node_modules", "name", "port", "inspector_port", "compatibility_date",
+// "compatibility_flags", "bindings": {NAME: TEXT}} and either
+// - "build" and "persist": our bundle (index.js and index_bg.wasm in that directory), with its
+//   limiter's Durable Objects and its KV namespace, their state kept under "persist"; or
+// - "script" and "modules_root": a JavaScript Worker's main module, its imports found from it.
+// The inspector is open (no client attaches unless `soak/gc.mjs` asks for a garbage
+// collection). Prints `ready <url>` once the Worker answers, and runs until SIGTERM.
+import fs from "node:fs";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+
+const config = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
+const entry = path.join(config.node_modules, "miniflare", "dist", "src", "index.js");
+const { Miniflare } = await import(pathToFileURL(entry).href);
+const code = config.build
+  ? {
+      modules: [
+        { type: "ESModule", path: path.join(config.build, "index.js") },
+        { type: "CompiledWasm", path: path.join(config.build, "index_bg.wasm") },
+      ],
+      modulesRoot: config.build,
+      durableObjects: { LIMITER: { className: "UserLimiter", useSQLite: true } },
+      kvNamespaces: ["CACHE"],
+      durableObjectsPersist: path.join(config.persist, "do"),
+      kvPersist: path.join(config.persist, "kv"),
+    }
+  : {
+      scriptPath: config.script,
+      modules: true,
+      modulesRoot: config.modules_root,
+      // As wrangler reads them: every .js and .mjs an ES module.
+      modulesRules: [{ type: "ESModule", include: ["**/*.js", "**/*.mjs"] }],
+    };
+const mf = new Miniflare({
+  name: config.name,
+  ...code,
+  compatibilityDate: config.compatibility_date,
+  compatibilityFlags: config.compatibility_flags ?? [],
+  bindings: config.bindings,
+  host: "127.0.0.1",
+  port: config.port,
+  inspectorPort: config.inspector_port,
+});
+const url = await mf.ready;
+console.log(`ready ${url.href}`);
+const stop = async () => {
+  await mf.dispose();
+  process.exit(0);
+};
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);
+setInterval(() => {}, 1 << 30);
