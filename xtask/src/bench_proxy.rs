@@ -251,7 +251,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
     }});
     // `vars`: settings beyond the Worker's defaults.
     let ours =
-        |name: &str, cache: &str, limits: &str, vars: &[(&str, &str)], build: Option<PathBuf>| {
+        |name: &str, cache: &str, limits: &str, vars: &[(&str, &str)], bundle: Option<PathBuf>| {
             let bindings = [
                 ("JWT_PUBLIC_JWK", key.public_jwk().to_string()),
                 ("JWT_ISSUER", ISSUER.to_owned()),
@@ -273,7 +273,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
             Miniflare::start(miniflare::Options {
                 name: name.into(),
                 // Built once above: they run the same bundle (but the --against one).
-                code: Code::Bundle(build.unwrap_or_else(build::bundle_dir)),
+                code: Code::Bundle(bundle.unwrap_or_else(build::bundle_dir)),
                 bindings,
             })
         };
