@@ -503,7 +503,8 @@ fn without_table(toml: &str, name: &str) -> String {
     out
 }
 
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+/// Copies the directory `from` to `to` (worker-build's scratch directory and lock left out).
+pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     fs::create_dir_all(to)?;
     for entry in fs::read_dir(from)? {
         let entry = entry?;
@@ -723,6 +724,11 @@ fn write_secrets(path: &Path, secrets: &[(String, String)]) -> Result<()> {
         }
         text.push_str(&format!("{name}='{value}'\n"));
     }
+    write_private(path, text.as_bytes())
+}
+
+/// Writes `bytes` to `path`, readable by its owner only (secrets).
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     {
@@ -730,7 +736,7 @@ fn write_secrets(path: &Path, secrets: &[(String, String)]) -> Result<()> {
         opts.mode(0o600);
     }
     opts.open(path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|mut f| f.write_all(bytes))
         .with_context(|| format!("writing {}", path.display()))
 }
 

@@ -312,7 +312,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         (CALIBRATION, "calibrate", Some(calibration.rounds)),
     ];
     let js_target = |name, w: &Miniflare| {
-        Target::new(name, "", vec!["unused".into()], "gpt-4o-mini").served_by(w)
+        Target::new(name, &w.api_base(), vec!["unused".into()], "gpt-4o-mini").served_by(w)
     };
     // A cold-only run starts only the Workers its table compares.
     let js_workers: Vec<_> = js_workers
@@ -348,7 +348,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         })
         .collect();
     let against = match &settings.against {
-        Some(build) => Some(against_dir(build)?),
+        Some(build) => Some(against_build(build)?),
         None => None,
     };
     let no_coalesce: &[(&str, &str)] = &[("STREAM_COALESCE_MS", "0")];
@@ -364,8 +364,9 @@ pub fn measure(settings: &Settings) -> Result<Report> {
     .chain(against.map(|dir| (OURS_AGAINST, "4096", "true", &[][..], Some(dir))))
     .filter(|(name, ..)| !settings.cold_only || [OURS, OURS_NO_LIMITS, OURS_AGAINST].contains(name))
     .collect();
-    let our_target =
-        |name, w: &Miniflare| Target::new(name, "", tokens.clone(), "bench").served_by(w);
+    let our_target = |name, w: &Miniflare| {
+        Target::new(name, &w.api_base(), tokens.clone(), "bench").served_by(w)
+    };
     for (i, (name, cache, limits, vars, dir)) in our_workers.iter().cloned().enumerate() {
         let w = ours(&format!("bench-{i}"), cache, limits, vars, dir)?;
         let mut t = our_target(name, &w);
@@ -497,7 +498,7 @@ console.log(guess, cost(guess, Math.ceil(400 / {ms})));"#,
 }
 
 /// The `--against` build, checked to be one.
-fn against_dir(build: &Path) -> Result<PathBuf> {
+fn against_build(build: &Path) -> Result<PathBuf> {
     if !build.join("worker").join("shim.mjs").exists() || !build.join("index_bg.wasm").exists() {
         bail!(
             "--against {}: not a Worker build (a copy of worker/build, with worker/shim.mjs)",
@@ -535,9 +536,8 @@ impl Target {
         }
     }
 
-    /// Sends to `worker` and measures its workerd's CPU.
+    /// Measures the CPU of the workerd serving it.
     fn served_by(mut self, worker: &Miniflare) -> Self {
-        self.url = format!("{}/chat/completions", worker.api_base());
         self.runtime = worker.runtime();
         self
     }

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use storycad_e2e::workerd::{free_port, health, target_dir, workerds};
+use storycad_e2e::workerd::{copy_dir, free_port, health, target_dir, workerds, write_private};
 
 use crate::cmd;
 
@@ -191,38 +191,6 @@ fn compatibility(toml: &Path) -> Result<(String, Vec<String>)> {
         .map(|v| v.split('"').skip(1).step_by(2).map(str::to_owned).collect())
         .unwrap_or_default();
     Ok((date, flags))
-}
-
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        if entry.file_name() == ".tmp" {
-            continue;
-        }
-        let path = entry.path();
-        if entry.file_type()?.is_dir() {
-            copy_dir(&path, &to.join(entry.file_name()))?;
-        } else {
-            std::fs::copy(&path, to.join(entry.file_name()))?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes `bytes` to `path`, readable by the owner only (it holds the fake secrets).
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(bytes)?;
-    Ok(())
 }
 
 #[cfg(test)]
