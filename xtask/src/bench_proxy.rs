@@ -12,6 +12,9 @@
 //! - the JS metering Worker (`bench/metered`, answers not streamed only): the passthrough that
 //!   reads the answer whole, takes its usage out (`JSON.parse`) and writes one log line, the
 //!   least a proxy that meters does; the passthrough hands the body through unread;
+//! - the same metering Worker written as a plain workers-rs Worker (`bench/rust-metered`,
+//!   built here with worker-build): what running as Rust compiled to wasm costs on this
+//!   runtime before any work of ours, per request and on an isolate's first request;
 //! - the calibration Worker (`bench/calibrate`): the passthrough plus a known amount of CPU work
 //!   per request (sized under node, then measured under the same workerd in requests that do it
 //!   many times); it must read as that much more than the passthrough, or the measurement is
@@ -23,7 +26,8 @@
 //!   (`STREAM_COALESCE_MS=0`) and with resumable streams off (`RESUME_WINDOW_SECONDS=0`: no
 //!   stream id, no event ids, no events kept: what a stream never cut costs for being
 //!   resumable);
-//! - with `--against`, another build of our Worker (before/after in one run).
+//! - with `--against`, another build of our Worker, limiter on and off (before/after in one
+//!   run).
 //!
 //! Measured: JSON latency and requests/s at each concurrency; streams of two shapes, many
 //! chunks back to back and fewer chunks spaced as a provider sends them (one per read), with
@@ -223,6 +227,7 @@ pub const PASSTHROUGH: &str = "JS passthrough Worker";
 pub const TRANSFORM: &str = "JS + TransformStream Worker";
 pub const READER: &str = "JS reader + native stream Worker";
 pub const METERED: &str = "JS metering Worker (reads the answer, one log line)";
+pub const RUST_METERED: &str = "Rust metering Worker (the same, in workers-rs)";
 pub const CALIBRATION: &str = "calibration Worker (passthrough + known CPU)";
 pub const OURS: &str = "our Worker";
 pub const OURS_NO_CACHE: &str = "our Worker, no token cache";
@@ -230,6 +235,7 @@ pub const OURS_NO_LIMITS: &str = "our Worker, limiter off";
 pub const OURS_NO_COALESCE: &str = "our Worker, STREAM_COALESCE_MS=0";
 pub const OURS_NO_RESUME: &str = "our Worker, RESUME_WINDOW_SECONDS=0";
 pub const OURS_AGAINST: &str = "our Worker, --against build";
+pub const OURS_AGAINST_NO_LIMITS: &str = "our Worker, --against build, limiter off";
 
 pub fn run(settings: &Settings) -> Result<()> {
     let report = measure(settings)?;
@@ -240,6 +246,7 @@ pub fn run(settings: &Settings) -> Result<()> {
 /// Starts the provider and the Workers, measures, stops them.
 pub fn measure(settings: &Settings) -> Result<Report> {
     build::worker(false)?;
+    build::rust_metered()?;
     let calibration = calibrate(settings.calibration_ms)?;
     let provider = FakeProvider::start_with(FakeProviderOptions::default())?;
     // RS256: what most issuers sign with, and the dearest check (the test-only key pair).
@@ -309,6 +316,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         (TRANSFORM, "transform", None),
         (READER, "reader", None),
         (METERED, "metered", None),
+        (RUST_METERED, "rust-metered", None),
         (CALIBRATION, "calibrate", Some(calibration.rounds)),
     ];
     let js_target = |name, w: &Miniflare| {
@@ -317,13 +325,13 @@ pub fn measure(settings: &Settings) -> Result<Report> {
     // A cold-only run starts only the Workers its table compares.
     let js_workers: Vec<_> = js_workers
         .into_iter()
-        .filter(|(name, ..)| !settings.cold_only || *name == PASSTHROUGH)
+        .filter(|(name, ..)| !settings.cold_only || [PASSTHROUGH, RUST_METERED].contains(name))
         .collect();
     for &(name, dir, rounds) in &js_workers {
         let w = js(dir, "", rounds)?;
         let mut t = js_target(name, &w);
-        // Its streams are the passthrough's.
-        t.streams = name != METERED;
+        // Their streams are the passthrough's.
+        t.streams = ![METERED, RUST_METERED].contains(&name);
         targets.push(t);
         workers.push(w);
     }
@@ -361,8 +369,17 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         (OURS_NO_RESUME, "4096", "true", no_resume, None),
     ]
     .into_iter()
-    .chain(against.map(|dir| (OURS_AGAINST, "4096", "true", &[][..], Some(dir))))
-    .filter(|(name, ..)| !settings.cold_only || [OURS, OURS_NO_LIMITS, OURS_AGAINST].contains(name))
+    .chain(against.into_iter().flat_map(|dir| {
+        // Both ways: the limiter's round trip is the noisier part of a request.
+        [
+            (OURS_AGAINST, "4096", "true", &[][..], Some(dir.clone())),
+            (OURS_AGAINST_NO_LIMITS, "4096", "false", &[][..], Some(dir)),
+        ]
+    }))
+    .filter(|(name, ..)| {
+        !settings.cold_only
+            || [OURS, OURS_NO_LIMITS, OURS_AGAINST, OURS_AGAINST_NO_LIMITS].contains(name)
+    })
     .collect();
     let our_target = |name, w: &Miniflare| {
         Target::new(name, &w.api_base(), tokens.clone(), "bench").served_by(w)
@@ -892,6 +909,13 @@ pub fn markdown(report: &Report) -> Result<String> {
             ),
             ("metering JS", METERED, "passthrough", PASSTHROUGH),
             ("ours, limiter off,", OURS_NO_LIMITS, "metering JS", METERED),
+            ("metering Rust", RUST_METERED, "metering JS", METERED),
+            (
+                "ours, limiter off,",
+                OURS_NO_LIMITS,
+                "metering Rust",
+                RUST_METERED,
+            ),
             ("calibration", CALIBRATION, "passthrough", PASSTHROUGH),
         ] {
             let (Some(o), Some(base)) = (find(name), find(base)) else {
@@ -1032,7 +1056,11 @@ fn cold_table(md: &mut String, rows: &[ColdRow], starts: usize) -> Result<()> {
     }
     let find = |name: &str| rows.iter().find(|r| r.path == name);
     if let Some(base) = find(PASSTHROUGH) {
-        for (label, name) in [("ours", OURS), ("ours, limiter off,", OURS_NO_LIMITS)] {
+        for (label, name) in [
+            ("metering Rust", RUST_METERED),
+            ("ours", OURS),
+            ("ours, limiter off,", OURS_NO_LIMITS),
+        ] {
             let Some(o) = find(name) else { continue };
             writeln!(
                 md,

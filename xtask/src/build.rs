@@ -1,4 +1,5 @@
 //! `cargo xtask build-worker`: the Worker's release bundle in worker/build, via worker-build.
+//! The bench's Rust baseline (bench/rust-metered) is built the same way, into its own build/.
 //!
 //! wrangler runs this as the Worker's `[build] command` on every `wrangler dev` and
 //! `wrangler deploy`, so it returns at once when the sources have not changed since the last
@@ -18,24 +19,65 @@ use crate::{
     setup::{self, fnv1a, WasmToolchain},
 };
 
+/// A crate built for the runtime by worker-build.
+struct WasmCrate {
+    /// Its directory, from the workspace root; the bundle lands in its `build/`.
+    dir: &'static str,
+    /// What it is built from besides the workspace's Cargo.toml and Cargo.lock: manifests and
+    /// source directories, from the workspace root.
+    manifests: &'static [&'static str],
+    sources: &'static [&'static str],
+}
+
+/// Our Worker.
+const WORKER: WasmCrate = WasmCrate {
+    dir: "worker",
+    manifests: &["worker/Cargo.toml", "protocol/Cargo.toml"],
+    sources: &["worker/src", "protocol/src"],
+};
+
+/// The bench's Rust metering baseline.
+const RUST_METERED: WasmCrate = WasmCrate {
+    dir: "bench/rust-metered",
+    manifests: &["bench/rust-metered/Cargo.toml"],
+    sources: &["bench/rust-metered/src"],
+};
+
+impl WasmCrate {
+    fn out(&self) -> PathBuf {
+        root().join(self.dir).join("build")
+    }
+}
+
 /// Where the bundle lands; wrangler.toml's `main` points into it.
 pub fn bundle_dir() -> PathBuf {
-    root().join("worker").join("build")
+    WORKER.out()
 }
 
 pub fn worker(force: bool) -> Result<()> {
-    let out = bundle_dir();
+    build(&WORKER, force)
+}
+
+/// The bench's Rust metering baseline, built (when its sources changed) into
+/// bench/rust-metered/build, which its wrangler.toml's `main` points into.
+pub fn rust_metered() -> Result<()> {
+    build(&RUST_METERED, false)
+}
+
+fn build(krate: &WasmCrate, force: bool) -> Result<()> {
+    let out = krate.out();
     let stamp = out.join(".inputs-fingerprint");
-    let fingerprint = inputs_fingerprint()?.to_string();
+    let fingerprint = inputs_fingerprint(krate)?.to_string();
     let built = out.join("worker").join("shim.mjs").exists();
     if !force && built && fs::read_to_string(&stamp).ok().as_deref() == Some(fingerprint.as_str()) {
-        eprintln!("build-worker: up to date");
+        eprintln!("build-worker: {} up to date", krate.dir);
         return Ok(());
     }
     let started = Instant::now();
-    let mut c = worker_build_command(setup::wasm_toolchain()?)?;
+    let mut c = worker_build_command(krate, setup::wasm_toolchain()?)?;
     cmd::run(&mut c)?;
-    let wasm = find_wasm(&out).context("worker-build left no .wasm in worker/build")?;
+    let wasm = find_wasm(&out)
+        .with_context(|| format!("worker-build left no .wasm in {}/build", krate.dir))?;
     let module = fs::read(&wasm)?;
     fs::write(
         &wasm,
@@ -43,20 +85,23 @@ pub fn worker(force: bool) -> Result<()> {
     )?;
     fs::write(&stamp, fingerprint)?;
     eprintln!(
-        "build-worker: built in {:.1} s{}",
+        "build-worker: {} built in {:.1} s{}",
+        krate.dir,
         started.elapsed().as_secs_f64(),
-        wasm_size().map(|s| format!("; {s}")).unwrap_or_default()
+        wasm_size(&out)
+            .map(|s| format!("; {s}"))
+            .unwrap_or_default()
     );
     Ok(())
 }
 
-fn worker_build_command(toolchain: WasmToolchain) -> Result<Command> {
+fn worker_build_command(krate: &WasmCrate, toolchain: WasmToolchain) -> Result<Command> {
     let root = root();
     let node_modules = root.join("worker").join("node_modules");
     let mut c = Command::new(cargo_tool("worker-build"));
     // release tuned for size: see [profile.wasm-release] in the root Cargo.toml.
     c.args(["--profile", "wasm-release"])
-        .current_dir(root.join("worker"));
+        .current_dir(root.join(krate.dir));
     // Variables that `cargo xtask` inherited from the outer cargo and rustup would point the
     // inner build at the host toolchain.
     for var in [
@@ -147,9 +192,9 @@ fn esbuild_bin(node_modules: &Path) -> Result<PathBuf> {
         })
 }
 
-/// The built wasm's size, raw and gzipped, for the log.
-pub fn wasm_size() -> Option<String> {
-    let (raw, gz) = wasm_bytes()?;
+/// The wasm built in `dir`: its size, raw and gzipped, for the log.
+fn wasm_size(dir: &Path) -> Option<String> {
+    let (raw, gz) = bytes_of(dir)?;
     Some(format!(
         "wasm {} KB raw, {} KB gzipped",
         raw / 1024,
@@ -160,7 +205,11 @@ pub fn wasm_size() -> Option<String> {
 /// The built wasm's size in bytes: raw, and gzipped (`gzip -9`, as Cloudflare counts a
 /// Worker's size compressed).
 pub fn wasm_bytes() -> Option<(u64, u64)> {
-    let wasm = find_wasm(&bundle_dir())?;
+    bytes_of(&bundle_dir())
+}
+
+fn bytes_of(dir: &Path) -> Option<(u64, u64)> {
+    let wasm = find_wasm(dir)?;
     let raw = fs::metadata(&wasm).ok()?.len();
     let gz = Command::new("gzip")
         .args(["-9", "-c"])
@@ -229,16 +278,12 @@ pub fn without_names(module: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// A fingerprint of everything the bundle is built from.
-fn inputs_fingerprint() -> Result<u64> {
+/// A fingerprint of everything a bundle is built from.
+fn inputs_fingerprint(krate: &WasmCrate) -> Result<u64> {
     let root = root();
-    let mut files = vec![
-        root.join("Cargo.toml"),
-        root.join("Cargo.lock"),
-        root.join("worker").join("Cargo.toml"),
-        root.join("protocol").join("Cargo.toml"),
-    ];
-    for dir in ["worker/src", "protocol/src"] {
+    let mut files = vec![root.join("Cargo.toml"), root.join("Cargo.lock")];
+    files.extend(krate.manifests.iter().map(|m| root.join(m)));
+    for dir in krate.sources {
         collect_files(&root.join(dir), &mut files)?;
     }
     files.sort();
@@ -254,7 +299,7 @@ fn inputs_fingerprint() -> Result<u64> {
     // How it is built counts too: the toolchain, and the build command's arguments.
     let toolchain = setup::wasm_toolchain()?;
     all.extend_from_slice(format!("{toolchain:?}").as_bytes());
-    all.extend_from_slice(cmd::describe(&worker_build_command(toolchain)?).as_bytes());
+    all.extend_from_slice(cmd::describe(&worker_build_command(krate, toolchain)?).as_bytes());
     // And what is done to its output (the name section dropped).
     all.extend_from_slice(b"without-names");
     Ok(fnv1a(&all))

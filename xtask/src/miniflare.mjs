@@ -33,8 +33,12 @@ const code = config.build
       scriptPath: config.script,
       modules: true,
       modulesRoot: config.modules_root,
-      // As wrangler reads them: every .js and .mjs an ES module.
-      modulesRules: [{ type: "ESModule", include: ["**/*.js", "**/*.mjs"] }],
+      // As wrangler reads them: every .js and .mjs an ES module, a .wasm a compiled module
+      // (bench/rust-metered's bundle imports its own).
+      modulesRules: [
+        { type: "ESModule", include: ["**/*.js", "**/*.mjs"] },
+        { type: "CompiledWasm", include: ["**/*.wasm"] },
+      ],
     };
 const mf = new Miniflare({
   name: config.name,
