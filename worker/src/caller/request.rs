@@ -1,7 +1,6 @@
 //! The caller's `POST /v1/chat/completions` body: size limit, JSON, schema.
 
 use serde_json::{Map, Value};
-use storycad_protocol::headers as names;
 use storycad_protocol::ChatRequest;
 
 use super::located;
@@ -193,61 +192,6 @@ pub fn header_lines(headers: &[(&str, &str)]) -> Option<String> {
     Some(lines)
 }
 
-/// The caller's request headers the Worker reads. The runtime hands all of them over in one
-/// call, with the method and URL ([`RequestHead::parse`]), instead of two calls per header.
-pub const READ_HEADERS: [&str; 9] = [
-    "cf-ray",
-    "x-request-id",
-    "traceparent",
-    "authorization",
-    "content-type",
-    "content-length",
-    "content-encoding",
-    names::CACHE,
-    names::LAST_EVENT_ID,
-];
-
-/// The caller's request as first read: its method, URL and the headers in [`READ_HEADERS`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestHead {
-    pub method: String,
-    pub url: String,
-    values: Vec<Option<String>>,
-}
-
-impl RequestHead {
-    /// [`READ_HEADERS`] as the runtime's helper takes them: one name per line.
-    pub fn names() -> String {
-        READ_HEADERS.join("\n")
-    }
-
-    /// The helper's answer: the method, the URL, then each of [`READ_HEADERS`]' values as
-    /// `=value` (empty when the header is absent), each on its own line. None of them can hold a
-    /// line break: `Headers` refuses one in a value, the URL parser drops them, and a method is
-    /// a token. `None` when the answer does not have that shape.
-    pub fn parse(text: &str) -> Option<RequestHead> {
-        let mut lines = text.split('\n');
-        let method = lines.next()?.to_owned();
-        let url = lines.next()?.to_owned();
-        let values = lines
-            .by_ref()
-            .take(READ_HEADERS.len())
-            .map(|line| line.strip_prefix('=').map(str::to_owned))
-            .collect::<Vec<_>>();
-        (values.len() == READ_HEADERS.len() && lines.next().is_none()).then_some(RequestHead {
-            method,
-            url,
-            values,
-        })
-    }
-
-    /// A header's value, `None` when absent. Only the names in [`READ_HEADERS`] are known.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let at = READ_HEADERS.iter().position(|n| *n == name)?;
-        self.values.get(at)?.as_deref()
-    }
-}
-
 /// Whether a body can be read whole by the runtime in one call rather than piece by piece:
 /// its `content-length` is declared and within `limit`, and it is not compressed (the runtime
 /// inflates a compressed answer, past its declared length). Any other body is read piece by
@@ -411,61 +355,6 @@ mod tests {
         );
         assert_eq!(header_lines(&[("authorization", "Bearer sk\r\nx")]), None);
         assert_eq!(header_lines(&[("x-a\nb", "v")]), None);
-    }
-
-    /// What the runtime's helper answers for a request with these headers (absent ones left out).
-    fn head_text(method: &str, url: &str, present: &[(&str, &str)]) -> String {
-        let mut text = format!("{method}\n{url}");
-        for name in READ_HEADERS {
-            text.push('\n');
-            if let Some((_, v)) = present.iter().find(|(n, _)| *n == name) {
-                text.push('=');
-                text.push_str(v);
-            }
-        }
-        text
-    }
-
-    #[test]
-    fn request_head_tells_absent_from_empty_and_keeps_values_whole() {
-        let text = head_text(
-            "POST",
-            "https://proxy.example/v1/chat/completions?x=1",
-            &[
-                ("authorization", "Bearer a.b=.c=="),
-                ("content-length", "42"),
-                ("x-storycad-cache", ""),
-                ("last-event-id", "=7"),
-            ],
-        );
-        let head = RequestHead::parse(&text).unwrap();
-        assert_eq!(head.method, "POST");
-        assert_eq!(head.url, "https://proxy.example/v1/chat/completions?x=1");
-        assert_eq!(head.header("authorization"), Some("Bearer a.b=.c=="));
-        assert_eq!(head.header("content-length"), Some("42"));
-        assert_eq!(head.header(names::CACHE), Some(""));
-        assert_eq!(head.header(names::LAST_EVENT_ID), Some("=7"));
-        for absent in ["cf-ray", "x-request-id", "traceparent", "content-type"] {
-            assert_eq!(head.header(absent), None, "{absent}");
-        }
-        // A name the helper was not asked for is never found.
-        assert_eq!(head.header("cookie"), None);
-        assert_eq!(
-            RequestHead::names().split('\n').collect::<Vec<_>>(),
-            READ_HEADERS
-        );
-    }
-
-    #[test]
-    fn request_head_refuses_an_answer_of_another_shape() {
-        let good = head_text("GET", "https://p.example/healthz", &[]);
-        assert!(RequestHead::parse(&good).is_some());
-        // A line short, a line over, no URL, nothing.
-        let short = &good[..good.len() - 1];
-        assert_eq!(RequestHead::parse(short), None);
-        assert_eq!(RequestHead::parse(&format!("{good}\n")), None);
-        assert_eq!(RequestHead::parse("GET"), None);
-        assert_eq!(RequestHead::parse(""), None);
     }
 
     #[test]

@@ -10,7 +10,6 @@
 //! `enable_request_signal` compatibility flag) or the runtime dropping the answer's body.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -21,24 +20,22 @@ use futures_util::future::{select, Either};
 use storycad_protocol::headers as names;
 use worker::js_sys;
 use worker::wasm_bindgen::closure::Closure;
-use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::{console_error, console_log, event, web_sys, Context, Env, ResponseBody};
+use worker::{
+    console_error, console_log, event, web_sys, Context, Env, Headers, Response, ResponseBody,
+};
 
 use super::auth::Authenticator;
-use super::fetch::{fetch, read_capped, Answer, Body, FetchError, Outgoing, ReadError};
+use super::fetch::{fetch, read_capped, Body, FetchError, Outgoing, ReadError};
 use super::kv;
 use super::limiter::{Admission, Limiter};
-use super::respond::{CallerBody, CallerResponse};
 use super::resume::{self as streams, Handoff};
 use super::stream::{Driver, Piece, Pipe, PipeEvent, Timer};
 use super::{context_handle, now_ms};
 use crate::cache::{self, Status as CacheStatus, StreamFold};
 use crate::caller::body::{Hangup, Outbox};
 use crate::caller::endpoints::{match_route, model_list, url_path, Endpoint, STREAMS_PATH};
-use crate::caller::request::{
-    check_declared_length, parse_chat, ChatCall, Correlation, RequestHead,
-};
+use crate::caller::request::{check_declared_length, parse_chat, ChatCall, Correlation};
 use crate::config::{Config, ConfigError};
 use crate::error::{AppError, UpstreamError};
 use crate::lifecycle::{AttemptEnd, Chat, Next};
@@ -84,24 +81,6 @@ fn isolate(env: &Env) -> Result<Rc<Isolate>, AppError> {
             })
         });
         loaded.clone().map_err(AppError::Config)
-    })
-}
-
-thread_local! {
-    // Secrets cannot change while an isolate lives either (a new value is a new version of the
-    // Worker): each is read from `Env` once.
-    static SECRETS: RefCell<HashMap<String, Option<String>>> = RefCell::new(HashMap::new());
-}
-
-/// A secret's value (`None` when it is not set).
-fn secret(env: &Env, name: &str) -> Option<String> {
-    SECRETS.with(|cell| {
-        if let Some(value) = cell.borrow().get(name) {
-            return value.clone();
-        }
-        let value = env.secret(name).ok().map(|s| s.to_string());
-        cell.borrow_mut().insert(name.to_owned(), value.clone());
-        value
     })
 }
 
@@ -164,7 +143,7 @@ type Log = Rc<RefCell<LogLine>>;
 /// The answer the request's task hands to the `fetch` handler.
 #[derive(Default)]
 struct ReplySlot {
-    response: Option<web_sys::Response>,
+    response: Option<worker::Result<Response>>,
     sent: bool,
     waker: Option<Waker>,
 }
@@ -172,7 +151,7 @@ struct ReplySlot {
 struct Reply(Rc<RefCell<ReplySlot>>);
 
 impl Reply {
-    fn send(self, response: web_sys::Response) {
+    fn send(self, response: worker::Result<Response>) {
         let waker = {
             let mut slot = self.0.borrow_mut();
             slot.response = Some(response);
@@ -200,7 +179,7 @@ impl Drop for Reply {
 struct ReplyWait(Rc<RefCell<ReplySlot>>);
 
 impl Future for ReplyWait {
-    type Output = Option<web_sys::Response>;
+    type Output = Option<worker::Result<Response>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let mut slot = self.0.borrow_mut();
@@ -254,14 +233,13 @@ impl Drop for AbortWatch {
 // The runtime's own request, not workers-rs' `Request`: making one copies its URL and method
 // and deep-copies its `cf` object, which nothing here reads.
 #[event(fetch)]
-async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let slot = Rc::new(RefCell::new(ReplySlot::default()));
     let reply = Reply(Rc::clone(&slot));
     ctx.wait_until(serve(req, env, context_handle(&ctx), reply));
     match ReplyWait(slot).await {
-        Some(response) => Ok(response),
-        // The task ended without an answer (it could not build one).
-        None => Ok(CallerResponse::error(&AppError::Internal).into_raw()?),
+        Some(response) => response,
+        None => error_response(&AppError::Internal),
     }
 }
 
@@ -271,24 +249,20 @@ async fn serve(req: web_sys::Request, env: Env, ctx: Context, reply: Reply) {
     let started = now_ms();
     let hangup = Hangup::new();
     let _watch = AbortWatch::new(&req, &hangup);
-    // The method as sent (workers-rs maps a method it does not know, PROPFIND, to GET), the URL
-    // and every header read later, in one call.
-    let Some(head) = READ_NAMES.with(|names| RequestHead::parse(&js_head(&req, names))) else {
-        // The helper answered in another shape (it cannot): nothing of the request is trusted.
-        console_error!("{}", Event::new("request_unreadable").to_line());
-        return;
-    };
+    let url = req.url();
+    // The method as sent: workers-rs maps a method it does not know (PROPFIND) to GET.
+    let method = req.method();
     let incoming = Incoming {
         req: &req,
-        head: &head,
-        path: url_path(&head.url),
+        method: &method,
+        path: url_path(&url),
     };
-    let id = request_id(incoming.header("cf-ray"), random_u64());
+    let id = request_id(incoming.header("cf-ray").as_deref(), random_u64());
     let correlation = Correlation::from_headers(
-        incoming.header("x-request-id"),
-        incoming.header("traceparent"),
+        incoming.header("x-request-id").as_deref(),
+        incoming.header("traceparent").as_deref(),
     );
-    let mut line = RequestLog::new(&id, &head.method, incoming.path);
+    let mut line = RequestLog::new(&id, &method, incoming.path);
     line.client_request_id = correlation.client_request_id;
     line.trace_id = correlation.trace_id;
     let log: Log = Rc::new(RefCell::new(LogLine {
@@ -304,64 +278,64 @@ async fn serve(req: web_sys::Request, env: Env, ctx: Context, reply: Reply) {
         log: &log,
         hangup: &hangup,
     };
-    let (response, pump) = match handle(incoming, &cx, &id).await {
-        Ok((response, pump)) => (response, pump),
+    let (answer, pump) = match handle(incoming, &cx, &id).await {
+        Ok((response, pump)) => (Ok(response), pump),
         Err(e) => {
             log.borrow_mut().line.set_error(&e);
-            (CallerResponse::error(&e), None)
+            (error_response(&e), None)
         }
     };
-    let response = with_headers(response, &id, &log);
-    let status = response.status();
-    let response = match response.into_raw() {
+    let response = answer.and_then(|r| finish_headers(r, &id, &log, started));
+    let response = match response {
         Ok(r) => r,
         Err(e) => {
             // Building the answer itself failed: the request's line says internal_error, this
-            // one why. The handler answers the internal error once `reply` is dropped.
-            let detail = e
-                .as_string()
-                .unwrap_or_else(|| "the runtime refused the response".to_owned());
+            // one why.
             let event = Event::new("response_failed")
                 .in_request(&id)
-                .with_detail(&detail);
+                .with_detail(&e.to_string());
             console_error!("{}", event.to_line());
             log.borrow_mut().line.set_error(&AppError::Internal);
+            reply.send(error_response(&AppError::Internal));
             return;
         }
     };
-    {
-        let mut log = log.borrow_mut();
-        if log.line.status == 0 {
-            log.line.status = status;
-        }
-        // The line is written now unless a stream is still to come.
-        if !log.line.stream || log.line.error.is_some() {
-            log.line
-                .ttfb_ms
-                .get_or_insert(now_ms().saturating_sub(started));
-            log.write();
-        }
-    }
-    reply.send(response);
+    reply.send(Ok(response));
     if let Some(pump) = pump {
         pump.run().await;
     }
 }
 
-/// Adds the request id, limits, route and cache status to an answer.
-fn with_headers(mut response: CallerResponse, id: &str, log: &Log) -> CallerResponse {
-    response.set(names::REQUEST_ID, id.to_owned());
-    let log = log.borrow();
+/// Adds the request id, limits, route and cache status to an answer, and writes the log line
+/// unless a stream is still to come.
+fn finish_headers(
+    response: Response,
+    id: &str,
+    log: &Log,
+    started: u64,
+) -> worker::Result<Response> {
+    let headers = response.headers();
+    headers.set(names::REQUEST_ID, id)?;
+    let mut log = log.borrow_mut();
     for (name, value) in log.rate_limit.iter().flat_map(|info| info.to_headers()) {
-        response.set(name, value);
+        headers.set(name, &value)?;
     }
     if let Some(route) = &log.line.route {
-        response.set(names::ROUTE, route.clone());
+        headers.set(names::ROUTE, route)?;
     }
     if let Some(cache) = log.line.cache {
-        response.set(names::CACHE, cache.to_owned());
+        headers.set(names::CACHE, cache)?;
     }
-    response
+    if log.line.status == 0 {
+        log.line.status = response.status_code();
+    }
+    if !log.line.stream || log.line.error.is_some() {
+        log.line
+            .ttfb_ms
+            .get_or_insert(now_ms().saturating_sub(started));
+        log.write();
+    }
+    Ok(response)
 }
 
 /// What every step of a request needs from the runtime.
@@ -375,61 +349,33 @@ struct Cx<'a> {
 /// The caller's request, with what was read of it first.
 struct Incoming<'a> {
     req: &'a web_sys::Request,
-    head: &'a RequestHead,
+    method: &'a str,
     path: &'a str,
 }
 
 impl Incoming<'_> {
-    /// One of [`READ_HEADERS`](crate::caller::request::READ_HEADERS).
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.header(name)
+    fn header(&self, name: &str) -> Option<String> {
+        self.req.headers().get(name).ok().flatten()
     }
-
-    fn method(&self) -> &str {
-        &self.head.method
-    }
-}
-
-#[wasm_bindgen(inline_js = r#"
-export function storycadHead(request, names) {
-  const headers = request.headers;
-  let text = request.method + "\n" + request.url;
-  for (const name of names.split("\n")) {
-    const value = headers.get(name);
-    text += value === null ? "\n" : "\n=" + value;
-  }
-  return text;
-}
-"#)]
-extern "C" {
-    /// The request's method, URL and headers, as [`RequestHead::parse`] reads them.
-    #[wasm_bindgen(js_name = storycadHead)]
-    fn js_head(request: &web_sys::Request, names: &JsValue) -> String;
-}
-
-thread_local! {
-    /// [`RequestHead::names`], made a JavaScript string once.
-    static READ_NAMES: JsValue = JsValue::from_str(&RequestHead::names());
 }
 
 async fn handle(
     req: Incoming<'_>,
     cx: &Cx<'_>,
     request_id: &str,
-) -> Result<(CallerResponse, Option<Pump>), AppError> {
-    let endpoint = match_route(req.method(), req.path)?;
+) -> Result<(Response, Option<Pump>), AppError> {
+    let endpoint = match_route(req.method, req.path)?;
     if endpoint == Endpoint::Health {
         // Liveness only: answers even when the configuration is broken, and reveals nothing.
-        return Ok((
-            CallerResponse::json(200, br#"{"status":"ok"}"#.to_vec()),
-            None,
-        ));
+        return json_response(200, br#"{"status":"ok"}"#.to_vec())
+            .map(|r| (r, None))
+            .map_err(|_| AppError::Internal);
     }
     let isolate = isolate(cx.env)?;
     // Auth comes first: nothing of a rejected request is read, let alone sent upstream.
     let claims = isolate
         .auth
-        .authenticate(req.header("authorization"), request_id)
+        .authenticate(req.header("authorization").as_deref(), request_id)
         .await?;
     let plans = &isolate.config.plans;
     let plan = plans.for_claim(claims.plan.as_deref())?;
@@ -439,19 +385,21 @@ async fn handle(
     let answer = match endpoint {
         Endpoint::Models => serde_json::to_vec(&model_list(config, plan))
             .map_err(|_| AppError::Internal)
-            .map(|body| (CallerResponse::json(200, body), None)),
+            .and_then(|body| json_response(200, body).map_err(|_| AppError::Internal))
+            .map(|r| (r, None)),
         Endpoint::Usage => match limiter.peek().await {
             Ok(snapshot) => {
                 let report = crate::limiter::usage_report(plan, config, snapshot.as_ref());
                 serde_json::to_vec(&report)
                     .map_err(|_| AppError::Internal)
-                    .map(|body| (CallerResponse::json(200, body), None))
+                    .and_then(|body| json_response(200, body).map_err(|_| AppError::Internal))
+                    .map(|r| (r, None))
             }
             Err(e) => Err(e),
         },
         Endpoint::ChatCompletions => match read_body(&req, config.max_body_bytes).await {
             Ok(body) => {
-                let cache_header = req.header(names::CACHE).map(str::to_owned);
+                let cache_header = req.header(names::CACHE);
                 chat(body, cx, config, plan, &limiter, cache_header).await
             }
             Err(e) => Err(e),
@@ -469,14 +417,15 @@ async fn handle(
 }
 
 async fn read_body(req: &Incoming<'_>, limit: u64) -> Result<Vec<u8>, AppError> {
-    crate::caller::request::check_content_type(req.header("content-type"))?;
+    crate::caller::request::check_content_type(req.header("content-type").as_deref())?;
     let declared = req.header("content-length");
-    check_declared_length(declared, limit)?;
+    check_declared_length(declared.as_deref(), limit)?;
+    let encoding = req.header("content-encoding");
     let body = Body::new(
         req.req.body(),
         limit,
-        declared,
-        req.header("content-encoding"),
+        declared.as_deref(),
+        encoding.as_deref(),
     );
     read_capped(body, None).await.map_err(|e| match e {
         ReadError::TooLarge => AppError::BodyTooLarge { limit },
@@ -523,7 +472,7 @@ async fn chat(
     plan: &crate::plans::Plan,
     limiter: &Limiter,
     cache_header: Option<String>,
-) -> Result<(CallerResponse, Option<Pump>), AppError> {
+) -> Result<(Response, Option<Pump>), AppError> {
     let mut call = parse_chat(&body)?;
     let body_bytes = body.len();
     drop(body);
@@ -641,14 +590,20 @@ async fn attempt(
     to_headers: Duration,
     default_max_tokens: u32,
     prompt_cache: Option<&PromptCache>,
-) -> Option<(AttemptEnd, Option<(Answer, String)>)> {
+) -> Option<(AttemptEnd, Option<(Response, String)>)> {
     let ended = |end| Some((end, None));
-    let Some(key) = secret(cx.env, route.key_secret()).filter(|k| !k.trim().is_empty()) else {
+    let Some(key) = cx
+        .env
+        .secret(route.key_secret())
+        .map(|s| s.to_string())
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+    else {
         let name = route.key_secret().to_owned();
         return ended(AttemptEnd::NotSent(AppError::MissingSecret { name }));
     };
     // Keyed by USER_HASH_KEY when the operator set one, else by the provider key.
-    let hash_key = secret(cx.env, USER_HASH_KEY);
+    let hash_key = cx.env.secret(USER_HASH_KEY).map(|s| s.to_string()).ok();
     let sub = cx.log.borrow().line.sub.clone().unwrap_or_default();
     let end_user = end_user_id(hash_key.as_deref().unwrap_or(&key).as_bytes(), &sub);
     let built = upstream_request(
@@ -688,9 +643,10 @@ async fn attempt(
     let body = read_upstream(&response, MAX_ERROR_BODY, to_headers)
         .await
         .unwrap_or_default();
+    let headers = response.headers();
     let values: Vec<(String, String)> = [names::RETRY_AFTER, names::RETRY_AFTER_MS]
         .iter()
-        .filter_map(|n| response.header(n).map(|v| ((*n).to_owned(), v)))
+        .filter_map(|n| headers.get(n).ok().flatten().map(|v| ((*n).to_owned(), v)))
         .collect();
     let scrub = [key.as_str(), route.provider.base_url.as_str()];
     let error = error_from_response(
@@ -705,7 +661,7 @@ async fn attempt(
 
 /// A provider's 2xx response, with the key and route it came through.
 struct Accepted<'a> {
-    response: Answer,
+    response: Response,
     key: String,
     route: &'a Route<'a>,
 }
@@ -720,7 +676,7 @@ async fn answer(
     idle: Duration,
     (coalesce_ms, window_seconds): (u64, u64),
     store: Option<kv::Store>,
-) -> Result<(CallerResponse, Option<Pump>), AppError> {
+) -> Result<(Response, Option<Pump>), AppError> {
     let Accepted {
         response,
         key,
@@ -751,15 +707,17 @@ async fn answer(
                 if let Some(store) = &store {
                     store.put(&label, &answer.body);
                 }
-                Ok((CallerResponse::json(200, answer.body), None))
+                json_response(200, answer.body)
+                    .map(|r| (r, None))
+                    .map_err(|_| AppError::Internal)
             }
             Err(e) => Err(tracked.step(|c, _| c.answer_failed(e))),
         };
     }
-    let Some(upstream) = response.body() else {
+    let ResponseBody::Stream(upstream) = response.body() else {
         return Err(tracked.step(|c, _| c.answer_failed(UpstreamError::BadResponse)));
     };
-    let Ok((pipe, body)) = Pipe::new(&upstream, cx.hangup) else {
+    let Ok((pipe, body)) = Pipe::new(upstream, cx.hangup) else {
         return Err(tracked.step(|c, _| c.answer_failed(UpstreamError::BadResponse)));
     };
     let scrub = vec![key, route.provider.base_url.clone()];
@@ -781,10 +739,15 @@ async fn answer(
         over: false,
         waker: None,
     };
-    let mut response = CallerResponse::sse(CallerBody::Stream(body));
+    let response = Response::from_body(ResponseBody::Stream(body))
+        .and_then(sse_response)
+        .map_err(|_| AppError::Internal)?;
     if let Some(id) = id {
         cx.log.borrow_mut().line.stream_id = Some(id.clone());
-        response.set(names::STREAM_ID, id);
+        response
+            .headers()
+            .set(names::STREAM_ID, &id)
+            .map_err(|_| AppError::Internal)?;
     }
     Ok((response, Some(pump)))
 }
@@ -823,16 +786,12 @@ fn cache_store(
 }
 
 /// A cache hit, as JSON or replayed as SSE; no provider is called.
-fn replay(
-    hit: crate::cache::Cached,
-    call: &ChatCall,
-    log: &Log,
-) -> Result<CallerResponse, AppError> {
+fn replay(hit: crate::cache::Cached, call: &ChatCall, log: &Log) -> Result<Response, AppError> {
     let response = if call.stream {
         let body = hit.sse_body(call.include_usage).ok_or(AppError::Internal)?;
-        CallerResponse::sse(CallerBody::Bytes(body))
+        Response::from_bytes(body).and_then(sse_response)
     } else {
-        CallerResponse::json(200, hit.json_body())
+        json_response(200, hit.json_body())
     };
     let mut log = log.borrow_mut();
     log.line.cache = Some(CacheStatus::Hit.as_str());
@@ -841,7 +800,14 @@ fn replay(
     log.line.status = 200;
     log.line.ttfb_ms = Some(now_ms().saturating_sub(log.started));
     log.write();
-    Ok(response)
+    response.map_err(|_| AppError::Internal)
+}
+
+fn sse_response(r: Response) -> worker::Result<Response> {
+    let h = Headers::new();
+    h.set("content-type", "text/event-stream; charset=utf-8")?;
+    h.set("cache-control", "no-cache")?;
+    Ok(r.with_status(200).with_headers(h))
 }
 
 /// Relays one stream: upstream piece -> relay -> the caller's body, reading the provider only
@@ -1236,21 +1202,16 @@ fn resumable(cx: &Cx<'_>, window_seconds: u64) -> Option<Resumable> {
 /// `GET /v1/chat/completions/streams/{id}`: the stream's events after `Last-Event-ID`, and the
 /// rest as it comes, from the caller's own object. Nothing goes upstream and nothing is
 /// charged: the stream's request was.
-async fn resume(
-    req: &Incoming<'_>,
-    cx: &Cx<'_>,
-    config: &Config,
-) -> Result<CallerResponse, AppError> {
+async fn resume(req: &Incoming<'_>, cx: &Cx<'_>, config: &Config) -> Result<Response, AppError> {
     let path = req.path;
     let id = path.strip_prefix(STREAMS_PATH).unwrap_or_default();
     let sub = cx.log.borrow().line.sub.clone().unwrap_or_default();
     cx.log.borrow_mut().line.stream_id = Some(crate::error::shorten(id, 64));
-    let after = last_event_id(req.header(names::LAST_EVENT_ID)).ok_or_else(|| {
-        AppError::InvalidRequest {
-            param: Some(names::LAST_EVENT_ID.to_owned()),
-            message: "Last-Event-ID must be a whole number: the id of the last event received."
-                .to_owned(),
-        }
+    let header = req.header(names::LAST_EVENT_ID);
+    let after = last_event_id(header.as_deref()).ok_or_else(|| AppError::InvalidRequest {
+        param: Some(names::LAST_EVENT_ID.to_owned()),
+        message: "Last-Event-ID must be a whole number: the id of the last event received."
+            .to_owned(),
     })?;
     if config.resume_window_seconds == 0 || !belongs_to(id, &sub) {
         return Err(AppError::StreamExpired);
@@ -1273,17 +1234,22 @@ async fn resume(
     )
     .await?;
     // The object's body, as it comes (a new response: the object's headers are immutable).
-    let mut response = CallerResponse::sse(match response.body() {
-        ResponseBody::Stream(body) => CallerBody::Stream(body.clone()),
-        _ => CallerBody::Bytes(Vec::new()),
-    });
-    response.set(names::STREAM_ID, id.to_owned());
+    let response = match response.body() {
+        ResponseBody::Stream(body) => Response::from_body(ResponseBody::Stream(body.clone())),
+        _ => Response::from_bytes(Vec::new()),
+    }
+    .and_then(sse_response)
+    .map_err(|_| AppError::Internal)?;
+    response
+        .headers()
+        .set(names::STREAM_ID, id)
+        .map_err(|_| AppError::Internal)?;
     Ok(response)
 }
 
 /// An upstream body, at most `limit` bytes within `timeout`, as the provider's failure.
 async fn read_upstream(
-    response: &Answer,
+    response: &Response,
     limit: usize,
     timeout: Duration,
 ) -> Result<Vec<u8>, UpstreamError> {
@@ -1294,4 +1260,21 @@ async fn read_upstream(
             ReadError::Broken => UpstreamError::Network,
             ReadError::Timeout => UpstreamError::Timeout,
         })
+}
+
+fn json_response(status: u16, body: Vec<u8>) -> worker::Result<Response> {
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    Ok(Response::from_bytes(body)?
+        .with_status(status)
+        .with_headers(headers))
+}
+
+fn error_response(error: &AppError) -> worker::Result<Response> {
+    let body = serde_json::to_vec(&error.body()).unwrap_or_default();
+    let response = json_response(error.status(), body)?;
+    for (name, value) in error.headers() {
+        response.headers().set(name, &value)?;
+    }
+    Ok(response)
 }

@@ -11,7 +11,7 @@ use wasm_bindgen::JsCast;
 use worker::js_sys::Promise;
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::{self, ReadableStream};
-use worker::{AbortController, Delay};
+use worker::{AbortController, Delay, Response, ResponseBody};
 
 use super::stream::{BodyReader, Piece};
 use crate::caller::body::Hangup;
@@ -63,41 +63,13 @@ pub(crate) enum FetchError {
     CallerGone,
 }
 
-/// A fetch's response, as the runtime gave it. (workers-rs' `Response::from` reads five of its
-/// properties into a copy; this reads its status, and a header or its body when asked.)
-pub(crate) struct Answer {
-    raw: web_sys::Response,
-    status: u16,
-}
-
-impl Answer {
-    fn new(raw: web_sys::Response) -> Answer {
-        let status = raw.status();
-        Answer { raw, status }
-    }
-
-    pub(crate) fn status_code(&self) -> u16 {
-        self.status
-    }
-
-    /// A header's value, `None` when absent.
-    pub(crate) fn header(&self, name: &str) -> Option<String> {
-        self.raw.headers().get(name).ok().flatten()
-    }
-
-    /// The body, `None` when it has none.
-    pub(crate) fn body(&self) -> Option<ReadableStream> {
-        self.raw.body()
-    }
-}
-
 /// Sends `request` and waits for its headers, at most `timeout`, and, with a `hangup`, no
 /// longer than the caller stays; the fetch is aborted when it gives up.
 pub(crate) async fn fetch(
     request: Outgoing<'_>,
     timeout: Duration,
     hangup: Option<&Hangup>,
-) -> Result<Answer, FetchError> {
+) -> Result<Response, FetchError> {
     let lines = header_lines(request.headers).ok_or(FetchError::NotSent)?;
     let controller = AbortController::default();
     let signal = controller.signal();
@@ -111,7 +83,10 @@ pub(crate) async fn fetch(
     .map_err(|_| FetchError::NotSent)?;
     let sent = async {
         let answer = JsFuture::from(promise).await.ok()?;
-        answer.dyn_into::<web_sys::Response>().ok().map(Answer::new)
+        answer
+            .dyn_into::<web_sys::Response>()
+            .ok()
+            .map(Response::from)
     };
     let gone = async {
         match hangup {
@@ -170,12 +145,15 @@ impl Body {
         }
     }
 
-    /// A fetch's body, at most `limit` bytes of it.
-    pub(crate) fn of(answer: &Answer, limit: u64) -> Body {
-        let headers = answer.raw.headers();
-        let header = |name: &str| headers.get(name).ok().flatten();
+    /// A response's body, at most `limit` bytes of it.
+    pub(crate) fn of(response: &Response, limit: u64) -> Body {
+        let stream = match response.body() {
+            ResponseBody::Stream(stream) => Some(stream.clone()),
+            _ => None,
+        };
+        let header = |name: &str| response.headers().get(name).ok().flatten();
         Body::new(
-            answer.body(),
+            stream,
             limit,
             header("content-length").as_deref(),
             header("content-encoding").as_deref(),

@@ -10,7 +10,6 @@
 //! - `kv`: the response cache's KV reads and writes.
 //! - `fetch`: a fetch with a time limit and a capped body read, for providers, the JWKS and the
 //!   caller's body.
-//! - `respond`: the caller's response, made the runtime's in one call.
 //! - `resume`: a stream handed to the user's Durable Object when its caller left, and the
 //!   object's side: what it keeps and how a resume reads it.
 //! - `stream`: a stream's pipe, the provider's body read and the caller's written natively.
@@ -21,7 +20,6 @@ mod entry;
 mod fetch;
 mod kv;
 pub(crate) mod limiter;
-mod respond;
 mod resume;
 mod signature;
 mod storage;
