@@ -1274,7 +1274,7 @@ fn processes_cpu(pids: &[u32]) -> Duration {
 mod tests {
     use super::{
         batches, markdown, median_cold, position, Calibration, ColdRow, LatencyRow, Report,
-        CALIBRATION, METERED, OURS, OURS_NO_LIMITS, PASSTHROUGH,
+        CALIBRATION, METERED, OURS, OURS_NO_LIMITS, PASSTHROUGH, RUST_METERED,
     };
 
     fn cold(path: &'static str, ms: f64) -> ColdRow {
@@ -1347,11 +1347,16 @@ mod tests {
         };
         let report = Report {
             requests: 20,
-            cold: vec![cold(PASSTHROUGH, 2.0), cold(OURS, 9.0)],
+            cold: vec![
+                cold(PASSTHROUGH, 2.0),
+                cold(RUST_METERED, 4.0),
+                cold(OURS, 9.0),
+            ],
             cold_starts: 1,
             latency: vec![
                 row(PASSTHROUGH, 2.0, 1.0),
                 row(METERED, 3.0, 1.25),
+                row(RUST_METERED, 4.0, 1.5),
                 row(CALIBRATION, 4.0, 2.0),
                 row(OURS, 6.0, 3.0),
                 row(OURS_NO_LIMITS, 5.0, 2.0),
@@ -1369,6 +1374,10 @@ mod tests {
         for part in [
             "### Latency",
             "| *ours vs passthrough* | 1 | +4.00 |",
+            // The Rust baseline beside the JS one, and ours beside it.
+            "| *metering Rust vs metering JS* | 1 | +1.00 | +1.00 | +1.00 | x0.75 | +0.25 |",
+            "| *ours, limiter off, vs metering Rust* | 1 | +1.00 | +1.00 | +1.00 | x0.80 | +0.50 |",
+            "| *metering Rust vs passthrough* | +2 |",
             "Calibration:",
             "### Cold start",
         ] {
