@@ -694,7 +694,10 @@ fn wait_group(leader: &mut Child, pgid: i32, limit: Duration) -> bool {
     }
 }
 
-fn spawn_watchdog(pgid: i32) -> std::io::Result<(Child, ChildStdin)> {
+/// A watchdog for the process group `pgid`: it kills the group (TERM, then KILL 2 s later) once
+/// the returned pipe closes, which happens however this process ends. Kill the watchdog after
+/// stopping the group normally.
+pub fn spawn_watchdog(pgid: i32) -> std::io::Result<(Child, ChildStdin)> {
     // `read` returns when our end of the pipe closes: when we drop it, or when this process
     // ends in any way. The pipe is close-on-exec, so no other child holds it.
     // No `--` before the negative pid: dash's `kill` rejects it.

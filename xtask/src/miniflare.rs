@@ -8,14 +8,16 @@
 use std::{
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, ChildStdin, Command, Stdio},
     sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use storycad_e2e::workerd::{copy_dir, free_port, health, target_dir, workerds, write_private};
+use storycad_e2e::workerd::{
+    copy_dir, free_port, health, spawn_watchdog, target_dir, workerds, write_private,
+};
 
 use crate::cmd;
 
@@ -23,8 +25,8 @@ use crate::cmd;
 pub enum Code {
     /// Our bundle (a copy of worker/build), with its Durable Objects and KV namespace.
     Bundle(PathBuf),
-    /// A JavaScript Worker: the wrangler.toml whose `main` it runs (its imports may reach the
-    /// parent directory, as bench/metered's does).
+    /// A bench baseline: the wrangler.toml whose `main` module it runs (its imports may reach
+    /// the parent directory, as bench/metered's does; bench/rust-metered's imports its wasm).
     Script(PathBuf),
 }
 
@@ -38,7 +40,8 @@ pub struct Options {
 }
 
 /// A running miniflare and its workerd, in a process group of their own; stopped by
-/// [`Miniflare::stop`] (by that group).
+/// [`Miniflare::stop`] or when dropped (by that group), and by the e2e harness's watchdog if
+/// this process ends without either (killed, aborted).
 pub struct Miniflare {
     /// Where the Worker answers (127.0.0.1).
     pub port: u16,
@@ -47,7 +50,9 @@ pub struct Miniflare {
     pub pgid: i32,
     /// miniflare's output and the Worker's console.
     pub log: PathBuf,
-    child: Child,
+    /// `None` once stopped.
+    child: Option<Child>,
+    watchdog: Option<(Child, ChildStdin)>,
 }
 
 impl Miniflare {
@@ -119,11 +124,15 @@ impl Miniflare {
             inspector_port,
             pgid,
             log,
-            child,
+            child: Some(child),
+            watchdog: spawn_watchdog(pgid).ok(),
         };
         let deadline = Instant::now() + Duration::from_secs(90);
         while !health(port) {
-            let exited = started.child.try_wait().ok().flatten();
+            let exited = started
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             if exited.is_some() || Instant::now() > deadline {
                 let text = std::fs::read_to_string(&started.log).unwrap_or_default();
                 started.stop();
@@ -151,6 +160,14 @@ impl Miniflare {
 
     /// Stops node and its workerd, by their process group; whether none was left running.
     pub fn stop(mut self) -> bool {
+        self.halt()
+    }
+
+    /// [`Miniflare::stop`]'s work, once: later calls find nothing to stop.
+    fn halt(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return workerds(self.pgid, 0).is_empty();
+        };
         let group = format!("-{}", self.pgid);
         let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -161,9 +178,21 @@ impl Miniflare {
         if left {
             let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = child.kill();
+        let _ = child.wait();
+        // The group is gone: the watchdog has nothing left to do.
+        if let Some((mut watchdog, _pipe)) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
         !left
+    }
+}
+
+// A measurement that fails midway (`?`) leaves no Worker running behind it.
+impl Drop for Miniflare {
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 
