@@ -54,6 +54,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         .ok()
         .and_then(|a| a.usage);
     let (input, output) = usage.map_or((None, None), |u| (u.prompt_tokens, u.completion_tokens));
+    let status = answer.status_code();
     console_log!(
         "{}",
         serde_json::json!({
@@ -61,13 +62,12 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             "event": "request",
             "method": req.method().to_string(),
             "path": path,
-            "status": answer.status_code(),
+            "status": status,
             "total_ms": Date::now().as_millis().saturating_sub(started),
             "input_tokens": input,
             "output_tokens": output,
         })
     );
-    let status = answer.status_code();
     let headers = answer.headers().clone();
     Ok(Response::from_bytes(text.into_bytes())?
         .with_status(status)
