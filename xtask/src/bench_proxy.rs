@@ -285,7 +285,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
             })
         };
     // `suffix` tells apart the fresh starts of the same Worker (the cold-start samples).
-    let js = |dir: &str, suffix: &str, rounds: Option<u64>| {
+    let baseline = |dir: &str, suffix: &str, rounds: Option<u64>| {
         let mut bindings = vec![
             ("OPENAI_BASE_URL".to_owned(), provider.openai_base_url()),
             ("OPENAI_API_KEY".to_owned(), PROVIDER_KEY.to_owned()),
@@ -311,7 +311,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         vec![PROVIDER_KEY.into()],
         "gpt-4o-mini",
     )];
-    let js_workers = [
+    let baselines = [
         (PASSTHROUGH, "passthrough", None),
         (TRANSFORM, "transform", None),
         (READER, "reader", None),
@@ -319,17 +319,17 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         (RUST_METERED, "rust-metered", None),
         (CALIBRATION, "calibrate", Some(calibration.rounds)),
     ];
-    let js_target = |name, w: &Miniflare| {
+    let baseline_target = |name, w: &Miniflare| {
         Target::new(name, &w.api_base(), vec!["unused".into()], "gpt-4o-mini").served_by(w)
     };
     // A cold-only run starts only the Workers its table compares.
-    let js_workers: Vec<_> = js_workers
+    let baselines: Vec<_> = baselines
         .into_iter()
         .filter(|(name, ..)| !settings.cold_only || [PASSTHROUGH, RUST_METERED].contains(name))
         .collect();
-    for &(name, dir, rounds) in &js_workers {
-        let w = js(dir, "", rounds)?;
-        let mut t = js_target(name, &w);
+    for &(name, dir, rounds) in &baselines {
+        let w = baseline(dir, "", rounds)?;
+        let mut t = baseline_target(name, &w);
         // Their streams are the passthrough's.
         t.streams = ![METERED, RUST_METERED].contains(&name);
         targets.push(t);
@@ -410,9 +410,9 @@ pub fn measure(settings: &Settings) -> Result<Report> {
     for round in 1..settings.cold_starts {
         let suffix = format!("-cold-{round}");
         let mut rows = Vec::new();
-        for &(name, dir, rounds) in &js_workers {
-            let w = js(dir, &suffix, rounds)?;
-            rows.extend(rt.block_on(cold_alone(js_target(name, &w)))?);
+        for &(name, dir, rounds) in &baselines {
+            let w = baseline(dir, &suffix, rounds)?;
+            rows.extend(rt.block_on(cold_alone(baseline_target(name, &w)))?);
             stop(w);
         }
         for (i, (name, cache, limits, vars, dir)) in our_workers.iter().cloned().enumerate() {

@@ -7,7 +7,8 @@
 // "compatibility_flags", "bindings": {NAME: TEXT}} and either
 // - "build" and "persist": our bundle (index.js and index_bg.wasm in that directory), with its
 //   limiter's Durable Objects and its KV namespace, their state kept under "persist"; or
-// - "script" and "modules_root": a JavaScript Worker's main module, its imports found from it.
+// - "script" and "modules_root": a bench baseline's main module (JavaScript, or the JavaScript
+//   glue of bench/rust-metered's bundle), its imports found from it.
 // The inspector is open (no client attaches unless `soak/gc.mjs` asks for a garbage
 // collection). Prints `ready <url>` once the Worker answers, and runs until SIGTERM.
 import fs from "node:fs";
