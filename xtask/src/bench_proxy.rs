@@ -181,8 +181,8 @@ pub struct RateRow {
 pub struct ColdRow {
     pub path: &'static str,
     /// CPU ms its runtime used from its spawn to the first request: workerd's own start (the
-    /// same for every Worker), the Worker's loading (compiling, evaluating its module) and the
-    /// `GET /healthz` the harness waits for.
+    /// same for every Worker) and the Worker's loading (compiling, evaluating its module). No
+    /// request reaches a Worker before its first chat request.
     pub startup_cpu_ms: f64,
     /// The first chat request: ms, the CPU ms of the runtime's main thread (where the isolate
     /// runs) and of its other threads (V8's compilers and GC helpers, among others).
@@ -1031,8 +1031,8 @@ fn cold_table(md: &mut String, rows: &[ColdRow], starts: usize) -> Result<()> {
         md,
         "\n### Cold start (each Worker's runtime as started; medians of {starts} starts each)\n\n\
          Start-up CPU: the runtime process's CPU from its spawn to the first request (workerd's \
-         own start, the same for all, loading the Worker, and the `GET /healthz` that told the \
-         harness it was up). Requests: the first chat request and the next (another user): ms, \
+         own start, the same for all, and loading the Worker). Requests: the first chat request, \
+         the first the Worker sees, and the next (another user): ms, \
          and the CPU ms of the runtime's main thread, where the isolate runs, + its other \
          threads' (V8's compilers, GC helpers), from each thread's schedstat.\n"
     )?;

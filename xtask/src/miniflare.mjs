@@ -10,7 +10,8 @@
 // - "script" and "modules_root": a bench baseline's main module (JavaScript, or the JavaScript
 //   glue of bench/rust-metered's bundle), its imports found from it.
 // The inspector is open (no client attaches unless `soak/gc.mjs` asks for a garbage
-// collection). Prints `ready <url>` once the Worker answers, and runs until SIGTERM.
+// collection). Prints `ready <url>` once workerd has loaded the Worker and listens (no request
+// has reached it), and runs until SIGTERM.
 import fs from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";

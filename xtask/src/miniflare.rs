@@ -16,7 +16,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use storycad_e2e::workerd::{
-    copy_dir, free_port, health, spawn_watchdog, target_dir, workerds, write_private,
+    copy_dir, free_port, spawn_watchdog, target_dir, workerds, write_private,
 };
 
 use crate::cmd;
@@ -56,8 +56,26 @@ pub struct Miniflare {
 }
 
 impl Miniflare {
-    /// Starts the Worker and waits (90 s at most) until it answers `GET /healthz`.
+    /// Starts the Worker and waits (90 s at most) until miniflare says it is up: workerd has
+    /// loaded it and listens. No request reaches it first, so the first one the caller sends
+    /// is its isolate's first (a `GET /healthz` here would have compiled code that request
+    /// then finds ready).
     pub fn start(options: Options) -> Result<Miniflare> {
+        // The ports are free when picked, but something else (a client's connection, say) may
+        // take one before workerd binds it: then again, with others.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Miniflare::try_start(&options) {
+                Err(e) if tries < 3 && format!("{e:#}").contains("already in use") => {
+                    eprintln!("xtask: a port was taken as miniflare started; starting again");
+                }
+                done => return done,
+            }
+        }
+    }
+
+    fn try_start(options: &Options) -> Result<Miniflare> {
         static RUNS: AtomicUsize = AtomicUsize::new(0);
         let root = cmd::root();
         let run_dir = target_dir().join("e2e").join(format!(
@@ -72,8 +90,8 @@ impl Miniflare {
         let inspector_port = free_port()?;
         let bindings: serde_json::Map<String, serde_json::Value> = options
             .bindings
-            .into_iter()
-            .map(|(name, value)| (name, json!(value)))
+            .iter()
+            .map(|(name, value)| (name.clone(), json!(value)))
             .collect();
         let mut config = json!({
             "node_modules": root.join("worker").join("node_modules"),
@@ -128,7 +146,7 @@ impl Miniflare {
             watchdog: spawn_watchdog(pgid).ok(),
         };
         let deadline = Instant::now() + Duration::from_secs(90);
-        while !health(port) {
+        while !announced_ready(&started.log) {
             let exited = started
                 .child
                 .as_mut()
@@ -138,9 +156,9 @@ impl Miniflare {
                 started.stop();
                 match exited {
                     Some(status) => {
-                        bail!("miniflare exited ({status}) before /healthz answered:\n{text}")
+                        bail!("miniflare exited ({status}) before the Worker was up:\n{text}")
                     }
-                    None => bail!("miniflare did not answer /healthz within 90 s:\n{text}"),
+                    None => bail!("miniflare did not have the Worker up within 90 s:\n{text}"),
                 }
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -204,6 +222,11 @@ fn value_of<'t>(toml: &'t str, key: &str) -> Option<&'t str> {
             let (k, v) = l.split_once('=')?;
             (k.trim() == key).then(|| v.split('"').nth(1))?
         })
+}
+
+/// Whether `miniflare.mjs` has printed `ready <url>` to its log.
+fn announced_ready(log: &Path) -> bool {
+    std::fs::read_to_string(log).is_ok_and(|text| text.lines().any(|l| l.starts_with("ready ")))
 }
 
 /// A wrangler.toml's `compatibility_date` and `compatibility_flags` (`["a", "b"]` on one line).
