@@ -26,6 +26,8 @@ pub fn run(extra: &[String]) -> Result<()> {
     published::check()?;
     // The end-to-end tests run the real Worker bundle under workerd.
     build::worker(false)?;
+    // Its wasm's size, and its largest function (compiled whole on its first call).
+    build::check_worker()?;
     // The bench's Rust baseline builds too (its code is compiled for wasm only).
     build::rust_metered()?;
     // Every wrangler.toml environment bundles and validates (offline, no login).

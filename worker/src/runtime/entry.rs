@@ -31,7 +31,7 @@ use super::kv;
 use super::limiter::{Admission, Limiter};
 use super::resume::{self as streams, Handoff};
 use super::stream::{Driver, Piece, Pipe, PipeEvent, Timer};
-use super::{context_handle, now_ms};
+use super::{apart, context_handle, now_ms};
 use crate::cache::{self, Status as CacheStatus, StreamFold};
 use crate::caller::body::{Hangup, Outbox};
 use crate::caller::endpoints::{match_route, model_list, url_path, Endpoint, STREAMS_PATH};
@@ -67,6 +67,8 @@ thread_local! {
     static ISOLATE: RefCell<Option<Result<Rc<Isolate>, ConfigError>>> = const { RefCell::new(None) };
 }
 
+// Not inlined: the configuration's parse, run once, is compiled apart from the request path.
+#[inline(never)]
 fn isolate(env: &Env) -> Result<Rc<Isolate>, AppError> {
     ISOLATE.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -278,7 +280,7 @@ async fn serve(req: web_sys::Request, env: Env, ctx: Context, reply: Reply) {
         log: &log,
         hangup: &hangup,
     };
-    let (answer, pump) = match handle(incoming, &cx, &id).await {
+    let (answer, pump) = match apart(handle(incoming, &cx, &id)).await {
         Ok((response, pump)) => (Ok(response), pump),
         Err(e) => {
             log.borrow_mut().line.set_error(&e);
@@ -302,7 +304,7 @@ async fn serve(req: web_sys::Request, env: Env, ctx: Context, reply: Reply) {
     };
     reply.send(Ok(response));
     if let Some(pump) = pump {
-        pump.run().await;
+        apart(pump.run()).await;
     }
 }
 
@@ -373,47 +375,61 @@ async fn handle(
     }
     let isolate = isolate(cx.env)?;
     // Auth comes first: nothing of a rejected request is read, let alone sent upstream.
-    let claims = isolate
-        .auth
-        .authenticate(req.header("authorization").as_deref(), request_id)
-        .await?;
+    let authorization = req.header("authorization");
+    let claims = apart(
+        isolate
+            .auth
+            .authenticate(authorization.as_deref(), request_id),
+    )
+    .await?;
     let plans = &isolate.config.plans;
     let plan = plans.for_claim(claims.plan.as_deref())?;
     let limiter = Limiter::new(cx.env, &claims.sub, plan, plans.limits_enabled)?;
     cx.log.borrow_mut().line.sub = Some(claims.sub);
     let config = &isolate.config;
     let answer = match endpoint {
-        Endpoint::Models => serde_json::to_vec(&model_list(config, plan))
-            .map_err(|_| AppError::Internal)
-            .and_then(|body| json_response(200, body).map_err(|_| AppError::Internal))
+        Endpoint::Models => models(config, plan).map(|r| (r, None)),
+        Endpoint::Usage => apart(usage(config, plan, &limiter))
+            .await
             .map(|r| (r, None)),
-        Endpoint::Usage => match limiter.peek().await {
-            Ok(snapshot) => {
-                let report = crate::limiter::usage_report(plan, config, snapshot.as_ref());
-                serde_json::to_vec(&report)
-                    .map_err(|_| AppError::Internal)
-                    .and_then(|body| json_response(200, body).map_err(|_| AppError::Internal))
-                    .map(|r| (r, None))
-            }
-            Err(e) => Err(e),
-        },
-        Endpoint::ChatCompletions => match read_body(&req, config.max_body_bytes).await {
+        Endpoint::ChatCompletions => match apart(read_body(&req, config.max_body_bytes)).await {
             Ok(body) => {
                 let cache_header = req.header(names::CACHE);
-                chat(body, cx, config, plan, &limiter, cache_header).await
+                apart(chat(body, cx, config, plan, &limiter, cache_header)).await
             }
             Err(e) => Err(e),
         },
-        Endpoint::ResumeStream => resume(&req, cx, config).await.map(|r| (r, None)),
+        Endpoint::ResumeStream => apart(resume(&req, cx, config)).await.map(|r| (r, None)),
         Endpoint::Health => Err(AppError::Internal),
     };
     // Every answer after auth shows the caller's limits (one more round trip only when the
     // request did not reach the limiter).
-    if let Some(snapshot) = limiter.for_headers().await {
+    if let Some(snapshot) = apart(limiter.for_headers()).await {
         cx.log.borrow_mut().rate_limit = Some(crate::limiter::rate_limit_info(&snapshot));
     }
     cx.log.borrow_mut().line.limiter_ms = limiter.admit_ms();
     answer
+}
+
+/// `GET /v1/models`: the plan's models.
+#[inline(never)]
+fn models(config: &Config, plan: &crate::plans::Plan) -> Result<Response, AppError> {
+    serde_json::to_vec(&model_list(config, plan))
+        .map_err(|_| AppError::Internal)
+        .and_then(|body| json_response(200, body).map_err(|_| AppError::Internal))
+}
+
+/// `GET /v1/usage`: the caller's usage as its object holds it.
+async fn usage(
+    config: &Config,
+    plan: &crate::plans::Plan,
+    limiter: &Limiter,
+) -> Result<Response, AppError> {
+    let snapshot = apart(limiter.peek()).await?;
+    let report = crate::limiter::usage_report(plan, config, snapshot.as_ref());
+    serde_json::to_vec(&report)
+        .map_err(|_| AppError::Internal)
+        .and_then(|body| json_response(200, body).map_err(|_| AppError::Internal))
 }
 
 async fn read_body(req: &Incoming<'_>, limit: u64) -> Result<Vec<u8>, AppError> {
@@ -503,15 +519,15 @@ async fn chat(
 
     let store = cache_store(config, &call, &chain, default_max_tokens, cx, &cache_header);
     if let Some(store) = &store {
-        if let Some(hit) = store.lookup().await {
+        if let Some(hit) = apart(store.lookup()).await {
             // A cached answer costs a request, no tokens.
-            limiter.admit(cx.ctx, 0, false).await?.settle(0);
+            apart(limiter.admit(cx.ctx, 0, false)).await?.settle(0);
             return replay(hit, &call, log).map(|r| (r, None));
         }
     }
     // Admitted (or 429) by the caller's limiter; from here the lifecycle decides what it
     // settles for, on every path.
-    let admission = limiter.admit(cx.ctx, reservation, call.stream).await?;
+    let admission = apart(limiter.admit(cx.ctx, reservation, call.stream)).await?;
     let labels = chain.iter().map(Route::label).collect();
     let mut tracked = Tracked {
         chat: Chat::new(labels, prompt_estimate, reservation).with_cache_weights(
@@ -542,14 +558,14 @@ async fn chat(
         match next {
             Some(Next::Try(i)) => {
                 let route = chain.get(i).ok_or(AppError::Internal)?;
-                let Some((end, response)) = attempt(
+                let Some((end, response)) = apart(attempt(
                     route,
                     &call,
                     cx,
                     to_headers,
                     default_max_tokens,
                     prompt_cache,
-                )
+                ))
                 .await
                 else {
                     tracked.step(Chat::caller_gone);
@@ -563,7 +579,7 @@ async fn chat(
                         key,
                         route,
                     };
-                    return answer(
+                    return apart(answer(
                         upstream,
                         &call,
                         cx,
@@ -571,7 +587,7 @@ async fn chat(
                         idle,
                         (config.stream_coalesce_ms, config.resume_window_seconds),
                         store,
-                    )
+                    ))
                     .await;
                 }
             }
@@ -629,7 +645,7 @@ async fn attempt(
         headers: &headers,
         body: Some(&upstream.body),
     };
-    let response = match fetch(request, to_headers, Some(cx.hangup)).await {
+    let response = match apart(fetch(request, to_headers, Some(cx.hangup))).await {
         Ok(r) => r,
         Err(FetchError::NotSent) => return ended(AttemptEnd::NotSent(AppError::Internal)),
         Err(FetchError::CallerGone) => return None,
@@ -640,6 +656,18 @@ async fn attempt(
     if (200..300).contains(&status) {
         return Some((AttemptEnd::Accepted { status }, Some((response, key))));
     }
+    ended(apart(refused(route, response, status, &key, to_headers)).await)
+}
+
+/// A provider's answer other than 2xx, as the provider's error (its key and address scrubbed
+/// from what is kept of the body).
+async fn refused(
+    route: &Route<'_>,
+    response: Response,
+    status: u16,
+    key: &str,
+    to_headers: Duration,
+) -> AttemptEnd {
     let body = read_upstream(&response, MAX_ERROR_BODY, to_headers)
         .await
         .unwrap_or_default();
@@ -648,7 +676,7 @@ async fn attempt(
         .iter()
         .filter_map(|n| headers.get(n).ok().flatten().map(|v| ((*n).to_owned(), v)))
         .collect();
-    let scrub = [key.as_str(), route.provider.base_url.as_str()];
+    let scrub = [key, route.provider.base_url.as_str()];
     let error = error_from_response(
         route.provider.kind,
         status,
@@ -656,7 +684,7 @@ async fn attempt(
         &body,
         &scrub,
     );
-    ended(AttemptEnd::Refused { status, error })
+    AttemptEnd::Refused { status, error }
 }
 
 /// A provider's 2xx response, with the key and route it came through.
@@ -677,6 +705,61 @@ async fn answer(
     (coalesce_ms, window_seconds): (u64, u64),
     store: Option<kv::Store>,
 ) -> Result<(Response, Option<Pump>), AppError> {
+    if call.stream {
+        return streamed(
+            upstream,
+            call,
+            cx,
+            tracked,
+            idle,
+            (coalesce_ms, window_seconds),
+            store,
+        );
+    }
+    let Accepted {
+        response, route, ..
+    } = upstream;
+    let kind = route.provider.kind;
+    let created = now_ms() / 1000;
+    let read = select(
+        apart(read_upstream(&response, MAX_ANSWER_BYTES, idle)),
+        cx.hangup.wait(),
+    )
+    .await;
+    let body = match read {
+        Either::Left((Ok(body), _)) => body,
+        Either::Left((Err(e), _)) => return Err(tracked.step(|c, _| c.answer_failed(e))),
+        Either::Right(_) => {
+            tracked.step(Chat::caller_gone);
+            return Err(AppError::CallerGone);
+        }
+    };
+    match complete(kind, &body, &call.alias, created) {
+        Ok(answer) => {
+            tracked.step(|c, l| c.answered(answer.usage.as_ref(), answer.body.len() as u64 / 4, l));
+            if let Some(store) = &store {
+                store.put(&route.label(), &answer.body);
+            }
+            json_response(200, answer.body)
+                .map(|r| (r, None))
+                .map_err(|_| AppError::Internal)
+        }
+        Err(e) => Err(tracked.step(|c, _| c.answer_failed(e))),
+    }
+}
+
+/// [`answer`]'s stream: the caller's answer and the [`Pump`] that relays it (a function of its
+/// own, so a JSON answer does not compile it).
+#[inline(never)]
+fn streamed(
+    upstream: Accepted<'_>,
+    call: &ChatCall,
+    cx: &Cx<'_>,
+    mut tracked: Tracked,
+    idle: Duration,
+    (coalesce_ms, window_seconds): (u64, u64),
+    store: Option<kv::Store>,
+) -> Result<(Response, Option<Pump>), AppError> {
     let Accepted {
         response,
         key,
@@ -685,35 +768,6 @@ async fn answer(
     let kind = route.provider.kind;
     let label = route.label();
     let created = now_ms() / 1000;
-    if !call.stream {
-        let read = select(
-            Box::pin(read_upstream(&response, MAX_ANSWER_BYTES, idle)),
-            cx.hangup.wait(),
-        )
-        .await;
-        let body = match read {
-            Either::Left((Ok(body), _)) => body,
-            Either::Left((Err(e), _)) => return Err(tracked.step(|c, _| c.answer_failed(e))),
-            Either::Right(_) => {
-                tracked.step(Chat::caller_gone);
-                return Err(AppError::CallerGone);
-            }
-        };
-        return match complete(kind, &body, &call.alias, created) {
-            Ok(answer) => {
-                tracked.step(|c, l| {
-                    c.answered(answer.usage.as_ref(), answer.body.len() as u64 / 4, l)
-                });
-                if let Some(store) = &store {
-                    store.put(&label, &answer.body);
-                }
-                json_response(200, answer.body)
-                    .map(|r| (r, None))
-                    .map_err(|_| AppError::Internal)
-            }
-            Err(e) => Err(tracked.step(|c, _| c.answer_failed(e))),
-        };
-    }
     let ResponseBody::Stream(upstream) = response.body() else {
         return Err(tracked.step(|c, _| c.answer_failed(UpstreamError::BadResponse)));
     };

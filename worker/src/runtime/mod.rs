@@ -25,6 +25,10 @@ mod signature;
 mod storage;
 mod stream;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
 use worker::js_sys::Uint8Array;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::web_sys::{self, RequestRedirect};
@@ -69,4 +73,28 @@ pub(crate) fn new_request(
                     .unwrap_or_else(|| "invalid URL or options for Request".to_owned()),
             )
         })
+}
+
+/// `future`, polled in a wasm function of its own.
+///
+/// The runtime compiles a wasm function the first time it runs, all of it, whichever of its
+/// branches run, and a big one slower per byte. An `async fn`'s body is inlined into its
+/// caller's, so without this a request's task (every endpoint, the chat path with its fallbacks
+/// and errors, the stream pump) was one function: 24 KB even with wasm-opt's inlining bounded
+/// (worker/Cargo.toml), compiled in 2.1 ms on an isolate's first request. Apart, a step's code
+/// is compiled when a request first takes it. The cost: a box per `await`, two calls per poll.
+pub(crate) fn apart<'a, T>(future: impl Future<Output = T> + 'a) -> Apart<'a, T> {
+    Apart(Box::pin(future))
+}
+
+/// See [`apart`].
+pub(crate) struct Apart<'a, T>(Pin<Box<dyn Future<Output = T> + 'a>>);
+
+impl<T> Future for Apart<'_, T> {
+    type Output = T;
+
+    #[inline(never)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<T> {
+        self.0.as_mut().poll(cx)
+    }
 }
