@@ -578,17 +578,15 @@ async fn chat(
                         response,
                         key,
                         route,
-                    };
-                    return apart(answer(
-                        upstream,
-                        &call,
-                        cx,
                         tracked,
-                        idle,
-                        (config.stream_coalesce_ms, config.resume_window_seconds),
                         store,
-                    ))
-                    .await;
+                    };
+                    return if call.stream {
+                        let stream = (config.stream_coalesce_ms, config.resume_window_seconds);
+                        streamed(upstream, &call, cx, idle, stream)
+                    } else {
+                        apart(answer(upstream, &call, cx, idle)).await
+                    };
                 }
             }
             Some(Next::Fail(error)) => return Err(error),
@@ -687,37 +685,29 @@ async fn refused(
     AttemptEnd::Refused { status, error }
 }
 
-/// A provider's 2xx response, with the key and route it came through.
+/// A provider's 2xx response, with the key and route it came through, and what the request
+/// goes on with: its lifecycle and the cache's store.
 struct Accepted<'a> {
     response: Response,
     key: String,
     route: &'a Route<'a>,
+    tracked: Tracked,
+    store: Option<kv::Store>,
 }
 
-/// The provider accepted the work: its complete answer, or its stream (relayed by the
-/// returned [`Pump`] once the caller has the answer's head).
+/// The provider accepted the work: its complete answer, read within `idle`.
 async fn answer(
     upstream: Accepted<'_>,
     call: &ChatCall,
     cx: &Cx<'_>,
-    mut tracked: Tracked,
     idle: Duration,
-    (coalesce_ms, window_seconds): (u64, u64),
-    store: Option<kv::Store>,
 ) -> Result<(Response, Option<Pump>), AppError> {
-    if call.stream {
-        return streamed(
-            upstream,
-            call,
-            cx,
-            tracked,
-            idle,
-            (coalesce_ms, window_seconds),
-            store,
-        );
-    }
     let Accepted {
-        response, route, ..
+        response,
+        route,
+        mut tracked,
+        store,
+        ..
     } = upstream;
     let kind = route.provider.kind;
     let created = now_ms() / 1000;
@@ -748,22 +738,23 @@ async fn answer(
     }
 }
 
-/// [`answer`]'s stream: the caller's answer and the [`Pump`] that relays it (a function of its
-/// own, so a JSON answer does not compile it).
+/// The provider accepted the work, streamed: the caller's answer, and the [`Pump`] that
+/// relays the stream once the caller has the answer's head. A function of its own, so that a
+/// JSON answer does not compile it.
 #[inline(never)]
 fn streamed(
     upstream: Accepted<'_>,
     call: &ChatCall,
     cx: &Cx<'_>,
-    mut tracked: Tracked,
     idle: Duration,
     (coalesce_ms, window_seconds): (u64, u64),
-    store: Option<kv::Store>,
 ) -> Result<(Response, Option<Pump>), AppError> {
     let Accepted {
         response,
         key,
         route,
+        mut tracked,
+        store,
     } = upstream;
     let kind = route.provider.kind;
     let label = route.label();
