@@ -20,6 +20,7 @@ use futures_util::future::{select, Either};
 use storycad_protocol::headers as names;
 use worker::js_sys;
 use worker::wasm_bindgen::closure::Closure;
+use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{
     console_error, console_log, event, web_sys, Context, Env, Headers, Response, ResponseBody,
@@ -72,18 +73,43 @@ thread_local! {
 fn isolate(env: &Env) -> Result<Rc<Isolate>, AppError> {
     ISOLATE.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let loaded = slot.get_or_insert_with(|| {
-            Config::from_lookup(|name| env_text(env, name)).map(|config| {
-                let auth = Authenticator::new(
-                    config.jwt.verifier(),
-                    config.jwt.jwks_url.clone(),
-                    config.jwt.cache_entries,
-                );
-                Rc::new(Isolate { config, auth })
-            })
-        });
+        let loaded = slot.get_or_insert_with(|| load(env));
         loaded.clone().map_err(AppError::Config)
     })
+}
+
+fn load(env: &Env) -> Result<Rc<Isolate>, ConfigError> {
+    Config::from_lookup(|name| env_text(env, name)).map(|config| {
+        let auth = Authenticator::new(
+            config.jwt.verifier(),
+            config.jwt.jwks_url.clone(),
+            config.jwt.cache_entries,
+        );
+        Rc::new(Isolate { config, auth })
+    })
+}
+
+#[wasm_bindgen(module = "cloudflare:workers")]
+extern "C" {
+    /// The Worker's bindings, importable at module scope since workerd's 2025-03 releases.
+    #[wasm_bindgen(thread_local_v2, js_name = env)]
+    static MODULE_ENV: JsValue;
+}
+
+/// Runs as the isolate loads its module, before any request: the configuration is parsed
+/// there, so that an isolate's first request neither runs nor compiles that parse (Cloudflare
+/// limits a Worker's start-up on its own, not as a request's CPU time). Only a good parse is
+/// kept: a runtime without the importable `env` (or with it disallowed) reads as no variables,
+/// and the first request then parses its own `env`, reporting what is wrong as before.
+#[event(start)]
+fn start() {
+    let env = MODULE_ENV.with(JsValue::clone);
+    if !env.is_object() {
+        return;
+    }
+    if let Ok(loaded) = load(&env.unchecked_into()) {
+        ISOLATE.with(|cell| *cell.borrow_mut() = Some(Ok(loaded)));
+    }
 }
 
 /// A variable's text: a string as is; a `[vars]` table (wrangler passes those as objects) as
