@@ -79,10 +79,6 @@ fn build(krate: &WasmCrate, force: bool) -> Result<()> {
     let wasm = find_wasm(&out)
         .with_context(|| format!("worker-build left no .wasm in {}/build", krate.dir))?;
     let module = fs::read(&wasm)?;
-    let _ = fs::write(
-        format!("/tmp/coldw/{}.named.wasm", krate.dir.replace('/', "_")),
-        &module,
-    );
     fs::write(
         &wasm,
         without_names(&module).context("the built wasm is not a wasm module")?,
