@@ -293,13 +293,11 @@ impl Worker {
                     "wrangler exited ({status}) before /healthz answered; log {}:\n{tail}",
                     worker.log_path.display()
                 );
-                return Err(
-                    if log.contains("EADDRINUSE") || log.contains("already in use") {
-                        StartError::PortTaken(msg)
-                    } else {
-                        StartError::Other(msg)
-                    },
-                );
+                return Err(if port_taken(&log) {
+                    StartError::PortTaken(msg)
+                } else {
+                    StartError::Other(msg)
+                });
             }
             if let Some(actual) = ready_port(&worker.log_text()) {
                 // wrangler may have moved to another port if ours was taken meanwhile.
@@ -692,6 +690,11 @@ fn wait_group(leader: &mut Child, pgid: i32, limit: Duration) -> bool {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Whether a runtime's log says a port it was to listen on was taken (by the time it bound it).
+pub fn port_taken(log: &str) -> bool {
+    log.contains("EADDRINUSE") || log.contains("already in use")
 }
 
 /// A watchdog for the process group `pgid`: it kills the group (TERM, then KILL 2 s later) once

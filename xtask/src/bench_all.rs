@@ -159,7 +159,7 @@ fn tables(
         },
         build::largest_function().map_or_else(
             || "unknown".to_owned(),
-            |bytes| format!("{:.1} KB", bytes as f64 / 1024.0)
+            |(_, bytes)| format!("{:.1} KB", bytes as f64 / 1024.0)
         ),
         MAX_FUNCTION_BYTES / 1024,
     )?;

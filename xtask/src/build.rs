@@ -251,15 +251,9 @@ pub const MAX_FUNCTION_BYTES: usize = 16 * 1024;
 
 /// Checks the built Worker's wasm against [`WASM_GZ_BUDGET`] and [`MAX_FUNCTION_BYTES`].
 pub fn check_worker() -> Result<()> {
-    let wasm = find_wasm(&bundle_dir()).context("the built wasm was not found")?;
-    let module = fs::read(&wasm)?;
-    let sizes = function_sizes(&module).context("the built wasm is not a wasm module")?;
-    if let Some((index, &size)) = sizes
-        .iter()
-        .enumerate()
-        .max_by_key(|(_, &size)| size)
-        .filter(|(_, &size)| size > MAX_FUNCTION_BYTES)
-    {
+    let (index, size) =
+        largest_function().context("the built wasm was not found, or is not a wasm module")?;
+    if size > MAX_FUNCTION_BYTES {
         bail!(
             "the Worker's wasm has a function of {size} bytes (the {index}th defined), over the \
              {MAX_FUNCTION_BYTES} allowed: an isolate compiles it whole the first time it runs. \
@@ -274,10 +268,14 @@ pub fn check_worker() -> Result<()> {
     Ok(())
 }
 
-/// The largest function body in the built Worker's wasm, in bytes.
-pub fn largest_function() -> Option<usize> {
+/// The largest function body in the built Worker's wasm: its index among the functions the
+/// module defines, and its size in bytes.
+pub fn largest_function() -> Option<(usize, usize)> {
     let module = fs::read(find_wasm(&bundle_dir())?).ok()?;
-    function_sizes(&module)?.into_iter().max()
+    function_sizes(&module)?
+        .into_iter()
+        .enumerate()
+        .max_by_key(|&(_, size)| size)
 }
 
 /// An unsigned LEB128 number at `*at`, which moves past it.

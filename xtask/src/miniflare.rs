@@ -16,7 +16,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use storycad_e2e::workerd::{
-    copy_dir, free_port, spawn_watchdog, target_dir, workerds, write_private,
+    copy_dir, free_port, port_taken, spawn_watchdog, target_dir, workerds, write_private,
 };
 
 use crate::cmd;
@@ -67,7 +67,8 @@ impl Miniflare {
         loop {
             tries += 1;
             match Miniflare::try_start(&options) {
-                Err(e) if tries < 3 && format!("{e:#}").contains("already in use") => {
+                // The error carries miniflare's log.
+                Err(e) if tries < 3 && port_taken(&format!("{e:#}")) => {
                     eprintln!("xtask: a port was taken as miniflare started; starting again");
                 }
                 done => return done,
