@@ -184,15 +184,31 @@ pub struct ColdRow {
     /// same for every Worker) and the Worker's loading (compiling, evaluating its module). No
     /// request reaches a Worker before its first chat request.
     pub startup_cpu_ms: f64,
-    /// The first chat request: ms, the CPU ms of the runtime's main thread (where the isolate
-    /// runs) and of its other threads (V8's compilers and GC helpers, among others).
-    pub first_ms: f64,
-    pub first_cpu_ms: f64,
-    pub first_other_cpu_ms: f64,
-    /// The request after it (another user, so our Worker verifies a token again).
-    pub second_ms: f64,
-    pub second_cpu_ms: f64,
-    pub second_other_cpu_ms: f64,
+    /// The first chat request; the request after it (another user, so our Worker verifies a
+    /// token again); and one more (a third user) once another isolate has started in the same
+    /// runtime, which makes V8 drop the baseline code of every wasm module in the process (see
+    /// `miniflare.mjs`): what a request pays in production after another Worker starts on its
+    /// machine.
+    pub requests: [Timed; 3],
+}
+
+/// One request of a cold start: ms, and the CPU ms of the runtime's main thread (where the
+/// isolate runs) and of its other threads (V8's compilers and GC helpers, among others).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timed {
+    pub ms: f64,
+    pub cpu_ms: f64,
+    pub other_cpu_ms: f64,
+}
+
+impl Timed {
+    fn minus(self, base: Timed) -> Timed {
+        Timed {
+            ms: self.ms - base.ms,
+            cpu_ms: self.cpu_ms - base.cpu_ms,
+            other_cpu_ms: self.other_cpu_ms - base.other_cpu_ms,
+        }
+    }
 }
 
 /// The calibration Worker's known cost.
@@ -220,6 +236,23 @@ pub struct Report {
     pub streams: Vec<StreamTable>,
     pub rate_streams: usize,
     pub rates: Vec<RateRow>,
+    /// Each warm Worker's request after another isolate starts in its runtime, beside the
+    /// request after that one.
+    pub flushed: Vec<FlushRow>,
+}
+
+/// How many times each warm Worker is measured after a new isolate (medians are shown).
+const FLUSH_ROUNDS: usize = 5;
+
+/// A warm Worker (it has served the latency runs) after another isolate starts in its runtime:
+/// V8 has dropped the baseline code of every wasm module there, so the request compiles again
+/// whatever it runs that V8 had not yet optimized. Medians of [`FLUSH_ROUNDS`] rounds.
+pub struct FlushRow {
+    pub path: &'static str,
+    /// The request right after the new isolate.
+    pub after: Timed,
+    /// The request after that one (nothing dropped in between).
+    pub next: Timed,
 }
 
 pub const DIRECT: &str = "provider directly";
@@ -453,20 +486,19 @@ fn median_cold(samples: &[Vec<ColdRow>]) -> Vec<ColdRow> {
                 .iter()
                 .filter_map(|rows| rows.iter().find(|r| r.path == row.path))
                 .collect();
-            let median = |field: fn(&ColdRow) -> f64| {
+            let median = |field: &dyn Fn(&ColdRow) -> f64| {
                 let mut v: Vec<f64> = of.iter().map(|r| field(r)).collect();
                 v.sort_by(f64::total_cmp);
                 v[v.len() / 2]
             };
             ColdRow {
                 path: row.path,
-                startup_cpu_ms: median(|r| r.startup_cpu_ms),
-                first_ms: median(|r| r.first_ms),
-                first_cpu_ms: median(|r| r.first_cpu_ms),
-                first_other_cpu_ms: median(|r| r.first_other_cpu_ms),
-                second_ms: median(|r| r.second_ms),
-                second_cpu_ms: median(|r| r.second_cpu_ms),
-                second_other_cpu_ms: median(|r| r.second_other_cpu_ms),
+                startup_cpu_ms: median(&|r| r.startup_cpu_ms),
+                requests: std::array::from_fn(|i| Timed {
+                    ms: median(&|r| r.requests[i].ms),
+                    cpu_ms: median(&|r| r.requests[i].cpu_ms),
+                    other_cpu_ms: median(&|r| r.requests[i].other_cpu_ms),
+                }),
             }
         })
         .collect()
@@ -535,6 +567,8 @@ struct Target {
     model: &'static str,
     /// The runtime processes serving it (their CPU time is measured), if any.
     runtime: Vec<u32>,
+    /// Where its runtime is asked to start another isolate, if it has one.
+    new_isolate: Option<String>,
     /// Whether it is measured with JSON requests, and with streams.
     json: bool,
     streams: bool,
@@ -548,6 +582,7 @@ impl Target {
             tokens: Arc::new(tokens),
             model,
             runtime: Vec::new(),
+            new_isolate: None,
             json: true,
             streams: true,
         }
@@ -556,6 +591,7 @@ impl Target {
     /// Measures the CPU of the workerd serving it.
     fn served_by(mut self, worker: &Miniflare) -> Self {
         self.runtime = worker.runtime();
+        self.new_isolate = Some(worker.new_isolate_url());
         self
     }
 
@@ -683,32 +719,99 @@ async fn cold_starts(http: &reqwest::Client, targets: &[Target]) -> Result<Vec<C
     for t in targets.iter().filter(|t| t.json && !t.runtime.is_empty()) {
         let startup = processes_cpu(&t.runtime);
         let body = t.body("hello there", false);
-        let mut timed = [(0.0, 0.0, 0.0); 2];
-        for (sender, slot) in timed.iter_mut().enumerate() {
-            let (main, others) = threads_cpu(&t.runtime);
-            let timing = t.send(http, &body, false, sender).await?;
-            // The runtime's threads settle their accounting as they sleep again.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let (main_after, others_after) = threads_cpu(&t.runtime);
-            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-            *slot = (
-                ms(timing.total),
-                ms(main_after.saturating_sub(main)),
-                ms(others_after.saturating_sub(others)),
-            );
+        let mut requests = [Timed::default(); 3];
+        for (sender, slot) in requests.iter_mut().enumerate() {
+            if sender == 2 {
+                let url = t
+                    .new_isolate
+                    .as_deref()
+                    .context("a Worker without its runtime")?;
+                new_isolate(http, url).await?;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            *slot = timed_request(http, t, &body, sender).await?;
         }
         rows.push(ColdRow {
             path: t.name,
             startup_cpu_ms: startup.as_secs_f64() * 1000.0,
-            first_ms: timed[0].0,
-            first_cpu_ms: timed[0].1,
-            first_other_cpu_ms: timed[0].2,
-            second_ms: timed[1].0,
-            second_cpu_ms: timed[1].1,
-            second_other_cpu_ms: timed[1].2,
+            requests,
         });
     }
     Ok(rows)
+}
+
+/// Each warm Worker's request after a new isolate in its runtime, and the request after that.
+async fn flushed(http: &reqwest::Client, targets: &[&Target]) -> Result<Vec<FlushRow>> {
+    let mut rows = Vec::new();
+    for t in targets {
+        let Some(url) = t.new_isolate.as_deref() else {
+            continue;
+        };
+        let body = t.body("hello there", false);
+        let mut rounds = Vec::new();
+        for _ in 0..FLUSH_ROUNDS {
+            new_isolate(http, url).await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let after = timed_request(http, t, &body, 0).await?;
+            let next = timed_request(http, t, &body, 0).await?;
+            rounds.push((after, next));
+        }
+        let median = |pick: fn(&(Timed, Timed)) -> Timed| {
+            let field = |f: fn(&Timed) -> f64| {
+                let mut v: Vec<f64> = rounds.iter().map(|r| f(&pick(r))).collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            Timed {
+                ms: field(|t| t.ms),
+                cpu_ms: field(|t| t.cpu_ms),
+                other_cpu_ms: field(|t| t.other_cpu_ms),
+            }
+        };
+        rows.push(FlushRow {
+            path: t.name,
+            after: median(|r| r.0),
+            next: median(|r| r.1),
+        });
+    }
+    Ok(rows)
+}
+
+/// One request from `sender`, timed, with the CPU its runtime's threads spent meanwhile.
+async fn timed_request(
+    http: &reqwest::Client,
+    t: &Target,
+    body: &str,
+    sender: usize,
+) -> Result<Timed> {
+    let (main, others) = threads_cpu(&t.runtime);
+    let timing = t.send(http, body, false, sender).await?;
+    // The runtime's threads settle their accounting as they sleep again.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (main_after, others_after) = threads_cpu(&t.runtime);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Ok(Timed {
+        ms: ms(timing.total),
+        cpu_ms: ms(main_after.saturating_sub(main)),
+        other_cpu_ms: ms(others_after.saturating_sub(others)),
+    })
+}
+
+/// Has the Worker's runtime start another isolate (`miniflare.mjs`'s spawner), and waits until
+/// it has served a request.
+async fn new_isolate(http: &reqwest::Client, url: &str) -> Result<()> {
+    let answer = http
+        .get(url)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .context("asking the runtime for a new isolate")?;
+    let status = answer.status();
+    let text = answer.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("the runtime started no new isolate ({status}): {text}");
+    }
+    Ok(())
 }
 
 async fn measure_targets(
@@ -729,6 +832,7 @@ async fn measure_targets(
         streams: Vec::new(),
         rate_streams: settings.requests.max(50),
         rates: Vec::new(),
+        flushed: Vec::new(),
     };
     if settings.cold_only {
         return Ok(report);
@@ -784,6 +888,7 @@ async fn measure_targets(
             });
         }
     }
+    report.flushed = flushed(&http, &all).await?;
     if settings.json_only {
         return Ok(report);
     }
@@ -1016,8 +1121,45 @@ pub fn markdown(report: &Report) -> Result<String> {
             )?;
         }
     }
+    flush_table(&mut md, &report.flushed, report.requests)?;
     cold_table(&mut md, &report.cold, report.cold_starts)?;
     Ok(md)
+}
+
+/// The warm Workers' requests after a new isolate in their runtime.
+fn flush_table(md: &mut String, rows: &[FlushRow], requests: usize) -> Result<()> {
+    use std::fmt::Write as _;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        md,
+        "\n### A warm Worker after another isolate starts in its runtime (medians of \
+         {FLUSH_ROUNDS} rounds)\n\n\
+         After the latency runs ({requests} requests per path and concurrency), each round has \
+         the runtime start a new isolate (V8 then drops the baseline code of every wasm module \
+         in the process, as in production whenever another Worker starts on the machine), then \
+         sends two requests: ms, and the CPU ms of the runtime's main thread + its other \
+         threads'.\n"
+    )?;
+    writeln!(
+        md,
+        "| path | after the new isolate, ms | its CPU ms, main + other | the next request, ms | its CPU ms, main + other |\n|---|---:|---:|---:|---:|"
+    )?;
+    for r in rows {
+        writeln!(
+            md,
+            "| {} | {:.2} | {:.2} + {:.2} | {:.2} | {:.2} + {:.2} |",
+            r.path,
+            r.after.ms,
+            r.after.cpu_ms,
+            r.after.other_cpu_ms,
+            r.next.ms,
+            r.next.cpu_ms,
+            r.next.other_cpu_ms
+        )?;
+    }
+    Ok(())
 }
 
 /// The cold-start table: each Worker's medians over `starts` fresh starts, beside the
@@ -1032,26 +1174,39 @@ fn cold_table(md: &mut String, rows: &[ColdRow], starts: usize) -> Result<()> {
         "\n### Cold start (each Worker's runtime as started; medians of {starts} starts each)\n\n\
          Start-up CPU: the runtime process's CPU from its spawn to the first request (workerd's \
          own start, the same for all, and loading the Worker). Requests: the first chat request, \
-         the first the Worker sees, and the next (another user): ms, \
-         and the CPU ms of the runtime's main thread, where the isolate runs, + its other \
-         threads' (V8's compilers, GC helpers), from each thread's schedstat.\n"
+         the first the Worker sees; the next (another user); and a third (another user) after \
+         another isolate started in the same runtime, which makes V8 drop the baseline code of \
+         every wasm module in the process, as it does in production whenever another Worker \
+         starts on the machine: ms, and the CPU ms of the runtime's main thread, where the \
+         isolate runs, + its other threads' (V8's compilers, GC helpers), from each thread's \
+         schedstat.\n"
     )?;
     writeln!(
         md,
-        "| path | start-up CPU ms | first request ms | its CPU ms, main + other | second request ms | its CPU ms, main + other |\n|---|---:|---:|---:|---:|---:|"
+        "| path | start-up CPU ms | first request ms | its CPU ms, main + other | second request ms | its CPU ms, main + other | after a new isolate, ms | its CPU ms, main + other |\n|---|---:|---:|---:|---:|---:|---:|---:|"
     )?;
+    let cells = |requests: &[Timed; 3], sign: bool| -> String {
+        requests
+            .iter()
+            .map(|t| {
+                if sign {
+                    format!(
+                        " {:+.2} | {:+.2} + {:+.2} |",
+                        t.ms, t.cpu_ms, t.other_cpu_ms
+                    )
+                } else {
+                    format!(" {:.2} | {:.2} + {:.2} |", t.ms, t.cpu_ms, t.other_cpu_ms)
+                }
+            })
+            .collect()
+    };
     for r in rows {
         writeln!(
             md,
-            "| {} | {:.0} | {:.2} | {:.2} + {:.2} | {:.2} | {:.2} + {:.2} |",
+            "| {} | {:.0} |{}",
             r.path,
             r.startup_cpu_ms,
-            r.first_ms,
-            r.first_cpu_ms,
-            r.first_other_cpu_ms,
-            r.second_ms,
-            r.second_cpu_ms,
-            r.second_other_cpu_ms
+            cells(&r.requests, false)
         )?;
     }
     let find = |name: &str| rows.iter().find(|r| r.path == name);
@@ -1062,16 +1217,12 @@ fn cold_table(md: &mut String, rows: &[ColdRow], starts: usize) -> Result<()> {
             ("ours, limiter off,", OURS_NO_LIMITS),
         ] {
             let Some(o) = find(name) else { continue };
+            let diff = std::array::from_fn(|i| o.requests[i].minus(base.requests[i]));
             writeln!(
                 md,
-                "| *{label} vs passthrough* | {:+.0} | {:+.2} | {:+.2} + {:+.2} | {:+.2} | {:+.2} + {:+.2} |",
+                "| *{label} vs passthrough* | {:+.0} |{}",
                 o.startup_cpu_ms - base.startup_cpu_ms,
-                o.first_ms - base.first_ms,
-                o.first_cpu_ms - base.first_cpu_ms,
-                o.first_other_cpu_ms - base.first_other_cpu_ms,
-                o.second_ms - base.second_ms,
-                o.second_cpu_ms - base.second_cpu_ms,
-                o.second_other_cpu_ms - base.second_other_cpu_ms
+                cells(&diff, true)
             )?;
         }
     }
@@ -1273,20 +1424,31 @@ fn processes_cpu(pids: &[u32]) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::{
-        batches, markdown, median_cold, position, Calibration, ColdRow, LatencyRow, Report,
-        CALIBRATION, METERED, OURS, OURS_NO_LIMITS, PASSTHROUGH, RUST_METERED,
+        batches, markdown, median_cold, position, Calibration, ColdRow, FlushRow, LatencyRow,
+        Report, Timed, CALIBRATION, METERED, OURS, OURS_NO_LIMITS, PASSTHROUGH, RUST_METERED,
     };
 
     fn cold(path: &'static str, ms: f64) -> ColdRow {
         ColdRow {
             path,
             startup_cpu_ms: ms,
-            first_ms: ms,
-            first_cpu_ms: ms,
-            first_other_cpu_ms: -ms,
-            second_ms: ms,
-            second_cpu_ms: ms,
-            second_other_cpu_ms: ms,
+            requests: [
+                Timed {
+                    ms,
+                    cpu_ms: ms,
+                    other_cpu_ms: -ms,
+                },
+                Timed {
+                    ms,
+                    cpu_ms: ms,
+                    other_cpu_ms: ms,
+                },
+                Timed {
+                    ms: 2.0 * ms,
+                    cpu_ms: 3.0 * ms,
+                    other_cpu_ms: ms,
+                },
+            ],
         }
     }
 
@@ -1299,9 +1461,10 @@ mod tests {
         ];
         let rows = median_cold(&samples);
         assert_eq!(rows.len(), 2);
-        assert_eq!((rows[0].path, rows[0].first_cpu_ms), ("a", 5.0));
-        assert_eq!(rows[0].first_other_cpu_ms, -5.0);
-        assert_eq!((rows[1].path, rows[1].second_ms), ("b", 20.0));
+        assert_eq!((rows[0].path, rows[0].requests[0].cpu_ms), ("a", 5.0));
+        assert_eq!(rows[0].requests[0].other_cpu_ms, -5.0);
+        assert_eq!((rows[1].path, rows[1].requests[1].ms), ("b", 20.0));
+        assert_eq!(rows[1].requests[2].cpu_ms, 60.0);
         assert!(median_cold(&[]).is_empty());
     }
 
@@ -1324,11 +1487,14 @@ mod tests {
             streams: Vec::new(),
             rate_streams: 0,
             rates: Vec::new(),
+            flushed: Vec::new(),
         };
         let md = markdown(&report).unwrap();
         assert!(md.starts_with("\n### Cold start"), "{md}");
         assert!(md.contains("medians of 12 starts each"), "{md}");
         assert!(md.contains("| *ours vs passthrough* | +7 |"), "{md}");
+        // The request after a new isolate: 2 and 3 times the others.
+        assert!(md.contains("| +14.00 | +21.00 + +7.00 |\n"), "{md}");
         for other in ["Latency", "Calibration", "Streams"] {
             assert!(!md.contains(other), "{other} in {md}");
         }
@@ -1369,10 +1535,17 @@ mod tests {
             streams: Vec::new(),
             rate_streams: 50,
             rates: Vec::new(),
+            flushed: vec![FlushRow {
+                path: OURS,
+                after: cold(OURS, 9.0).requests[2],
+                next: cold(OURS, 1.5).requests[1],
+            }],
         };
         let md = markdown(&report).unwrap();
         for part in [
             "### Latency",
+            "### A warm Worker after another isolate starts in its runtime (medians of 5 rounds)",
+            "| our Worker | 18.00 | 27.00 + 9.00 | 1.50 | 1.50 + 1.50 |\n",
             "| *ours vs passthrough* | 1 | +4.00 |",
             // The Rust baseline beside the JS one, and ours beside it.
             "| *metering Rust vs metering JS* | 1 | +1.00 | +1.00 | +1.00 | x0.75 | +0.25 |",

@@ -3,7 +3,7 @@
 // `cargo xtask bench proxy` runs every Worker it measures so.
 //
 // usage: node miniflare.mjs CONFIG_JSON_FILE
-// The file: {"node_modules", "name", "port", "inspector_port", "compatibility_date",
+// The file: {"node_modules", "name", "port", "inspector_port", "control_port", "compatibility_date",
 // "compatibility_flags", "bindings": {NAME: TEXT}} and either
 // - "build" and "persist": our bundle (index.js and index_bg.wasm in that directory), with its
 //   limiter's Durable Objects and its KV namespace, their state kept under "persist"; or
@@ -12,7 +12,15 @@
 // The inspector is open (no client attaches unless `soak/gc.mjs` asks for a garbage
 // collection). Prints `ready <url>` once workerd has loaded the Worker and listens (no request
 // has reached it), and runs until SIGTERM.
+//
+// Beside the Worker, in the same runtime, a second Worker starts a new isolate each time it is
+// asked to (a Worker Loader's): `GET http://127.0.0.1:<control_port>/new-isolate` answers once
+// that isolate has served a request. workerd tells V8 of memory pressure as it creates any
+// isolate, and V8 then drops the baseline (Liftoff) code of every wasm module in the process:
+// the measured Worker compiles again what it runs next, as it would in production whenever
+// another Worker starts on its machine (the bench's cold table measures that request).
 import fs from "node:fs";
+import http from "node:http";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
@@ -28,8 +36,6 @@ const code = config.build
       modulesRoot: config.build,
       durableObjects: { LIMITER: { className: "UserLimiter", useSQLite: true } },
       kvNamespaces: ["CACHE"],
-      durableObjectsPersist: path.join(config.persist, "do"),
-      kvPersist: path.join(config.persist, "kv"),
     }
   : {
       scriptPath: config.script,
@@ -42,17 +48,62 @@ const code = config.build
         { type: "CompiledWasm", include: ["**/*.wasm"] },
       ],
     };
+// Each call loads a Worker under a new name, so each is a new isolate.
+const SPAWNER = `let loaded = 0;
+export default {
+  async fetch(request, env) {
+    const name = "isolate-" + ++loaded;
+    const worker = env.LOADER.get(name, () => ({
+      compatibilityDate: "${config.compatibility_date}",
+      mainModule: "main.js",
+      modules: { "main.js": "export default { fetch() { return new Response('up'); } };" },
+    }));
+    const answer = await worker.getEntrypoint().fetch("http://isolate/");
+    return new Response(name + " " + (await answer.text()));
+  },
+};`;
 const mf = new Miniflare({
-  name: config.name,
-  ...code,
-  compatibilityDate: config.compatibility_date,
-  compatibilityFlags: config.compatibility_flags ?? [],
-  bindings: config.bindings,
+  workers: [
+    {
+      name: config.name,
+      ...code,
+      compatibilityDate: config.compatibility_date,
+      compatibilityFlags: config.compatibility_flags ?? [],
+      bindings: config.bindings,
+    },
+    {
+      name: "isolate-spawner",
+      modules: true,
+      script: SPAWNER,
+      compatibilityDate: config.compatibility_date,
+      workerLoaders: { LOADER: {} },
+    },
+  ],
+  ...(config.persist
+    ? {
+        durableObjectsPersist: path.join(config.persist, "do"),
+        kvPersist: path.join(config.persist, "kv"),
+      }
+    : {}),
   host: "127.0.0.1",
   port: config.port,
   inspectorPort: config.inspector_port,
 });
 const url = await mf.ready;
+const spawner = await mf.getWorker("isolate-spawner");
+const control = http.createServer(async (req, res) => {
+  if (req.url !== "/new-isolate") {
+    res.writeHead(404).end();
+    return;
+  }
+  try {
+    const answer = await spawner.fetch("http://spawner/");
+    res.writeHead(answer.status).end(await answer.text());
+  } catch (e) {
+    res.writeHead(500).end(String(e));
+  }
+});
+await new Promise((resolve) => control.listen(config.control_port, "127.0.0.1", resolve));
 console.log(`ready ${url.href}`);
 const stop = async () => {
   await mf.dispose();

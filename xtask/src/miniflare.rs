@@ -47,6 +47,8 @@ pub struct Miniflare {
     pub port: u16,
     /// The runtime's inspector (no client attached).
     pub inspector_port: u16,
+    /// Where `miniflare.mjs` has the runtime start another isolate.
+    control_port: u16,
     pub pgid: i32,
     /// miniflare's output and the Worker's console.
     pub log: PathBuf,
@@ -89,6 +91,7 @@ impl Miniflare {
         std::fs::create_dir_all(&run_dir)?;
         let port = free_port()?;
         let inspector_port = free_port()?;
+        let control_port = free_port()?;
         let bindings: serde_json::Map<String, serde_json::Value> = options
             .bindings
             .iter()
@@ -99,6 +102,7 @@ impl Miniflare {
             "name": options.name,
             "port": port,
             "inspector_port": inspector_port,
+            "control_port": control_port,
             "bindings": bindings,
         });
         let toml = match &options.code {
@@ -141,6 +145,7 @@ impl Miniflare {
         let mut started = Miniflare {
             port,
             inspector_port,
+            control_port,
             pgid,
             log,
             child: Some(child),
@@ -170,6 +175,12 @@ impl Miniflare {
     /// `http://127.0.0.1:PORT/v1`.
     pub fn api_base(&self) -> String {
         format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    /// A GET here has the runtime start another isolate beside the Worker's, and answers once
+    /// it has (V8 then drops the baseline code of every wasm module in the runtime).
+    pub fn new_isolate_url(&self) -> String {
+        format!("http://127.0.0.1:{}/new-isolate", self.control_port)
     }
 
     /// The workerd process serving the Worker (there is no dev proxy here).
