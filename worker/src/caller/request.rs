@@ -266,41 +266,136 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatCall, AppError> {
             ),
         });
     }
-    // Validate against the typed request (read from the parsed value, not a copy of it); the
-    // error's path names the bad field.
-    let typed: ChatRequest =
-        located::from_object(fields).map_err(|e| AppError::InvalidRequest {
-            message: shorten(&e.message, MAX_MESSAGE),
-            param: e.path.map(|path| shorten(&path, 64)),
-        })?;
-    if typed.model.trim().is_empty() {
+    let read = match plain(fields) {
+        Some(read) => read,
+        None => typed(fields)?,
+    };
+    if read.model.trim().is_empty() {
         return Err(invalid("model", "`model` must name a model."));
     }
-    if typed.messages.is_empty() {
+    if read.messages == 0 {
         return Err(invalid("messages", "`messages` must not be empty."));
     }
-    if typed.messages.len() > MAX_MESSAGES {
+    if read.messages > MAX_MESSAGES {
         return Err(invalid(
             "messages",
             &format!(
                 "`messages` holds {} messages; at most {MAX_MESSAGES} are allowed.",
-                typed.messages.len()
+                read.messages
             ),
         ));
     }
+    let (alias, stream, include_usage) = (read.model.to_owned(), read.stream, read.include_usage);
     let Value::Object(map) = value else {
         return Err(not_an_object());
     };
     Ok(ChatCall {
         correlation: None,
+        stream,
+        include_usage,
+        alias,
+        body: map,
+    })
+}
+
+/// What the Worker reads of a valid body.
+#[derive(Debug, PartialEq)]
+struct Read<'a> {
+    model: &'a str,
+    messages: usize,
+    stream: bool,
+    include_usage: bool,
+}
+
+/// Validates the body against the typed request (read from the parsed value, not a copy of
+/// it); the error's path names the bad field.
+fn typed(fields: &Map<String, Value>) -> Result<Read<'_>, AppError> {
+    let typed: ChatRequest =
+        located::from_object(fields).map_err(|e| AppError::InvalidRequest {
+            message: shorten(&e.message, MAX_MESSAGE),
+            param: e.path.map(|path| shorten(&path, 64)),
+        })?;
+    let model = fields.get("model").and_then(Value::as_str).unwrap_or("");
+    Ok(Read {
+        model,
+        messages: typed.messages.len(),
         stream: typed.is_stream(),
         include_usage: typed
             .stream_options
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
-        alias: typed.model,
-        body: map,
+    })
+}
+
+/// The same reading as [`typed`], for a body plain enough to see valid at a glance: each field
+/// the typed request models is absent, `null` or of its simplest shape (messages of a known role
+/// with text content, numbers where numbers go), so the typed check would pass. `None` for
+/// anything else, which the typed check then reads (and names what is wrong). The typed check's
+/// code is most of a request's serde code: a plain request leaves it uncompiled, on an
+/// isolate's first request and again each time the runtime drops the wasm's baseline code.
+fn plain(fields: &Map<String, Value>) -> Option<Read<'_>> {
+    let mut read = Read {
+        model: fields.get("model")?.as_str()?,
+        messages: fields.get("messages")?.as_array()?.len(),
+        stream: false,
+        include_usage: false,
+    };
+    for (key, value) in fields {
+        if value.is_null() && !matches!(key.as_str(), "model" | "messages") {
+            continue;
+        }
+        let fits = match key.as_str() {
+            "model" | "response_format" => true,
+            "messages" => value.as_array()?.iter().all(plain_message),
+            "temperature" | "top_p" | "presence_penalty" | "frequency_penalty" => value.is_number(),
+            "max_tokens" | "max_completion_tokens" | "n" => {
+                value.as_u64().is_some_and(|n| u32::try_from(n).is_ok())
+            }
+            "seed" => value.as_i64().is_some(),
+            "stream" => {
+                read.stream = value.as_bool()?;
+                true
+            }
+            "parallel_tool_calls" => value.is_boolean(),
+            "user" => value.is_string(),
+            "stream_options" => {
+                let options = value.as_object()?;
+                match options.get("include_usage") {
+                    None | Some(Value::Null) => true,
+                    Some(include) => {
+                        read.include_usage = include.as_bool()?;
+                        true
+                    }
+                }
+            }
+            // Modelled, with shapes of their own: the typed check reads them.
+            "stop" | "tools" | "tool_choice" => false,
+            // Not modelled: any value.
+            _ => true,
+        };
+        if !fits {
+            return None;
+        }
+    }
+    Some(read)
+}
+
+/// A message the typed check takes: an object with a known role and text content (or none);
+/// `name` and `tool_call_id` text; no tool calls; any other member.
+fn plain_message(message: &Value) -> bool {
+    let Some(message) = message.as_object() else {
+        return false;
+    };
+    let role = message.get("role").and_then(Value::as_str);
+    matches!(
+        role,
+        Some("system" | "developer" | "user" | "assistant" | "tool")
+    ) && message.iter().all(|(key, value)| match key.as_str() {
+        "role" => true,
+        "content" | "name" | "tool_call_id" => value.is_null() || value.is_string(),
+        "tool_calls" => value.is_null(),
+        _ => true,
     })
 }
 
@@ -372,6 +467,168 @@ mod tests {
         let c = parse(r#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
         assert!(!c.stream);
         assert!(!c.include_usage);
+    }
+
+    /// A small deterministic generator (xorshift), so the test below is the same on each run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            &items[(self.0 % items.len() as u64) as usize]
+        }
+    }
+
+    fn json(texts: &[&str]) -> Vec<Value> {
+        texts
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_plain_body_is_one_the_typed_check_takes_and_reads_the_same() {
+        // Values of every kind, the edges of each number type among them.
+        let values = json(&[
+            "null",
+            "true",
+            "false",
+            "0",
+            "1",
+            "-1",
+            "2.5",
+            "5.0",
+            "-0.0",
+            "4294967295",
+            "4294967296",
+            "9223372036854775807",
+            "9223372036854775808",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "1e3",
+            r#""""#,
+            r#""x""#,
+            r#""user""#,
+            "[]",
+            r#"["a"]"#,
+            "[1]",
+            "{}",
+            r#"{"include_usage":true}"#,
+            r#"{"include_usage":null}"#,
+            r#"{"include_usage":"yes"}"#,
+            r#"{"include_usage":false,"other":1}"#,
+            r#"{"type":"function","function":{"name":"f"}}"#,
+        ]);
+        let messages = json(&[
+            r#"{"role":"user","content":"hi"}"#,
+            r#"{"role":"system","content":""}"#,
+            r#"{"role":"developer","content":"be brief","name":"ops"}"#,
+            r#"{"role":"assistant","content":null,"refusal":null}"#,
+            r#"{"role":"assistant"}"#,
+            r#"{"role":"tool","content":"42","tool_call_id":"call_1"}"#,
+            r#"{"role":"assistant","content":"x","tool_calls":null}"#,
+            r#"{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]}"#,
+            r#"{"role":"assistant","tool_calls":[]}"#,
+            r#"{"role":"assistant","tool_calls":[1]}"#,
+            r#"{"role":"assistant","tool_calls":"call"}"#,
+            r#"{"role":"user","content":[{"type":"text","text":"hi"}]}"#,
+            r#"{"role":"user","content":[{"type":"text"}]}"#,
+            r#"{"role":"user","content":7}"#,
+            r#"{"role":"robot","content":"hi"}"#,
+            r#"{"role":"User","content":"hi"}"#,
+            r#"{"role":null,"content":"hi"}"#,
+            r#"{"content":"hi"}"#,
+            r#"{"role":"user","name":5}"#,
+            r#"{"role":"user","tool_call_id":[]}"#,
+            r#"{"role":"user","content":"hi","extra":{"any":[1]}}"#,
+            r#"["user","hi"]"#,
+            "null",
+            r#""hi""#,
+        ]);
+        let fields = [
+            "temperature",
+            "top_p",
+            "presence_penalty",
+            "frequency_penalty",
+            "max_tokens",
+            "max_completion_tokens",
+            "n",
+            "seed",
+            "stream",
+            "parallel_tool_calls",
+            "user",
+            "stream_options",
+            "response_format",
+            "stop",
+            "tools",
+            "tool_choice",
+            "metadata",
+            "logprobs",
+        ];
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let (mut plain_bodies, mut typed_only) = (0, 0);
+        for round in 0..20_000 {
+            let mut body = Map::new();
+            // Now and then a model or a message list that is missing or of another kind.
+            match round % 17 {
+                0 => {}
+                1 => {
+                    body.insert("model".into(), rng.pick(&values).clone());
+                }
+                _ => {
+                    body.insert("model".into(), Value::from(*rng.pick(&["m", " ", ""])));
+                }
+            }
+            match round % 13 {
+                0 => {}
+                1 => {
+                    body.insert("messages".into(), rng.pick(&values).clone());
+                }
+                _ => {
+                    let n = *rng.pick(&[0usize, 1, 1, 2, 3]);
+                    let list = (0..n).map(|_| rng.pick(&messages).clone()).collect();
+                    body.insert("messages".into(), Value::Array(list));
+                }
+            }
+            for _ in 0..*rng.pick(&[0usize, 1, 2, 3]) {
+                body.insert((*rng.pick(&fields)).into(), rng.pick(&values).clone());
+            }
+            let typed_read = typed(&body);
+            match plain(&body) {
+                Some(read) => {
+                    plain_bodies += 1;
+                    let typed_read = typed_read.unwrap_or_else(|e| {
+                        panic!("plain but refused ({e:?}): {}", Value::Object(body.clone()))
+                    });
+                    assert_eq!(read, typed_read, "{}", Value::Object(body.clone()));
+                }
+                None => typed_only += 1,
+            }
+        }
+        // Both ways are taken, often: the test is not vacuous.
+        assert!(
+            plain_bodies > 2_000 && typed_only > 2_000,
+            "{plain_bodies} / {typed_only}"
+        );
+    }
+
+    #[test]
+    fn common_bodies_are_plain() {
+        for text in [
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","messages":[{"role":"system","content":"s"},{"role":"user","content":"hi"},
+                {"role":"assistant","content":"yes"}],"stream":true,
+                "stream_options":{"include_usage":true},"max_tokens":100,"temperature":0.7,
+                "top_p":1,"n":1,"presence_penalty":0,"frequency_penalty":0,"user":"u","seed":-3,
+                "response_format":{"type":"json_object"},"metadata":{"k":"v"},"store":false}"#,
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let fields = value.as_object().unwrap();
+            assert!(plain(fields).is_some(), "{text}");
+            assert_eq!(plain(fields), typed(fields).ok(), "{text}");
+        }
     }
 
     #[test]
