@@ -231,7 +231,12 @@ pub fn request_id(cf_ray: Option<&str>, random: u64) -> String {
         {
             ray.to_owned()
         }
-        _ => format!("{random:016x}"),
+        _ => {
+            // 16 hex digits, as `{:016x}` writes them, without the formatter's code.
+            let mut id = String::with_capacity(16);
+            crate::push_hex(&mut id, &random.to_be_bytes());
+            id
+        }
     }
 }
 

@@ -37,7 +37,9 @@ pub struct Route<'a> {
 impl Route<'_> {
     /// `provider:model`, the value of `x-storycad-route` and of the log's `route`.
     pub fn label(&self) -> String {
-        format!("{}:{}", self.provider.name, self.model)
+        // Joined rather than `format!`ted: a request runs no formatter code (compiled anew
+        // whenever the runtime drops the wasm's baseline code).
+        [self.provider.name.as_str(), ":", self.model].concat()
     }
 
     /// The upstream endpoint, following each SDK's convention for its base URL.
@@ -46,7 +48,7 @@ impl Route<'_> {
             ProviderKind::OpenAiCompatible => "/chat/completions",
             ProviderKind::Anthropic => "/v1/messages",
         };
-        format!("{}{path}", self.provider.base_url)
+        [self.provider.base_url.as_str(), path].concat()
     }
 
     /// The name of the secret holding the provider's key.

@@ -9,8 +9,8 @@ use std::time::Duration;
 use worker::{console_log, Delay};
 
 use super::fetch::{fetch, read_capped, Body, FetchError, Outgoing, ReadError};
-use super::now_ms;
 use super::signature;
+use super::{apart, now_ms};
 
 use crate::auth::{
     bearer_token, token_kid, AuthError, Claims, ClaimsCache, FetchReason, JwksCache, KeyId, KeySet,
@@ -74,7 +74,8 @@ impl Authenticator {
                 return Ok(claims);
             }
         }
-        let (claims, signer) = self.verify(token, request_id).await?;
+        // In a function of its own: a request whose token is cached never compiles it.
+        let (claims, signer) = apart(self.verify(token, request_id)).await?;
         if let Some(key) = key {
             self.state
                 .verified
@@ -91,7 +92,7 @@ impl Authenticator {
         if self.jwks_url.is_none() || self.state.jwks.borrow().is_fresh(now_secs()) {
             return Some(claims);
         }
-        self.refresh(None, request_id).await;
+        apart(self.refresh(None, request_id)).await;
         self.state.verified.borrow_mut().get(key, now_secs())
     }
 

@@ -112,6 +112,14 @@ fn start() {
     }
 }
 
+/// A secret's text (`Env::secret`'s, read without `Display`'s code): `None` when it is not set or
+/// not a string.
+fn secret_text(env: &Env, name: &str) -> Option<String> {
+    js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(name))
+        .ok()?
+        .as_string()
+}
+
 /// A variable's text: a string as is; a `[vars]` table (wrangler passes those as objects) as
 /// its JSON.
 pub(crate) fn env_text(env: &Env, name: &str) -> Option<String> {
@@ -451,7 +459,7 @@ async fn usage(
     plan: &crate::plans::Plan,
     limiter: &Limiter,
 ) -> Result<Response, AppError> {
-    let snapshot = apart(limiter.peek()).await?;
+    let snapshot = limiter.peek().await?;
     let report = crate::limiter::usage_report(plan, config, snapshot.as_ref());
     serde_json::to_vec(&report)
         .map_err(|_| AppError::Internal)
@@ -547,13 +555,13 @@ async fn chat(
     if let Some(store) = &store {
         if let Some(hit) = apart(store.lookup()).await {
             // A cached answer costs a request, no tokens.
-            apart(limiter.admit(cx.ctx, 0, false)).await?.settle(0);
+            limiter.admit(cx.ctx, 0, false).await?.settle(0);
             return replay(hit, &call, log).map(|r| (r, None));
         }
     }
     // Admitted (or 429) by the caller's limiter; from here the lifecycle decides what it
     // settles for, on every path.
-    let admission = apart(limiter.admit(cx.ctx, reservation, call.stream)).await?;
+    let admission = limiter.admit(cx.ctx, reservation, call.stream).await?;
     let labels = chain.iter().map(Route::label).collect();
     let mut tracked = Tracked {
         chat: Chat::new(labels, prompt_estimate, reservation).with_cache_weights(
@@ -632,18 +640,12 @@ async fn attempt(
     prompt_cache: Option<&PromptCache>,
 ) -> Option<(AttemptEnd, Option<(Response, String)>)> {
     let ended = |end| Some((end, None));
-    let Some(key) = cx
-        .env
-        .secret(route.key_secret())
-        .map(|s| s.to_string())
-        .ok()
-        .filter(|k| !k.trim().is_empty())
-    else {
+    let Some(key) = secret_text(cx.env, route.key_secret()).filter(|k| !k.trim().is_empty()) else {
         let name = route.key_secret().to_owned();
         return ended(AttemptEnd::NotSent(AppError::MissingSecret { name }));
     };
     // Keyed by USER_HASH_KEY when the operator set one, else by the provider key.
-    let hash_key = cx.env.secret(USER_HASH_KEY).map(|s| s.to_string()).ok();
+    let hash_key = secret_text(cx.env, USER_HASH_KEY);
     let sub = cx.log.borrow().line.sub.clone().unwrap_or_default();
     let end_user = end_user_id(hash_key.as_deref().unwrap_or(&key).as_bytes(), &sub);
     let built = upstream_request(

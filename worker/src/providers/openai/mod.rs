@@ -135,7 +135,7 @@ pub fn chat_request(
         headers: vec![
             ("content-type", "application/json".to_owned()),
             ("accept", accept.to_owned()),
-            ("authorization", format!("Bearer {key}")),
+            ("authorization", ["Bearer ", key].concat()),
             ("user-agent", USER_AGENT.to_owned()),
         ],
         body,
