@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use worker::{console_log, Delay};
+use worker::Delay;
 
 use super::fetch::{fetch, read_capped, Body, FetchError, Outgoing, ReadError};
 use super::signature;
@@ -112,7 +112,7 @@ impl Authenticator {
                 let event = Event::new("key_import_failed")
                     .in_request(request_id)
                     .with_detail(&problem);
-                console_log!("{}", event.to_line());
+                super::log_line(&event.to_line());
                 false
             }
         };
@@ -162,7 +162,7 @@ fn log_fetch_failure(request_id: &str, reason: FetchReason, problem: &str) {
     let event = Event::new("jwks_fetch_failed")
         .in_request(request_id)
         .with_detail(&format!("{}: {problem}", reason.as_str()));
-    console_log!("{}", event.to_line());
+    super::log_line(&event.to_line());
 }
 
 /// GETs the JWKS: 200, at most `MAX_JWKS_BYTES`, within `JWKS_TIMEOUT`, parsed.

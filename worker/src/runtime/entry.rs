@@ -22,9 +22,7 @@ use worker::js_sys;
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::{
-    console_error, console_log, event, web_sys, Context, Env, Headers, Response, ResponseBody,
-};
+use worker::{event, web_sys, Context, Env, Headers, Response, ResponseBody};
 
 use super::auth::Authenticator;
 use super::fetch::{fetch, read_capped, Body, FetchError, Outgoing, ReadError};
@@ -157,8 +155,8 @@ impl LogLine {
         self.written = true;
         self.line.total_ms = now_ms().saturating_sub(self.started);
         match self.line.level() {
-            Level::Error => console_error!("{}", self.line.to_line()),
-            Level::Log => console_log!("{}", self.line.to_line()),
+            Level::Error => super::error_line(&self.line.to_line()),
+            Level::Log => super::log_line(&self.line.to_line()),
         }
     }
 }
@@ -330,7 +328,7 @@ async fn serve(req: web_sys::Request, env: Env, ctx: Context, reply: Reply) {
             let event = Event::new("response_failed")
                 .in_request(&id)
                 .with_detail(&e.to_string());
-            console_error!("{}", event.to_line());
+            super::error_line(&event.to_line());
             log.borrow_mut().line.set_error(&AppError::Internal);
             reply.send(error_response(&AppError::Internal));
             return;

@@ -5,7 +5,7 @@
 use worker::js_sys::{Function, Object, Promise, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{console_log, Context, Env};
+use worker::{Context, Env};
 
 use crate::cache::{self, Cached};
 use crate::log::Event;
@@ -55,7 +55,7 @@ impl Store {
             if let Err(e) = written {
                 // The key is a hash: nothing of the request in it.
                 let event = Event::new("cache_write_failed").with_detail(&format!("{key}: {e}"));
-                console_log!("{}", event.to_line());
+                super::log_line(&event.to_line());
             }
         });
     }

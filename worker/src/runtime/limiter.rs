@@ -33,7 +33,7 @@ use std::time::Duration;
 use wasm_bindgen::prelude::*;
 use worker::js_sys::Promise;
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{console_log, Context, Delay, Env, ObjectNamespace};
+use worker::{Context, Delay, Env, ObjectNamespace};
 
 use super::{apart, now_ms};
 use crate::error::AppError;
@@ -115,7 +115,7 @@ async fn deliver(namespace: ObjectNamespace, sub: String, limits: Limits, ticket
                     "ticket {ticket}: the limiter could not be reached; the ticket's lease will \
                  lapse and charge its reservation"
                 ));
-            console_log!("{}", event.to_line());
+            super::log_line(&event.to_line());
             return;
         }
     }
@@ -289,7 +289,7 @@ fn log_failure(sub: &str, what: &str, e: &worker::Error) {
     let event = Event::new("limiter_unavailable")
         .for_user(sub)
         .with_detail(&format!("{what}: {e}"));
-    console_log!("{}", event.to_line());
+    super::log_line(&event.to_line());
 }
 
 /// An admitted request: settles once, when settled or dropped.

@@ -75,6 +75,18 @@ pub(crate) fn new_request(
         })
 }
 
+/// Writes one line to the Worker's log (`console.log`), as `console_log!("{}", line)` does but
+/// without the formatter: each request writes one, and the formatter's code would otherwise be
+/// compiled by every request that finds the wasm's baseline code dropped.
+pub(crate) fn log_line(line: &str) {
+    web_sys::console::log_1(&JsValue::from_str(line));
+}
+
+/// [`log_line`] at error level (`console.error`).
+pub(crate) fn error_line(line: &str) {
+    web_sys::console::error_1(&JsValue::from_str(line));
+}
+
 /// `future`, polled in a wasm function of its own.
 ///
 /// The runtime compiles a wasm function the first time it runs, all of it, whichever of its

@@ -24,7 +24,7 @@ use std::time::Duration;
 use futures_util::future::select;
 use worker::js_sys::{Object, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::{console_log, Delay, Env, Headers, Request, Response, ResponseBody};
+use worker::{Delay, Env, Headers, Request, Response, ResponseBody};
 
 use super::now_ms;
 use super::storage::Storage;
@@ -234,7 +234,7 @@ impl StreamHouse {
         let stored = Stored::new(updated_ms, window, bytes.len());
         if let Err(e) = write_stored(&self.object, id, stored, &bytes).await {
             let event = Event::new("stream_store_failed").with_detail(&format!("{id}: {e}"));
-            console_log!("{}", event.to_line());
+            super::log_line(&event.to_line());
         }
     }
 
