@@ -47,7 +47,7 @@ impl RateLimitInfo {
         let mut out = Vec::with_capacity(6);
         let mut num = |name, v: Option<u64>| {
             if let Some(v) = v {
-                out.push((name, v.to_string()));
+                out.push((name, decimal(u128::from(v))));
             }
         };
         num(headers::LIMIT_REQUESTS, self.limit_requests);
@@ -105,24 +105,49 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 
 /// Formats a duration the way OpenAI does: `"120ms"` under a second, else `"6m0s"`, `"1.5s"`.
 pub fn format_duration(d: Duration) -> String {
+    // Whole milliseconds, in integers: what `{}` of the seconds as a float wrote (the shortest
+    // decimal), without the float formatter's code, which a Worker would compile on every
+    // answer that carries these headers.
     let ms = d.as_millis();
     if ms < 1000 {
-        return format!("{ms}ms");
+        let mut out = decimal(ms);
+        out.push_str("ms");
+        return out;
     }
-    let total_secs = d.as_secs_f64();
-    let hours = (total_secs / 3600.0).floor();
-    let minutes = ((total_secs - hours * 3600.0) / 60.0).floor();
-    let seconds = total_secs - hours * 3600.0 - minutes * 60.0;
-    let seconds = (seconds * 1000.0).round() / 1000.0;
+    let (hours, rest) = (ms / 3_600_000, ms % 3_600_000);
+    let (minutes, rest) = (rest / 60_000, rest % 60_000);
+    let (seconds, millis) = (rest / 1000, rest % 1000);
     let mut out = String::new();
-    if hours > 0.0 {
-        out.push_str(&format!("{hours}h"));
+    if hours > 0 {
+        out.push_str(&decimal(hours));
+        out.push('h');
     }
-    if hours > 0.0 || minutes > 0.0 {
-        out.push_str(&format!("{minutes}m"));
+    if hours > 0 || minutes > 0 {
+        out.push_str(&decimal(minutes));
+        out.push('m');
     }
-    out.push_str(&format!("{seconds}s"));
+    out.push_str(&decimal(seconds));
+    if millis > 0 {
+        // `.5`, `.25`, `.125`: three digits without their trailing zeros.
+        let digits = decimal(1000 + millis);
+        out.push('.');
+        out.push_str(digits[1..].trim_end_matches('0'));
+    }
+    out.push('s');
     out
+}
+
+/// `v` in decimal digits (as `v.to_string()` writes it, without the formatter).
+fn decimal(mut v: u128) -> String {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(char::from(b'0' + (v % 10) as u8));
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    digits.iter().rev().collect()
 }
 
 #[cfg(test)]
@@ -143,6 +168,49 @@ mod tests {
         assert_eq!(parse_duration("abc"), None);
         assert_eq!(parse_duration("5x"), None);
         assert_eq!(parse_duration("-1"), None);
+    }
+
+    /// The float formatting this file used before `decimal` replaced it: the oracle.
+    fn format_duration_float(d: Duration) -> String {
+        let ms = d.as_millis();
+        if ms < 1000 {
+            return format!("{ms}ms");
+        }
+        let total_secs = d.as_secs_f64();
+        let hours = (total_secs / 3600.0).floor();
+        let minutes = ((total_secs - hours * 3600.0) / 60.0).floor();
+        let seconds = total_secs - hours * 3600.0 - minutes * 60.0;
+        let seconds = (seconds * 1000.0).round() / 1000.0;
+        let mut out = String::new();
+        if hours > 0.0 {
+            out.push_str(&format!("{hours}h"));
+        }
+        if hours > 0.0 || minutes > 0.0 {
+            out.push_str(&format!("{minutes}m"));
+        }
+        out.push_str(&format!("{seconds}s"));
+        out
+    }
+
+    #[test]
+    fn whole_milliseconds_are_written_as_the_float_formatting_wrote_them() {
+        let samples = (0..200_000u64)
+            .chain((0..100_000u64).map(|i| i * 997))
+            .chain([
+                3_599_999,
+                3_600_000,
+                3_600_001,
+                86_399_999,
+                86_400_000,
+                u64::MAX / 1_000_000,
+            ]);
+        for ms in samples {
+            let d = Duration::from_millis(ms);
+            assert_eq!(format_duration(d), format_duration_float(d), "{ms} ms");
+        }
+        for v in [0u64, 7, 10, 99, 100, 12_345, u64::MAX] {
+            assert_eq!(decimal(u128::from(v)), v.to_string());
+        }
     }
 
     #[test]
