@@ -3,6 +3,7 @@
 
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
+use serde_json::Value;
 use storycad_protocol::Usage;
 
 /// A JSON object's members in their order, each value kept as its raw text.
@@ -29,9 +30,7 @@ impl<'a> RawObject<'a> {
 
     /// `usage`, when present, not null and readable.
     pub fn usage(&self) -> Option<Usage> {
-        self.get("usage")
-            .and_then(|v| serde_json::from_str::<Option<Usage>>(v.get()).ok())
-            .flatten()
+        self.get("usage").and_then(|v| read_usage(v.get()))
     }
 
     /// Whether `choices` is present and an empty array (OpenAI's final usage-only chunk).
@@ -105,9 +104,111 @@ impl<'de> Deserialize<'de> for RawObject<'de> {
     }
 }
 
+/// `usage`'s text as serde's typed read of `Option<Usage>` takes it (`null`, or an object whose
+/// counts are whole non-negative numbers, each modelled member once; any other member kept),
+/// read through this object's parse and serde_json's `Value`, whose code every request runs
+/// anyway: a typed visitor of its own would be compiled again whenever the runtime drops the
+/// wasm's baseline code. The tests hold the two reads equal.
+fn read_usage(text: &str) -> Option<Usage> {
+    let object = RawObject::parse(text).ok()?;
+    let mut usage = Usage::default();
+    let mut seen = [false; 5];
+    for (key, raw) in &object.members {
+        let value: Value = serde_json::from_str(raw.get()).ok()?;
+        let slot = match key.as_str() {
+            "prompt_tokens" => 0,
+            "completion_tokens" => 1,
+            "total_tokens" => 2,
+            "prompt_tokens_details" => 3,
+            "completion_tokens_details" => 4,
+            _ => {
+                usage.extra.insert(key.clone(), value);
+                continue;
+            }
+        };
+        // A modelled member named twice is an error to the typed read: no usage.
+        if std::mem::replace(&mut seen[slot], true) {
+            return None;
+        }
+        let details = (!value.is_null()).then(|| value.clone());
+        match slot {
+            0 => usage.prompt_tokens = value.as_u64()?,
+            1 => usage.completion_tokens = value.as_u64()?,
+            2 => usage.total_tokens = value.as_u64()?,
+            3 => usage.prompt_tokens_details = details,
+            _ => usage.completion_tokens_details = details,
+        }
+    }
+    Some(usage)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_is_read_as_the_typed_read_reads_it() {
+        // serde's typed read (`Option<Usage>`) is the oracle.
+        let typed = |text: &str| serde_json::from_str::<Option<Usage>>(text).ok().flatten();
+        let values = [
+            "null",
+            "0",
+            "7",
+            "-1",
+            "1.0",
+            "2.5",
+            "1e2",
+            "18446744073709551615",
+            "18446744073709551616",
+            r#""12""#,
+            "true",
+            "[]",
+            "[1,2]",
+            "{}",
+            r#"{"cached_tokens":3}"#,
+            r#"{"a":{"b":null}}"#,
+        ];
+        let keys = [
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "prompt_tokens_details",
+            "completion_tokens_details",
+            "cost",
+            "pro\\u006dpt_tokens",
+        ];
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut pick = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let (mut some, mut none) = (0, 0);
+        for _ in 0..20_000 {
+            let members: Vec<String> = (0..pick(5))
+                .map(|_| {
+                    format!(
+                        r#""{}": {}"#,
+                        keys[pick(keys.len())],
+                        values[pick(values.len())]
+                    )
+                })
+                .collect();
+            let text = match pick(12) {
+                0 => values[pick(values.len())].to_owned(),
+                _ => format!("{{{}}}", members.join(",")),
+            };
+            let read = read_usage(&text);
+            assert_eq!(read, typed(&text), "{text}");
+            if read.is_some() {
+                some += 1;
+            } else {
+                none += 1;
+            }
+        }
+        assert!(some > 2_000 && none > 2_000, "{some} / {none}");
+    }
 
     #[test]
     fn rewrites_model_and_keeps_everything_else_in_order() {
