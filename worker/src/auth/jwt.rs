@@ -4,13 +4,9 @@
 //! parameters, `typ`), allow-list, key choice, signature, and only then the claims, so nothing in
 //! an unauthenticated payload is acted upon.
 
-use std::borrow::Cow;
-
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
-use serde::{
-    de::{self, IgnoredAny},
-    Deserialize, Deserializer,
-};
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 use super::{
     algorithm::HeaderAlg,
@@ -18,6 +14,7 @@ use super::{
     jwk::{KeyId, Pick, PublicKey},
     Algorithm, AuthError, KeySet, TokenPart,
 };
+use crate::providers::openai::rewrite::RawObject;
 
 /// Longest token accepted, in bytes (checked before anything is decoded).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -243,11 +240,8 @@ impl Verifier {
     }
 
     fn check_claims(&self, raw: &[u8], now: u64) -> Result<Claims, AuthError> {
-        if !is_json_object(raw) {
-            return Err(AuthError::Json(TokenPart::Claims));
-        }
-        let claims: RawClaims<'_> = json_text(raw, TokenPart::Claims)?;
-        let exp = claims.exp.ok_or(AuthError::MissingExp)?.0;
+        let claims = claim_fields(raw)?;
+        let exp = claims.exp.ok_or(AuthError::MissingExp)?;
         let sub = match claims.sub {
             Some(sub) if !sub.is_empty() => sub,
             _ => return Err(AuthError::MissingSub),
@@ -262,16 +256,16 @@ impl Verifier {
         if now >= exp.saturating_add(LEEWAY_SECS) {
             return Err(AuthError::Expired);
         }
-        let nbf = claims.nbf.map(|d| d.0);
+        let nbf = claims.nbf;
         if nbf.is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECS)) {
             return Err(AuthError::NotYetValid);
         }
         Ok(Claims {
-            sub: sub.into_owned(),
+            sub,
             exp,
-            iat: claims.iat.map(|d| d.0),
+            iat: claims.iat,
             nbf,
-            plan: claims.plan.map(Cow::into_owned),
+            plan: claims.plan,
         })
     }
 }
@@ -282,7 +276,7 @@ impl Verifier {
 pub fn token_kid(token: &str) -> Result<Option<String>, AuthError> {
     let parts = split(token)?;
     let raw_header = decode(parts.header, TokenPart::Header)?;
-    Ok(parse_header(&raw_header)?.kid.map(Cow::into_owned))
+    Ok(parse_header(&raw_header)?.kid)
 }
 
 struct Parts<'a> {
@@ -325,11 +319,93 @@ fn decode(segment: &str, part: TokenPart) -> Result<Vec<u8>, AuthError> {
         .map_err(|_| AuthError::Base64(part))
 }
 
-/// `raw` as JSON text. Checked as UTF-8 first: `serde_json::from_slice` checks only the strings
-/// it keeps, so a member we ignore could hold bytes that are not UTF-8 (not JSON at all).
-fn json_text<'a, T: Deserialize<'a>>(raw: &'a [u8], part: TokenPart) -> Result<T, AuthError> {
+/// `raw`, a JOSE header or claims set, as its members: a JSON object (serde's derived visitor,
+/// which read these before, also took an array), checked as UTF-8 first (a member we ignore
+/// could otherwise hold bytes that are not UTF-8). Read through [`RawObject`], the parse every
+/// answer's rewrite runs, and serde_json's `Value`: a token's check compiles no serde code of
+/// its own (an isolate's first request, and every request after the runtime drops the wasm's
+/// baseline code, compile what they run). The tests hold the reading equal to the derived one.
+fn json_members(raw: &[u8], part: TokenPart) -> Result<RawObject<'_>, AuthError> {
+    if !is_json_object(raw) {
+        return Err(AuthError::Json(part));
+    }
     let text = std::str::from_utf8(raw).map_err(|_| AuthError::Json(part))?;
-    serde_json::from_str(text).map_err(|_| AuthError::Json(part))
+    RawObject::parse(text).map_err(|_| AuthError::Json(part))
+}
+
+/// The raw values of the members named in `names`, in that order; other members are ignored.
+/// A name sent twice is an error, as it was to serde's derived visitor: a token cannot say two
+/// things about `sub`.
+fn named<'a, const N: usize>(
+    object: &RawObject<'a>,
+    names: [&str; N],
+    part: TokenPart,
+) -> Result<[Option<&'a RawValue>; N], AuthError> {
+    let mut found = [None; N];
+    for (key, value) in object.members() {
+        if let Some(i) = names.iter().position(|name| *name == key) {
+            if found[i].replace(value).is_some() {
+                return Err(AuthError::Json(part));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// A member's value; absent and `null` are both `None`.
+fn value(raw: Option<&RawValue>, part: TokenPart) -> Result<Option<Value>, AuthError> {
+    match raw.map(|raw| serde_json::from_str(raw.get())) {
+        None | Some(Ok(Value::Null)) => Ok(None),
+        Some(Ok(value)) => Ok(Some(value)),
+        Some(Err(_)) => Err(AuthError::Json(part)),
+    }
+}
+
+/// A text member: anything but a string (or `null`) is an error.
+fn text(raw: Option<&RawValue>, part: TokenPart) -> Result<Option<String>, AuthError> {
+    match value(raw, part)? {
+        None => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(_) => Err(AuthError::Json(part)),
+    }
+}
+
+/// RFC 7519 NumericDate: a non-negative JSON number; fractions are rounded down.
+fn date(raw: Option<&RawValue>) -> Result<Option<u64>, AuthError> {
+    let bad = AuthError::Json(TokenPart::Claims);
+    let n = match value(raw, TokenPart::Claims)? {
+        None => return Ok(None),
+        Some(Value::Number(n)) => n,
+        Some(_) => return Err(bad),
+    };
+    if let Some(seconds) = n.as_u64() {
+        return Ok(Some(seconds));
+    }
+    match (n.as_i64(), n.as_f64()) {
+        // A negative whole number.
+        (Some(_), _) => Err(bad),
+        // Truncation is the intent: whole seconds, rounded down.
+        (None, Some(v)) if v.is_finite() && v >= 0.0 && v < u64::MAX as f64 => Ok(Some(v as u64)),
+        _ => Err(bad),
+    }
+}
+
+/// `aud`: one string or an array of strings (RFC 7519 4.1.3), as a list.
+fn audience(raw: Option<&RawValue>) -> Result<Option<Vec<String>>, AuthError> {
+    let bad = || AuthError::Json(TokenPart::Claims);
+    match value(raw, TokenPart::Claims)? {
+        None => Ok(None),
+        Some(Value::String(one)) => Ok(Some(vec![one])),
+        Some(Value::Array(all)) => all
+            .into_iter()
+            .map(|a| match a {
+                Value::String(a) => Ok(a),
+                _ => Err(bad()),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(bad()),
+    }
 }
 
 /// serde's derived struct visitor also accepts a JSON array; a JOSE header or claims set must be
@@ -338,61 +414,55 @@ fn is_json_object(raw: &[u8]) -> bool {
     raw.trim_ascii_start().first() == Some(&b'{')
 }
 
-struct Header<'a> {
+struct Header {
     alg: Algorithm,
-    kid: Option<Cow<'a, str>>,
+    kid: Option<String>,
 }
 
 /// The protected header as sent; parameters not listed are ignored (RFC 7515 4: unless in
 /// `crit`, and `crit` itself is refused).
-#[derive(Deserialize)]
-struct RawHeader<'a> {
-    #[serde(borrow)]
-    alg: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    kid: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    typ: Option<Cow<'a, str>>,
-    #[serde(default, deserialize_with = "present")]
-    jwk: bool,
-    #[serde(default, deserialize_with = "present")]
-    jku: bool,
-    #[serde(default, deserialize_with = "present")]
-    x5u: bool,
-    #[serde(default, deserialize_with = "present")]
-    x5c: bool,
-    #[serde(default, deserialize_with = "present")]
-    crit: bool,
+#[derive(Debug, PartialEq)]
+struct HeaderFields {
+    alg: Option<String>,
+    kid: Option<String>,
+    typ: Option<String>,
+    /// Whether `jwk`, `jku`, `x5u`, `x5c` and `crit` are there at all, whatever their value
+    /// (`null` included).
+    present: [bool; 5],
 }
 
-/// True when the member is there at all, whatever its value (`null` included).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    IgnoredAny::deserialize(d).map(|_| true)
+fn header_fields(raw: &[u8]) -> Result<HeaderFields, AuthError> {
+    let part = TokenPart::Header;
+    let object = json_members(raw, part)?;
+    let [alg, kid, typ, jwk, jku, x5u, x5c, crit] = named(
+        &object,
+        ["alg", "kid", "typ", "jwk", "jku", "x5u", "x5c", "crit"],
+        part,
+    )?;
+    Ok(HeaderFields {
+        alg: text(alg, part)?,
+        kid: text(kid, part)?,
+        typ: text(typ, part)?,
+        present: [jwk, jku, x5u, x5c, crit].map(|m| m.is_some()),
+    })
 }
 
 /// Checks a decoded header: JSON shape, `alg`, forbidden parameters, `typ`.
-fn parse_header(raw: &[u8]) -> Result<Header<'_>, AuthError> {
-    if !is_json_object(raw) {
-        return Err(AuthError::Json(TokenPart::Header));
-    }
-    let header: RawHeader<'_> = json_text(raw, TokenPart::Header)?;
+fn parse_header(raw: &[u8]) -> Result<Header, AuthError> {
+    let header = header_fields(raw)?;
     let alg = Algorithm::from_header(header.alg.as_deref().ok_or(AuthError::NoAlgorithm)?)
         .map_err(|e| match e {
             HeaderAlg::None => AuthError::AlgorithmNone,
             HeaderAlg::Hmac => AuthError::AlgorithmHmac,
             HeaderAlg::Unsupported => AuthError::AlgorithmNotAllowed,
         })?;
-    for (is_there, name) in [
-        (header.jwk, "jwk"),
-        (header.jku, "jku"),
-        (header.x5u, "x5u"),
-        (header.x5c, "x5c"),
-    ] {
+    let [jwk, jku, x5u, x5c, crit] = header.present;
+    for (is_there, name) in [(jwk, "jwk"), (jku, "jku"), (x5u, "x5u"), (x5c, "x5c")] {
         if is_there {
             return Err(AuthError::KeyInHeader(name));
         }
     }
-    if header.crit {
+    if crit {
         return Err(AuthError::CriticalHeader);
     }
     if let Some(typ) = header.typ.as_deref() {
@@ -411,118 +481,355 @@ fn parse_header(raw: &[u8]) -> Result<Header<'_>, AuthError> {
     })
 }
 
-/// The claims as sent. Unknown claims are ignored; duplicate members of known claims are an
-/// error (serde refuses them), so a token cannot say two things about `sub`.
-#[derive(Deserialize)]
-struct RawClaims<'a> {
-    #[serde(borrow)]
-    sub: Option<Cow<'a, str>>,
-    exp: Option<NumericDate>,
-    nbf: Option<NumericDate>,
-    iat: Option<NumericDate>,
-    #[serde(borrow)]
-    iss: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    aud: Option<Audience<'a>>,
-    #[serde(borrow)]
-    plan: Option<Cow<'a, str>>,
+/// The claims as sent. Unknown claims are ignored; a known claim sent twice is an error.
+#[derive(Debug, PartialEq)]
+struct ClaimFields {
+    sub: Option<String>,
+    exp: Option<u64>,
+    nbf: Option<u64>,
+    iat: Option<u64>,
+    iss: Option<String>,
+    aud: Option<Vec<String>>,
+    plan: Option<String>,
 }
 
-/// RFC 7519 NumericDate: a non-negative JSON number; fractions are rounded down.
-struct NumericDate(u64);
+fn claim_fields(raw: &[u8]) -> Result<ClaimFields, AuthError> {
+    let part = TokenPart::Claims;
+    let object = json_members(raw, part)?;
+    let [sub, exp, nbf, iat, iss, aud, plan] = named(
+        &object,
+        ["sub", "exp", "nbf", "iat", "iss", "aud", "plan"],
+        part,
+    )?;
+    Ok(ClaimFields {
+        sub: text(sub, part)?,
+        exp: date(exp)?,
+        nbf: date(nbf)?,
+        iat: date(iat)?,
+        iss: text(iss, part)?,
+        aud: audience(aud)?,
+        plan: text(plan, part)?,
+    })
+}
 
-impl<'de> Deserialize<'de> for NumericDate {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl de::Visitor<'_> for Visitor {
-            type Value = NumericDate;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a non-negative number of seconds")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<NumericDate, E> {
-                Ok(NumericDate(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumericDate, E> {
-                u64::try_from(v)
-                    .map(NumericDate)
-                    .map_err(|_| E::custom("negative date"))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumericDate, E> {
-                if v.is_finite() && v >= 0.0 && v < u64::MAX as f64 {
-                    // Truncation is the intent: whole seconds, rounded down.
-                    Ok(NumericDate(v as u64))
-                } else {
-                    Err(E::custom("date out of range"))
+/// The serde-derived reading the functions above replaced, kept as their oracle.
+#[cfg(test)]
+mod derived_oracle {
+    use std::borrow::Cow;
+
+    use serde::{
+        de::{self, IgnoredAny},
+        Deserialize, Deserializer,
+    };
+
+    use super::*;
+
+    /// `raw` as JSON text. Checked as UTF-8 first: `serde_json::from_slice` checks only the strings
+    /// it keeps, so a member we ignore could hold bytes that are not UTF-8 (not JSON at all).
+    fn json_text<'a, T: Deserialize<'a>>(raw: &'a [u8], part: TokenPart) -> Result<T, AuthError> {
+        let text = std::str::from_utf8(raw).map_err(|_| AuthError::Json(part))?;
+        serde_json::from_str(text).map_err(|_| AuthError::Json(part))
+    }
+
+    /// The protected header as sent; parameters not listed are ignored (RFC 7515 4: unless in
+    /// `crit`, and `crit` itself is refused).
+    #[derive(Deserialize)]
+    struct RawHeader<'a> {
+        #[serde(borrow)]
+        alg: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        kid: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        typ: Option<Cow<'a, str>>,
+        #[serde(default, deserialize_with = "present")]
+        jwk: bool,
+        #[serde(default, deserialize_with = "present")]
+        jku: bool,
+        #[serde(default, deserialize_with = "present")]
+        x5u: bool,
+        #[serde(default, deserialize_with = "present")]
+        x5c: bool,
+        #[serde(default, deserialize_with = "present")]
+        crit: bool,
+    }
+
+    /// True when the member is there at all, whatever its value (`null` included).
+    fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        IgnoredAny::deserialize(d).map(|_| true)
+    }
+
+    /// The claims as sent. Unknown claims are ignored; duplicate members of known claims are an
+    /// error (serde refuses them), so a token cannot say two things about `sub`.
+    #[derive(Deserialize)]
+    struct RawClaims<'a> {
+        #[serde(borrow)]
+        sub: Option<Cow<'a, str>>,
+        exp: Option<NumericDate>,
+        nbf: Option<NumericDate>,
+        iat: Option<NumericDate>,
+        #[serde(borrow)]
+        iss: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        aud: Option<Audience<'a>>,
+        #[serde(borrow)]
+        plan: Option<Cow<'a, str>>,
+    }
+
+    /// RFC 7519 NumericDate: a non-negative JSON number; fractions are rounded down.
+    struct NumericDate(u64);
+
+    impl<'de> Deserialize<'de> for NumericDate {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl de::Visitor<'_> for Visitor {
+                type Value = NumericDate;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a non-negative number of seconds")
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<NumericDate, E> {
+                    Ok(NumericDate(v))
+                }
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumericDate, E> {
+                    u64::try_from(v)
+                        .map(NumericDate)
+                        .map_err(|_| E::custom("negative date"))
+                }
+                fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumericDate, E> {
+                    if v.is_finite() && v >= 0.0 && v < u64::MAX as f64 {
+                        // Truncation is the intent: whole seconds, rounded down.
+                        Ok(NumericDate(v as u64))
+                    } else {
+                        Err(E::custom("date out of range"))
+                    }
                 }
             }
-        }
-        d.deserialize_any(Visitor)
-    }
-}
-
-/// `aud`: one string or an array of strings (RFC 7519 4.1.3).
-enum Audience<'a> {
-    One(Cow<'a, str>),
-    Many(Vec<Cow<'a, str>>),
-}
-
-impl Audience<'_> {
-    fn contains(&self, audience: &str) -> bool {
-        match self {
-            Self::One(a) => a == audience,
-            Self::Many(all) => all.iter().any(|a| a == audience),
+            d.deserialize_any(Visitor)
         }
     }
-}
 
-impl<'de: 'a, 'a> Deserialize<'de> for Audience<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> de::Visitor<'de> for Visitor {
-            type Value = Audience<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string or an array of strings")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Audience<'de>, E> {
-                Ok(Audience::One(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Audience<'de>, E> {
-                Ok(Audience::One(Cow::Owned(v.to_owned())))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Audience<'de>, A::Error> {
-                let mut all = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
-                while let Some(CowStr(a)) = seq.next_element()? {
-                    all.push(a);
+    /// `aud`: one string or an array of strings (RFC 7519 4.1.3).
+    enum Audience<'a> {
+        One(Cow<'a, str>),
+        Many(Vec<Cow<'a, str>>),
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Audience<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> de::Visitor<'de> for Visitor {
+                type Value = Audience<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a string or an array of strings")
                 }
-                Ok(Audience::Many(all))
+                fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Audience<'de>, E> {
+                    Ok(Audience::One(Cow::Borrowed(v)))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Audience<'de>, E> {
+                    Ok(Audience::One(Cow::Owned(v.to_owned())))
+                }
+                fn visit_seq<A: de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<Audience<'de>, A::Error> {
+                    let mut all = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
+                    while let Some(CowStr(a)) = seq.next_element()? {
+                        all.push(a);
+                    }
+                    Ok(Audience::Many(all))
+                }
             }
+            d.deserialize_any(Visitor)
         }
-        d.deserialize_any(Visitor)
     }
-}
 
-/// A string element that borrows when it can (serde's `Cow<str>` impl always copies inside
-/// sequences).
-struct CowStr<'a>(Cow<'a, str>);
+    /// A string element that borrows when it can (serde's `Cow<str>` impl always copies inside
+    /// sequences).
+    struct CowStr<'a>(Cow<'a, str>);
 
-impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> de::Visitor<'de> for Visitor {
-            type Value = CowStr<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
+    impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> de::Visitor<'de> for Visitor {
+                type Value = CowStr<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<CowStr<'de>, E> {
+                    Ok(CowStr(Cow::Borrowed(v)))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<CowStr<'de>, E> {
+                    Ok(CowStr(Cow::Owned(v.to_owned())))
+                }
             }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<CowStr<'de>, E> {
-                Ok(CowStr(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<CowStr<'de>, E> {
-                Ok(CowStr(Cow::Owned(v.to_owned())))
+            d.deserialize_str(Visitor)
+        }
+    }
+
+    fn derived_header(raw: &[u8]) -> Result<HeaderFields, AuthError> {
+        if !is_json_object(raw) {
+            return Err(AuthError::Json(TokenPart::Header));
+        }
+        let h: RawHeader<'_> = json_text(raw, TokenPart::Header)?;
+        Ok(HeaderFields {
+            alg: h.alg.map(Cow::into_owned),
+            kid: h.kid.map(Cow::into_owned),
+            typ: h.typ.map(Cow::into_owned),
+            present: [h.jwk, h.jku, h.x5u, h.x5c, h.crit],
+        })
+    }
+
+    fn derived_claims(raw: &[u8]) -> Result<ClaimFields, AuthError> {
+        if !is_json_object(raw) {
+            return Err(AuthError::Json(TokenPart::Claims));
+        }
+        let c: RawClaims<'_> = json_text(raw, TokenPart::Claims)?;
+        Ok(ClaimFields {
+            sub: c.sub.map(Cow::into_owned),
+            exp: c.exp.map(|d| d.0),
+            nbf: c.nbf.map(|d| d.0),
+            iat: c.iat.map(|d| d.0),
+            iss: c.iss.map(Cow::into_owned),
+            aud: c.aud.map(|a| match a {
+                Audience::One(one) => vec![one.into_owned()],
+                Audience::Many(all) => all.into_iter().map(Cow::into_owned).collect(),
+            }),
+            plan: c.plan.map(Cow::into_owned),
+        })
+    }
+
+    /// Objects of 0-4 members drawn from `keys` and `values` (repeats included), and now and then
+    /// a value alone or bytes that are not JSON.
+    fn bodies(keys: &[&str], values: &[&str], seed: u64, n: usize) -> Vec<Vec<u8>> {
+        let mut state = seed;
+        let mut pick = |len: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % len as u64) as usize
+        };
+        (0..n)
+            .map(|_| {
+                let text = match pick(16) {
+                    0 => values[pick(values.len())].to_owned(),
+                    // A control character inside a string: not JSON.
+                    1 => "{\"alg\":\"ES256\",\"x\":\"\u{1}\"}".to_owned(),
+                    _ => {
+                        let members: Vec<String> = (0..pick(5))
+                            .map(|_| {
+                                format!(
+                                    "{:?}: {}",
+                                    keys[pick(keys.len())],
+                                    values[pick(values.len())]
+                                )
+                                .replace("\\\\", "\\")
+                            })
+                            .collect();
+                        format!(" {{{}}} ", members.join(","))
+                    }
+                };
+                let mut bytes = text.into_bytes();
+                if pick(40) == 0 {
+                    bytes.push(0xff);
+                }
+                bytes
+            })
+            .collect()
+    }
+
+    const VALUES: &[&str] = &[
+        "null",
+        "true",
+        "0",
+        "1",
+        "-1",
+        "-0",
+        "1.5",
+        "1e3",
+        "-1e3",
+        "1e30",
+        "2.5e-1",
+        "18446744073709551615",
+        "18446744073709551616",
+        "9223372036854775808",
+        r#""""#,
+        r#""ES256""#,
+        r#""RS256""#,
+        r#""none""#,
+        r#""HS256""#,
+        r#""JWT""#,
+        r#""application/at+jwt""#,
+        r#""u-1""#,
+        r#""aud-1""#,
+        r#""\u0061ud-1""#,
+        "[]",
+        r#"["aud-1"]"#,
+        r#"["aud-1","x"]"#,
+        r#"["aud-1",1]"#,
+        r#"[null]"#,
+        "{}",
+        r#"{"k":[1,{"a":null}]}"#,
+    ];
+
+    #[test]
+    fn headers_are_read_as_the_derived_visitor_read_them() {
+        let keys = [
+            "alg",
+            "kid",
+            "typ",
+            "jwk",
+            "jku",
+            "x5u",
+            "x5c",
+            "crit",
+            "cty",
+            "al\\u0067",
+        ];
+        let (mut ok, mut refused) = (0, 0);
+        for raw in bodies(&keys, VALUES, 0x9E37_79B9_7F4A_7C15, 20_000) {
+            let read = header_fields(&raw);
+            assert_eq!(
+                read,
+                derived_header(&raw),
+                "{}",
+                String::from_utf8_lossy(&raw)
+            );
+            if read.is_ok() {
+                ok += 1;
+            } else {
+                refused += 1;
             }
         }
-        d.deserialize_str(Visitor)
+        assert!(ok > 2_000 && refused > 2_000, "{ok} / {refused}");
+    }
+
+    #[test]
+    fn claims_are_read_as_the_derived_visitor_read_them() {
+        let keys = [
+            "sub",
+            "exp",
+            "nbf",
+            "iat",
+            "iss",
+            "aud",
+            "plan",
+            "jti",
+            "su\\u0062",
+        ];
+        let (mut ok, mut refused) = (0, 0);
+        for raw in bodies(&keys, VALUES, 0x2545_F491_4F6C_DD1D, 20_000) {
+            let read = claim_fields(&raw);
+            assert_eq!(
+                read,
+                derived_claims(&raw),
+                "{}",
+                String::from_utf8_lossy(&raw)
+            );
+            if read.is_ok() {
+                ok += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        assert!(ok > 2_000 && refused > 2_000, "{ok} / {refused}");
     }
 }

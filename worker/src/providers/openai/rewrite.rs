@@ -18,6 +18,13 @@ impl<'a> RawObject<'a> {
         serde_json::from_str(text)
     }
 
+    /// The members in their order, each as sent (a name sent twice is there twice).
+    pub fn members(&self) -> impl Iterator<Item = (&str, &'a RawValue)> + '_ {
+        self.members
+            .iter()
+            .map(|(key, value)| (key.as_str(), *value))
+    }
+
     /// The raw value of member `key`, if present.
     pub fn get(&self, key: &str) -> Option<&'a RawValue> {
         self.members.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
