@@ -202,6 +202,15 @@ pub struct Timed {
 }
 
 impl Timed {
+    /// Field by field, the median of `samples` (at least one).
+    fn median(samples: &[Timed]) -> Timed {
+        Timed {
+            ms: median(samples.iter().map(|t| t.ms)),
+            cpu_ms: median(samples.iter().map(|t| t.cpu_ms)),
+            other_cpu_ms: median(samples.iter().map(|t| t.other_cpu_ms)),
+        }
+    }
+
     fn minus(self, base: Timed) -> Timed {
         Timed {
             ms: self.ms - base.ms,
@@ -474,6 +483,13 @@ async fn cold_alone(t: Target) -> Result<Vec<ColdRow>> {
     cold_starts(&http, std::slice::from_ref(&t)).await
 }
 
+/// The median of `values` (the upper one of an even count; at least one value).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// Each Worker's cold start as the median of its samples, field by field.
 fn median_cold(samples: &[Vec<ColdRow>]) -> Vec<ColdRow> {
     let Some(first) = samples.first() else {
@@ -486,18 +502,12 @@ fn median_cold(samples: &[Vec<ColdRow>]) -> Vec<ColdRow> {
                 .iter()
                 .filter_map(|rows| rows.iter().find(|r| r.path == row.path))
                 .collect();
-            let median = |field: &dyn Fn(&ColdRow) -> f64| {
-                let mut v: Vec<f64> = of.iter().map(|r| field(r)).collect();
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
-            };
             ColdRow {
                 path: row.path,
-                startup_cpu_ms: median(&|r| r.startup_cpu_ms),
-                requests: std::array::from_fn(|i| Timed {
-                    ms: median(&|r| r.requests[i].ms),
-                    cpu_ms: median(&|r| r.requests[i].cpu_ms),
-                    other_cpu_ms: median(&|r| r.requests[i].other_cpu_ms),
+                startup_cpu_ms: median(of.iter().map(|r| r.startup_cpu_ms)),
+                requests: std::array::from_fn(|i| {
+                    let samples: Vec<Timed> = of.iter().map(|r| r.requests[i]).collect();
+                    Timed::median(&samples)
                 }),
             }
         })
@@ -756,22 +766,11 @@ async fn flushed(http: &reqwest::Client, targets: &[&Target]) -> Result<Vec<Flus
             let next = timed_request(http, t, &body, 0).await?;
             rounds.push((after, next));
         }
-        let median = |pick: fn(&(Timed, Timed)) -> Timed| {
-            let field = |f: fn(&Timed) -> f64| {
-                let mut v: Vec<f64> = rounds.iter().map(|r| f(&pick(r))).collect();
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
-            };
-            Timed {
-                ms: field(|t| t.ms),
-                cpu_ms: field(|t| t.cpu_ms),
-                other_cpu_ms: field(|t| t.other_cpu_ms),
-            }
-        };
+        let (after, next): (Vec<Timed>, Vec<Timed>) = rounds.into_iter().unzip();
         rows.push(FlushRow {
             path: t.name,
-            after: median(|r| r.0),
-            next: median(|r| r.1),
+            after: Timed::median(&after),
+            next: Timed::median(&next),
         });
     }
     Ok(rows)
