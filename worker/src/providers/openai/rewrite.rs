@@ -25,6 +25,20 @@ impl<'a> RawObject<'a> {
             .map(|(key, value)| (key.as_str(), *value))
     }
 
+    /// The raw values of the members named in `names`, in that order (other members are left
+    /// out); `None` when one of them is sent twice, which serde's derived visitors refused.
+    pub fn named<const N: usize>(&self, names: [&str; N]) -> Option<[Option<&'a RawValue>; N]> {
+        let mut found = [None; N];
+        for (key, value) in &self.members {
+            if let Some(i) = names.iter().position(|name| name == key) {
+                if found[i].replace(*value).is_some() {
+                    return None;
+                }
+            }
+        }
+        Some(found)
+    }
+
     /// The raw value of member `key`, if present.
     pub fn get(&self, key: &str) -> Option<&'a RawValue> {
         self.members.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
@@ -117,33 +131,35 @@ impl<'de> Deserialize<'de> for RawObject<'de> {
 /// anyway: a typed visitor of its own would be compiled again whenever the runtime drops the
 /// wasm's baseline code. The tests hold the two reads equal.
 fn read_usage(text: &str) -> Option<Usage> {
+    const MODELLED: [&str; 5] = [
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "prompt_tokens_details",
+        "completion_tokens_details",
+    ];
+    // OpenAI-style streams may carry `"usage": null` on every chunk: no parse for those.
+    if text.trim() == "null" {
+        return None;
+    }
     let object = RawObject::parse(text).ok()?;
+    // A modelled member named twice is an error to the typed read: no usage.
+    let [prompt, completion, total, prompt_details, completion_details] = object.named(MODELLED)?;
+    let value = |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).ok();
+    let count = |raw: Option<&RawValue>| raw.map_or(Some(0), |raw| value(raw)?.as_u64());
+    let details = |raw: Option<&RawValue>| match raw {
+        None => Some(None),
+        Some(raw) => value(raw).map(|v| Some(v).filter(|v| !v.is_null())),
+    };
     let mut usage = Usage::default();
-    let mut seen = [false; 5];
-    for (key, raw) in &object.members {
-        let value: Value = serde_json::from_str(raw.get()).ok()?;
-        let slot = match key.as_str() {
-            "prompt_tokens" => 0,
-            "completion_tokens" => 1,
-            "total_tokens" => 2,
-            "prompt_tokens_details" => 3,
-            "completion_tokens_details" => 4,
-            _ => {
-                usage.extra.insert(key.clone(), value);
-                continue;
-            }
-        };
-        // A modelled member named twice is an error to the typed read: no usage.
-        if std::mem::replace(&mut seen[slot], true) {
-            return None;
-        }
-        let details = (!value.is_null()).then(|| value.clone());
-        match slot {
-            0 => usage.prompt_tokens = value.as_u64()?,
-            1 => usage.completion_tokens = value.as_u64()?,
-            2 => usage.total_tokens = value.as_u64()?,
-            3 => usage.prompt_tokens_details = details,
-            _ => usage.completion_tokens_details = details,
+    usage.prompt_tokens = count(prompt)?;
+    usage.completion_tokens = count(completion)?;
+    usage.total_tokens = count(total)?;
+    usage.prompt_tokens_details = details(prompt_details)?;
+    usage.completion_tokens_details = details(completion_details)?;
+    for (key, raw) in object.members() {
+        if !MODELLED.contains(&key) {
+            usage.extra.insert(key.to_owned(), value(raw)?);
         }
     }
     Some(usage)
