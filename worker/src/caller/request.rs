@@ -351,7 +351,8 @@ fn plain(fields: &Map<String, Value>) -> Option<Read<'_>> {
         include_usage: false,
     };
     for (key, value) in fields {
-        if value.is_null() && !matches!(key.as_str(), "model" | "messages") {
+        // A null is an absent field to the typed check (`model` and `messages` are not null).
+        if value.is_null() {
             continue;
         }
         let fits = match key.as_str() {

@@ -110,18 +110,21 @@ fn start() {
     }
 }
 
+/// The binding `name` of `env`, as the runtime holds it (`undefined` when not set).
+fn binding(env: &Env, name: &str) -> Option<JsValue> {
+    js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(name)).ok()
+}
+
 /// A secret's text (`Env::secret`'s, read without `Display`'s code): `None` when it is not set or
 /// not a string.
 fn secret_text(env: &Env, name: &str) -> Option<String> {
-    js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(name))
-        .ok()?
-        .as_string()
+    binding(env, name)?.as_string()
 }
 
 /// A variable's text: a string as is; a `[vars]` table (wrangler passes those as objects) as
 /// its JSON.
 pub(crate) fn env_text(env: &Env, name: &str) -> Option<String> {
-    let value = js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(name)).ok()?;
+    let value = binding(env, name)?;
     if value.is_undefined() || value.is_null() {
         return None;
     }
@@ -436,7 +439,9 @@ async fn handle(
     };
     // Every answer after auth shows the caller's limits (one more round trip only when the
     // request did not reach the limiter).
-    if let Some(snapshot) = apart(limiter.for_headers()).await {
+    // Not apart: where limits are off it returns at once, and the object's round trip inside it
+    // runs apart already.
+    if let Some(snapshot) = limiter.for_headers().await {
         cx.log.borrow_mut().rate_limit = Some(crate::limiter::rate_limit_info(&snapshot));
     }
     cx.log.borrow_mut().line.limiter_ms = limiter.admit_ms();
@@ -446,9 +451,7 @@ async fn handle(
 /// `GET /v1/models`: the plan's models.
 #[inline(never)]
 fn models(config: &Config, plan: &crate::plans::Plan) -> Result<Response, AppError> {
-    serde_json::to_vec(&model_list(config, plan))
-        .map_err(|_| AppError::Internal)
-        .and_then(|body| json_response(200, body).map_err(|_| AppError::Internal))
+    json_ok(&model_list(config, plan))
 }
 
 /// `GET /v1/usage`: the caller's usage as its object holds it.
@@ -458,8 +461,16 @@ async fn usage(
     limiter: &Limiter,
 ) -> Result<Response, AppError> {
     let snapshot = limiter.peek().await?;
-    let report = crate::limiter::usage_report(plan, config, snapshot.as_ref());
-    serde_json::to_vec(&report)
+    json_ok(&crate::limiter::usage_report(
+        plan,
+        config,
+        snapshot.as_ref(),
+    ))
+}
+
+/// `value` as a 200 JSON answer.
+fn json_ok(value: &impl serde::Serialize) -> Result<Response, AppError> {
+    serde_json::to_vec(value)
         .map_err(|_| AppError::Internal)
         .and_then(|body| json_response(200, body).map_err(|_| AppError::Internal))
 }
