@@ -47,7 +47,7 @@ impl RateLimitInfo {
         let mut out = Vec::with_capacity(6);
         let mut num = |name, v: Option<u64>| {
             if let Some(v) = v {
-                out.push((name, decimal(u128::from(v))));
+                out.push((name, decimal(v)));
             }
         };
         num(headers::LIMIT_REQUESTS, self.limit_requests);
@@ -107,16 +107,15 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 pub fn format_duration(d: Duration) -> String {
     // Whole milliseconds, in integers: what `{}` of the seconds as a float wrote (the shortest
     // decimal), without the float formatter's code, which a Worker would compile on every
-    // answer that carries these headers.
-    let ms = d.as_millis();
-    if ms < 1000 {
-        let mut out = decimal(ms);
+    // answer that carries these headers. In u64: `as_millis`' u128 would bring in the 128-bit
+    // division's code.
+    let (secs, millis) = (d.as_secs(), u64::from(d.subsec_millis()));
+    if secs == 0 {
+        let mut out = decimal(millis);
         out.push_str("ms");
         return out;
     }
-    let (hours, rest) = (ms / 3_600_000, ms % 3_600_000);
-    let (minutes, rest) = (rest / 60_000, rest % 60_000);
-    let (seconds, millis) = (rest / 1000, rest % 1000);
+    let (hours, minutes, seconds) = (secs / 3600, secs % 3600 / 60, secs % 60);
     let mut out = String::new();
     if hours > 0 {
         out.push_str(&decimal(hours));
@@ -138,7 +137,7 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 /// `v` in decimal digits (as `v.to_string()` writes it, without the formatter).
-fn decimal(mut v: u128) -> String {
+fn decimal(mut v: u64) -> String {
     let mut digits = Vec::new();
     loop {
         digits.push(char::from(b'0' + (v % 10) as u8));
@@ -209,7 +208,7 @@ mod tests {
             assert_eq!(format_duration(d), format_duration_float(d), "{ms} ms");
         }
         for v in [0u64, 7, 10, 99, 100, 12_345, u64::MAX] {
-            assert_eq!(decimal(u128::from(v)), v.to_string());
+            assert_eq!(decimal(v), v.to_string());
         }
     }
 

@@ -12,21 +12,33 @@
 //!
 //! The same object keeps the user's streams whose caller left before their end, for a resume
 //! ([`StreamHouse`]); its alarm deletes them from storage after their window.
+//!
+//! The class is exported by hand, not through workers-rs' `#[durable_object]`: that glue turns
+//! each call's request into a `worker::Request` (a URL parse, a substring search, the method's
+//! name matched) and the answer back, ~6 KB of wasm that V8 compiles again on the object's next
+//! call whenever any isolate starts in the process. A limiter call reads the body's text and
+//! answers text, which needs neither. Steps that most calls do not take (the streams' calls,
+//! loading the state after a start, writing it) run in functions of their own ([`apart`]), so a
+//! call compiles only what it runs.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+use wasm_bindgen::prelude::*;
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::worker_sys::web_sys;
+use worker::worker_sys::DurableObjectState;
+use worker::State;
 
-use super::now_ms;
 use super::resume::StreamHouse;
 use super::storage::Storage;
+use super::{apart, now_ms};
 use crate::limiter::{wire, Call, Ledger, UserState};
 
 /// The storage key of the state (JSON text).
 const KEY: &str = "state";
 
-#[durable_object]
+#[wasm_bindgen]
 pub struct UserLimiter {
     state: Rc<State>,
     memory: RefCell<Option<Ledger>>,
@@ -34,9 +46,15 @@ pub struct UserLimiter {
     streams: StreamHouse,
 }
 
-impl DurableObject for UserLimiter {
-    fn new(state: State, _env: Env) -> Self {
-        let state = Rc::new(state);
+#[wasm_bindgen(
+    wasm_bindgen_futures = worker::wasm_bindgen_futures,
+    js_sys = worker::js_sys
+)]
+impl UserLimiter {
+    /// The runtime's constructor: the object's state and the Worker's bindings (unused).
+    #[wasm_bindgen(constructor)]
+    pub fn new(state: DurableObjectState, _env: JsValue) -> UserLimiter {
+        let state = Rc::new(State::from(state));
         UserLimiter {
             streams: StreamHouse::new(state.clone()),
             state,
@@ -45,26 +63,23 @@ impl DurableObject for UserLimiter {
     }
 
     /// Only the stored streams set the alarm.
-    async fn alarm(&self) -> Result<Response> {
+    pub async fn alarm(&self) -> Result<JsValue, JsValue> {
         self.streams.alarm().await?;
-        Response::ok("")
+        Ok(JsValue::UNDEFINED)
     }
 
-    async fn fetch(&self, mut req: Request) -> Result<Response> {
-        if StreamHouse::handles(&req.inner().url()) {
-            return self.streams.fetch(req).await;
+    /// A limiter call (its JSON text in, the decision's out), or a streams call.
+    pub async fn fetch(&self, req: web_sys::Request) -> Result<JsValue, JsValue> {
+        if StreamHouse::handles(&req.url()) {
+            return apart(self.streams_call(req)).await;
         }
         // serde_json on the text, not the runtime's JSON: ticket ids are exact 64-bit numbers.
-        let text = req.text().await?;
-        let Ok(call) = wire::from_str::<Call>(&text) else {
-            return Response::error("bad limiter call", 400);
+        let text = JsFuture::from(req.text()?).await?.as_string();
+        let Some(call) = text.and_then(|text| wire::from_str::<Call>(&text).ok()) else {
+            return answer("bad limiter call", 400);
         };
         if self.memory.borrow().is_none() {
-            let stored = Storage::of(&self.state)?.get_text(KEY).await?;
-            let stored = stored.and_then(|text| wire::from_str::<UserState>(&text).ok());
-            let restored = Ledger::restore(stored, now_ms());
-            // Another call may have loaded it while this one waited.
-            self.memory.borrow_mut().get_or_insert(restored);
+            apart(self.load()).await?;
         }
         let now = now_ms();
         let (decision, text) = {
@@ -73,24 +88,50 @@ impl DurableObject for UserLimiter {
             ledger.call(now, &call)
         };
         if let Some(text) = text {
-            let written = match Storage::of(&self.state) {
-                Ok(storage) => storage.put_text(KEY, &text).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = written {
-                // Memory holds what storage does not: forget it, so the next call starts from
-                // storage again and the Worker's resent settlements apply to that.
-                self.memory.borrow_mut().take();
-                return Err(e);
-            }
-            if let Some(ledger) = self.memory.borrow_mut().as_mut() {
-                ledger.stored(now);
-            }
+            apart(self.store(text, now)).await?;
         }
-        let mut response = Response::ok(serde_json::to_string(&decision).unwrap_or_default())?;
-        response
-            .headers_mut()
-            .set("content-type", "application/json")?;
-        Ok(response)
+        answer(&serde_json::to_string(&decision).unwrap_or_default(), 200)
     }
+}
+
+impl UserLimiter {
+    async fn streams_call(&self, req: web_sys::Request) -> Result<JsValue, JsValue> {
+        let answer = self.streams.fetch(req.into()).await?;
+        Ok(web_sys::Response::from(answer).into())
+    }
+
+    /// The state from storage, into memory (the first call after the object starts).
+    async fn load(&self) -> worker::Result<()> {
+        let stored = Storage::of(&self.state)?.get_text(KEY).await?;
+        let stored = stored.and_then(|text| wire::from_str::<UserState>(&text).ok());
+        let restored = Ledger::restore(stored, now_ms());
+        // Another call may have loaded it while this one waited.
+        self.memory.borrow_mut().get_or_insert(restored);
+        Ok(())
+    }
+
+    /// Stores `text`, the state as of `now`.
+    async fn store(&self, text: String, now: u64) -> worker::Result<()> {
+        let written = match Storage::of(&self.state) {
+            Ok(storage) => storage.put_text(KEY, &text).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            // Memory holds what storage does not: forget it, so the next call starts from
+            // storage again and the Worker's resent settlements apply to that.
+            self.memory.borrow_mut().take();
+            return Err(e);
+        }
+        if let Some(ledger) = self.memory.borrow_mut().as_mut() {
+            ledger.stored(now);
+        }
+        Ok(())
+    }
+}
+
+/// An answer of `status` carrying `text`.
+fn answer(text: &str, status: u16) -> Result<JsValue, JsValue> {
+    let init = web_sys::ResponseInit::new();
+    init.set_status(status);
+    Ok(web_sys::Response::new_with_opt_str_and_init(Some(text), &init)?.into())
 }
