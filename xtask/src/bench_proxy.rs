@@ -12,6 +12,10 @@
 //! - the JS metering Worker (`bench/metered`, answers not streamed only): the passthrough that
 //!   reads the answer whole, takes its usage out (`JSON.parse`) and writes one log line, the
 //!   least a proxy that meters does; the passthrough hands the body through unread;
+//! - the same without its log line (`bench/metered-quiet`): their difference is what one
+//!   `console.log` per request costs under the local runtime, whose command line formats each
+//!   line through node:util's inspect (loaded on an isolate's first line) where Cloudflare's
+//!   runtime does not ([`LOCAL_LOG_NOTE`]);
 //! - the same metering Worker written as a plain workers-rs Worker (`bench/rust-metered`,
 //!   built here with worker-build): what running as Rust compiled to wasm costs on this
 //!   runtime before any work of ours, per request and on an isolate's first request;
@@ -109,8 +113,9 @@ pub struct Settings {
     /// is one sample of a noisy quantity: several runs of one sample each differed by 2x.
     #[arg(long, default_value_t = 5, value_parser = at_least(1))]
     pub cold_starts: usize,
-    /// Only the cold starts, of the passthrough and our Worker (limiter on and off, and
-    /// --against's): many starts in minutes, for a change to start-up or the first request.
+    /// Only the cold starts, of the passthrough, the metering baselines and our Worker (limiter
+    /// on and off, and --against's): many starts in minutes, for a change to start-up or the
+    /// first request.
     #[arg(long)]
     pub cold_only: bool,
     /// Only the requests not streamed (latency, requests/s and CPU per request, with the
@@ -269,6 +274,7 @@ pub const PASSTHROUGH: &str = "JS passthrough Worker";
 pub const TRANSFORM: &str = "JS + TransformStream Worker";
 pub const READER: &str = "JS reader + native stream Worker";
 pub const METERED: &str = "JS metering Worker (reads the answer, one log line)";
+pub const METERED_QUIET: &str = "JS metering Worker without its log line";
 pub const RUST_METERED: &str = "Rust metering Worker (the same, in workers-rs)";
 pub const CALIBRATION: &str = "calibration Worker (passthrough + known CPU)";
 pub const OURS: &str = "our Worker";
@@ -358,6 +364,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         (TRANSFORM, "transform", None),
         (READER, "reader", None),
         (METERED, "metered", None),
+        (METERED_QUIET, "metered-quiet", None),
         (RUST_METERED, "rust-metered", None),
         (CALIBRATION, "calibrate", Some(calibration.rounds)),
     ];
@@ -365,15 +372,16 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         Target::new(name, &w.api_base(), vec!["unused".into()], "gpt-4o-mini").served_by(w)
     };
     // A cold-only run starts only the Workers its table compares.
+    let compared = [PASSTHROUGH, METERED, METERED_QUIET, RUST_METERED];
     let baselines: Vec<_> = baselines
         .into_iter()
-        .filter(|(name, ..)| !settings.cold_only || [PASSTHROUGH, RUST_METERED].contains(name))
+        .filter(|(name, ..)| !settings.cold_only || compared.contains(name))
         .collect();
     for &(name, dir, rounds) in &baselines {
         let w = baseline(dir, "", rounds)?;
         let mut t = baseline_target(name, &w);
         // Their streams are the passthrough's.
-        t.streams = ![METERED, RUST_METERED].contains(&name);
+        t.streams = ![METERED, METERED_QUIET, RUST_METERED].contains(&name);
         targets.push(t);
         workers.push(w);
     }
@@ -1012,6 +1020,12 @@ pub fn markdown(report: &Report) -> Result<String> {
                 PASSTHROUGH,
             ),
             ("metering JS", METERED, "passthrough", PASSTHROUGH),
+            (
+                "metering JS",
+                METERED,
+                "the same without its log line",
+                METERED_QUIET,
+            ),
             ("ours, limiter off,", OURS_NO_LIMITS, "metering JS", METERED),
             ("metering Rust", RUST_METERED, "metering JS", METERED),
             (
@@ -1059,6 +1073,9 @@ pub fn markdown(report: &Report) -> Result<String> {
             calibration.join(", ")
         }
     )?;
+    if report.latency.iter().any(|r| r.path == METERED_QUIET) {
+        writeln!(md, "\n{LOCAL_LOG_NOTE}")?;
+    }
 
     for table in &report.streams {
         writeln!(
@@ -1209,24 +1226,46 @@ fn cold_table(md: &mut String, rows: &[ColdRow], starts: usize) -> Result<()> {
         )?;
     }
     let find = |name: &str| rows.iter().find(|r| r.path == name);
-    if let Some(base) = find(PASSTHROUGH) {
-        for (label, name) in [
-            ("metering Rust", RUST_METERED),
-            ("ours", OURS),
-            ("ours, limiter off,", OURS_NO_LIMITS),
-        ] {
-            let Some(o) = find(name) else { continue };
-            let diff = std::array::from_fn(|i| o.requests[i].minus(base.requests[i]));
-            writeln!(
-                md,
-                "| *{label} vs passthrough* | {:+.0} |{}",
-                o.startup_cpu_ms - base.startup_cpu_ms,
-                cells(&diff, true)
-            )?;
-        }
+    for (label, name, base_label, base) in [
+        ("metering Rust", RUST_METERED, "passthrough", PASSTHROUGH),
+        ("ours", OURS, "passthrough", PASSTHROUGH),
+        (
+            "ours, limiter off,",
+            OURS_NO_LIMITS,
+            "passthrough",
+            PASSTHROUGH,
+        ),
+        (
+            "metering JS",
+            METERED,
+            "the same without its log line",
+            METERED_QUIET,
+        ),
+    ] {
+        let (Some(o), Some(base)) = (find(name), find(base)) else {
+            continue;
+        };
+        let diff = std::array::from_fn(|i| o.requests[i].minus(base.requests[i]));
+        writeln!(
+            md,
+            "| *{label} vs {base_label}* | {:+.0} |{}",
+            o.startup_cpu_ms - base.startup_cpu_ms,
+            cells(&diff, true)
+        )?;
+    }
+    if let (Some(_), Some(_)) = (find(METERED), find(METERED_QUIET)) {
+        writeln!(md, "\n{LOCAL_LOG_NOTE}")?;
     }
     Ok(())
 }
+
+/// What the two JS metering rows' difference is (under the cold table and the latency table).
+const LOCAL_LOG_NOTE: &str = "The JS metering Worker and its copy without the log line differ by \
+    one `console.log` per request. workerd's command line writes each log line to stdout through \
+    node:util's inspect, a module it loads on an isolate's first log line; Cloudflare's runtime \
+    hands log lines to Workers Logs without that formatting (workerd's `Worker::handleLog`). \
+    Every Worker here that logs pays it, ours and both metering baselines, once per request, and \
+    more on an isolate's first: locally only.";
 
 fn cpu(ms: Option<f64>) -> String {
     ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2}"))
@@ -1424,7 +1463,8 @@ fn processes_cpu(pids: &[u32]) -> Duration {
 mod tests {
     use super::{
         batches, markdown, median_cold, position, Calibration, ColdRow, FlushRow, LatencyRow,
-        Report, Timed, CALIBRATION, METERED, OURS, OURS_NO_LIMITS, PASSTHROUGH, RUST_METERED,
+        Report, Timed, CALIBRATION, LOCAL_LOG_NOTE, METERED, METERED_QUIET, OURS, OURS_NO_LIMITS,
+        PASSTHROUGH, RUST_METERED,
     };
 
     fn cold(path: &'static str, ms: f64) -> ColdRow {
@@ -1494,9 +1534,37 @@ mod tests {
         assert!(md.contains("| *ours vs passthrough* | +7 |"), "{md}");
         // The request after a new isolate: 2 and 3 times the others.
         assert!(md.contains("| +14.00 | +21.00 + +7.00 |\n"), "{md}");
-        for other in ["Latency", "Calibration", "Streams"] {
+        for other in ["Latency", "Calibration", "Streams", "without its log line"] {
             assert!(!md.contains(other), "{other} in {md}");
         }
+    }
+
+    #[test]
+    fn the_metering_pair_shows_what_a_log_line_costs_locally() {
+        let report = Report {
+            requests: 20,
+            cold: vec![
+                cold(PASSTHROUGH, 2.0),
+                cold(METERED, 4.0),
+                cold(METERED_QUIET, 2.5),
+            ],
+            cold_starts: 3,
+            latency: Vec::new(),
+            calibration: Calibration {
+                ms: 1.0,
+                workerd_ms: None,
+                rounds: 1,
+            },
+            streams: Vec::new(),
+            rate_streams: 0,
+            rates: Vec::new(),
+            flushed: Vec::new(),
+        };
+        let md = markdown(&report).unwrap();
+        // Start-up 4 - 2.5 CPU ms; the first request 4 - 2.5 ms and CPU ms (other: the negative).
+        let row = "| *metering JS vs the same without its log line* | +2 | +1.50 | +1.50 + -1.50 |";
+        assert!(md.contains(row), "{md}");
+        assert!(md.contains(LOCAL_LOG_NOTE), "{md}");
     }
 
     #[test]
