@@ -24,6 +24,7 @@
 //!   streams whose caller left before the end.
 //! - [`error`]: one error type, mapped to status, OpenAI error body and headers.
 //! - [`log`]: the one JSON log line per request, and the other events the Worker logs.
+//! - [`mix_map`]: a `HashMap` without SipHash, for keys no caller chooses freely.
 //! - `runtime` (wasm only): the `fetch` event and the request's task (`entry`), the one
 //!   subrequest with a time limit and capped body read (`fetch`), the `UserLimiter` Durable
 //!   Object (`durable`) and its client (`limiter`), the KV (`kv`) and JWKS (`auth`) I/O, a
@@ -39,6 +40,7 @@ pub mod json_read;
 pub mod lifecycle;
 pub mod limiter;
 pub mod log;
+pub mod mix_map;
 pub mod named;
 pub mod plans;
 pub mod providers;

@@ -14,11 +14,10 @@
 //! The cache is bounded ([`ClaimsCache::new`]'s capacity; `JWT_CACHE_ENTRIES`, 0 turns it
 //! off): when full, expired entries go first, then the entry nearest its expiry.
 
-use std::collections::HashMap;
-
 use sha2::{Digest, Sha256};
 
 use super::{Claims, KeyId, LEEWAY_SECS};
+use crate::mix_map::{mix_map, MixMap};
 
 /// Entries kept when `JWT_CACHE_ENTRIES` is unset: a few MB at most, far more callers than
 /// one isolate serves between two of its tokens' expiries.
@@ -31,7 +30,7 @@ type TokenHash = [u8; 32];
 #[derive(Debug)]
 pub struct ClaimsCache {
     capacity: usize,
-    entries: HashMap<TokenHash, (Claims, KeyId)>,
+    entries: MixMap<TokenHash, (Claims, KeyId)>,
     hits: u64,
 }
 
@@ -40,7 +39,7 @@ impl ClaimsCache {
     pub fn new(capacity: usize) -> Self {
         ClaimsCache {
             capacity,
-            entries: HashMap::new(),
+            entries: mix_map(),
             hits: 0,
         }
     }

@@ -111,7 +111,7 @@ fn start() {
 }
 
 /// The binding `name` of `env`, as the runtime holds it (`undefined` when not set).
-fn binding(env: &Env, name: &str) -> Option<JsValue> {
+pub(crate) fn binding(env: &Env, name: &str) -> Option<JsValue> {
     js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(name)).ok()
 }
 

@@ -23,7 +23,6 @@
 //! which charges the reservation.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -40,6 +39,7 @@ use crate::error::AppError;
 use crate::limiter::pending::{CallId, Pending, Step};
 use crate::limiter::{Call, Decision, Limits, Settlement, Snapshot};
 use crate::log::Event;
+use crate::mix_map::{mix_map, MixMap};
 use crate::plans::Plan;
 
 /// How long a settlement waits in the isolate for the user's next call before it is sent alone.
@@ -51,7 +51,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 thread_local! {
     /// Settlements not yet delivered, per user (`sub`).
-    static PENDING: RefCell<HashMap<String, Pending>> = RefCell::new(HashMap::new());
+    static PENDING: RefCell<MixMap<String, Pending>> = RefCell::new(mix_map());
 }
 
 fn with_pending<T>(sub: &str, f: impl FnOnce(&mut Pending) -> T) -> T {
@@ -135,13 +135,18 @@ impl Limiter {
     /// everything without a round trip.
     pub fn new(env: &Env, sub: &str, plan: &Plan, enabled: bool) -> Result<Limiter, AppError> {
         let namespace = if enabled {
-            Some(env.durable_object("LIMITER").map_err(|e| {
-                log_failure(sub, "binding", &e);
-                AppError::Config(crate::config::ConfigError::new(
+            // Read as the runtime holds it, not through workers-rs' `durable_object`, whose check
+            // of the binding's type (its constructor's name, two calls into JavaScript and a
+            // string) ran on every request. A binding of another type fails the object's call.
+            let binding = super::entry::binding(env, "LIMITER").filter(|b| b.is_object());
+            let Some(binding) = binding else {
+                log_failure(sub, "binding", &"LIMITER is not bound");
+                return Err(AppError::Config(crate::config::ConfigError::new(
                     "LIMITER",
                     "the Durable Object binding is missing",
-                ))
-            })?)
+                )));
+            };
+            Some(binding.unchecked_into::<ObjectNamespace>())
         } else {
             None
         };
@@ -285,7 +290,7 @@ async fn call(namespace: &ObjectNamespace, sub: &str, call: &Call) -> Result<Dec
     })
 }
 
-fn log_failure(sub: &str, what: &str, e: &worker::Error) {
+fn log_failure(sub: &str, what: &str, e: &dyn std::fmt::Display) {
     let event = Event::new("limiter_unavailable")
         .for_user(sub)
         .with_detail(&format!("{what}: {e}"));

@@ -22,7 +22,6 @@
 //! ([`BodyReader::whole`]): one outcome instead of a read per piece and one for the end.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -34,6 +33,7 @@ use worker::js_sys::{Array, Function, Uint8Array};
 use worker::web_sys::ReadableStream;
 
 use crate::caller::body::Hangup;
+use crate::mix_map::{mix_map, MixMap};
 
 #[wasm_bindgen(inline_js = r#"
 export function storycadPipe() {
@@ -166,7 +166,7 @@ struct Mailbox {
 }
 
 thread_local! {
-    static PIPES: RefCell<HashMap<u32, Rc<RefCell<Mailbox>>>> = RefCell::new(HashMap::new());
+    static PIPES: RefCell<MixMap<u32, Rc<RefCell<Mailbox>>>> = RefCell::new(mix_map());
     static NEXT: Cell<u32> = const { Cell::new(1) };
     /// The one callback of the isolate: `report(id, kind, value)`. Never dropped.
     static REPORT: Function = {
