@@ -10,7 +10,8 @@ pub mod stream;
 
 pub use stream::OpenAiStream;
 
-use serde_json::Value;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
 use storycad_protocol::Usage;
 
 use self::rewrite::RawObject;
@@ -93,38 +94,19 @@ pub fn chat_request(
     end_user: &str,
     prompt_cache: bool,
 ) -> UpstreamRequest {
-    let mut body = call.body.clone();
-    body.insert("model".to_owned(), Value::String(route.model.to_owned()));
-    body.remove("user");
-    body.remove("safety_identifier");
     let is_openai = route.provider.name == crate::config::OPENAI;
-    let field = if is_openai {
-        "safety_identifier"
-    } else {
-        "user"
-    };
-    body.insert(field.to_owned(), Value::String(end_user.to_owned()));
     // OpenAI caches long prompts by itself; the key keeps one user's session on one cache.
     // Other OpenAI-compatible providers may refuse a field they do not know.
-    if prompt_cache && is_openai && !body.contains_key("prompt_cache_key") {
-        let key = crate::providers::prompt_cache::cache_key(end_user, route.alias);
-        body.insert("prompt_cache_key".to_owned(), Value::String(key));
-    }
-    if call.stream {
-        // Always ask for usage so the stream can be metered; the relay drops the usage chunk
-        // when the caller did not ask for it.
-        let options = body
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(Default::default()));
-        if !options.is_object() {
-            *options = Value::Object(Default::default());
-        }
-        if let Value::Object(o) = options {
-            o.insert("include_usage".to_owned(), Value::Bool(true));
-        }
-    }
-    // A map of JSON values always serialises.
-    let body = serde_json::to_vec(&body).unwrap_or_default();
+    let cache_key = (prompt_cache && is_openai && !call.body.contains_key("prompt_cache_key"))
+        .then(|| crate::providers::prompt_cache::cache_key(end_user, route.alias));
+    let body = provider_body(
+        &call.body,
+        route.model,
+        end_user,
+        is_openai,
+        cache_key,
+        call.stream,
+    );
     let accept = if call.stream {
         "text/event-stream"
     } else {
@@ -148,6 +130,79 @@ pub fn chat_request(
         }
     }
     request
+}
+
+/// The caller's body as the provider gets it: `model` the route's; the end user's id as
+/// `safety_identifier` (OpenAI) or `user` (the caller's own of either left out); OpenAI's prompt
+/// cache key when given; in a stream, usage asked for (the relay drops the usage chunk when the
+/// caller did not ask for it).
+///
+/// Written straight from the caller's map, its members in their order with these in their
+/// place, as the map with them inserted would be written: not a copy of the map (every message
+/// of a long story context, copied again for each route tried).
+fn provider_body(
+    body: &Map<String, Value>,
+    model: &str,
+    end_user: &str,
+    is_openai: bool,
+    prompt_cache_key: Option<String>,
+    stream: bool,
+) -> Vec<u8> {
+    // In name order, as the map orders its members.
+    let mut set = vec![("model", Value::String(model.to_owned()))];
+    if let Some(key) = prompt_cache_key {
+        set.push(("prompt_cache_key", Value::String(key)));
+    }
+    if is_openai {
+        set.push(("safety_identifier", Value::String(end_user.to_owned())));
+    }
+    if stream {
+        let mut options = match body.get("stream_options") {
+            Some(Value::Object(o)) => o.clone(),
+            _ => Map::new(),
+        };
+        options.insert("include_usage".to_owned(), Value::Bool(true));
+        set.push(("stream_options", Value::Object(options)));
+    }
+    if !is_openai {
+        set.push(("user", Value::String(end_user.to_owned())));
+    }
+    let merged = Merged {
+        body,
+        set,
+        omit: ["safety_identifier", "user"],
+    };
+    // A map of JSON values always serialises.
+    serde_json::to_vec(&merged).unwrap_or_default()
+}
+
+/// `body`'s members with `set`'s written in their place or beside them (both in name order),
+/// `omit`'s left out.
+struct Merged<'a> {
+    body: &'a Map<String, Value>,
+    set: Vec<(&'static str, Value)>,
+    omit: [&'static str; 2],
+}
+
+impl Serialize for Merged<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        let mut set = self.set.iter().peekable();
+        for (name, value) in self.body {
+            while let Some((added, value)) = set.next_if(|(added, _)| *added < name.as_str()) {
+                map.serialize_entry(added, value)?;
+            }
+            if let Some((set_name, value)) = set.next_if(|(added, _)| *added == name.as_str()) {
+                map.serialize_entry(set_name, value)?;
+            } else if !self.omit.contains(&name.as_str()) {
+                map.serialize_entry(name, value)?;
+            }
+        }
+        for (added, value) in set {
+            map.serialize_entry(added, value)?;
+        }
+        map.end()
+    }
 }
 
 /// OpenAI's header for the caller's own request id.
@@ -398,5 +453,119 @@ mod tests {
                 "{body:?}"
             );
         }
+    }
+}
+
+/// The copy-and-insert writing that [`provider_body`] replaced, kept as its oracle.
+#[cfg(test)]
+mod provider_body_oracle {
+    use serde_json::{json, Map, Value};
+
+    use super::provider_body;
+
+    fn copied(
+        body: &Map<String, Value>,
+        model: &str,
+        end_user: &str,
+        is_openai: bool,
+        prompt_cache_key: Option<String>,
+        stream: bool,
+    ) -> Vec<u8> {
+        let mut body = body.clone();
+        body.insert("model".to_owned(), Value::String(model.to_owned()));
+        body.remove("user");
+        body.remove("safety_identifier");
+        let field = if is_openai {
+            "safety_identifier"
+        } else {
+            "user"
+        };
+        body.insert(field.to_owned(), Value::String(end_user.to_owned()));
+        if let Some(key) = prompt_cache_key {
+            body.insert("prompt_cache_key".to_owned(), Value::String(key));
+        }
+        if stream {
+            let options = body
+                .entry("stream_options")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if !options.is_object() {
+                *options = Value::Object(Default::default());
+            }
+            if let Value::Object(o) = options {
+                o.insert("include_usage".to_owned(), Value::Bool(true));
+            }
+        }
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    #[test]
+    fn bodies_are_written_as_the_copied_map_wrote_them() {
+        // Names around and equal to the ones set or left out, in and out of their order.
+        let names = [
+            "",
+            "Model",
+            "a",
+            "messages",
+            "model",
+            "model_",
+            "prompt_cache_key",
+            "safety",
+            "safety_identifier",
+            "stream",
+            "stream_options",
+            "streams",
+            "temperature",
+            "user",
+            "user_",
+            "zzz",
+            "\u{e9}",
+        ];
+        let values = [
+            json!(null),
+            json!(true),
+            json!(7),
+            json!("text \"quoted\" \u{1}"),
+            json!([{"role": "user", "content": "hi"}]),
+            json!({}),
+            json!({"include_usage": false, "other": 1}),
+            json!("stream_options as text"),
+        ];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut pick = |len: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % len as u64) as usize
+        };
+        // Bodies holding a member that is replaced or left out: the merge's every branch runs.
+        let mut touched = 0;
+        for round in 0..20_000 {
+            let body: Map<String, Value> = (0..pick(8))
+                .map(|_| {
+                    let name = names[pick(names.len())].to_owned();
+                    (name, values[pick(values.len())].clone())
+                })
+                .collect();
+            let (is_openai, stream) = (round % 2 == 0, round % 3 == 0);
+            let key = (round % 5 == 0).then(|| format!("sc-{round}"));
+            let ours = provider_body(&body, "gpt-x", "end-user", is_openai, key.clone(), stream);
+            let theirs = copied(&body, "gpt-x", "end-user", is_openai, key, stream);
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs),
+                "{body:?} openai {is_openai} stream {stream}"
+            );
+            let set = [
+                "model",
+                "prompt_cache_key",
+                "safety_identifier",
+                "stream_options",
+                "user",
+            ];
+            if set.iter().any(|name| body.contains_key(*name)) {
+                touched += 1;
+            }
+        }
+        assert!(touched > 5_000, "{touched}");
     }
 }
