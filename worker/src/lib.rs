@@ -64,3 +64,16 @@ pub(crate) fn fixture(path: &str) -> Vec<u8> {
     let full = format!("{}/../fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
 }
+
+/// Generated test inputs' choices: `pick(n)` is in `0..n`, the same sequence for the same `seed`
+/// (xorshift64).
+#[cfg(test)]
+pub(crate) fn picker(seed: u64) -> impl FnMut(usize) -> usize {
+    let mut state = seed;
+    move |n| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    }
+}

@@ -1020,12 +1020,7 @@ pub fn markdown(report: &Report) -> Result<String> {
                 PASSTHROUGH,
             ),
             ("metering JS", METERED, "passthrough", PASSTHROUGH),
-            (
-                "metering JS",
-                METERED,
-                "the same without its log line",
-                METERED_QUIET,
-            ),
+            LOG_LINE_PAIR,
             ("ours, limiter off,", OURS_NO_LIMITS, "metering JS", METERED),
             ("metering Rust", RUST_METERED, "metering JS", METERED),
             (
@@ -1235,12 +1230,7 @@ fn cold_table(md: &mut String, rows: &[ColdRow], starts: usize) -> Result<()> {
             "passthrough",
             PASSTHROUGH,
         ),
-        (
-            "metering JS",
-            METERED,
-            "the same without its log line",
-            METERED_QUIET,
-        ),
+        LOG_LINE_PAIR,
     ] {
         let (Some(o), Some(base)) = (find(name), find(base)) else {
             continue;
@@ -1258,6 +1248,15 @@ fn cold_table(md: &mut String, rows: &[ColdRow], starts: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// The comparison row of the JS metering Worker and its copy without the log line: label, row,
+/// base label, base row.
+const LOG_LINE_PAIR: (&str, &str, &str, &str) = (
+    "metering JS",
+    METERED,
+    "the same without its log line",
+    METERED_QUIET,
+);
 
 /// What the two JS metering rows' difference is (under the cold table and the latency table).
 const LOCAL_LOG_NOTE: &str = "The JS metering Worker and its copy without the log line differ by \
@@ -1507,16 +1506,12 @@ mod tests {
         assert!(median_cold(&[]).is_empty());
     }
 
-    #[test]
-    fn a_cold_only_report_is_its_cold_table_alone() {
-        let report = Report {
+    /// A cold-only run's report: `cold` rows of `starts` starts each, nothing else.
+    fn cold_only(cold: Vec<ColdRow>, starts: usize) -> Report {
+        Report {
             requests: 20,
-            cold: vec![
-                cold(PASSTHROUGH, 2.0),
-                cold(OURS, 9.0),
-                cold(OURS_NO_LIMITS, 5.0),
-            ],
-            cold_starts: 12,
+            cold,
+            cold_starts: starts,
             latency: Vec::new(),
             calibration: Calibration {
                 ms: 1.0,
@@ -1527,7 +1522,19 @@ mod tests {
             rate_streams: 0,
             rates: Vec::new(),
             flushed: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_cold_only_report_is_its_cold_table_alone() {
+        let report = cold_only(
+            vec![
+                cold(PASSTHROUGH, 2.0),
+                cold(OURS, 9.0),
+                cold(OURS_NO_LIMITS, 5.0),
+            ],
+            12,
+        );
         let md = markdown(&report).unwrap();
         assert!(md.starts_with("\n### Cold start"), "{md}");
         assert!(md.contains("medians of 12 starts each"), "{md}");
@@ -1541,25 +1548,14 @@ mod tests {
 
     #[test]
     fn the_metering_pair_shows_what_a_log_line_costs_locally() {
-        let report = Report {
-            requests: 20,
-            cold: vec![
+        let report = cold_only(
+            vec![
                 cold(PASSTHROUGH, 2.0),
                 cold(METERED, 4.0),
                 cold(METERED_QUIET, 2.5),
             ],
-            cold_starts: 3,
-            latency: Vec::new(),
-            calibration: Calibration {
-                ms: 1.0,
-                workerd_ms: None,
-                rounds: 1,
-            },
-            streams: Vec::new(),
-            rate_streams: 0,
-            rates: Vec::new(),
-            flushed: Vec::new(),
-        };
+            3,
+        );
         let md = markdown(&report).unwrap();
         // Start-up 4 - 2.5 CPU ms; the first request 4 - 2.5 ms and CPU ms (other: the negative).
         let row = "| *metering JS vs the same without its log line* | +2 | +1.50 | +1.50 + -1.50 |";

@@ -715,13 +715,7 @@ mod derived_oracle {
     /// Objects of 0-4 members drawn from `keys` and `values` (repeats included), and now and then
     /// a value alone or bytes that are not JSON.
     fn bodies(keys: &[&str], values: &[&str], seed: u64, n: usize) -> Vec<Vec<u8>> {
-        let mut state = seed;
-        let mut pick = |len: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % len as u64) as usize
-        };
+        let mut pick = crate::picker(seed);
         (0..n)
             .map(|_| {
                 let text = match pick(16) {
@@ -858,13 +852,7 @@ mod base64url_oracle {
             .chain(*b"-_")
             .collect();
         let strays = *b"=+/ \xff";
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut pick = |len: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % len as u64) as usize
-        };
+        let mut pick = crate::picker(0x2545_F491_4F6C_DD1Du64);
         let (mut ok, mut refused, mut partial) = (0, 0, 0);
         for _ in 0..50_000 {
             let len = pick(24);
@@ -877,7 +865,7 @@ mod base64url_oracle {
             let ours = base64url(&text);
             assert_eq!(ours, URL_SAFE_NO_PAD.decode(&text).ok(), "{text:?}");
             match ours {
-                Some(_) if len % 4 != 0 => partial += 1,
+                Some(_) if !len.is_multiple_of(4) => partial += 1,
                 Some(_) => ok += 1,
                 None => refused += 1,
             }

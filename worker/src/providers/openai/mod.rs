@@ -530,13 +530,7 @@ mod provider_body_oracle {
             json!({"include_usage": false, "other": 1}),
             json!("stream_options as text"),
         ];
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut pick = |len: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % len as u64) as usize
-        };
+        let mut pick = crate::picker(0x9E37_79B9_7F4A_7C15u64);
         // Bodies holding a member that is replaced or left out: the merge's every branch runs.
         let mut touched = 0;
         for round in 0..20_000 {

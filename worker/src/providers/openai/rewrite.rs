@@ -200,13 +200,7 @@ mod tests {
             "cost",
             "pro\\u006dpt_tokens",
         ];
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut pick = |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut pick = crate::picker(0x2545_F491_4F6C_DD1Du64);
         let (mut some, mut none) = (0, 0);
         for _ in 0..20_000 {
             let members: Vec<String> = (0..pick(5))
