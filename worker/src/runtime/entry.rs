@@ -30,7 +30,7 @@ use super::kv;
 use super::limiter::{Admission, Limiter};
 use super::resume::{self as streams, Handoff};
 use super::stream::{Driver, Piece, Pipe, PipeEvent, Timer};
-use super::{apart, context_handle, now_ms};
+use super::{apart, binding, context_handle, now_ms};
 use crate::cache::{self, Status as CacheStatus, StreamFold};
 use crate::caller::body::{Hangup, Outbox};
 use crate::caller::endpoints::{match_route, model_list, url_path, Endpoint, STREAMS_PATH};
@@ -108,11 +108,6 @@ fn start() {
     if let Ok(loaded) = load(&env.unchecked_into()) {
         ISOLATE.with(|cell| *cell.borrow_mut() = Some(Ok(loaded)));
     }
-}
-
-/// The binding `name` of `env`, as the runtime holds it (`undefined` when not set).
-pub(crate) fn binding(env: &Env, name: &str) -> Option<JsValue> {
-    js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(name)).ok()
 }
 
 /// A secret's text (`Env::secret`'s, read without `Display`'s code): `None` when it is not set or

@@ -138,7 +138,7 @@ impl Limiter {
             // Read as the runtime holds it, not through workers-rs' `durable_object`, whose check
             // of the binding's type (its constructor's name, two calls into JavaScript and a
             // string) ran on every request. A binding of another type fails the object's call.
-            let binding = super::entry::binding(env, "LIMITER").filter(|b| b.is_object());
+            let binding = super::binding(env, "LIMITER").filter(|b| b.is_object());
             let Some(binding) = binding else {
                 log_failure(sub, "binding", &"LIMITER is not bound");
                 return Err(AppError::Config(crate::config::ConfigError::new(

@@ -75,6 +75,12 @@ pub(crate) fn new_request(
         })
 }
 
+/// The binding `name` of `env`, as the runtime holds it (`undefined` when not set): a variable,
+/// a secret, the limiter's namespace.
+pub(crate) fn binding(env: &worker::Env, name: &str) -> Option<JsValue> {
+    worker::js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(name)).ok()
+}
+
 /// Writes one line to the Worker's log (`console.log`), as `console_log!("{}", line)` does but
 /// without the formatter: each request writes one, and the formatter's code would otherwise be
 /// compiled by every request that finds the wasm's baseline code dropped.
