@@ -6,10 +6,9 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use worker::Delay;
-
 use super::fetch::{fetch, read_capped, Body, FetchError, Outgoing, ReadError};
 use super::signature;
+use super::wake::sleep;
 use super::{apart, now_ms};
 
 use crate::auth::{
@@ -130,7 +129,7 @@ impl Authenticator {
             let lookup = self.state.jwks.borrow_mut().lookup(now_secs(), kid);
             match lookup {
                 Lookup::Hit | Lookup::Cooldown => return,
-                Lookup::Wait => Delay::from(WAIT_STEP).await,
+                Lookup::Wait => sleep(WAIT_STEP).await,
                 Lookup::Fetch(reason) => {
                     self.fetch_into(url, reason, request_id).await;
                     return;

@@ -19,7 +19,6 @@ use std::time::Duration;
 use futures_util::future::{select, Either};
 use storycad_protocol::headers as names;
 use worker::js_sys;
-use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{event, web_sys, Context, Env, Headers, Response, ResponseBody};
@@ -30,6 +29,7 @@ use super::kv;
 use super::limiter::{Admission, Limiter};
 use super::resume::{self as streams, Handoff};
 use super::stream::{Driver, Piece, Pipe, PipeEvent, Timer};
+use super::wake::{sleep, AbortWatch};
 use super::{apart, binding, context_handle, now_ms};
 use crate::cache::{self, Status as CacheStatus, StreamFold};
 use crate::caller::body::{Hangup, Outbox};
@@ -223,42 +223,6 @@ impl Future for ReplyWait {
         }
         slot.waker = Some(cx.waker().clone());
         Poll::Pending
-    }
-}
-
-/// Raises `hangup` when the runtime aborts the request's signal (the caller disconnected);
-/// stops listening when dropped.
-struct AbortWatch {
-    signal: web_sys::AbortSignal,
-    _listener: Closure<dyn FnMut()>,
-}
-
-impl AbortWatch {
-    fn new(req: &web_sys::Request, hangup: &Hangup) -> Option<AbortWatch> {
-        // Without the compatibility flag the property may be missing: then only the body's
-        // cancellation tells.
-        let value = js_sys::Reflect::get(req, &JsValue::from_str("signal")).ok()?;
-        if !value.is_object() {
-            return None;
-        }
-        let signal: web_sys::AbortSignal = value.unchecked_into();
-        if signal.aborted() {
-            hangup.raise();
-            return None;
-        }
-        let raise = hangup.clone();
-        let listener = Closure::<dyn FnMut()>::new(move || raise.raise());
-        signal.set_onabort(Some(listener.as_ref().unchecked_ref()));
-        Some(AbortWatch {
-            signal,
-            _listener: listener,
-        })
-    }
-}
-
-impl Drop for AbortWatch {
-    fn drop(&mut self) {
-        self.signal.set_onabort(None);
     }
 }
 
@@ -1083,7 +1047,7 @@ impl Pump {
             if holding {
                 // What comes meanwhile goes in the next call: a provider's tokens, tens of ms
                 // apart, cost a call per pause rather than one each.
-                worker::Delay::from(HANDOFF_PAUSE).await;
+                sleep(HANDOFF_PAUSE).await;
             }
         }
     }

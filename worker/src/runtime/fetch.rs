@@ -11,9 +11,10 @@ use wasm_bindgen::JsCast;
 use worker::js_sys::Promise;
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::{self, ReadableStream};
-use worker::{AbortController, Delay, Response, ResponseBody};
+use worker::{AbortController, Response, ResponseBody};
 
 use super::stream::{BodyReader, Piece};
+use super::wake::sleep;
 use crate::caller::body::Hangup;
 use crate::caller::request::{header_lines, reads_whole, BodyLimit};
 
@@ -94,7 +95,7 @@ pub(crate) async fn fetch(
             None => pending::<()>().await,
         }
     };
-    let waited = select(Delay::from(timeout), Box::pin(gone));
+    let waited = select(sleep(timeout), Box::pin(gone));
     match select(Box::pin(sent), waited).await {
         Either::Left((Some(response), _)) => Ok(response),
         Either::Left((None, _)) => Err(FetchError::NoConnection),
@@ -189,7 +190,7 @@ pub(crate) async fn read_capped(
     let Some(timeout) = timeout else {
         return read.await;
     };
-    match select(Box::pin(read), Delay::from(timeout)).await {
+    match select(Box::pin(read), sleep(timeout)).await {
         Either::Left((result, _)) => result,
         Either::Right(_) => Err(ReadError::Timeout),
     }

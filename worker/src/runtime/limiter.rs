@@ -32,8 +32,9 @@ use std::time::Duration;
 use wasm_bindgen::prelude::*;
 use worker::js_sys::Promise;
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{Context, Delay, Env, ObjectNamespace};
+use worker::{Context, Env, ObjectNamespace};
 
+use super::wake::sleep;
 use super::{apart, now_ms};
 use crate::error::AppError;
 use crate::limiter::pending::{CallId, Pending, Step};
@@ -88,7 +89,7 @@ async fn call_carrying(
 /// [`STORE_WAIT`](crate::limiter::pending::STORE_WAIT)), in a `Settle` call of its own, resent
 /// after failures until [`SETTLE_DEADLINE`].
 async fn deliver(namespace: ObjectNamespace, sub: String, limits: Limits, ticket: u64) {
-    Delay::from(SETTLE_DELAY).await;
+    sleep(SETTLE_DELAY).await;
     let deadline = now_ms() + SETTLE_DEADLINE.as_millis() as u64;
     let mut pause = RETRY_PAUSE;
     loop {
@@ -98,12 +99,12 @@ async fn deliver(namespace: ObjectNamespace, sub: String, limits: Limits, ticket
         // I/O).
         match with_pending(&sub, |p| p.find(ticket)).step(now) {
             Step::Done => return,
-            Step::Wait(wait) => Delay::from(wait).await,
+            Step::Wait(wait) => sleep(wait).await,
             Step::Send => {
                 let sent =
                     call_carrying(&namespace, &sub, |settle| Call::Settle { limits, settle }).await;
                 if sent.is_err() {
-                    Delay::from(pause).await;
+                    sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
             }

@@ -13,6 +13,8 @@
 //! - `resume`: a stream handed to the user's Durable Object when its caller left, and the
 //!   object's side: what it keeps and how a resume reads it.
 //! - `stream`: a stream's pipe, the provider's body read and the caller's written natively.
+//! - `wake`: the runtime's callbacks by number: timers ([`wake::sleep`]) and a request's abort
+//!   signal.
 
 mod auth;
 mod durable;
@@ -24,6 +26,7 @@ mod resume;
 mod signature;
 mod storage;
 mod stream;
+mod wake;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -24,11 +24,12 @@ use std::time::Duration;
 use futures_util::future::select;
 use worker::js_sys::{Object, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::{Delay, Env, Headers, Request, Response, ResponseBody};
+use worker::{Env, Headers, Request, Response, ResponseBody};
 
 use super::now_ms;
 use super::storage::Storage;
 use super::stream::Sink;
+use super::wake::sleep;
 use crate::error::AppError;
 use crate::log::Event;
 use crate::resume::{query_param, Due, Lookup, Stored, Streams, STORED_CHUNK, STORED_PREFIX};
@@ -80,7 +81,7 @@ impl Handoff {
                 // Refused as not following on: sending it again changes nothing.
                 Ok(r) if r.status_code() == 409 => return false,
                 _ => {
-                    Delay::from(pause).await;
+                    sleep(pause).await;
                     pause *= 2;
                 }
             }
@@ -346,7 +347,7 @@ impl StreamHouse {
                 house: self.clone(),
                 seen,
             };
-            let _ = select(arrival, Delay::from(Duration::from_millis(left))).await;
+            let _ = select(arrival, sleep(Duration::from_millis(left))).await;
         }
     }
 
@@ -370,7 +371,7 @@ impl StreamHouse {
         let id = id.to_owned();
         worker::wasm_bindgen_futures::spawn_local(async move {
             loop {
-                Delay::from(Duration::from_millis(idle)).await;
+                sleep(Duration::from_millis(idle)).await;
                 {
                     let mut state = house.state.borrow_mut();
                     let Some(entry) = state.streams.get(&id) else {

@@ -32,6 +32,7 @@ use wasm_bindgen::JsCast;
 use worker::js_sys::{Array, Function, Uint8Array};
 use worker::web_sys::ReadableStream;
 
+use super::wake::{clear_timer, timer_ms};
 use crate::caller::body::Hangup;
 use crate::mix_map::{mix_map, MixMap};
 
@@ -76,9 +77,6 @@ export function storycadWhole(body, id, report) {
 export function storycadTimer(id, kind, ms, report) {
   return setTimeout(() => report(id, kind, undefined), ms);
 }
-export function storycadClearTimer(timer) {
-  clearTimeout(timer);
-}
 "#)]
 extern "C" {
     #[wasm_bindgen(js_name = storycadPipe, catch)]
@@ -97,8 +95,6 @@ extern "C" {
     fn js_whole(body: &ReadableStream, id: u32, report: &Function);
     #[wasm_bindgen(js_name = storycadTimer)]
     fn js_timer(id: u32, kind: u32, ms: u32, report: &Function) -> JsValue;
-    #[wasm_bindgen(js_name = storycadClearTimer)]
-    fn js_clear_timer(timer: &JsValue);
 }
 
 /// What the helper reports (its second argument).
@@ -438,12 +434,12 @@ impl Pipe {
 
     /// Fires `timer` in `ms` (replacing that timer if armed).
     pub fn arm(&mut self, timer: Timer, ms: u64) {
-        let ms = u32::try_from(ms).unwrap_or(u32::MAX).min(i32::MAX as u32);
+        let ms = timer_ms(ms);
         let armed =
             REPORT.with(|report| js_timer(self.upstream.id, TIMER + timer as u32, ms, report));
         let old = self.upstream.mailbox.borrow_mut().timers[timer as usize].replace(armed);
         if let Some(old) = old {
-            js_clear_timer(&old);
+            clear_timer(&old);
         }
     }
 
@@ -457,7 +453,7 @@ impl Drop for Pipe {
     fn drop(&mut self) {
         let timers = std::mem::take(&mut self.upstream.mailbox.borrow_mut().timers);
         for timer in timers.iter().flatten() {
-            js_clear_timer(timer);
+            clear_timer(timer);
         }
         // Ended early (the caller left or stopped reading): the body ends where it is, as a
         // stream without its `[DONE]` (erroring it instead would only log an uncaught error).

@@ -1,0 +1,218 @@
+//! The runtime's callbacks into the Worker by number: a timer ([`sleep`]) and a request's abort
+//! signal ([`AbortWatch`]). One wasm-bindgen closure serves the whole isolate; each timer or
+//! watch is a number in a table and a JavaScript arrow function around it.
+//!
+//! workers-rs' `Delay` and a `Closure` per watch made a wasm-bindgen closure each time: a
+//! wasm table slot, its JavaScript wrapper registered with a `FinalizationRegistry`, and the
+//! unregistering when dropped. A JSON request armed two timers (the provider's headers, then
+//! its body), watched its caller's signal, and with the limiter on armed its settlement's.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use worker::js_sys::Function;
+use worker::web_sys;
+
+use crate::caller::body::Hangup;
+use crate::mix_map::{mix_map, MixMap};
+
+#[wasm_bindgen(inline_js = r#"
+export function storycadSleep(ms, id, wake) {
+  return setTimeout(() => wake(id), ms);
+}
+export function storycadClearTimer(timer) {
+  clearTimeout(timer);
+}
+export function storycadWatchAbort(request, id, wake) {
+  const signal = request.signal;
+  if (!signal) return 0;
+  if (signal.aborted) return 1;
+  signal.onabort = () => wake(id);
+  return 2;
+}
+export function storycadUnwatchAbort(request) {
+  const signal = request.signal;
+  if (signal) signal.onabort = null;
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(js_name = storycadSleep)]
+    fn js_sleep(ms: u32, id: u32, wake: &Function) -> JsValue;
+    #[wasm_bindgen(js_name = storycadClearTimer)]
+    fn js_clear_timer(timer: &JsValue);
+    #[wasm_bindgen(js_name = storycadWatchAbort)]
+    fn js_watch_abort(request: &JsValue, id: u32, wake: &Function) -> u32;
+    #[wasm_bindgen(js_name = storycadUnwatchAbort)]
+    fn js_unwatch_abort(request: &JsValue);
+}
+
+/// What a number stands for until the runtime calls back with it.
+enum Waiting {
+    /// A [`Sleep`] armed and not yet done: the task to wake.
+    Timer(Option<Waker>),
+    /// An [`AbortWatch`]: what to raise.
+    Abort(Hangup),
+}
+
+thread_local! {
+    static WAITING: RefCell<MixMap<u32, Waiting>> = RefCell::new(mix_map());
+    static NEXT: Cell<u32> = const { Cell::new(1) };
+    /// The one callback: `wake(id)`. Never dropped.
+    static WAKE: Function = {
+        let wake = Closure::<dyn FnMut(u32)>::new(wake);
+        let f: Function = wake.as_ref().unchecked_ref::<Function>().clone();
+        wake.forget();
+        f
+    };
+}
+
+fn wake(id: u32) {
+    // Out of the table before anything runs: what it wakes may arm or drop others.
+    let Some(waiting) = WAITING.with(|w| w.borrow_mut().remove(&id)) else {
+        return;
+    };
+    match waiting {
+        Waiting::Timer(waker) => waker.into_iter().for_each(Waker::wake),
+        Waiting::Abort(hangup) => hangup.raise(),
+    }
+}
+
+/// A number no entry of the table holds, entered with `waiting`.
+fn enter(waiting: Waiting) -> u32 {
+    WAITING.with(|w| {
+        let mut table = w.borrow_mut();
+        let id = NEXT.with(|n| {
+            let mut id = n.get();
+            while id == 0 || table.contains_key(&id) {
+                id = id.wrapping_add(1);
+            }
+            n.set(id.wrapping_add(1));
+            id
+        });
+        table.insert(id, waiting);
+        id
+    })
+}
+
+/// Takes `id` out of the table; whether it was still there (the runtime had not called back).
+fn leave(id: u32) -> bool {
+    WAITING.with(|w| w.borrow_mut().remove(&id)).is_some()
+}
+
+/// The runtime's clearTimeout, for a timer set by this module or by the stream's helper.
+pub(super) fn clear_timer(timer: &JsValue) {
+    js_clear_timer(timer);
+}
+
+/// Done `after` this long (from its first poll, as workers-rs' `Delay`); the runtime's timer is
+/// cleared if it is dropped before.
+pub(crate) fn sleep(after: Duration) -> Sleep {
+    Sleep {
+        // Not `as_millis`: its u128 division is 1 KB of wasm.
+        ms: timer_ms(
+            after
+                .as_secs()
+                .saturating_mul(1000)
+                .saturating_add(u64::from(after.subsec_millis())),
+        ),
+        armed: None,
+        done: false,
+    }
+}
+
+/// `ms` as `setTimeout` takes it: at most 2^31 - 1 (the runtime fires a longer delay at once).
+pub(super) fn timer_ms(ms: u64) -> u32 {
+    u32::try_from(ms).unwrap_or(u32::MAX).min(i32::MAX as u32)
+}
+
+/// See [`sleep`].
+pub(crate) struct Sleep {
+    ms: u32,
+    /// The table's number and the runtime's timer, once armed.
+    armed: Option<(u32, JsValue)>,
+    done: bool,
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.done {
+            return Poll::Ready(());
+        }
+        let Some((id, _)) = self.armed else {
+            let id = enter(Waiting::Timer(Some(cx.waker().clone())));
+            let timer = WAKE.with(|wake| js_sleep(self.ms, id, wake));
+            self.armed = Some((id, timer));
+            return Poll::Pending;
+        };
+        let pending = WAITING.with(|w| match w.borrow_mut().get_mut(&id) {
+            Some(Waiting::Timer(waker)) => {
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                true
+            }
+            _ => false,
+        });
+        if pending {
+            return Poll::Pending;
+        }
+        self.done = true;
+        self.armed = None;
+        Poll::Ready(())
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let Some((id, timer)) = self.armed.take() {
+            if leave(id) {
+                js_clear_timer(&timer);
+            }
+        }
+    }
+}
+
+/// Raises a hangup when the runtime aborts a request's signal (its caller disconnected); stops
+/// watching when dropped.
+pub(crate) struct AbortWatch {
+    request: JsValue,
+    id: u32,
+}
+
+impl AbortWatch {
+    /// Watches `request`'s signal for `hangup`. `None` when there is nothing to watch: the
+    /// signal is missing (without the compatibility flag; then only the body's cancellation
+    /// tells), or already aborted, and then `hangup` is raised now.
+    pub(crate) fn new(request: &web_sys::Request, hangup: &Hangup) -> Option<AbortWatch> {
+        // (`web_sys::Request::clone` is the runtime's `clone()`, a copy of the request.)
+        let request: &JsValue = request.as_ref();
+        let id = enter(Waiting::Abort(hangup.clone()));
+        let watching = WAKE.with(|wake| js_watch_abort(request, id, wake));
+        if watching == 2 {
+            return Some(AbortWatch {
+                request: request.clone(),
+                id,
+            });
+        }
+        leave(id);
+        if watching == 1 {
+            hangup.raise();
+        }
+        None
+    }
+}
+
+impl Drop for AbortWatch {
+    fn drop(&mut self) {
+        if leave(self.id) {
+            js_unwatch_abort(&self.request);
+        }
+    }
+}
