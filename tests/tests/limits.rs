@@ -76,6 +76,7 @@ fn main() -> ExitCode {
         unknown_plan_is_403,
         rate_limit_headers_on_every_answer_after_auth,
         usage_endpoint_reports_plan_limits_and_what_is_left,
+        settlements_of_a_burst_answered_at_once_are_all_charged,
     ];
     cases.push(support::Case::new("limiter_latency_on_vs_off", limiter_latency_on_vs_off).serial());
     support::run(
@@ -217,6 +218,46 @@ async fn burst_of_50_admits_exactly_the_rate_limit(s: Arc<Suite>) {
     assert_eq!(v["requests"]["remaining"], 0, "{v}");
     let reset = v["requests"]["reset_seconds"].as_f64().unwrap();
     assert!(reset > 0.0 && reset <= 60.0, "{v}");
+}
+
+/// Requests held at the provider, then answered at once: their settlements wait in the isolate
+/// together and reach the object in one call, longer than a header carries
+/// (`limiter::wire::HEADER_TEXT_MAX`, 4,096 bytes; a settlement is ~40), so as the call's body,
+/// and the object answers in a body. Every one is charged what the provider said.
+async fn settlements_of_a_burst_answered_at_once_are_all_charged(s: Arc<Suite>) {
+    const HELD: usize = 250;
+    const GATE: u64 = 1;
+    let t = token(&s, "settle-burst", Some("free"));
+    let nonce = unique(&s);
+    let body = chat_body(OPENAI_ALIAS, &format!("fault:gate={GATE} {nonce}"), false);
+    let limit = usage(&s, &t).await["tokens"]["limit"].as_u64().unwrap();
+    let requests = futures_util::future::join_all((0..HELD).map(|_| s.chat(Some(&t), &body)));
+    let open = async {
+        // Once every request is admitted and at the provider.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while s.provider.requests_containing(&nonce).len() < HELD {
+            assert!(
+                Instant::now() < deadline,
+                "the burst did not reach the provider"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        s.provider.open_gate(GATE);
+    };
+    let (answers, ()) = tokio::join!(requests, open);
+    let mut charged = 0;
+    for seen in &answers {
+        assert_eq!(seen.status, 200, "{}", seen.text());
+        charged += tokens_of(&seen.json());
+    }
+    let v = usage_until(&s, &t, "the burst's settlements", |v| {
+        v["tokens"]["remaining"] == limit - charged
+    })
+    .await;
+    let requests = &v["requests"];
+    let used = requests["limit"].as_u64().unwrap() - requests["remaining"].as_u64().unwrap();
+    assert_eq!(used, HELD as u64, "{v}");
+    eprintln!("[limits] {HELD} requests answered at once: {charged} tokens charged, all of them");
 }
 
 async fn budget_holds_reservations_and_charges_what_the_provider_said(s: Arc<Suite>) {

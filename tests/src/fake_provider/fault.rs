@@ -74,6 +74,13 @@ pub enum Fault {
         /// The silence before the headers.
         before: Duration,
     },
+    /// `fault:gate=<n>`: the normal answer, once the test opens gate `n`
+    /// ([`crate::fake_provider::FakeProvider::open_gate`]; at most the hang limit later): the
+    /// requests held at one gate are answered together.
+    Gate {
+        /// The gate's number.
+        gate: u64,
+    },
     /// `fault:big=<bytes>`: a stream of that many bytes of content (as fast as the reader takes
     /// them) in pieces of [`BIG_PIECE`] bytes, each one token; the bytes written so far are
     /// counted ([`crate::fake_provider::FakeProvider::bytes_sent`]). A JSON answer is one piece.
@@ -146,6 +153,7 @@ impl Fault {
             "delay" => Fault::Delay {
                 before: Duration::from_millis(num(1000)),
             },
+            "gate" => Fault::Gate { gate: num(0) },
             "big" => Fault::Big {
                 bytes: num(1 << 20),
             },
@@ -197,6 +205,10 @@ mod tests {
             Some(Fault::Unavailable)
         );
         assert_eq!(Fault::parse("fault@m:reset"), Some(Fault::Reset));
+        assert_eq!(
+            Fault::parse("fault:gate=42 x"),
+            Some(Fault::Gate { gate: 42 })
+        );
         assert_eq!(
             Fault::parse("fault:delay=2000 x"),
             Some(Fault::Delay {

@@ -177,6 +177,8 @@ struct Shared {
     prompt_cache: Mutex<prompt_cache::PromptCache>,
     /// What each answered request read from and wrote to the prompt cache, per number.
     cache_usage: Mutex<std::collections::HashMap<u64, CacheUsage>>,
+    /// `fault:gate` gates, by number: closed (the semaphore's) when opened.
+    gates: Mutex<std::collections::HashMap<u64, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl Shared {
@@ -185,6 +187,16 @@ impl Shared {
         self.requests
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Gate `n`, made (shut) if new.
+    fn gate(&self, n: u64) -> Arc<tokio::sync::Semaphore> {
+        self.gates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(n)
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(0)))
+            .clone()
     }
 
     /// Applies request `n`'s prompt to the cache: what it reads and writes.
@@ -228,6 +240,7 @@ impl FakeProvider {
             requests: Mutex::new(Vec::new()),
             counter: AtomicU64::new(0),
             sent: Mutex::new(std::collections::HashMap::new()),
+            gates: Mutex::new(std::collections::HashMap::new()),
         });
         let server = Background::start(port, "fake-provider", shared.clone(), handle)?;
         Ok(FakeProvider { server, shared })
@@ -246,6 +259,12 @@ impl FakeProvider {
     /// `http://127.0.0.1:PORT`: the value for `ANTHROPIC_BASE_URL`.
     pub fn anthropic_base_url(&self) -> String {
         format!("http://{}", self.addr())
+    }
+
+    /// Lets the requests held at `fault:gate=<gate>` go on, now and after.
+    pub fn open_gate(&self, gate: u64) {
+        // A closed semaphore fails every wait at once: the waiters' and any later one's.
+        self.shared.gate(gate).close();
     }
 
     /// Every request received so far, oldest first.
@@ -502,6 +521,7 @@ async fn handle(shared: Arc<Shared>, req: Request, mut conn: Conn) -> (Conn, Aft
         fault,
         None | Some(
             Fault::Delay { .. }
+                | Fault::Gate { .. }
                 | Fault::Big { .. }
                 | Fault::Cut
                 | Fault::CutClean
@@ -520,6 +540,12 @@ async fn handle(shared: Arc<Shared>, req: Request, mut conn: Conn) -> (Conn, Aft
         None => normal(conn, dialect, &answer, &parsed, n).await,
         Some(Fault::Delay { before }) => {
             tokio::time::sleep(before).await;
+            normal(conn, dialect, &answer, &parsed, n).await
+        }
+        Some(Fault::Gate { gate }) => {
+            let gate = shared.gate(gate);
+            // Never granted: it returns when the gate is closed (opened, for the test).
+            let _ = tokio::time::timeout(hang, gate.acquire()).await;
             normal(conn, dialect, &answer, &parsed, n).await
         }
         Some(Fault::Big { bytes }) => {

@@ -11,6 +11,38 @@
 use serde_json::Value;
 
 pub use crate::json_read::from_str;
+
+/// The request header a call travels in when it fits one ([`fits_header`]); the object then
+/// answers with its decision in [`DECISION_HEADER`], when that fits too. Neither side then has a
+/// body to read: no body stream on either side of the round trip, no promise to await for its
+/// text (each such read is a pass through the runtime's event loop). A call that does not fit
+/// (a long list of settlements) goes as the request's body and its decision comes back as the
+/// answer's body, which is also how an object answers a caller that sent a body: an isolate of
+/// an earlier release, during a deploy, reads what it expects.
+pub const CALL_HEADER: &str = "x-storycad-limiter-call";
+/// See [`CALL_HEADER`].
+pub const DECISION_HEADER: &str = "x-storycad-limiter-decision";
+/// The longest text sent in a header here: far under any runtime's limit on a request's
+/// headers (Cloudflare's is 128 KB), and more than an admission with a few dozen settlements.
+pub const HEADER_TEXT_MAX: usize = 4096;
+
+/// Whether `text` can be a header's value as it is: at most [`HEADER_TEXT_MAX`] bytes, all
+/// printable ASCII (a header value is bytes, and the runtime refuses a character past 0xFF;
+/// serde writes other characters as they are), without space at either end (which a header
+/// value loses).
+pub fn fits_header(text: &str) -> bool {
+    let printable = |b: &u8| (0x21..0x7f).contains(b);
+    let bytes = text.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(first), Some(last)) => {
+            bytes.len() <= HEADER_TEXT_MAX
+                && printable(first)
+                && printable(last)
+                && bytes.iter().all(|b| *b == b' ' || printable(b))
+        }
+        _ => false,
+    }
+}
 use crate::json_read::{invalid, Fields, FromJson};
 
 use super::core::{IdRange, Lapsed, Ticket};
@@ -187,6 +219,72 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn an_admission_and_its_decision_travel_in_headers_a_long_settle_list_does_not() {
+        let limits = Limits {
+            requests_per_minute: u64::MAX,
+            tokens_per_day: u64::MAX,
+            concurrent_streams: u64::MAX,
+        };
+        let settle = |n: u64| -> Vec<Settlement> {
+            (0..n)
+                .map(|i| Settlement {
+                    ticket: u64::MAX - i,
+                    tokens: u64::MAX,
+                })
+                .collect()
+        };
+        let admit = |n| Call::Admit {
+            limits: limits.clone(),
+            tokens: u64::MAX,
+            stream: true,
+            settle: settle(n),
+        };
+        assert!(fits_header(&serde_json::to_string(&admit(0)).unwrap()));
+        assert!(fits_header(&serde_json::to_string(&admit(40)).unwrap()));
+        assert!(!fits_header(&serde_json::to_string(&admit(100)).unwrap()));
+        let decision = Decision {
+            ticket: Some(u64::MAX),
+            refusal: Some(Refusal {
+                kind: RefusalKind::TokensInFlight,
+                limit: u64::MAX,
+                retry_after_ms: u64::MAX,
+                asked: u64::MAX,
+                left: u64::MAX,
+            }),
+            snapshot: Snapshot {
+                requests: level(u64::MAX),
+                tokens: level(u64::MAX),
+                streams: level(u64::MAX),
+            },
+            stored: true,
+        };
+        let text = serde_json::to_string(&decision).unwrap();
+        assert!(fits_header(&text), "{text}");
+    }
+
+    #[test]
+    fn a_header_carries_printable_ascii_within_its_length_and_nothing_else() {
+        let at_most = "x".repeat(HEADER_TEXT_MAX);
+        assert!(fits_header(&at_most));
+        assert!(!fits_header(&format!("{at_most}x")));
+        assert!(fits_header(r#"{"op":"admit","a b":"~!"}"#));
+        for refused in [
+            "",
+            " {}",
+            "{} ",
+            "{\t}",
+            "{\n}",
+            "{\r}",
+            "{\u{7f}}",
+            "{\0}",
+            r#"{"model":"café"}"#,
+            "{\"x\":\"\u{1F600}\"}",
+        ] {
+            assert!(!fits_header(refused), "{refused:?}");
+        }
+    }
 
     fn level(n: u64) -> Level {
         Level {

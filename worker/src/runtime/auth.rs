@@ -182,7 +182,7 @@ async fn fetch_jwks(url: &str) -> Result<KeySet, String> {
                 "the JWKS request failed".to_owned()
             }
         })?;
-    let status = response.status_code();
+    let status = response.status();
     if status != 200 {
         return Err(format!("the JWKS answered HTTP {status}"));
     }

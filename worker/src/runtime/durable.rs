@@ -73,10 +73,17 @@ impl UserLimiter {
         if StreamHouse::handles(&req.url()) {
             return apart(self.streams_call(req)).await;
         }
+        // In a header when it fits one (the caller then reads the answer's header), else the
+        // body (see `wire::CALL_HEADER`).
+        let in_header = req.headers().get(wire::CALL_HEADER).ok().flatten();
+        let answer_in_header = in_header.is_some();
+        let text = match in_header {
+            Some(text) => Some(text),
+            None => JsFuture::from(req.text()?).await?.as_string(),
+        };
         // serde_json on the text, not the runtime's JSON: ticket ids are exact 64-bit numbers.
-        let text = JsFuture::from(req.text()?).await?.as_string();
         let Some(call) = text.and_then(|text| wire::from_str::<Call>(&text).ok()) else {
-            return answer("bad limiter call", 400);
+            return answer("bad limiter call", 400, false);
         };
         if self.memory.borrow().is_none() {
             apart(self.load()).await?;
@@ -90,7 +97,9 @@ impl UserLimiter {
         if let Some(text) = text {
             apart(self.store(text, now)).await?;
         }
-        answer(&serde_json::to_string(&decision).unwrap_or_default(), 200)
+        let text = serde_json::to_string(&decision).unwrap_or_default();
+        let in_header = answer_in_header && wire::fits_header(&text);
+        answer(&text, 200, in_header)
     }
 }
 
@@ -129,9 +138,20 @@ impl UserLimiter {
     }
 }
 
-/// An answer of `status` carrying `text`.
-fn answer(text: &str, status: u16) -> Result<JsValue, JsValue> {
-    let init = web_sys::ResponseInit::new();
-    init.set_status(status);
-    Ok(web_sys::Response::new_with_opt_str_and_init(Some(text), &init)?.into())
+#[wasm_bindgen(inline_js = r#"
+export function storycadLimiterAnswer(text, status, header) {
+  return header
+    ? new Response(null, { status, headers: { [header]: text } })
+    : new Response(text, { status });
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(js_name = storycadLimiterAnswer, catch)]
+    fn js_answer(text: &str, status: u16, header: Option<&str>) -> Result<JsValue, JsValue>;
+}
+
+/// An answer of `status` carrying `text`: in [`wire::DECISION_HEADER`] when `in_header`, else
+/// as its body.
+fn answer(text: &str, status: u16, in_header: bool) -> Result<JsValue, JsValue> {
+    js_answer(text, status, in_header.then_some(wire::DECISION_HEADER))
 }

@@ -24,7 +24,7 @@ use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{event, web_sys, Context, Env, Headers, Response, ResponseBody};
 
 use super::auth::Authenticator;
-use super::fetch::{fetch, read_capped, Body, FetchError, Outgoing, ReadError};
+use super::fetch::{fetch, read_capped, Answer, Body, FetchError, Outgoing, ReadError};
 use super::kv;
 use super::limiter::{Admission, Limiter};
 use super::resume::{self as streams, Handoff};
@@ -440,6 +440,7 @@ async fn read_body(req: &Incoming<'_>, limit: u64) -> Result<Vec<u8>, AppError> 
     check_declared_length(declared.as_deref(), limit)?;
     let encoding = req.header("content-encoding");
     let body = Body::new(
+        req.req.as_ref(),
         req.req.body(),
         limit,
         declared.as_deref(),
@@ -606,7 +607,7 @@ async fn attempt(
     to_headers: Duration,
     default_max_tokens: u32,
     prompt_cache: Option<&PromptCache>,
-) -> Option<(AttemptEnd, Option<(Response, String)>)> {
+) -> Option<(AttemptEnd, Option<(Answer, String)>)> {
     let ended = |end| Some((end, None));
     let Some(key) = secret_text(cx.env, route.key_secret()).filter(|k| !k.trim().is_empty()) else {
         let name = route.key_secret().to_owned();
@@ -646,7 +647,7 @@ async fn attempt(
         Err(FetchError::NoConnection) => return ended(AttemptEnd::NoConnection),
         Err(FetchError::NoAnswer) => return ended(AttemptEnd::NoAnswer),
     };
-    let status = response.status_code();
+    let status = response.status();
     if (200..300).contains(&status) {
         return Some((AttemptEnd::Accepted { status }, Some((response, key))));
     }
@@ -657,7 +658,7 @@ async fn attempt(
 /// from what is kept of the body).
 async fn refused(
     route: &Route<'_>,
-    response: Response,
+    response: Answer,
     status: u16,
     key: &str,
     to_headers: Duration,
@@ -665,10 +666,9 @@ async fn refused(
     let body = read_upstream(&response, MAX_ERROR_BODY, to_headers)
         .await
         .unwrap_or_default();
-    let headers = response.headers();
     let values: Vec<(String, String)> = [names::RETRY_AFTER, names::RETRY_AFTER_MS]
         .iter()
-        .filter_map(|n| headers.get(n).ok().flatten().map(|v| ((*n).to_owned(), v)))
+        .filter_map(|n| response.header(n).map(|v| ((*n).to_owned(), v)))
         .collect();
     let scrub = [key, route.provider.base_url.as_str()];
     let error = error_from_response(
@@ -684,7 +684,7 @@ async fn refused(
 /// A provider's 2xx response, with the key and route it came through, and what the request
 /// goes on with: its lifecycle and the cache's store.
 struct Accepted<'a> {
-    response: Response,
+    response: Answer,
     key: String,
     route: &'a Route<'a>,
     tracked: Tracked,
@@ -755,10 +755,10 @@ fn streamed(
     let kind = route.provider.kind;
     let label = route.label();
     let created = now_ms() / 1000;
-    let ResponseBody::Stream(upstream) = response.body() else {
+    let Some(upstream) = response.body() else {
         return Err(tracked.step(|c, _| c.answer_failed(UpstreamError::BadResponse)));
     };
-    let Ok((pipe, body)) = Pipe::new(upstream, cx.hangup) else {
+    let Ok((pipe, body)) = Pipe::new(&upstream, cx.hangup) else {
         return Err(tracked.step(|c, _| c.answer_failed(UpstreamError::BadResponse)));
     };
     let scrub = vec![key, route.provider.base_url.clone()];
@@ -1290,7 +1290,7 @@ async fn resume(req: &Incoming<'_>, cx: &Cx<'_>, config: &Config) -> Result<Resp
 
 /// An upstream body, at most `limit` bytes within `timeout`, as the provider's failure.
 async fn read_upstream(
-    response: &Response,
+    response: &Answer,
     limit: usize,
     timeout: Duration,
 ) -> Result<Vec<u8>, UpstreamError> {

@@ -11,7 +11,7 @@ use wasm_bindgen::JsCast;
 use worker::js_sys::Promise;
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::{self, ReadableStream};
-use worker::{AbortController, Response, ResponseBody};
+use worker::AbortController;
 
 use super::stream::{BodyReader, Piece};
 use super::wake::sleep;
@@ -64,13 +64,33 @@ pub(crate) enum FetchError {
     CallerGone,
 }
 
+/// A response as the runtime gave it. (workers-rs' `Response`, made of it, read its headers,
+/// status, body, `cf` and `webSocket` from the runtime whatever was used.)
+pub(crate) struct Answer(web_sys::Response);
+
+impl Answer {
+    pub(crate) fn status(&self) -> u16 {
+        self.0.status()
+    }
+
+    /// The header `name`'s value; `None` when it has none.
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
+        self.0.headers().get(name).ok().flatten()
+    }
+
+    /// Its body; `None` when it has none.
+    pub(crate) fn body(&self) -> Option<ReadableStream> {
+        self.0.body()
+    }
+}
+
 /// Sends `request` and waits for its headers, at most `timeout`, and, with a `hangup`, no
 /// longer than the caller stays; the fetch is aborted when it gives up.
 pub(crate) async fn fetch(
     request: Outgoing<'_>,
     timeout: Duration,
     hangup: Option<&Hangup>,
-) -> Result<Response, FetchError> {
+) -> Result<Answer, FetchError> {
     let lines = header_lines(request.headers).ok_or(FetchError::NotSent)?;
     let controller = AbortController::default();
     let signal = controller.signal();
@@ -84,10 +104,7 @@ pub(crate) async fn fetch(
     .map_err(|_| FetchError::NotSent)?;
     let sent = async {
         let answer = JsFuture::from(promise).await.ok()?;
-        answer
-            .dyn_into::<web_sys::Response>()
-            .ok()
-            .map(Response::from)
+        answer.dyn_into::<web_sys::Response>().ok().map(Answer)
     };
     let gone = async {
         match hangup {
@@ -123,6 +140,8 @@ pub(crate) enum ReadError {
 
 /// A body to read with [`read_capped`], and how much of it will be taken.
 pub(crate) struct Body {
+    /// The `Request` or `Response` it is the body of: a whole read asks it for its bytes.
+    message: JsValue,
     stream: Option<ReadableStream>,
     limit: u64,
     /// Read whole by the runtime, in one call, instead of one call per piece
@@ -132,14 +151,16 @@ pub(crate) struct Body {
 
 impl Body {
     /// A message's body, at most `limit` bytes of it, with its headers' `content-length` and
-    /// `content-encoding`.
+    /// `content-encoding`. `message`: the `Request` or `Response`.
     pub(crate) fn new(
+        message: &JsValue,
         stream: Option<ReadableStream>,
         limit: u64,
         content_length: Option<&str>,
         content_encoding: Option<&str>,
     ) -> Body {
         Body {
+            message: message.clone(),
             stream,
             limit,
             whole: reads_whole(content_length, content_encoding, limit),
@@ -147,17 +168,13 @@ impl Body {
     }
 
     /// A response's body, at most `limit` bytes of it.
-    pub(crate) fn of(response: &Response, limit: u64) -> Body {
-        let stream = match response.body() {
-            ResponseBody::Stream(stream) => Some(stream.clone()),
-            _ => None,
-        };
-        let header = |name: &str| response.headers().get(name).ok().flatten();
+    pub(crate) fn of(response: &Answer, limit: u64) -> Body {
         Body::new(
-            stream,
+            response.0.as_ref(),
+            response.body(),
             limit,
-            header("content-length").as_deref(),
-            header("content-encoding").as_deref(),
+            response.header("content-length").as_deref(),
+            response.header("content-encoding").as_deref(),
         )
     }
 }
@@ -173,7 +190,7 @@ pub(crate) async fn read_capped(
         return Ok(Vec::new());
     };
     let mut reader = if body.whole {
-        BodyReader::whole(&stream)
+        BodyReader::whole(&body.message)
     } else {
         BodyReader::new(&stream, None)
     };

@@ -62,10 +62,10 @@ export function storycadClose(writer) {
 export function storycadCancel(reader) {
   reader.cancel().catch(() => {});
 }
-export function storycadWhole(body, id, report) {
+export function storycadWhole(message, id, report) {
   let all;
   try {
-    all = new Response(body).arrayBuffer();
+    all = message.arrayBuffer();
   } catch (e) {
     all = Promise.reject(e);
   }
@@ -92,7 +92,7 @@ extern "C" {
     #[wasm_bindgen(js_name = storycadCancel)]
     fn js_cancel(reader: &JsValue);
     #[wasm_bindgen(js_name = storycadWhole)]
-    fn js_whole(body: &ReadableStream, id: u32, report: &Function);
+    fn js_whole(message: &JsValue, id: u32, report: &Function);
     #[wasm_bindgen(js_name = storycadTimer)]
     fn js_timer(id: u32, kind: u32, ms: u32, report: &Function) -> JsValue;
 }
@@ -242,12 +242,13 @@ impl BodyReader {
         reader
     }
 
-    /// `body` read whole by the runtime, in one call: one piece (all of it), then the end.
-    /// For a body whose length is known to be within what the caller will take.
-    pub fn whole(body: &ReadableStream) -> BodyReader {
+    /// The body of `message` (a `Request` or `Response`) read whole by the runtime, in one call
+    /// (its `arrayBuffer()`): one piece (all of it), then the end. For a body whose length is
+    /// known to be within what the caller will take.
+    pub fn whole(message: &JsValue) -> BodyReader {
         let reader = BodyReader::on(None);
         reader.mailbox.borrow_mut().reading = true;
-        REPORT.with(|report| js_whole(body, reader.id, report));
+        REPORT.with(|report| js_whole(message, reader.id, report));
         reader
     }
 
