@@ -25,13 +25,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use wasm_bindgen::prelude::*;
-use worker::wasm_bindgen_futures::JsFuture;
 use worker::worker_sys::web_sys;
 use worker::worker_sys::DurableObjectState;
 use worker::State;
 
 use super::resume::StreamHouse;
 use super::storage::Storage;
+use super::wake::settled;
 use super::{apart, now_ms};
 use crate::limiter::{wire, Call, Ledger, UserState};
 
@@ -79,7 +79,7 @@ impl UserLimiter {
         let answer_in_header = in_header.is_some();
         let text = match in_header {
             Some(text) => Some(text),
-            None => JsFuture::from(req.text()?).await?.as_string(),
+            None => settled(req.text()?).await?.as_string(),
         };
         // serde_json on the text, not the runtime's JSON: ticket ids are exact 64-bit numbers.
         let Some(call) = text.and_then(|text| wire::from_str::<Call>(&text).ok()) else {

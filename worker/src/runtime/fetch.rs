@@ -9,12 +9,11 @@ use futures_util::future::{pending, select, Either};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use worker::js_sys::Promise;
-use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::{self, ReadableStream};
 use worker::AbortController;
 
 use super::stream::{BodyReader, Piece};
-use super::wake::sleep;
+use super::wake::{settled, sleep};
 use crate::caller::body::Hangup;
 use crate::caller::request::{header_lines, reads_whole, BodyLimit};
 
@@ -103,7 +102,7 @@ pub(crate) async fn fetch(
     )
     .map_err(|_| FetchError::NotSent)?;
     let sent = async {
-        let answer = JsFuture::from(promise).await.ok()?;
+        let answer = settled(promise).await.ok()?;
         answer.dyn_into::<web_sys::Response>().ok().map(Answer)
     };
     let gone = async {

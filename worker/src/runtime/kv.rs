@@ -4,9 +4,9 @@
 
 use worker::js_sys::{Function, Object, Promise, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::wasm_bindgen_futures::JsFuture;
 use worker::{Context, Env};
 
+use super::wake::settled;
 use crate::cache::{self, Cached};
 use crate::log::Event;
 
@@ -79,7 +79,7 @@ impl Kv {
         let method: Function = Reflect::get(&self.0, &name.into())?.dyn_into()?;
         let args: worker::js_sys::Array = args.iter().collect();
         let promise: Promise = method.apply(&self.0, &args)?.dyn_into()?;
-        Ok(JsFuture::from(promise).await?)
+        Ok(settled(promise).await?)
     }
 
     /// The text under `key`; `None` when there is none.

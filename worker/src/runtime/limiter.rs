@@ -31,10 +31,9 @@ use std::time::Duration;
 
 use wasm_bindgen::prelude::*;
 use worker::js_sys::Promise;
-use worker::wasm_bindgen_futures::JsFuture;
 use worker::{Context, Env, ObjectNamespace};
 
-use super::wake::sleep;
+use super::wake::{settled, sleep};
 use super::{apart, now_ms};
 use crate::error::AppError;
 use crate::limiter::pending::{CallId, Pending, Step};
@@ -299,7 +298,7 @@ async fn call(namespace: &ObjectNamespace, sub: &str, call: &Call) -> Result<Dec
             in_header,
             wire::DECISION_HEADER,
         );
-        let text = JsFuture::from(promise)
+        let text = settled(promise)
             .await?
             .as_string()
             .ok_or_else(|| worker::Error::RustError("not text".to_owned()))?;

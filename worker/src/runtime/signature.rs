@@ -13,8 +13,8 @@
 
 use wasm_bindgen::prelude::*;
 use worker::js_sys::Promise;
-use worker::wasm_bindgen_futures::JsFuture;
 
+use super::wake::settled;
 use crate::auth::{PublicKey, Signed};
 
 #[wasm_bindgen(inline_js = r#"
@@ -87,7 +87,7 @@ pub async fn check(signed: &Signed<'_>) -> Result<bool, String> {
         signed.message.as_bytes(),
     )
     .map_err(|e| message(&e))?;
-    let verdict = JsFuture::from(promise).await.map_err(|e| message(&e))?;
+    let verdict = settled(promise).await.map_err(|e| message(&e))?;
     Ok(verdict.as_bool() == Some(true))
 }
 

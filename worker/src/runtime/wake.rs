@@ -1,11 +1,14 @@
-//! The runtime's callbacks into the Worker by number: a timer ([`sleep`]) and a request's abort
-//! signal ([`AbortWatch`]). One wasm-bindgen closure serves the whole isolate; each timer or
-//! watch is a number in a table and a JavaScript arrow function around it.
+//! The runtime's callbacks into the Worker by number: a timer ([`sleep`]), a promise's outcome
+//! ([`settled`]) and a request's abort signal ([`AbortWatch`]). Two wasm-bindgen closures serve
+//! the whole isolate; each timer, promise or watch is a number in a table and JavaScript arrow
+//! functions around it.
 //!
-//! workers-rs' `Delay` and a `Closure` per watch made a wasm-bindgen closure each time: a
-//! wasm table slot, its JavaScript wrapper registered with a `FinalizationRegistry`, and the
-//! unregistering when dropped. A JSON request armed two timers (the provider's headers, then
-//! its body), watched its caller's signal, and with the limiter on armed its settlement's.
+//! workers-rs' `Delay`, wasm-bindgen-futures' `JsFuture` (two, resolve and reject) and a
+//! `Closure` per watch made wasm-bindgen closures each time: a wasm table slot, its JavaScript
+//! wrapper registered with a `FinalizationRegistry`, and the unregistering when dropped. A JSON
+//! request armed two timers (the provider's headers, then its body), awaited the provider's
+//! fetch, watched its caller's signal, and with the limiter on awaited its call and armed its
+//! settlement's timer.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -15,7 +18,7 @@ use std::time::Duration;
 
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use worker::js_sys::Function;
+use worker::js_sys::{Function, Promise};
 use worker::web_sys;
 
 use crate::caller::body::Hangup;
@@ -24,6 +27,9 @@ use crate::mix_map::{mix_map, MixMap};
 #[wasm_bindgen(inline_js = r#"
 export function storycadSleep(ms, id, wake) {
   return setTimeout(() => wake(id), ms);
+}
+export function storycadAwait(promise, id, settle) {
+  promise.then((value) => settle(id, value, true), (error) => settle(id, error, false));
 }
 export function storycadClearTimer(timer) {
   clearTimeout(timer);
@@ -43,6 +49,8 @@ export function storycadUnwatchAbort(request) {
 extern "C" {
     #[wasm_bindgen(js_name = storycadSleep)]
     fn js_sleep(ms: u32, id: u32, wake: &Function) -> JsValue;
+    #[wasm_bindgen(js_name = storycadAwait)]
+    fn js_await(promise: &Promise, id: u32, settle: &Function);
     #[wasm_bindgen(js_name = storycadClearTimer)]
     fn js_clear_timer(timer: &JsValue);
     #[wasm_bindgen(js_name = storycadWatchAbort)]
@@ -57,18 +65,41 @@ enum Waiting {
     Timer(Option<Waker>),
     /// An [`AbortWatch`]: what to raise.
     Abort(Hangup),
+    /// A [`Settled`]: the task to wake, then the promise's outcome until it is taken.
+    Promise {
+        waker: Option<Waker>,
+        outcome: Option<Result<JsValue, JsValue>>,
+    },
 }
 
 thread_local! {
     static WAITING: RefCell<MixMap<u32, Waiting>> = RefCell::new(mix_map());
     static NEXT: Cell<u32> = const { Cell::new(1) };
-    /// The one callback: `wake(id)`. Never dropped.
+    /// The callback of timers and watches: `wake(id)`. Never dropped.
     static WAKE: Function = {
         let wake = Closure::<dyn FnMut(u32)>::new(wake);
         let f: Function = wake.as_ref().unchecked_ref::<Function>().clone();
         wake.forget();
         f
     };
+    /// The callback of promises: `settle(id, value, fulfilled)`. Never dropped.
+    static SETTLE: Function = {
+        let settle = Closure::<dyn FnMut(u32, JsValue, bool)>::new(settle);
+        let f: Function = settle.as_ref().unchecked_ref::<Function>().clone();
+        settle.forget();
+        f
+    };
+}
+
+fn settle(id: u32, value: JsValue, fulfilled: bool) {
+    let waker = WAITING.with(|w| match w.borrow_mut().get_mut(&id) {
+        Some(Waiting::Promise { waker, outcome }) => {
+            *outcome = Some(if fulfilled { Ok(value) } else { Err(value) });
+            waker.take()
+        }
+        _ => None,
+    });
+    waker.into_iter().for_each(Waker::wake);
 }
 
 fn wake(id: u32) {
@@ -79,6 +110,8 @@ fn wake(id: u32) {
     match waiting {
         Waiting::Timer(waker) => waker.into_iter().for_each(Waker::wake),
         Waiting::Abort(hangup) => hangup.raise(),
+        // Not called with a promise's number.
+        Waiting::Promise { .. } => {}
     }
 }
 
@@ -175,6 +208,69 @@ impl Drop for Sleep {
             if leave(id) {
                 js_clear_timer(&timer);
             }
+        }
+    }
+}
+
+/// `promise`'s outcome, as wasm-bindgen-futures' `JsFuture` gives it: its value, or what it was
+/// rejected with. Its `then` is called now.
+pub(crate) fn settled(promise: Promise) -> Settled {
+    let id = enter(Waiting::Promise {
+        waker: None,
+        outcome: None,
+    });
+    SETTLE.with(|settle| js_await(&promise, id, settle));
+    Settled { id: Some(id) }
+}
+
+/// See [`settled`].
+pub(crate) struct Settled {
+    /// The table's number, until the outcome is taken.
+    id: Option<u32>,
+}
+
+impl Future for Settled {
+    type Output = Result<JsValue, JsValue>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(id) = self.id else {
+            return Poll::Ready(Err(JsValue::from_str("polled after its outcome")));
+        };
+        let outcome = WAITING.with(|w| {
+            let mut table = w.borrow_mut();
+            match table.get_mut(&id) {
+                Some(Waiting::Promise {
+                    outcome: outcome @ Some(_),
+                    ..
+                }) => {
+                    let outcome = outcome.take();
+                    table.remove(&id);
+                    outcome
+                }
+                Some(Waiting::Promise { waker, .. }) => {
+                    if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *waker = Some(cx.waker().clone());
+                    }
+                    None
+                }
+                _ => Some(Err(JsValue::from_str("no such promise"))),
+            }
+        });
+        match outcome {
+            Some(outcome) => {
+                self.id = None;
+                Poll::Ready(outcome)
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Settled {
+    fn drop(&mut self) {
+        // Its outcome, if it comes, finds no number.
+        if let Some(id) = self.id.take() {
+            leave(id);
         }
     }
 }
