@@ -227,16 +227,47 @@ impl Future for ReplyWait {
 }
 
 // The runtime's own request, not workers-rs' `Request`: making one copies its URL and method
-// and deep-copies its `cf` object, which nothing here reads.
+// and deep-copies its `cf` object, which nothing here reads. And the runtime's own response,
+// made in one call ([`for_runtime`]).
 #[event(fetch)]
-async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
     let slot = Rc::new(RefCell::new(ReplySlot::default()));
     let reply = Reply(Rc::clone(&slot));
     ctx.wait_until(serve(req, env, context_handle(&ctx), reply));
-    match ReplyWait(slot).await {
+    let response = match ReplyWait(slot).await {
         Some(response) => response,
         None => error_response(&AppError::Internal),
-    }
+    };
+    response.and_then(|r| for_runtime(&r))
+}
+
+#[wasm_bindgen(inline_js = r#"
+export function storycadRespond(status, headers, bytes, stream) {
+  const body = bytes !== undefined ? bytes.slice() : stream !== undefined ? stream : null;
+  return new Response(body, { status, headers });
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(js_name = storycadRespond, catch)]
+    fn js_respond(
+        status: u16,
+        headers: &web_sys::Headers,
+        bytes: Option<&[u8]>,
+        stream: Option<&web_sys::ReadableStream>,
+    ) -> Result<web_sys::Response, JsValue>;
+}
+
+/// `response` as the runtime's `Response`, made in one call. (workers-rs' conversion made a
+/// `ResponseInit` and set its status and headers, then a `Uint8Array` and copied the body into
+/// it, then the response: six calls, and a panic if the runtime refused any.)
+fn for_runtime(response: &Response) -> worker::Result<web_sys::Response> {
+    let (bytes, stream) = match response.body() {
+        ResponseBody::Body(bytes) => (Some(bytes.as_slice()), None),
+        ResponseBody::Stream(stream) => (None, Some(stream)),
+        ResponseBody::Empty => (None, None),
+    };
+    js_respond(response.status_code(), &response.headers().0, bytes, stream)
+        .map_err(|e| worker::Error::JsError(e.as_string().unwrap_or_else(|| "bad response".into())))
 }
 
 /// The whole request: the answer goes to `reply` as soon as it is ready; a stream is then
@@ -250,6 +281,7 @@ async fn serve(req: web_sys::Request, env: Env, ctx: Context, reply: Reply) {
     let method = req.method();
     let incoming = Incoming {
         req: &req,
+        headers: req.headers(),
         method: &method,
         path: url_path(&url),
     };
@@ -345,13 +377,15 @@ struct Cx<'a> {
 /// The caller's request, with what was read of it first.
 struct Incoming<'a> {
     req: &'a web_sys::Request,
+    /// Its headers, taken from the runtime once (a request reads eight of them).
+    headers: web_sys::Headers,
     method: &'a str,
     path: &'a str,
 }
 
 impl Incoming<'_> {
     fn header(&self, name: &str) -> Option<String> {
-        self.req.headers().get(name).ok().flatten()
+        self.headers.get(name).ok().flatten()
     }
 }
 
@@ -1304,11 +1338,11 @@ async fn read_upstream(
 }
 
 fn json_response(status: u16, body: Vec<u8>) -> worker::Result<Response> {
-    let headers = Headers::new();
-    headers.set("content-type", "application/json")?;
-    Ok(Response::from_bytes(body)?
-        .with_status(status)
-        .with_headers(headers))
+    // `from_body`, not `from_bytes`: that one sets an octet-stream content type, in headers of
+    // its own that `with_headers` would then replace.
+    let response = Response::from_body(ResponseBody::Body(body))?.with_status(status);
+    response.headers().set("content-type", "application/json")?;
+    Ok(response)
 }
 
 fn error_response(error: &AppError) -> worker::Result<Response> {
