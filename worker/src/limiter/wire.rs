@@ -236,7 +236,7 @@ mod tests {
                 .collect()
         };
         let admit = |n| Call::Admit {
-            limits: limits.clone(),
+            limits,
             tokens: u64::MAX,
             stream: true,
             settle: settle(n),

@@ -103,15 +103,19 @@ fn settle(id: u32, value: JsValue, fulfilled: bool) {
 }
 
 fn wake(id: u32) {
-    // Out of the table before anything runs: what it wakes may arm or drop others.
-    let Some(waiting) = WAITING.with(|w| w.borrow_mut().remove(&id)) else {
-        return;
-    };
+    // Out of the table before anything runs: what it wakes may arm or drop others. (A
+    // promise's number is not a timer's or a watch's: left to its `settle`.)
+    let waiting = WAITING.with(|w| {
+        let mut table = w.borrow_mut();
+        match table.get(&id) {
+            Some(Waiting::Timer(_) | Waiting::Abort(_)) => table.remove(&id),
+            Some(Waiting::Promise { .. }) | None => None,
+        }
+    });
     match waiting {
-        Waiting::Timer(waker) => waker.into_iter().for_each(Waker::wake),
-        Waiting::Abort(hangup) => hangup.raise(),
-        // Not called with a promise's number.
-        Waiting::Promise { .. } => {}
+        Some(Waiting::Timer(waker)) => waker.into_iter().for_each(Waker::wake),
+        Some(Waiting::Abort(hangup)) => hangup.raise(),
+        Some(Waiting::Promise { .. }) | None => {}
     }
 }
 
