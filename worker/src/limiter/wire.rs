@@ -12,13 +12,16 @@ use serde_json::Value;
 
 pub use crate::json_read::from_str;
 
-/// The request header a call travels in when it fits one ([`fits_header`]); the object then
-/// answers with its decision in [`DECISION_HEADER`], when that fits too. Neither side then has a
-/// body to read: no body stream on either side of the round trip, no promise to await for its
-/// text (each such read is a pass through the runtime's event loop). A call that does not fit
-/// (a long list of settlements) goes as the request's body and its decision comes back as the
-/// answer's body, which is also how an object answers a caller that sent a body: an isolate of
-/// an earlier release, during a deploy, reads what it expects.
+/// The request header a call travels in when it fits one ([`fits_header`]), besides the body;
+/// an object that finds it reads neither the body nor writes one: it answers with its decision
+/// in [`DECISION_HEADER`] (when that fits too) and an empty body. No promise is then awaited for
+/// a body's text on either side (each such read is a pass through the runtime's event loop). A
+/// call that does not fit (a long list of settlements) goes as the body alone, and is answered
+/// in a body. Across a deploy both ways work with no retry: an object of an earlier release
+/// reads the body (the header means nothing to it) and answers in a body, which the caller
+/// reads when the decision header is absent; an isolate of an earlier release sends the body
+/// alone and gets a body back. (The body a header call also carries costs nothing measurable:
+/// 0.87 against 0.86 ms of CPU a request at concurrency 16, side by side.)
 pub const CALL_HEADER: &str = "x-storycad-limiter-call";
 /// See [`CALL_HEADER`].
 pub const DECISION_HEADER: &str = "x-storycad-limiter-decision";

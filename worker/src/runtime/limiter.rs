@@ -257,17 +257,16 @@ impl Limiter {
     }
 }
 
-// The round trip in one call to the runtime. The call goes in a header when it fits one, and
-// the object then answers in a header (`wire::CALL_HEADER`): no body to write or read on either
-// side. Otherwise, as the body, and the answer's body is read as text here. (Through
+// The round trip in one call to the runtime. The call goes as the body, and in a header too when
+// it fits one: an object of this release then answers in a header, one of an earlier release in
+// its body, read as text here (`wire::CALL_HEADER`). (Through
 // workers-rs, the answer was read as a stream, a promise per piece, and its reader's release made
 // the runtime build an error with a stack trace: 2% of the process's CPU samples under load.)
 #[wasm_bindgen(inline_js = r#"
 export async function storycadLimiterCall(namespace, sub, text, callHeader, decisionHeader) {
   const stub = namespace.get(namespace.idFromName(sub));
-  const init = callHeader
-    ? { headers: { [callHeader]: text } }
-    : { method: "POST", body: text };
+  const init = { method: "POST", body: text };
+  if (callHeader) init.headers = { [callHeader]: text };
   const answer = await stub.fetch("https://limiter/", init);
   const decision = answer.headers.get(decisionHeader);
   const body = decision === null ? await answer.text() : decision;
