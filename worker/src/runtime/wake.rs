@@ -136,6 +136,13 @@ fn enter(waiting: Waiting) -> u32 {
     })
 }
 
+/// Keeps the polling task's waker in `slot` (unless the one there already wakes it).
+fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        *slot = Some(cx.waker().clone());
+    }
+}
+
 /// Takes `id` out of the table; whether it was still there (the runtime had not called back).
 fn leave(id: u32) -> bool {
     WAITING.with(|w| w.borrow_mut().remove(&id)).is_some()
@@ -190,9 +197,7 @@ impl Future for Sleep {
         };
         let pending = WAITING.with(|w| match w.borrow_mut().get_mut(&id) {
             Some(Waiting::Timer(waker)) => {
-                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *waker = Some(cx.waker().clone());
-                }
+                remember(waker, cx);
                 true
             }
             _ => false,
@@ -252,9 +257,7 @@ impl Future for Settled {
                     outcome
                 }
                 Some(Waiting::Promise { waker, .. }) => {
-                    if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        *waker = Some(cx.waker().clone());
-                    }
+                    remember(waker, cx);
                     None
                 }
                 _ => Some(Err(JsValue::from_str("no such promise"))),
