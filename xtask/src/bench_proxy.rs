@@ -16,6 +16,11 @@
 //!   `console.log` per request costs under the local runtime, whose command line formats each
 //!   line through node:util's inspect (loaded on an isolate's first line) where Cloudflare's
 //!   runtime does not ([`LOCAL_LOG_NOTE`]);
+//! - the JS proxying Worker (`bench/proxying`, answers not streamed only): the metering Worker
+//!   plus what a proxy with our Worker's job must do with a chat request: read the caller's
+//!   body, check it, rewrite it for the provider and send that, answer with its own headers.
+//!   No JWT, no plan, no limiter, no time limits: the floor, in JavaScript, of our Worker with
+//!   its limiter off;
 //! - the same metering Worker written as a plain workers-rs Worker (`bench/rust-metered`,
 //!   built here with worker-build): what running as Rust compiled to wasm costs on this
 //!   runtime before any work of ours, per request and on an isolate's first request;
@@ -276,6 +281,7 @@ pub const READER: &str = "JS reader + native stream Worker";
 pub const METERED: &str = "JS metering Worker (reads the answer, one log line)";
 pub const METERED_QUIET: &str = "JS metering Worker without its log line";
 pub const RUST_METERED: &str = "Rust metering Worker (the same, in workers-rs)";
+pub const PROXYING: &str = "JS proxying Worker (metering + the caller's body read and rewritten)";
 pub const CALIBRATION: &str = "calibration Worker (passthrough + known CPU)";
 pub const OURS: &str = "our Worker";
 pub const OURS_NO_CACHE: &str = "our Worker, no token cache";
@@ -365,6 +371,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         (READER, "reader", None),
         (METERED, "metered", None),
         (METERED_QUIET, "metered-quiet", None),
+        (PROXYING, "proxying", None),
         (RUST_METERED, "rust-metered", None),
         (CALIBRATION, "calibrate", Some(calibration.rounds)),
     ];
@@ -372,7 +379,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         Target::new(name, &w.api_base(), vec!["unused".into()], "gpt-4o-mini").served_by(w)
     };
     // A cold-only run starts only the Workers its table compares.
-    let compared = [PASSTHROUGH, METERED, METERED_QUIET, RUST_METERED];
+    let compared = [PASSTHROUGH, METERED, METERED_QUIET, PROXYING, RUST_METERED];
     let baselines: Vec<_> = baselines
         .into_iter()
         .filter(|(name, ..)| !settings.cold_only || compared.contains(name))
@@ -381,7 +388,7 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         let w = baseline(dir, "", rounds)?;
         let mut t = baseline_target(name, &w);
         // Their streams are the passthrough's.
-        t.streams = ![METERED, METERED_QUIET, RUST_METERED].contains(&name);
+        t.streams = ![METERED, METERED_QUIET, PROXYING, RUST_METERED].contains(&name);
         targets.push(t);
         workers.push(w);
     }
@@ -1022,6 +1029,13 @@ pub fn markdown(report: &Report) -> Result<String> {
             ("metering JS", METERED, "passthrough", PASSTHROUGH),
             LOG_LINE_PAIR,
             ("ours, limiter off,", OURS_NO_LIMITS, "metering JS", METERED),
+            ("proxying JS", PROXYING, "passthrough", PASSTHROUGH),
+            (
+                "ours, limiter off,",
+                OURS_NO_LIMITS,
+                "proxying JS",
+                PROXYING,
+            ),
             ("metering Rust", RUST_METERED, "metering JS", METERED),
             (
                 "ours, limiter off,",
