@@ -60,6 +60,10 @@ pub struct WorkerOptions {
     /// running test. `false`: run worker/ itself, rebuilding and reloading on every change
     /// (what `cargo xtask dev` may want).
     pub isolate: bool,
+    /// With `isolate`: an edit of the snapshot's JavaScript glue (`build/index.js`) before it
+    /// runs; `None` from it fails the start. Tests use it to make the Worker fail in ways no
+    /// request can (a trap in its wasm).
+    pub edit_glue: Option<fn(&str) -> Option<String>>,
     /// The directory holding wrangler.toml and node_modules.
     pub worker_dir: PathBuf,
     /// Where the log, secrets file and state go; `None`: `target/e2e/<name>-<pid>-<n>`.
@@ -84,6 +88,7 @@ impl Default for WorkerOptions {
             build_timeout: Duration::from_secs(15 * 60),
             startup_timeout: Duration::from_secs(90),
             isolate: true,
+            edit_glue: None,
             worker_dir: workspace_root().join("worker"),
             run_dir: None,
             keep_state: false,
@@ -232,6 +237,15 @@ impl Worker {
             cmd.arg("--config").arg(config);
         } else if opts.isolate {
             let config = snapshot(&opts.worker_dir, &run_dir)?;
+            if let Some(edit) = opts.edit_glue {
+                let glue = run_dir.join("build").join("index.js");
+                let text = fs::read_to_string(&glue)
+                    .with_context(|| format!("reading {}", glue.display()))?;
+                let edited = edit(&text).with_context(|| {
+                    format!("the glue edit does not apply to {}", glue.display())
+                })?;
+                fs::write(&glue, edited)?;
+            }
             cmd.arg("--config").arg(config);
         }
         cmd.args(["dev", "--ip", "127.0.0.1", "--port"])

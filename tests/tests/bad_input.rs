@@ -135,6 +135,7 @@ fn main() -> ExitCode {
     support::run(
         SuiteConfig {
             name: "bad_input",
+            edit_glue: None,
             jwks_url: false,
             extra_secrets: vec![],
             extra_vars: vec![

@@ -45,6 +45,7 @@ fn main() -> ExitCode {
     support::run(
         SuiteConfig {
             name: "e2e_auth",
+            edit_glue: None,
             jwks_url: false,
             extra_secrets: vec![],
             extra_vars: vec![("JWT_PUBLIC_JWK".into(), jwks.to_string())],

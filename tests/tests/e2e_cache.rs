@@ -22,6 +22,7 @@ fn main() -> ExitCode {
     support::run(
         SuiteConfig {
             name: "e2e_cache",
+            edit_glue: None,
             jwks_url: false,
             extra_secrets: vec![],
             extra_vars: vec![("CACHE_TTL_SECONDS".into(), "1".into())],

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
     support::run(
         SuiteConfig {
             name: "e2e_cache_shared",
+            edit_glue: None,
             jwks_url: false,
             extra_secrets: vec![],
             extra_vars: vec![

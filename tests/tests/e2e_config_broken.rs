@@ -17,6 +17,7 @@ fn main() -> ExitCode {
     support::run(
         SuiteConfig {
             name: "e2e_config_broken",
+            edit_glue: None,
             jwks_url: false,
             extra_secrets: vec![],
             extra_vars: vec![("PLANS".into(), "{\"free\": not json".into())],

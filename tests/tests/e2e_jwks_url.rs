@@ -39,6 +39,7 @@ fn main() -> ExitCode {
     support::run(
         SuiteConfig {
             name: "e2e_jwks_url",
+            edit_glue: None,
             jwks_url: true,
             extra_secrets: vec![],
             extra_vars: Vec::new(),

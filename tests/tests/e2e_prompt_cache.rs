@@ -38,6 +38,7 @@ fn main() -> ExitCode {
     support::run(
         SuiteConfig {
             name: "e2e_prompt_cache",
+            edit_glue: None,
             jwks_url: false,
             extra_secrets: vec![],
             extra_vars: vec![("MAX_BODY_BYTES".into(), SESSION_BODY_BYTES.into())],

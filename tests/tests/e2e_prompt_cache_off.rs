@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     support::run(
         SuiteConfig {
             name: "e2e_prompt_cache_off",
+            edit_glue: None,
             jwks_url: false,
             extra_secrets: vec![],
             extra_vars: vec![

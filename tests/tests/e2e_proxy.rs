@@ -30,6 +30,7 @@ fn main() -> ExitCode {
     support::run(
         SuiteConfig {
             name: "e2e_proxy",
+            edit_glue: None,
             jwks_url: false,
             extra_secrets: vec![],
             extra_vars: Vec::new(),

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
     support::run(
         SuiteConfig {
             name: "e2e_resume",
+            edit_glue: None,
             jwks_url: false,
             extra_secrets: vec![],
             extra_vars: vec![("RESUME_WINDOW_SECONDS".into(), WINDOW_SECONDS.to_string())],

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
     support::run(
         SuiteConfig {
             name: "e2e_resume_off",
+            edit_glue: None,
             jwks_url: false,
             extra_secrets: vec![],
             extra_vars: vec![("RESUME_WINDOW_SECONDS".into(), "0".into())],

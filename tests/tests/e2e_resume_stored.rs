@@ -28,6 +28,7 @@ fn main() -> ExitCode {
     support::run(
         SuiteConfig {
             name: "e2e_resume_stored",
+            edit_glue: None,
             jwks_url: false,
             extra_secrets: vec![],
             extra_vars: vec![("RESUME_WINDOW_SECONDS".into(), WINDOW.as_secs().to_string())],

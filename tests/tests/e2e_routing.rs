@@ -99,6 +99,7 @@ fn main() -> ExitCode {
     support::run(
         SuiteConfig {
             name: "e2e_routing",
+            edit_glue: None,
             jwks_url: false,
             // As an operator may store it: `echo $KEY | wrangler secret put`.
             extra_secrets: vec![("PADDED_API_KEY".into(), format!("{OPENAI_KEY}\n"))],

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
     support::run(
         SuiteConfig {
             name: "e2e_stream_coalesce",
+            edit_glue: None,
             jwks_url: false,
             extra_secrets: vec![],
             extra_vars: vec![("STREAM_COALESCE_MS".into(), WINDOW_MS.to_string())],

@@ -284,6 +284,7 @@ fn main() -> ExitCode {
     support::run(
         SuiteConfig {
             name: "fault_matrix",
+            edit_glue: None,
             jwks_url: false,
             extra_secrets: vec![],
             extra_vars: Vec::new(),

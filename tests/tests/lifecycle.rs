@@ -95,6 +95,7 @@ fn main() -> ExitCode {
     support::run(
         SuiteConfig {
             name: "lifecycle",
+            edit_glue: None,
             jwks_url: false,
             extra_secrets: vec![],
             extra_vars: vec![

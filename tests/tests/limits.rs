@@ -82,6 +82,7 @@ fn main() -> ExitCode {
     support::run(
         SuiteConfig {
             name: "limits",
+            edit_glue: None,
             jwks_url: false,
             extra_secrets: vec![],
             extra_vars: vec![("PLANS".into(), plans().to_string())],

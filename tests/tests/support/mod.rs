@@ -67,6 +67,8 @@ pub struct SuiteConfig {
     /// More secrets (values the suite's secret checks already cover, such as a provider key
     /// stored differently).
     pub extra_secrets: Vec<(String, String)>,
+    /// An edit of the Worker's JavaScript glue before it runs ([`WorkerOptions::edit_glue`]).
+    pub edit_glue: Option<fn(&str) -> Option<String>>,
 }
 
 /// An answer as received, whole.
@@ -206,6 +208,7 @@ impl Suite {
         });
         let mut opts = WorkerOptions {
             name: config.name.to_owned(),
+            edit_glue: config.edit_glue,
             ..Default::default()
         }
         .var("JWT_ISSUER", ISSUER)
