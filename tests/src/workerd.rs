@@ -781,7 +781,8 @@ pub struct Workerd {
 }
 
 /// The processes of group `pgid` whose name contains `workerd`; the one whose command line
-/// serves 127.0.0.1:`public_port` is wrangler's dev proxy.
+/// serves 127.0.0.1:`public_port` is wrangler's dev proxy. `public_port` 0: there is no dev
+/// proxy (miniflare alone, whose unused entry socket is port 0).
 pub fn workerds(pgid: i32, public_port: u16) -> Vec<Workerd> {
     let mut out = Vec::new();
     let Ok(dir) = fs::read_dir("/proc") else {
@@ -826,7 +827,7 @@ pub fn workerds(pgid: i32, public_port: u16) -> Vec<Workerd> {
         if let Some(rss_kb) = rss_kb {
             out.push(Workerd {
                 pid,
-                proxy: cmdline.split(' ').any(|a| a.ends_with(&public)),
+                proxy: public_port != 0 && cmdline.split(' ').any(|a| a.ends_with(&public)),
                 rss_kb,
             });
         }

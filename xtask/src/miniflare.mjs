@@ -10,8 +10,10 @@
 // - "script" and "modules_root": a bench baseline's main module (JavaScript, or the JavaScript
 //   glue of bench/rust-metered's bundle), its imports found from it.
 // The inspector is open (no client attaches unless `soak/gc.mjs` asks for a garbage
-// collection). Prints `ready <url>` once workerd has loaded the Worker and listens (no request
-// has reached it), and runs until SIGTERM.
+// collection). The Worker listens on "port" itself (a direct socket): miniflare's entry Worker,
+// a router written in JavaScript that production does not have, is not in the path. Prints
+// `ready <url>` once workerd has loaded the Worker and listens (no request has reached it), and
+// runs until SIGTERM.
 //
 // Beside the Worker, in the same runtime, a second Worker starts a new isolate each time it is
 // asked to (a Worker Loader's): `GET http://127.0.0.1:<control_port>/new-isolate` answers once
@@ -70,6 +72,11 @@ const mf = new Miniflare({
       compatibilityDate: config.compatibility_date,
       compatibilityFlags: config.compatibility_flags ?? [],
       bindings: config.bindings,
+      // Requests reach the Worker on its own socket, not through miniflare's entry Worker: a
+      // JavaScript router in the same process, which production does not have, and whose cost
+      // varied from process to process (V8 optimized its `fetch` in some and left it to the
+      // interpreter in others, 2026-12-05).
+      unsafeDirectSockets: [{ host: "127.0.0.1", port: config.port }],
     },
     {
       name: "isolate-spawner",
@@ -86,10 +93,12 @@ const mf = new Miniflare({
       }
     : {}),
   host: "127.0.0.1",
-  port: config.port,
+  // The entry Worker's socket, unused: any free port.
+  port: 0,
   inspectorPort: config.inspector_port,
 });
-const url = await mf.ready;
+await mf.ready;
+const url = new URL(`http://127.0.0.1:${config.port}/`);
 const spawner = await mf.getWorker("isolate-spawner");
 const control = http.createServer(async (req, res) => {
   if (req.url !== "/new-isolate") {
