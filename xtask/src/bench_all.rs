@@ -229,8 +229,11 @@ fn document(tables: &str, load_before: String, took: std::time::Duration) -> Res
          baseline measured in the same run; machines are noisy, so compare within a table, not \
          across runs. `CPU ms` is the CPU time the serving workerd processes used per request \
          (from /proc; the node process that started them left out), steadier than wall time on \
-         a busy machine. The proxy's tables run each Worker under miniflare alone: no dev proxy \
-         and no DevTools client, whose console capture `wrangler dev` adds to every log line.\n",
+         a busy machine. The proxy's tables run each Worker under miniflare alone, reached on its \
+         own socket: no dev proxy, no DevTools client (whose console capture `wrangler dev` adds \
+         to every log line) and not miniflare's entry Worker, a JavaScript router in the same \
+         process (records before `666c429` include it: about 0.1 ms a request, and 1 ms on an \
+         isolate's first).\n",
         took.as_secs_f64()
     )?;
     writeln!(

@@ -47,7 +47,8 @@
 //!
 //! CPU is what the Worker's own workerd process used (utime + stime from /proc, all threads:
 //! the isolate, the runtime's HTTP and stream work). Each Worker runs under miniflare alone
-//! (`crate::miniflare`): one workerd, no dev proxy and no DevTools client. Under `wrangler dev`
+//! (`crate::miniflare`): one workerd, no dev proxy and no DevTools client, and requests reach
+//! it on its own socket, not through miniflare's entry Worker. Under `wrangler dev`
 //! the dev proxy is a second workerd in the path that buffers answers (TOOLCHAIN.md), and its
 //! inspector makes every `console.log` a DevTools message with a captured stack trace, work a
 //! deployed Worker does not do: it cost our Worker ~0.5 ms a request and the JS metering Worker

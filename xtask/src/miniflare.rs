@@ -1,5 +1,6 @@
 //! A Worker under workerd through miniflare alone (`miniflare.mjs`): one workerd process, no
-//! dev proxy and no DevTools client, as close to a deployed Worker as runs here. `wrangler dev`
+//! dev proxy, no DevTools client and no router in front of the Worker (its own socket, not
+//! miniflare's entry Worker), as close to a deployed Worker as runs here. `wrangler dev`
 //! attaches its inspector to the runtime, and that turns every `console.log` into a DevTools
 //! message with a captured stack trace: measured side by side, our Worker cost 1.47 ms of CPU a
 //! request under `wrangler dev` and 0.99 under miniflare alone, the JS metering Worker 1.01-1.10
