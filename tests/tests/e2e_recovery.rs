@@ -17,13 +17,10 @@
 
 mod support;
 
-use std::{
-    process::ExitCode,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{process::ExitCode, sync::Arc};
 
 use storycad_e2e::tokens::{self, Alg};
+use support::resume::{charged_down_to, remaining};
 use support::{chat_body, Suite, SuiteConfig, OPENAI_ALIAS};
 
 /// The entrypoint's `fetch` method as worker-build writes it, up to its parameter's name.
@@ -84,6 +81,7 @@ async fn a_throw_in_the_wasm_fails_its_request_and_the_next_is_served(s: Arc<Sui
         s.keys.get(Alg::EdDSA),
         &s.claims(&format!("recovery-{}", s.nonce())),
     );
+    let budget = remaining(&s, &token).await;
     let mut total = 0;
     for round in 0..3 {
         let nonce = s.nonce();
@@ -105,22 +103,5 @@ async fn a_throw_in_the_wasm_fails_its_request_and_the_next_is_served(s: Arc<Sui
 
     // The limiter's object, whose instance lived in the old wasm instance too, charges them
     // exactly (each settles within about a second).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let seen = s
-            .send(s.http.get(s.at("/v1/usage")).bearer_auth(&token))
-            .await;
-        assert_eq!(seen.status, 200, "{}", seen.text());
-        let report = seen.json();
-        let spent = report["tokens"]["limit"].as_u64().unwrap()
-            - report["tokens"]["remaining"].as_u64().unwrap();
-        if spent == total {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "charged {spent}, the provider counted {total}: {report}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    charged_down_to(&s, &token, budget - total, "after the throw").await;
 }
