@@ -27,8 +27,8 @@ struct WasmCrate {
     /// source directories, from the workspace root.
     manifests: &'static [&'static str],
     sources: &'static [&'static str],
-    /// Whether its glue gets [`with_promise_ticks`].
-    promise_ticks: bool,
+    /// Whether its glue gets [`with_promise_ticks`] and [`with_rpc_object`].
+    edit_glue: bool,
 }
 
 /// Our Worker.
@@ -36,7 +36,7 @@ const WORKER: WasmCrate = WasmCrate {
     dir: "worker",
     manifests: &["worker/Cargo.toml", "protocol/Cargo.toml"],
     sources: &["worker/src", "protocol/src"],
-    promise_ticks: true,
+    edit_glue: true,
 };
 
 /// The bench's Rust metering baseline.
@@ -45,7 +45,7 @@ const RUST_METERED: WasmCrate = WasmCrate {
     manifests: &["bench/rust-metered/Cargo.toml"],
     sources: &["bench/rust-metered/src"],
     // The baseline stays what any workers-rs Worker is.
-    promise_ticks: false,
+    edit_glue: false,
 };
 
 impl WasmCrate {
@@ -88,12 +88,13 @@ fn build(krate: &WasmCrate, force: bool) -> Result<()> {
         &wasm,
         without_names(&module).context("the built wasm is not a wasm module")?,
     )?;
-    if krate.promise_ticks {
+    if krate.edit_glue {
         let glue_path = out.join("index.js");
         let glue = fs::read_to_string(&glue_path)
             .with_context(|| format!("worker-build left no {}", glue_path.display()))?;
-        let edited =
-            with_promise_ticks(&glue).map_err(|e| anyhow!("{}: {e}", glue_path.display()))?;
+        let edited = with_promise_ticks(&glue)
+            .and_then(|glue| with_rpc_object(&glue))
+            .map_err(|e| anyhow!("{}: {e}", glue_path.display()))?;
         fs::write(&glue_path, edited)?;
     }
     fs::write(&stamp, fingerprint)?;
@@ -405,6 +406,53 @@ pub fn with_promise_ticks(glue: &str) -> Result<String, String> {
     }
 }
 
+/// The class the glue exports as the limiter's Durable Object: a `DurableObject` (from
+/// `cloudflare:workers`) around wasm-bindgen's `UserLimiter`, so that the object takes
+/// JavaScript RPC calls (`call(text)`), which the runtime refuses for a class that does not
+/// extend `DurableObject`. Its `fetch`, `alarm` and `call` go to the wasm class, as exported
+/// (behind workers-rs' wrapper, which re-creates it after a trap).
+const RPC_OBJECT: &str =
+    "import{DurableObject as __storycadDurableObject}from\"cloudflare:workers\";\
+class __storycadUserLimiter extends __storycadDurableObject{constructor(t,e){super(t,e);\
+this.core=new CORE(t,e)}fetch(r){return this.core.fetch(r)}alarm(){return this.core.alarm()}\
+call(t){return this.core.call(t)}}";
+
+/// `glue` exporting [`RPC_OBJECT`] as `UserLimiter` in place of wasm-bindgen's class (the round
+/// trip through RPC costs the runtime less than a fetch: see `runtime::limiter`). Refuses a glue
+/// without exactly one `<name> as UserLimiter` in its exports (another worker-build may write
+/// them otherwise): the build then fails rather than ship an object without RPC.
+pub fn with_rpc_object(glue: &str) -> Result<String, String> {
+    const EXPORT: &str = " as UserLimiter";
+    let found: Vec<_> = glue
+        .match_indices(EXPORT)
+        .filter_map(|(at, _)| {
+            let head = &glue[..at];
+            let start = head.rfind(|c: char| !is_name_char(c)).map_or(0, |i| i + 1);
+            let name = &head[start..];
+            let opens = matches!(head[..start].chars().next_back(), Some('{' | ','));
+            let closes = matches!(glue[at + EXPORT.len()..].chars().next(), Some('}' | ','));
+            (!name.is_empty() && opens && closes).then_some((start, at, name))
+        })
+        .collect();
+    let [(start, at, name)] = found[..] else {
+        return Err(format!(
+            "expected one `<name> as UserLimiter` in the glue's exports, found {}",
+            found.len()
+        ));
+    };
+    Ok(format!(
+        "{}__storycadUserLimiter{}\n{}\n",
+        &glue[..start],
+        &glue[at..],
+        RPC_OBJECT.replace("CORE", name)
+    ))
+}
+
+/// Whether `c` may be part of a JavaScript name as esbuild writes them.
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '$'
+}
+
 /// The size in bytes of each function body `module` defines, in order (none without a code
 /// section); `None` when the bytes are not a well-formed module.
 pub fn function_sizes(module: &[u8]) -> Option<Vec<usize>> {
@@ -444,10 +492,10 @@ fn inputs_fingerprint(krate: &WasmCrate) -> Result<u64> {
     let toolchain = setup::wasm_toolchain()?;
     all.extend_from_slice(format!("{toolchain:?}").as_bytes());
     all.extend_from_slice(cmd::describe(&worker_build_command(krate, toolchain)?).as_bytes());
-    // And what is done to its output (the name section dropped, the glue's ticks).
+    // And what is done to its output (the name section dropped, the glue's edits).
     all.extend_from_slice(b"without-names");
-    if krate.promise_ticks {
-        all.extend_from_slice(b"promise-ticks");
+    if krate.edit_glue {
+        all.extend_from_slice(b"promise-ticks rpc-object");
     }
     Ok(fnv1a(&all))
 }
@@ -522,6 +570,31 @@ mod tests {
             String::new(),
         ] {
             assert!(with_promise_ticks(&glue).is_err(), "{glue}");
+        }
+    }
+
+    #[test]
+    fn the_limiter_export_becomes_a_durable_object_around_the_wasm_class() {
+        let glue = "var ve=new Proxy(W,M);export{me as R2Range,ve as UserLimiter,ye as default};";
+        let edited = with_rpc_object(glue).unwrap();
+        assert!(edited.starts_with(
+            "var ve=new Proxy(W,M);export{me as R2Range,__storycadUserLimiter as UserLimiter,\
+             ye as default};\n"
+        ));
+        assert!(edited.ends_with(&format!("{}\n", RPC_OBJECT.replace("CORE", "ve"))));
+        assert!(edited.contains("this.core=new ve(t,e)"), "{edited}");
+        // Last in the list, another name.
+        assert!(with_rpc_object("export{$u as UserLimiter}")
+            .unwrap()
+            .contains("new $u(t,e)"));
+        // Refused: none, two, not an export list's entry.
+        for glue in [
+            "export{ye as default}",
+            "export{a as UserLimiter,b as UserLimiter}",
+            "var x=a as UserLimiterX;",
+            "export{ as UserLimiter}",
+        ] {
+            assert!(with_rpc_object(glue).is_err(), "{glue}");
         }
     }
 

@@ -20,6 +20,11 @@
 //! answers text, which needs neither. Steps that most calls do not take (the streams' calls,
 //! loading the state after a start, writing it) run in functions of their own ([`apart`]), so a
 //! call compiles only what it runs.
+//!
+//! The bundle exports, as `UserLimiter`, a `DurableObject` (from `cloudflare:workers`) around
+//! this class (xtask's `with_rpc_object`): the runtime takes JavaScript RPC calls only for such
+//! a class, and a limiter call is one ([`UserLimiter::call`]), cheaper than a fetch. Its
+//! `fetch` and `alarm` come here as they are.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -27,7 +32,7 @@ use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use worker::worker_sys::web_sys;
 use worker::worker_sys::DurableObjectState;
-use worker::State;
+use worker::{js_sys, State};
 
 use super::resume::StreamHouse;
 use super::storage::Storage;
@@ -81,9 +86,33 @@ impl UserLimiter {
             Some(text) => Some(text),
             None => settled(req.text()?).await?.as_string(),
         };
+        match self.decide(text).await? {
+            Some(text) => {
+                let in_header = answer_in_header && wire::fits_header(&text);
+                answer(&text, 200, in_header)
+            }
+            None => answer("bad limiter call", 400, false),
+        }
+    }
+
+    /// A limiter call through JavaScript RPC (`stub.call(text)`, where the object's class is
+    /// the build's `DurableObject` around this one): its JSON text in, the decision's out, with
+    /// no `Request` or `Response` either way. A call that does not parse is refused.
+    pub async fn call(&self, text: String) -> Result<JsValue, JsValue> {
+        match self.decide(Some(text)).await? {
+            Some(decision) => Ok(JsValue::from_str(&decision)),
+            None => Err(js_sys::Error::new("bad limiter call").into()),
+        }
+    }
+}
+
+impl UserLimiter {
+    /// The decision on the call `text` (`None`: it does not parse), made and, when the ledger
+    /// says so, stored.
+    async fn decide(&self, text: Option<String>) -> Result<Option<String>, JsValue> {
         // serde_json on the text, not the runtime's JSON: ticket ids are exact 64-bit numbers.
         let Some(call) = text.and_then(|text| wire::from_str::<Call>(&text).ok()) else {
-            return answer("bad limiter call", 400, false);
+            return Ok(None);
         };
         if self.memory.borrow().is_none() {
             apart(self.load()).await?;
@@ -97,13 +126,9 @@ impl UserLimiter {
         if let Some(text) = text {
             apart(self.store(text, now)).await?;
         }
-        let text = serde_json::to_string(&decision).unwrap_or_default();
-        let in_header = answer_in_header && wire::fits_header(&text);
-        answer(&text, 200, in_header)
+        Ok(Some(serde_json::to_string(&decision).unwrap_or_default()))
     }
-}
 
-impl UserLimiter {
     async fn streams_call(&self, req: web_sys::Request) -> Result<JsValue, JsValue> {
         let answer = self.streams.fetch(req.into()).await?;
         Ok(web_sys::Response::from(answer).into())
