@@ -12,6 +12,10 @@ use serde_json::Value;
 
 pub use crate::json_read::from_str;
 
+/// A call goes through JavaScript RPC (`runtime::limiter`); these two headers are the fetch
+/// path's, which an isolate takes with an object of an earlier release (no RPC) and which an
+/// isolate of an earlier release takes with every object.
+///
 /// The request header a call travels in when it fits one ([`fits_header`]), besides the body;
 /// an object that finds it reads neither the body nor writes one: it answers with its decision
 /// in [`DECISION_HEADER`] (when that fits too) and an empty body. No promise is then awaited for
