@@ -383,10 +383,7 @@ pub fn with_promise_ticks(glue: &str) -> Result<String, String> {
         };
         let param = &params[..close];
         let body = format!("{{return {param}.queueMicrotask}}");
-        let is_name = !param.is_empty()
-            && param
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$');
+        let is_name = !param.is_empty() && param.chars().all(is_name_char);
         if is_name && params[close + 1..].starts_with(&body) {
             let start = glue.len() - function.len();
             probes.push(start..start + FUNCTION.len() + close + 1 + body.len());
