@@ -37,6 +37,7 @@ pub mod caller;
 pub mod config;
 pub mod error;
 pub mod json_read;
+pub mod json_write;
 pub mod lifecycle;
 pub mod limiter;
 pub mod log;

@@ -3,12 +3,12 @@
 //! object. They hold ids, names, numbers and codes: never a token, a key, or any prompt or
 //! completion text.
 
-use serde::Serialize;
-
 use crate::error::AppError;
+use crate::json_write::Object;
 
 /// The log line of one request, filled in as the request goes.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 pub struct RequestLog {
     /// `x-request-id`.
     pub request_id: String,
@@ -17,68 +17,68 @@ pub struct RequestLog {
     /// The URL path (no query: a query could carry anything).
     pub path: String,
     /// The caller's own `x-request-id`, when it sent one that looks like an id.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub client_request_id: Option<String>,
     /// The trace id of the caller's `traceparent`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub trace_id: Option<String>,
     /// The caller's `sub`, once the token is verified.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub sub: Option<String>,
     /// The alias asked for.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub alias: Option<String>,
     /// `provider:model` used.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub route: Option<String>,
     /// Whether the answer was a stream.
     pub stream: bool,
     /// A resumable stream's id (on its request and on its resumes).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub stream_id: Option<String>,
     /// The caller left before the stream's end and its events went to the user's Durable
     /// Object for a resume.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[cfg_attr(test, serde(skip_serializing_if = "std::ops::Not::not"))]
     pub handed_off: bool,
     /// Calls to the Durable Object that took the handed-over events.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub handoff_calls: Option<u32>,
     /// Bytes of events those calls carried.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub handoff_bytes: Option<u64>,
     /// The status sent to the caller.
     pub status: u16,
     /// The provider's status.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub upstream_status: Option<u16>,
     /// Milliseconds the limiter took to admit the request (one Durable Object round trip).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub limiter_ms: Option<u64>,
     /// Every route tried, in order, with its status or error (fallback).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Vec::is_empty"))]
     pub attempts: Vec<crate::log::Attempt>,
     /// `HIT`, `MISS` or `BYPASS` (chat requests).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub cache: Option<&'static str>,
     /// Milliseconds from the request's arrival to the first byte of the answer body sent.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub ttfb_ms: Option<u64>,
     /// Milliseconds from arrival to the end of the answer.
     pub total_ms: u64,
     /// Prompt tokens the provider counted.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub prompt_tokens: Option<u64>,
     /// Completion tokens the provider counted.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub completion_tokens: Option<u64>,
     /// Tokens charged to the user's budget for this request.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub charged: Option<u64>,
     /// The error code sent (or the stream's closing error).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub error: Option<String>,
     /// For the operator: which variable is wrong, why a token was refused...
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub detail: Option<String>,
 }
 
@@ -108,10 +108,44 @@ impl RequestLog {
         self.detail = error.log_detail();
     }
 
-    /// The line: one JSON object, no newline inside.
+    /// The line: one JSON object, no newline inside; members in the fields' order, an absent
+    /// one (`None`, no attempts, not handed off) left out.
     pub fn to_line(&self) -> String {
-        // Strings and numbers only: serialising cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        let mut o = Object::with_capacity(320);
+        o.string("request_id", &self.request_id);
+        o.string("method", &self.method);
+        o.string("path", &self.path);
+        o.some_string("client_request_id", self.client_request_id.as_deref());
+        o.some_string("trace_id", self.trace_id.as_deref());
+        o.some_string("sub", self.sub.as_deref());
+        o.some_string("alias", self.alias.as_deref());
+        o.some_string("route", self.route.as_deref());
+        o.boolean("stream", self.stream);
+        o.some_string("stream_id", self.stream_id.as_deref());
+        if self.handed_off {
+            o.boolean("handed_off", true);
+        }
+        o.some_number("handoff_calls", self.handoff_calls.map(u64::from));
+        o.some_number("handoff_bytes", self.handoff_bytes);
+        o.number("status", u64::from(self.status));
+        o.some_number("upstream_status", self.upstream_status.map(u64::from));
+        o.some_number("limiter_ms", self.limiter_ms);
+        if !self.attempts.is_empty() {
+            o.objects("attempts", &self.attempts, |o, a| {
+                o.string("route", &a.route);
+                o.some_number("status", a.status.map(u64::from));
+                o.some_string("error", a.error.as_deref());
+            });
+        }
+        o.some_string("cache", self.cache);
+        o.some_number("ttfb_ms", self.ttfb_ms);
+        o.number("total_ms", self.total_ms);
+        o.some_number("prompt_tokens", self.prompt_tokens);
+        o.some_number("completion_tokens", self.completion_tokens);
+        o.some_number("charged", self.charged);
+        o.some_string("error", self.error.as_deref());
+        o.some_string("detail", self.detail.as_deref());
+        o.end()
     }
 
     /// The console level the line is written at. A 5xx answer (an internal error among them)
@@ -137,15 +171,16 @@ pub enum Level {
 
 /// One provider tried for a request, as the log line lists it:
 /// `{"route":"openai:gpt-4o-mini","status":500}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 pub struct Attempt {
     /// `provider:model`.
     pub route: String,
     /// The provider's HTTP status, when it answered.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub status: Option<u16>,
     /// Why the attempt failed (an error code), when it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub error: Option<String>,
 }
 
@@ -171,18 +206,19 @@ impl Attempt {
 
 /// A log line that is not a request's own: `{"event":"<name>", ...}` with the request it
 /// happened in, the user, and a detail for the operator, where there are some.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 pub struct Event {
     /// What happened (`jwks_fetch_failed`, `limiter_unavailable`, ...).
     pub event: &'static str,
     /// The request it happened in.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub request_id: Option<String>,
     /// The user it concerns (cut short).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub sub: Option<String>,
     /// For the operator (cut short).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub detail: Option<String>,
 }
 
@@ -215,8 +251,12 @@ impl Event {
 
     /// The line: one JSON object, no newline inside.
     pub fn to_line(&self) -> String {
-        // Strings only: serialising cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        let mut o = Object::with_capacity(128);
+        o.string("event", self.event);
+        o.some_string("request_id", self.request_id.as_deref());
+        o.some_string("sub", self.sub.as_deref());
+        o.some_string("detail", self.detail.as_deref());
+        o.end()
     }
 }
 
@@ -551,9 +591,98 @@ mod tests {
             ),
             Attempt::answered("anthropic:claude-haiku-4-5".into(), 200),
         ];
-        assert_eq!(
-            serde_json::to_string(&a).unwrap(),
-            r#"[{"route":"openai:gpt-4o-mini","status":500,"error":"upstream_error"},{"route":"local:llama3","error":"upstream_error"},{"route":"anthropic:claude-haiku-4-5","status":200}]"#
+        let mut log = RequestLog::new("abc", "POST", "/v1/chat/completions");
+        log.attempts = a.to_vec();
+        let line = log.to_line();
+        assert!(
+            line.contains(r#","attempts":[{"route":"openai:gpt-4o-mini","status":500,"error":"upstream_error"},{"route":"local:llama3","error":"upstream_error"},{"route":"anthropic:claude-haiku-4-5","status":200}],"#),
+            "{line}"
         );
+    }
+
+    /// The lines are written by hand ([`crate::json_write`]); serde's derived writer of the same
+    /// types (compiled for the tests only) is the oracle, byte for byte.
+    #[test]
+    fn lines_are_what_serde_writes() {
+        let mut pick = crate::picker(0xD1B5_4A32_D192_ED03);
+        let texts = [
+            "",
+            "a",
+            "x\"y\\z",
+            "line\nbreak",
+            "\u{1}\u{1f}\t",
+            "日本🙂",
+            "é\u{7f}",
+        ];
+        let numbers = [0, 1, 42, u64::from(u16::MAX), u64::from(u32::MAX), u64::MAX];
+        for _ in 0..3_000 {
+            let mut text = || texts[pick(texts.len())].to_owned();
+            let (t1, t2, t3) = (text(), text(), text());
+            let mut some_text = || (pick(2) == 1).then(|| texts[pick(texts.len())].to_owned());
+            let (o1, o2, o3, o4, o5, o6, o7, o8) = (
+                some_text(),
+                some_text(),
+                some_text(),
+                some_text(),
+                some_text(),
+                some_text(),
+                some_text(),
+                some_text(),
+            );
+            let mut number = || numbers[pick(numbers.len())];
+            let (n1, n2, n3, n4, n5, n6, n7) = (
+                number(),
+                number(),
+                number(),
+                number(),
+                number(),
+                number(),
+                number(),
+            );
+            let mut flag = || pick(2) == 1;
+            let flags: Vec<bool> = (0..12).map(|_| flag()).collect();
+            let attempts = (0..pick(3))
+                .map(|i| Attempt {
+                    route: texts[pick(texts.len())].to_owned(),
+                    status: flags[i].then_some(502),
+                    error: flags[i + 3].then(|| "upstream_error".to_owned()),
+                })
+                .collect();
+            let log = RequestLog {
+                request_id: t1,
+                method: t2,
+                path: t3,
+                client_request_id: o1,
+                trace_id: o2,
+                sub: o3,
+                alias: o4,
+                route: o5,
+                stream: flags[6],
+                stream_id: o6,
+                handed_off: flags[7],
+                handoff_calls: flags[8].then_some(n1 as u32),
+                handoff_bytes: flags[9].then_some(n2),
+                status: n3 as u16,
+                upstream_status: flags[10].then_some(n4 as u16),
+                limiter_ms: flags[11].then_some(n5),
+                attempts,
+                cache: flags[0].then_some("HIT"),
+                ttfb_ms: flags[1].then_some(n6),
+                total_ms: n7,
+                prompt_tokens: flags[2].then_some(n1),
+                completion_tokens: flags[3].then_some(n2),
+                charged: flags[4].then_some(n3),
+                error: o7,
+                detail: o8,
+            };
+            assert_eq!(log.to_line(), serde_json::to_string(&log).unwrap());
+            let event = Event {
+                event: "limiter_unavailable",
+                request_id: log.client_request_id.clone(),
+                sub: log.sub.clone(),
+                detail: log.detail.clone(),
+            };
+            assert_eq!(event.to_line(), serde_json::to_string(&event).unwrap());
+        }
     }
 }

@@ -78,7 +78,7 @@ impl<'a> RawObject<'a> {
             if i > 0 {
                 out.push(',');
             }
-            out.push_str(&json_string(key));
+            crate::json_write::push_string(&mut out, key);
             out.push(':');
             if key == "model" {
                 seen_model = true;
@@ -100,8 +100,9 @@ impl<'a> RawObject<'a> {
 }
 
 fn json_string(s: &str) -> String {
-    // Serialising a &str cannot fail.
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+    let mut out = String::with_capacity(s.len() + 2);
+    crate::json_write::push_string(&mut out, s);
+    out
 }
 
 impl<'de> Deserialize<'de> for RawObject<'de> {
