@@ -38,8 +38,6 @@
 //! issued since its last write as [`UserState::lost`]: their reservations are gone (the
 //! requests are still running upstream), but their settlements, when they come, charge.
 
-use serde::{Serialize, Serializer};
-
 /// Length of a request window.
 pub const MINUTE_MS: u64 = 60_000;
 /// Length of a budget day (UTC days: the budget resets at midnight UTC).
@@ -68,7 +66,8 @@ pub const MAX_RECOVERED: usize = 1024;
 pub const ID_SHIFT: u32 = 10;
 
 /// One plan's limits, as the limiter needs them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 pub struct Limits {
     /// Requests admitted per window.
     pub requests_per_minute: u64,
@@ -79,7 +78,8 @@ pub struct Limits {
 }
 
 /// An admitted request's reservation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 pub struct Ticket {
     /// Its id (unique per user, across restarts).
     pub id: u64,
@@ -92,7 +92,8 @@ pub struct Ticket {
 }
 
 /// A ticket whose lease lapsed: its reservation was charged, on `day`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 pub struct Lapsed {
     /// The ticket.
     pub id: u64,
@@ -105,7 +106,8 @@ pub struct Lapsed {
 }
 
 /// Ticket ids `start..end` that a run of the object may have issued without storing them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 pub struct IdRange {
     /// The first id.
     pub start: u64,
@@ -122,7 +124,8 @@ impl IdRange {
 /// One user's limiter state (what the Durable Object stores). Read back by
 /// [`super::wire`]: a field added later is read there with a default, since the state an
 /// earlier release stored lacks it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 pub struct UserState {
     /// Start of the current request window (meaningful while `window_count > 0`).
     pub window_start: u64,
@@ -189,14 +192,16 @@ impl RefusalKind {
     }
 }
 
-impl Serialize for RefusalKind {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+#[cfg(test)]
+impl serde::Serialize for RefusalKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.name())
     }
 }
 
 /// A refusal: which limit, its size, and when to retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 pub struct Refusal {
     /// The limit that refused.
     pub kind: RefusalKind,
@@ -211,7 +216,8 @@ pub struct Refusal {
 }
 
 /// One limit's state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 pub struct Level {
     /// The limit.
     pub limit: u64,
@@ -222,7 +228,8 @@ pub struct Level {
 }
 
 /// Every limit's state at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 pub struct Snapshot {
     /// Requests in the window.
     pub requests: Level,
@@ -233,7 +240,8 @@ pub struct Snapshot {
 }
 
 /// What `admit` decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 pub struct Decision {
     /// The reservation, when admitted.
     pub ticket: Option<u64>,

@@ -14,7 +14,6 @@ pub mod wire;
 
 use std::time::Duration;
 
-use serde::Serialize;
 use storycad_protocol::ratelimit::RateLimitInfo;
 use storycad_protocol::{codes, headers, ErrorBody, LimitStatus, UsageReport};
 
@@ -23,7 +22,8 @@ use crate::config::Config;
 use crate::plans::Plan;
 
 /// A request's real cost, settled against the ticket its admission got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 pub struct Settlement {
     /// The ticket `Admit` gave.
     pub ticket: u64,
@@ -38,8 +38,9 @@ pub struct Settlement {
 /// `client`) for the user's next call instead of making a round trip of its own.
 ///
 /// On the wire `{"op": "admit", ...}`; read by [`wire`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[cfg_attr(test, serde(tag = "op", rename_all = "snake_case"))]
 pub enum Call {
     /// Admit a request reserving `tokens`, with a stream slot if `stream`.
     Admit {
@@ -50,7 +51,7 @@ pub enum Call {
         /// Whether it holds a stream slot.
         stream: bool,
         /// Requests settled since the last call.
-        #[serde(skip_serializing_if = "Vec::is_empty")]
+        #[cfg_attr(test, serde(skip_serializing_if = "Vec::is_empty"))]
         settle: Vec<Settlement>,
     },
     /// Settle requests that no other call took along.
@@ -65,7 +66,7 @@ pub enum Call {
         /// The caller's plan's limits.
         limits: Limits,
         /// Requests settled since the last call.
-        #[serde(skip_serializing_if = "Vec::is_empty")]
+        #[cfg_attr(test, serde(skip_serializing_if = "Vec::is_empty"))]
         settle: Vec<Settlement>,
     },
 }
@@ -150,8 +151,7 @@ impl Ledger {
         self.dirty |= changed;
         let due = matches!(call, Call::Settle { .. })
             || now.saturating_sub(self.last_write) >= WRITE_INTERVAL_MS;
-        let text =
-            (self.dirty && due).then(|| serde_json::to_string(&self.state).unwrap_or_default());
+        let text = (self.dirty && due).then(|| wire::state_text(&self.state));
         decision.stored = !self.dirty || text.is_some();
         (decision, text)
     }

@@ -126,7 +126,7 @@ impl UserLimiter {
         if let Some(text) = text {
             apart(self.store(text, now)).await?;
         }
-        Ok(Some(serde_json::to_string(&decision).unwrap_or_default()))
+        Ok(Some(wire::decision_text(&decision)))
     }
 
     async fn streams_call(&self, req: web_sys::Request) -> Result<JsValue, JsValue> {

@@ -304,8 +304,7 @@ extern "C" {
 
 async fn call(namespace: &ObjectNamespace, sub: &str, call: &Call) -> Result<Decision, AppError> {
     let result = async {
-        let text =
-            serde_json::to_string(call).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        let text = wire::call_text(call);
         let in_header = wire::fits_header(&text).then_some(wire::CALL_HEADER);
         let promise = js_limiter_call(
             namespace.as_ref(),
