@@ -21,6 +21,21 @@ use super::{
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long before the end the second full-GC reading is taken (still under load, as the first).
 const GC_BEFORE_END: Duration = Duration::from_secs(15);
+/// The least load left after the second full-GC reading starts: the GC and the reading 2 s
+/// after it must end before the load does.
+const GC_ROOM: Duration = Duration::from_secs(5);
+
+/// When, from the start, the second full-GC reading is taken: [`GC_BEFORE_END`] before the end,
+/// or, in a run too short for that, halfway from the first reading (at `warm_up`) to the end;
+/// `None` when not even that leaves [`GC_ROOM`].
+pub fn second_gc_at(warm_up: Duration, run_for: Duration) -> Option<Duration> {
+    let late = run_for.saturating_sub(GC_BEFORE_END);
+    if late > warm_up {
+        return Some(late);
+    }
+    let halfway = warm_up + run_for.saturating_sub(warm_up) / 2;
+    (run_for.saturating_sub(halfway) >= GC_ROOM).then_some(halfway)
+}
 
 /// One request's outcome, kept for the figures.
 pub struct Done {
@@ -39,6 +54,8 @@ pub struct Run {
     /// when the isolate's inspector did not answer).
     pub gc_start: Option<Sample>,
     pub gc_end: Option<Sample>,
+    /// Whether the run was long enough for the second full-GC reading ([`second_gc_at`]).
+    pub gc_end_planned: bool,
 }
 
 /// Every user, with its own token, requests in a loop until the run's end, while the
@@ -87,11 +104,10 @@ pub async fn drive(
 
     let samples = Arc::new(Mutex::new(vec![first]));
     // Full-GC readings: after the warm-up, and shortly before the end, both under load.
+    let second_gc = second_gc_at(warm_up, run_for);
     let gc_readings = gc.map(|probe| {
         let first_at = started + warm_up;
-        let second_at = deadline
-            .checked_sub(GC_BEFORE_END)
-            .filter(|t| *t > first_at);
+        let second_at = second_gc.map(|at| started + at);
         tokio::spawn(async move {
             tokio::time::sleep_until(first_at.into()).await;
             let a = probe.collect_and_read(group, started).await;
@@ -210,6 +226,7 @@ pub async fn drive(
         samples,
         gc_start,
         gc_end,
+        gc_end_planned: second_gc.is_some(),
     })
 }
 
@@ -299,4 +316,22 @@ fn tail_chars(s: &str, n: usize) -> String {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_second_full_gc_reading_fits_in_the_run() {
+        let s = Duration::from_secs_f64;
+        // Long runs: 15 s before the end.
+        assert_eq!(second_gc_at(s(180.0), s(600.0)), Some(s(585.0)));
+        assert_eq!(second_gc_at(s(30.0), s(60.0)), Some(s(45.0)));
+        // Short ones: halfway from the first reading to the end, while 5 s are left.
+        assert_eq!(second_gc_at(s(15.0), s(30.0)), Some(s(22.5)));
+        assert_eq!(second_gc_at(s(10.0), s(20.0)), Some(s(15.0)));
+        assert_eq!(second_gc_at(s(5.0), s(10.0)), None);
+        assert_eq!(second_gc_at(s(3.0), s(6.0)), None);
+    }
 }

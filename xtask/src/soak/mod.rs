@@ -37,9 +37,10 @@
 //! Under steady load a local workerd's RSS climbs although nothing is kept: V8 runs only minor
 //! GCs, never the major one that frees the native side of per-request and per-subrequest
 //! objects (workerd issues 6824 and 6894; in production, isolate limits and eviction hide it).
-//! So twice, after the warm-up and 15 s before the end (both under load), the soak asks the
-//! Worker's isolate for a full GC through the runtime's DevTools inspector (`soak/gc.mjs`,
-//! `HeapProfiler.collectGarbage`) and reads RSS 2 s later. The verdict compares those two
+//! So twice, after the warm-up and 15 s before the end (both under load; in a run too short
+//! for that, halfway from the first to the end), the soak asks the Worker's isolate for a full
+//! GC through the runtime's DevTools inspector (`soak/gc.mjs`, `HeapProfiler.collectGarbage`)
+//! and reads RSS 2 s later. The verdict compares those two
 //! readings: what survives a full GC is what the Worker keeps. When no inspector answers, it
 //! compares the plain readings instead, and says so.
 //!

@@ -29,6 +29,7 @@ pub fn report(settings: &Settings, run: &Run) -> Result<Summary> {
         ref samples,
         gc_start,
         gc_end,
+        gc_end_planned,
     } = *run;
     let measured: Vec<&Done> = done.iter().filter(|d| d.at >= warm_up).collect();
     let window = elapsed
@@ -135,9 +136,12 @@ pub fn report(settings: &Settings, run: &Run) -> Result<Summary> {
             (g, "after a full GC, end vs start")
         }
         _ => {
-            println!(
-                "  after a full GC        (not measured: the isolate's inspector did not answer)"
-            );
+            let why = if gc_end_planned || gc_start.is_none() {
+                "the isolate's inspector did not answer"
+            } else {
+                "the run is too short for a second reading"
+            };
+            println!("  after a full GC        (not measured: {why})");
             (raw_growth, "end vs start, under load")
         }
     };
