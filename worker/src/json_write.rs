@@ -1,6 +1,7 @@
 //! Writing JSON by hand, for the text every request writes whatever it carries: its log line
-//! ([`crate::log`]) and a name or model put into an answer. serde's derived writer instantiates
-//! its generic code once per field type (a dozen functions for the log line alone), and V8
+//! ([`crate::log`]), the limiter's calls, decisions and stored state ([`crate::limiter::wire`])
+//! and a name or model put into an answer. serde's derived writer instantiates its generic code
+//! once per field type (a dozen functions for the log line alone), and V8
 //! compiles each function a request runs on its first call, again whenever the runtime drops
 //! the wasm's baseline code (`docs/operations.md`, "After another isolate starts"): those
 //! dozen functions were ~0.1 ms of such a request. serde_json stays the writer of JSON values
