@@ -124,6 +124,10 @@ pub struct Settings {
     /// first request.
     #[arg(long)]
     pub cold_only: bool,
+    /// The cold starts' chat requests as streams (the answer's 3 content chunks relayed as
+    /// events), not JSON answers: what an isolate's first request costs when it is a stream.
+    #[arg(long)]
+    pub cold_stream: bool,
     /// Only the requests not streamed (latency, requests/s and CPU per request, with the
     /// calibration) and the cold starts: a change to the request path, before and after
     /// (`--against`), in minutes rather than the whole run's ten.
@@ -251,6 +255,8 @@ pub struct Report {
     /// Medians of [`Report::cold_starts`] starts each.
     pub cold: Vec<ColdRow>,
     pub cold_starts: usize,
+    /// Whether the cold starts' requests were streams (`--cold-stream`).
+    pub cold_stream: bool,
     pub latency: Vec<LatencyRow>,
     pub calibration: Calibration,
     pub streams: Vec<StreamTable>,
@@ -470,12 +476,12 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         let mut rows = Vec::new();
         for &(name, dir, rounds) in &baselines {
             let w = baseline(dir, &suffix, rounds)?;
-            rows.extend(rt.block_on(cold_alone(baseline_target(name, &w)))?);
+            rows.extend(rt.block_on(cold_alone(baseline_target(name, &w), settings.cold_stream))?);
             stop(w);
         }
         for (i, (name, cache, limits, vars, dir)) in our_workers.iter().cloned().enumerate() {
             let w = ours(&format!("bench-{i}{suffix}"), cache, limits, vars, dir)?;
-            rows.extend(rt.block_on(cold_alone(our_target(name, &w)))?);
+            rows.extend(rt.block_on(cold_alone(our_target(name, &w), settings.cold_stream))?);
             stop(w);
         }
         samples.push(rows);
@@ -494,9 +500,9 @@ fn stop(w: Miniflare) {
 }
 
 /// One fresh Worker's cold start.
-async fn cold_alone(t: Target) -> Result<Vec<ColdRow>> {
+async fn cold_alone(t: Target, stream: bool) -> Result<Vec<ColdRow>> {
     let http = reqwest::Client::builder().build()?;
-    cold_starts(&http, std::slice::from_ref(&t)).await
+    cold_starts(&http, std::slice::from_ref(&t), stream).await
 }
 
 /// The median of `values` (the upper one of an even count; at least one value).
@@ -739,12 +745,17 @@ async fn spin_cost(http: &reqwest::Client, target: &Target) -> Result<f64> {
     Ok(spun.saturating_sub(idle).as_secs_f64() * 1000.0 / (rounds * SPIN_TIMES) as f64)
 }
 
-/// Each Worker's start-up CPU and its first two requests, before anything else reached it.
-async fn cold_starts(http: &reqwest::Client, targets: &[Target]) -> Result<Vec<ColdRow>> {
+/// Each Worker's start-up CPU and its first two requests, before anything else reached it
+/// (streams when `stream`).
+async fn cold_starts(
+    http: &reqwest::Client,
+    targets: &[Target],
+    stream: bool,
+) -> Result<Vec<ColdRow>> {
     let mut rows = Vec::new();
     for t in targets.iter().filter(|t| t.json && !t.runtime.is_empty()) {
         let startup = processes_cpu(&t.runtime);
-        let body = t.body("hello there", false);
+        let body = t.body("hello there", stream);
         let mut requests = [Timed::default(); 3];
         for (sender, slot) in requests.iter_mut().enumerate() {
             if sender == 2 {
@@ -755,7 +766,7 @@ async fn cold_starts(http: &reqwest::Client, targets: &[Target]) -> Result<Vec<C
                 new_isolate(http, url).await?;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            *slot = timed_request(http, t, &body, sender).await?;
+            *slot = timed_request(http, t, &body, stream, sender).await?;
         }
         rows.push(ColdRow {
             path: t.name,
@@ -778,8 +789,8 @@ async fn flushed(http: &reqwest::Client, targets: &[&Target]) -> Result<Vec<Flus
         for _ in 0..FLUSH_ROUNDS {
             new_isolate(http, url).await?;
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let after = timed_request(http, t, &body, 0).await?;
-            let next = timed_request(http, t, &body, 0).await?;
+            let after = timed_request(http, t, &body, false, 0).await?;
+            let next = timed_request(http, t, &body, false, 0).await?;
             rounds.push((after, next));
         }
         let (after, next): (Vec<Timed>, Vec<Timed>) = rounds.into_iter().unzip();
@@ -792,15 +803,17 @@ async fn flushed(http: &reqwest::Client, targets: &[&Target]) -> Result<Vec<Flus
     Ok(rows)
 }
 
-/// One request from `sender`, timed, with the CPU its runtime's threads spent meanwhile.
+/// One request from `sender` (a stream's when `stream`, read to its end), timed, with the CPU
+/// its runtime's threads spent meanwhile.
 async fn timed_request(
     http: &reqwest::Client,
     t: &Target,
     body: &str,
+    stream: bool,
     sender: usize,
 ) -> Result<Timed> {
     let (main, others) = threads_cpu(&t.runtime);
-    let timing = t.send(http, body, false, sender).await?;
+    let timing = t.send(http, body, stream, sender).await?;
     // The runtime's threads settle their accounting as they sleep again.
     tokio::time::sleep(Duration::from_millis(20)).await;
     let (main_after, others_after) = threads_cpu(&t.runtime);
@@ -840,8 +853,9 @@ async fn measure_targets(
     let mut report = Report {
         requests: settings.requests,
         // Before anything else reaches the Workers.
-        cold: cold_starts(&http, targets).await?,
+        cold: cold_starts(&http, targets, settings.cold_stream).await?,
         cold_starts: 1,
+        cold_stream: settings.cold_stream,
         latency: Vec::new(),
         calibration,
         streams: Vec::new(),
@@ -985,7 +999,12 @@ pub fn markdown(report: &Report) -> Result<String> {
     let mut md = String::new();
     if report.latency.is_empty() && report.streams.is_empty() && report.rates.is_empty() {
         // A cold-only run.
-        cold_table(&mut md, &report.cold, report.cold_starts)?;
+        cold_table(
+            &mut md,
+            &report.cold,
+            report.cold_starts,
+            report.cold_stream,
+        )?;
         return Ok(md);
     }
     writeln!(
@@ -1148,7 +1167,12 @@ pub fn markdown(report: &Report) -> Result<String> {
         }
     }
     flush_table(&mut md, &report.flushed, report.requests)?;
-    cold_table(&mut md, &report.cold, report.cold_starts)?;
+    cold_table(
+        &mut md,
+        &report.cold,
+        report.cold_starts,
+        report.cold_stream,
+    )?;
     Ok(md)
 }
 
@@ -1190,17 +1214,28 @@ fn flush_table(md: &mut String, rows: &[FlushRow], requests: usize) -> Result<()
 
 /// The cold-start table: each Worker's medians over `starts` fresh starts, beside the
 /// passthrough's.
-fn cold_table(md: &mut String, rows: &[ColdRow], starts: usize) -> Result<()> {
+fn cold_table(md: &mut String, rows: &[ColdRow], starts: usize, stream: bool) -> Result<()> {
     use std::fmt::Write as _;
     if rows.is_empty() {
         return Ok(());
     }
+    let (title, kind) = if stream {
+        (
+            ", each request a stream",
+            "streamed (its 3 content chunks relayed as events, read to the end; the metering \
+             and proxying baselines hand a stream's answer through unread, as the passthrough \
+             does)",
+        )
+    } else {
+        ("", "answered in JSON")
+    };
     writeln!(
         md,
-        "\n### Cold start (each Worker's runtime as started; medians of {starts} starts each)\n\n\
+        "\n### Cold start (each Worker's runtime as started; medians of {starts} starts \
+         each{title})\n\n\
          Start-up CPU: the runtime process's CPU from its spawn to the first request (workerd's \
-         own start, the same for all, and loading the Worker). Requests: the first chat request, \
-         the first the Worker sees; the next (another user); and a third (another user) after \
+         own start, the same for all, and loading the Worker). Requests, {kind}: the first chat \
+         request, the first the Worker sees; the next (another user); and a third (another user) after \
          another isolate started in the same runtime, which makes V8 drop the baseline code of \
          every wasm module in the process, as it does in production whenever another Worker \
          starts on the machine: ms, and the CPU ms of the runtime's main thread, where the \
@@ -1527,6 +1562,7 @@ mod tests {
             requests: 20,
             cold,
             cold_starts: starts,
+            cold_stream: false,
             latency: Vec::new(),
             calibration: Calibration {
                 ms: 1.0,
@@ -1559,6 +1595,19 @@ mod tests {
         for other in ["Latency", "Calibration", "Streams", "without its log line"] {
             assert!(!md.contains(other), "{other} in {md}");
         }
+        assert!(md.contains("Requests, answered in JSON:"), "{md}");
+    }
+
+    #[test]
+    fn a_streamed_cold_start_says_so() {
+        let mut report = cold_only(vec![cold(PASSTHROUGH, 2.0), cold(OURS, 9.0)], 5);
+        report.cold_stream = true;
+        let md = markdown(&report).unwrap();
+        assert!(
+            md.contains("medians of 5 starts each, each request a stream)"),
+            "{md}"
+        );
+        assert!(md.contains("Requests, streamed ("), "{md}");
     }
 
     #[test]
@@ -1597,6 +1646,7 @@ mod tests {
                 cold(OURS, 9.0),
             ],
             cold_starts: 1,
+            cold_stream: false,
             latency: vec![
                 row(PASSTHROUGH, 2.0, 1.0),
                 row(METERED, 3.0, 1.25),
