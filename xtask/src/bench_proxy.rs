@@ -999,12 +999,7 @@ pub fn markdown(report: &Report) -> Result<String> {
     let mut md = String::new();
     if report.latency.is_empty() && report.streams.is_empty() && report.rates.is_empty() {
         // A cold-only run.
-        cold_table(
-            &mut md,
-            &report.cold,
-            report.cold_starts,
-            report.cold_stream,
-        )?;
+        cold_table(&mut md, report)?;
         return Ok(md);
     }
     writeln!(
@@ -1167,12 +1162,7 @@ pub fn markdown(report: &Report) -> Result<String> {
         }
     }
     flush_table(&mut md, &report.flushed, report.requests)?;
-    cold_table(
-        &mut md,
-        &report.cold,
-        report.cold_starts,
-        report.cold_stream,
-    )?;
+    cold_table(&mut md, report)?;
     Ok(md)
 }
 
@@ -1212,10 +1202,11 @@ fn flush_table(md: &mut String, rows: &[FlushRow], requests: usize) -> Result<()
     Ok(())
 }
 
-/// The cold-start table: each Worker's medians over `starts` fresh starts, beside the
+/// The cold-start table: each Worker's medians over the report's fresh starts, beside the
 /// passthrough's.
-fn cold_table(md: &mut String, rows: &[ColdRow], starts: usize, stream: bool) -> Result<()> {
+fn cold_table(md: &mut String, report: &Report) -> Result<()> {
     use std::fmt::Write as _;
+    let (rows, starts, stream) = (&report.cold, report.cold_starts, report.cold_stream);
     if rows.is_empty() {
         return Ok(());
     }
