@@ -226,11 +226,12 @@ impl FromJson for Call {
 /// `call`'s text.
 pub fn call_text(call: &Call) -> String {
     let mut o = Object::with_capacity(160);
-    let (op, limits, settle) = match call {
-        Call::Admit { limits, settle, .. } => ("admit", limits, settle),
-        Call::Settle { limits, settle } => ("settle", limits, settle),
-        Call::Peek { limits, settle } => ("peek", limits, settle),
+    let (op, limits) = match call {
+        Call::Admit { limits, .. } => ("admit", limits),
+        Call::Settle { limits, .. } => ("settle", limits),
+        Call::Peek { limits, .. } => ("peek", limits),
     };
+    let settle = call.settlements();
     o.string("op", op);
     o.object("limits", |o| {
         o.number("requests_per_minute", limits.requests_per_minute);
