@@ -137,16 +137,27 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 /// `v` in decimal digits (as `v.to_string()` writes it, without the formatter).
-fn decimal(mut v: u64) -> String {
-    let mut digits = Vec::new();
+fn decimal(v: u64) -> String {
+    let mut out = String::new();
+    push_decimal(&mut out, v);
+    out
+}
+
+/// `v` in decimal digits, appended to `out` (as `v.to_string()` writes it, without the
+/// formatter: the Worker's wasm compiles no formatting code for its headers and log lines).
+pub fn push_decimal(out: &mut String, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
     loop {
-        digits.push(char::from(b'0' + (v % 10) as u8));
+        at -= 1;
+        // A digit: `v % 10` is below 10.
+        digits[at] = b'0' + (v % 10) as u8;
         v /= 10;
         if v == 0 {
             break;
         }
     }
-    digits.iter().rev().collect()
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 #[cfg(test)]

@@ -9,11 +9,12 @@
 //!
 //! The output is serde_json's, byte for byte: the tests hold it equal.
 
+use storycad_protocol::ratelimit::push_decimal;
+
 /// `s` as a JSON string, quotes included, escaped as serde_json escapes it: `"` and `\`, the
 /// control characters (`\b`, `\t`, `\n`, `\f`, `\r` by name, the others as `\u00XX`); all
 /// else as it is.
 pub fn push_string(out: &mut String, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
@@ -31,8 +32,7 @@ pub fn push_string(out: &mut String, s: &str) {
         out.push_str(&s[start..i]);
         if escape.is_empty() {
             out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 15)]));
+            crate::push_hex(out, &[b]);
         } else {
             out.push_str(escape);
         }
@@ -40,24 +40,6 @@ pub fn push_string(out: &mut String, s: &str) {
     }
     out.push_str(&s[start..]);
     out.push('"');
-}
-
-/// `n` in decimal.
-pub fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        // A digit: `n % 10` is below 10.
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[at..] {
-        out.push(char::from(d));
-    }
 }
 
 /// One JSON object, written member by member; names are written as they are (the callers'
@@ -100,7 +82,7 @@ impl Object {
 
     /// `"name":n`.
     pub fn number(&mut self, name: &str, value: u64) {
-        push_u64(self.name(name), value);
+        push_decimal(self.name(name), value);
     }
 
     /// `"name":n` when there is a number.
@@ -135,7 +117,7 @@ impl Object {
             if i > 0 {
                 out.push(',');
             }
-            push_u64(out, *n);
+            push_decimal(out, *n);
         }
         out.push(']');
     }
@@ -195,26 +177,6 @@ mod tests {
             let mut ours = String::new();
             push_string(&mut ours, &s);
             assert_eq!(ours, serde_json::to_string(&s).unwrap(), "{b:#x}");
-        }
-    }
-
-    #[test]
-    fn numbers_are_decimal() {
-        for n in [
-            0,
-            1,
-            9,
-            10,
-            99,
-            100,
-            12_345,
-            u64::from(u32::MAX),
-            u64::MAX - 1,
-            u64::MAX,
-        ] {
-            let mut ours = String::new();
-            push_u64(&mut ours, n);
-            assert_eq!(ours, n.to_string());
         }
     }
 
