@@ -24,6 +24,8 @@
 //! - the same metering Worker written as a plain workers-rs Worker (`bench/rust-metered`,
 //!   built here with worker-build): what running as Rust compiled to wasm costs on this
 //!   runtime before any work of ours, per request and on an isolate's first request;
+//! - the same Rust Worker handing the answer back unread and logging nothing (`HAND_THROUGH`):
+//!   the JS passthrough in workers-rs, the least any workers-rs Worker costs;
 //! - the calibration Worker (`bench/calibrate`): the passthrough plus a known amount of CPU work
 //!   per request (sized under node, then measured under the same workerd in requests that do it
 //!   many times); it must read as that much more than the passthrough, or the measurement is
@@ -288,6 +290,7 @@ pub const READER: &str = "JS reader + native stream Worker";
 pub const METERED: &str = "JS metering Worker (reads the answer, one log line)";
 pub const METERED_QUIET: &str = "JS metering Worker without its log line";
 pub const RUST_METERED: &str = "Rust metering Worker (the same, in workers-rs)";
+pub const RUST_PASSTHROUGH: &str = "Rust passthrough Worker (the JS passthrough, in workers-rs)";
 pub const PROXYING: &str = "JS proxying Worker (metering + the caller's body read and rewritten)";
 pub const CALIBRATION: &str = "calibration Worker (passthrough + known CPU)";
 pub const OURS: &str = "our Worker";
@@ -345,17 +348,18 @@ pub fn measure(settings: &Settings) -> Result<Report> {
                 bindings,
             })
         };
-    // `suffix` tells apart the fresh starts of the same Worker (the cold-start samples).
-    let baseline = |dir: &str, suffix: &str, rounds: Option<u64>| {
+    // `slug` names a Worker's runtime (its logs), `dir` its code; `suffix` tells apart the
+    // fresh starts of the same Worker (the cold-start samples); `var` is a setting of its own.
+    let baseline = |slug: &str, dir: &str, suffix: &str, var: &Option<(&str, String)>| {
         let mut bindings = vec![
             ("OPENAI_BASE_URL".to_owned(), provider.openai_base_url()),
             ("OPENAI_API_KEY".to_owned(), PROVIDER_KEY.to_owned()),
         ];
-        if let Some(rounds) = rounds {
-            bindings.push(("SPIN_ROUNDS".to_owned(), rounds.to_string()));
+        if let Some((name, value)) = var {
+            bindings.push(((*name).to_owned(), value.clone()));
         }
         Miniflare::start(miniflare::Options {
-            name: format!("bench-{dir}{suffix}"),
+            name: format!("bench-{slug}{suffix}"),
             code: Code::Script(
                 workspace_root()
                     .join("bench")
@@ -373,29 +377,54 @@ pub fn measure(settings: &Settings) -> Result<Report> {
         "gpt-4o-mini",
     )];
     let baselines = [
-        (PASSTHROUGH, "passthrough", None),
-        (TRANSFORM, "transform", None),
-        (READER, "reader", None),
-        (METERED, "metered", None),
-        (METERED_QUIET, "metered-quiet", None),
-        (PROXYING, "proxying", None),
-        (RUST_METERED, "rust-metered", None),
-        (CALIBRATION, "calibrate", Some(calibration.rounds)),
+        (PASSTHROUGH, "passthrough", "passthrough", None),
+        (TRANSFORM, "transform", "transform", None),
+        (READER, "reader", "reader", None),
+        (METERED, "metered", "metered", None),
+        (METERED_QUIET, "metered-quiet", "metered-quiet", None),
+        (PROXYING, "proxying", "proxying", None),
+        (RUST_METERED, "rust-metered", "rust-metered", None),
+        (
+            RUST_PASSTHROUGH,
+            "rust-passthrough",
+            "rust-metered",
+            Some(("HAND_THROUGH", "true".to_owned())),
+        ),
+        (
+            CALIBRATION,
+            "calibrate",
+            "calibrate",
+            Some(("SPIN_ROUNDS", calibration.rounds.to_string())),
+        ),
     ];
     let baseline_target = |name, w: &Miniflare| {
         Target::new(name, &w.api_base(), vec!["unused".into()], "gpt-4o-mini").served_by(w)
     };
     // A cold-only run starts only the Workers its table compares.
-    let compared = [PASSTHROUGH, METERED, METERED_QUIET, PROXYING, RUST_METERED];
+    let compared = [
+        PASSTHROUGH,
+        METERED,
+        METERED_QUIET,
+        PROXYING,
+        RUST_METERED,
+        RUST_PASSTHROUGH,
+    ];
     let baselines: Vec<_> = baselines
         .into_iter()
         .filter(|(name, ..)| !settings.cold_only || compared.contains(name))
         .collect();
-    for &(name, dir, rounds) in &baselines {
-        let w = baseline(dir, "", rounds)?;
+    for (name, slug, dir, var) in &baselines {
+        let w = baseline(slug, dir, "", var)?;
         let mut t = baseline_target(name, &w);
         // Their streams are the passthrough's.
-        t.streams = ![METERED, METERED_QUIET, PROXYING, RUST_METERED].contains(&name);
+        t.streams = ![
+            METERED,
+            METERED_QUIET,
+            PROXYING,
+            RUST_METERED,
+            RUST_PASSTHROUGH,
+        ]
+        .contains(name);
         targets.push(t);
         workers.push(w);
     }
@@ -474,8 +503,8 @@ pub fn measure(settings: &Settings) -> Result<Report> {
     for round in 1..settings.cold_starts {
         let suffix = format!("-cold-{round}");
         let mut rows = Vec::new();
-        for &(name, dir, rounds) in &baselines {
-            let w = baseline(dir, &suffix, rounds)?;
+        for (name, slug, dir, var) in &baselines {
+            let w = baseline(slug, dir, &suffix, var)?;
             rows.extend(rt.block_on(cold_alone(baseline_target(name, &w), settings.cold_stream))?);
             stop(w);
         }
@@ -1051,6 +1080,12 @@ pub fn markdown(report: &Report) -> Result<String> {
                 "proxying JS",
                 PROXYING,
             ),
+            (
+                "passthrough Rust",
+                RUST_PASSTHROUGH,
+                "passthrough",
+                PASSTHROUGH,
+            ),
             ("metering Rust", RUST_METERED, "metering JS", METERED),
             (
                 "ours, limiter off,",
@@ -1263,6 +1298,12 @@ fn cold_table(md: &mut String, report: &Report) -> Result<()> {
     }
     let find = |name: &str| rows.iter().find(|r| r.path == name);
     for (label, name, base_label, base) in [
+        (
+            "passthrough Rust",
+            RUST_PASSTHROUGH,
+            "passthrough",
+            PASSTHROUGH,
+        ),
         ("metering Rust", RUST_METERED, "passthrough", PASSTHROUGH),
         ("ours", OURS, "passthrough", PASSTHROUGH),
         (
@@ -1504,7 +1545,7 @@ mod tests {
     use super::{
         batches, markdown, median_cold, position, Calibration, ColdRow, FlushRow, LatencyRow,
         Report, Timed, CALIBRATION, LOCAL_LOG_NOTE, METERED, METERED_QUIET, OURS, OURS_NO_LIMITS,
-        PASSTHROUGH, RUST_METERED,
+        PASSTHROUGH, RUST_METERED, RUST_PASSTHROUGH,
     };
 
     fn cold(path: &'static str, ms: f64) -> ColdRow {
@@ -1634,6 +1675,7 @@ mod tests {
             cold: vec![
                 cold(PASSTHROUGH, 2.0),
                 cold(RUST_METERED, 4.0),
+                cold(RUST_PASSTHROUGH, 3.0),
                 cold(OURS, 9.0),
             ],
             cold_starts: 1,
@@ -1642,6 +1684,7 @@ mod tests {
                 row(PASSTHROUGH, 2.0, 1.0),
                 row(METERED, 3.0, 1.25),
                 row(RUST_METERED, 4.0, 1.5),
+                row(RUST_PASSTHROUGH, 2.5, 1.2),
                 row(CALIBRATION, 4.0, 2.0),
                 row(OURS, 6.0, 3.0),
                 row(OURS_NO_LIMITS, 5.0, 2.0),
@@ -1670,6 +1713,9 @@ mod tests {
             "| *metering Rust vs metering JS* | 1 | +1.00 | +1.00 | +1.00 | x0.75 | +0.25 |",
             "| *ours, limiter off, vs metering Rust* | 1 | +1.00 | +1.00 | +1.00 | x0.80 | +0.50 |",
             "| *metering Rust vs passthrough* | +2 |",
+            // The least a workers-rs Worker costs, beside the least a JS one does.
+            "| *passthrough Rust vs passthrough* | 1 | +0.50 | +0.50 | +0.50 | x0.80 | +0.20 |",
+            "| *passthrough Rust vs passthrough* | +1 |",
             "Calibration:",
             "### Cold start",
         ] {

@@ -4,6 +4,10 @@
 //! answers with the bytes it read (a stream is handed through unread). No JWT, no limits, no
 //! routing. Beside the JS one, it shows what running as Rust compiled to wasm costs on this
 //! runtime before any work of ours: what is left of our Worker's cost above it is our code.
+//!
+//! With `HAND_THROUGH` set it is the JS passthrough (`bench/passthrough`) in workers-rs
+//! instead: the answer is handed back unread, nothing is logged. Beside the JS passthrough, that
+//! is the least any workers-rs Worker costs a request on this runtime.
 #![cfg(target_arch = "wasm32")]
 
 use serde::Deserialize;
@@ -29,6 +33,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     if path == "/healthz" {
         return Response::from_bytes(br#"{"status":"ok"}"#.to_vec());
     }
+    let hand_through = env.var("HAND_THROUGH").is_ok();
     let key = env.secret("OPENAI_API_KEY")?.to_string();
     let base = env.var("OPENAI_BASE_URL")?.to_string();
     let upstream = format!("{base}{}", path.strip_prefix("/v1").unwrap_or(&path));
@@ -42,6 +47,9 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let mut answer = Fetch::Request(Request::new_with_init(&upstream, &init)?)
         .send()
         .await?;
+    if hand_through {
+        return Ok(answer);
+    }
     let streamed = answer
         .headers()
         .get("content-type")?
