@@ -71,7 +71,6 @@ impl<'a> RawObject<'a> {
                 + model.len()
                 + 12,
         );
-        let model_json = json_string(model);
         let mut seen_model = false;
         out.push('{');
         for (i, (key, value)) in self.members.iter().enumerate() {
@@ -82,7 +81,7 @@ impl<'a> RawObject<'a> {
             out.push(':');
             if key == "model" {
                 seen_model = true;
-                out.push_str(&model_json);
+                crate::json_write::push_string(&mut out, model);
             } else {
                 out.push_str(value.get());
             }
@@ -92,17 +91,11 @@ impl<'a> RawObject<'a> {
                 out.push(',');
             }
             out.push_str("\"model\":");
-            out.push_str(&model_json);
+            crate::json_write::push_string(&mut out, model);
         }
         out.push('}');
         out
     }
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    crate::json_write::push_string(&mut out, s);
-    out
 }
 
 impl<'de> Deserialize<'de> for RawObject<'de> {
